@@ -1,0 +1,23 @@
+# gatepass — `make run` starts the stack, `make test` runs every test.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test build release fmt lint clean
+
+test:
+	$(CARGO) fmt --all --check
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace --all-targets
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --workspace --release
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

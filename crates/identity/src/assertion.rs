@@ -1,0 +1,370 @@
+//! The identity assertion: a compact JWS (EdDSA over Ed25519) that gatepass attaches to every
+//! allow as `X-User-Assertion`, binding the identity headers to the host they were issued for.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::Identity;
+
+/// Claims of the identity assertion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssertionClaims {
+    /// The user id (`X-User-Id`).
+    pub sub: String,
+    /// `X-User-Username`.
+    pub username: String,
+    /// `X-User-Role`.
+    pub role: String,
+    /// `X-User-Permissions`, as a list.
+    pub permissions: Vec<String>,
+    /// Expiry: never later than the user's token nor than now + the assertion ttl.
+    pub exp: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// `X-Forwarded-Host` exactly as gatepass received it (port included).
+    pub aud: String,
+    /// Unique id of this assertion.
+    pub jti: String,
+}
+
+/// Why an assertion key could not be loaded, or an assertion was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AssertionError {
+    /// The key file is not a PEM of the expected kind.
+    #[error("not an Ed25519 {0} key in PEM form")]
+    BadKey(&'static str),
+    /// The JWKS document has no usable Ed25519 key.
+    #[error("JWKS has no Ed25519 signing key")]
+    NoKey,
+    /// The JWKS could not be fetched.
+    #[error("fetching JWKS failed: {0}")]
+    Fetch(String),
+    /// The assertion header is absent.
+    #[error("assertion missing")]
+    Missing,
+    /// Signature, expiry or shape is wrong.
+    #[error("assertion invalid")]
+    Invalid,
+    /// The assertion was issued for another host.
+    #[error("assertion audience mismatch")]
+    Audience,
+    /// The identity headers do not match the assertion.
+    #[error("identity headers do not match the assertion")]
+    Mismatch,
+    /// Signing failed.
+    #[error("signing the assertion failed")]
+    Sign,
+}
+
+/// Extracts the DER body of the first PEM block.
+fn pem_der(pem: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let mut body = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("-----BEGIN ") {
+            inside = true;
+        } else if line.starts_with("-----END ") {
+            break;
+        } else if inside {
+            body.push_str(line);
+        }
+    }
+    STANDARD.decode(body).ok()
+}
+
+/// RFC 7638 thumbprint of an Ed25519 public key, used as `kid`.
+fn thumbprint(x: &str) -> String {
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// Generates a new Ed25519 key as a PKCS#8 PEM (what `gatepass keygen` writes).
+pub fn generate_ed25519_pkcs8_pem() -> Result<String, AssertionError> {
+    let doc =
+        aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .map_err(|_| AssertionError::Sign)?;
+    let b64 = STANDARD.encode(doc.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    Ok(pem)
+}
+
+/// Signs identity assertions (used by gatepass).
+pub struct AssertionSigner {
+    key: EncodingKey,
+    header: Header,
+    jwks: String,
+}
+
+impl std::fmt::Debug for AssertionSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssertionSigner")
+            .field("kid", &self.header.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AssertionSigner {
+    /// Loads a PKCS#8 PEM Ed25519 private key.
+    pub fn from_pkcs8_pem(pem: &[u8]) -> Result<Self, AssertionError> {
+        let der = pem_der(pem).ok_or(AssertionError::BadKey("private"))?;
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+            .map_err(|_| AssertionError::BadKey("private"))?;
+        use aws_lc_rs::signature::KeyPair;
+        let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        let kid = thumbprint(&x);
+        let key = EncodingKey::from_ed_der(&der);
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some("JWT".into());
+        header.kid = Some(kid.clone());
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig", "alg": "EdDSA"
+        }]})
+        .to_string();
+        Ok(AssertionSigner { key, header, jwks })
+    }
+
+    /// The public JWKS document served at `/.well-known/jwks.json`.
+    pub fn jwks_json(&self) -> &str {
+        &self.jwks
+    }
+
+    /// Signs an assertion for `identity`, addressed to `aud`, valid until
+    /// `min(identity.expires, now + ttl)`.
+    pub fn sign(
+        &self,
+        identity: &Identity,
+        aud: &str,
+        now: u64,
+        ttl: Duration,
+    ) -> Result<String, AssertionError> {
+        let mut exp = now.saturating_add(ttl.as_secs());
+        if let Some(token_exp) = identity.expires {
+            exp = exp.min(token_exp);
+        }
+        let jti: [u8; 16] = rand::random();
+        let claims = AssertionClaims {
+            sub: identity.id.clone(),
+            username: identity.username.clone(),
+            role: identity.role.clone(),
+            permissions: identity.permissions.clone(),
+            exp,
+            iat: now,
+            aud: aud.to_owned(),
+            jti: URL_SAFE_NO_PAD.encode(jti),
+        };
+        jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(|_| AssertionError::Sign)
+    }
+}
+
+/// Verifies identity assertions (used by downstream services).
+#[derive(Clone)]
+pub struct AssertionVerifier {
+    keys: Vec<(Option<String>, DecodingKey)>,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for AssertionVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssertionVerifier")
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+impl AssertionVerifier {
+    fn with_keys(keys: Vec<(Option<String>, DecodingKey)>) -> Result<Self, AssertionError> {
+        if keys.is_empty() {
+            return Err(AssertionError::NoKey);
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = 5;
+        // The audience is compared by hand: it changes per request.
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "aud"]);
+        Ok(AssertionVerifier { keys, validation })
+    }
+
+    /// From an Ed25519 public key PEM (SubjectPublicKeyInfo).
+    pub fn from_public_key_pem(pem: &[u8]) -> Result<Self, AssertionError> {
+        let key = DecodingKey::from_ed_pem(pem).map_err(|_| AssertionError::BadKey("public"))?;
+        Self::with_keys(vec![(None, key)])
+    }
+
+    /// From a JWKS document; only `OKP`/`Ed25519` signing keys are used.
+    pub fn from_jwks_json(json: &str) -> Result<Self, AssertionError> {
+        #[derive(Deserialize)]
+        struct Jwks {
+            keys: Vec<serde_json::Value>,
+        }
+        let jwks: Jwks = serde_json::from_str(json).map_err(|_| AssertionError::NoKey)?;
+        let mut keys = Vec::new();
+        for k in jwks.keys {
+            let field = |name: &str| k.get(name).and_then(|v| v.as_str());
+            if field("kty") != Some("OKP") || field("crv") != Some("Ed25519") {
+                continue;
+            }
+            if field("use").is_some_and(|u| u != "sig") {
+                continue;
+            }
+            let Some(x) = field("x") else { continue };
+            if let Ok(key) = DecodingKey::from_ed_components(x) {
+                keys.push((field("kid").map(str::to_owned), key));
+            }
+        }
+        Self::with_keys(keys)
+    }
+
+    /// Fetches gatepass's `/.well-known/jwks.json`.
+    pub async fn from_jwks_url(url: &str, timeout: Duration) -> Result<Self, AssertionError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| AssertionError::Fetch(e.to_string()))?;
+        let resp = client
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| AssertionError::Fetch(e.without_url().to_string()))?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| AssertionError::Fetch(e.without_url().to_string()))?;
+        Self::from_jwks_json(&body)
+    }
+
+    /// Verifies signature, expiry and that `aud` equals `expected_aud`.
+    pub fn verify(
+        &self,
+        token: &str,
+        expected_aud: &str,
+    ) -> Result<AssertionClaims, AssertionError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AssertionError::Invalid)?;
+        let candidates = self
+            .keys
+            .iter()
+            .filter(|(kid, _)| kid.is_none() || header.kid.is_none() || *kid == header.kid);
+        for (_, key) in candidates {
+            if let Ok(data) = jsonwebtoken::decode::<AssertionClaims>(token, key, &self.validation)
+            {
+                if data.claims.aud != expected_aud {
+                    return Err(AssertionError::Audience);
+                }
+                return Ok(data.claims);
+            }
+        }
+        Err(AssertionError::Invalid)
+    }
+
+    /// Verifies the assertion and that it names exactly `identity`.
+    pub fn verify_identity(
+        &self,
+        token: Option<&str>,
+        expected_aud: &str,
+        identity: &Identity,
+    ) -> Result<AssertionClaims, AssertionError> {
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or(AssertionError::Missing)?;
+        let claims = self.verify(token, expected_aud)?;
+        if claims.sub != identity.id
+            || claims.username != identity.username
+            || claims.role != identity.role
+            || claims.permissions != identity.permissions
+        {
+            return Err(AssertionError::Mismatch);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity {
+            id: "u1".into(),
+            username: "alice".into(),
+            role: "admin".into(),
+            permissions: vec!["mcp:read".into()],
+            expires: Some(jsonwebtoken::get_current_timestamp() + 3600),
+        }
+    }
+
+    #[test]
+    fn sign_and_verify_via_jwks() {
+        let pem = generate_ed25519_pkcs8_pem().unwrap();
+        let signer = AssertionSigner::from_pkcs8_pem(pem.as_bytes()).unwrap();
+        let verifier = AssertionVerifier::from_jwks_json(signer.jwks_json()).unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        let id = identity();
+        let tok = signer
+            .sign(&id, "app.test:8080", now, Duration::from_secs(60))
+            .unwrap();
+        let claims = verifier
+            .verify_identity(Some(&tok), "app.test:8080", &id)
+            .unwrap();
+        assert_eq!(claims.exp, now + 60);
+        assert!(matches!(
+            verifier.verify(&tok, "app.test"),
+            Err(AssertionError::Audience)
+        ));
+        let mut other = id.clone();
+        other.role = "super_admin".into();
+        assert!(matches!(
+            verifier.verify_identity(Some(&tok), "app.test:8080", &other),
+            Err(AssertionError::Mismatch)
+        ));
+        assert!(matches!(
+            verifier.verify_identity(None, "app.test:8080", &id),
+            Err(AssertionError::Missing)
+        ));
+    }
+
+    #[test]
+    fn exp_capped_by_token() {
+        let pem = generate_ed25519_pkcs8_pem().unwrap();
+        let signer = AssertionSigner::from_pkcs8_pem(pem.as_bytes()).unwrap();
+        let verifier = AssertionVerifier::from_jwks_json(signer.jwks_json()).unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut id = identity();
+        id.expires = Some(now + 10);
+        let tok = signer.sign(&id, "h", now, Duration::from_secs(60)).unwrap();
+        assert_eq!(verifier.verify(&tok, "h").unwrap().exp, now + 10);
+    }
+
+    #[test]
+    fn foreign_key_rejected() {
+        let a = AssertionSigner::from_pkcs8_pem(generate_ed25519_pkcs8_pem().unwrap().as_bytes())
+            .unwrap();
+        let b = AssertionSigner::from_pkcs8_pem(generate_ed25519_pkcs8_pem().unwrap().as_bytes())
+            .unwrap();
+        let verifier = AssertionVerifier::from_jwks_json(a.jwks_json()).unwrap();
+        let tok = b
+            .sign(
+                &identity(),
+                "h",
+                jsonwebtoken::get_current_timestamp(),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert!(matches!(
+            verifier.verify(&tok, "h"),
+            Err(AssertionError::Invalid)
+        ));
+        assert!(AssertionSigner::from_pkcs8_pem(b"not a pem").is_err());
+    }
+}

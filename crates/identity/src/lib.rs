@@ -1,0 +1,181 @@
+//! The gatepass identity contract.
+//!
+//! gatepass answers an allowed ForwardAuth request with identity headers that Traefik
+//! copies onto the forwarded request. This crate is the single place that defines those
+//! header names, how their values are encoded, how a downstream parses them
+//! ([`Identity::from_headers`]), and the signed identity assertion
+//! ([`AssertionSigner`], [`AssertionVerifier`]) that lets a downstream reject headers that
+//! did not come from gatepass.
+
+mod assertion;
+mod encoding;
+pub mod headers;
+
+pub use assertion::{
+    generate_ed25519_pkcs8_pem, AssertionClaims, AssertionError, AssertionSigner, AssertionVerifier,
+};
+pub use encoding::{
+    decode_list, decode_value, encode_into, encode_list, encode_value, EncodingError,
+};
+
+use http::HeaderMap;
+
+/// A caller's identity as carried by the `X-User-*` headers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    /// Stable user id (`X-User-Id`), from the token's subject claim.
+    pub id: String,
+    /// Display name (`X-User-Username`).
+    pub username: String,
+    /// Role (`X-User-Role`); empty when the token carries none.
+    pub role: String,
+    /// Permissions (`X-User-Permissions`), in token order.
+    pub permissions: Vec<String>,
+    /// The token's `exp` as Unix seconds (`X-User-Expires`).
+    pub expires: Option<u64>,
+}
+
+/// Why identity headers were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// A required header is absent or empty.
+    #[error("identity header {0} is missing")]
+    Missing(&'static str),
+    /// A header appears more than once.
+    #[error("identity header {0} appears more than once")]
+    Duplicate(&'static str),
+    /// A header's value is not valid in the gatepass encoding.
+    #[error("identity header {0} is malformed")]
+    Malformed(&'static str),
+}
+
+impl Identity {
+    /// Parses the identity headers strictly: each of `X-User-Id`, `-Username`, `-Role`,
+    /// `-Permissions` and `-Expires` must appear exactly once, values must be in the
+    /// gatepass encoding, `X-User-Id` must be non-empty and `X-User-Expires` an integer.
+    pub fn from_headers(map: &HeaderMap) -> Result<Identity, IdentityError> {
+        let id = single(map, headers::USER_ID)?;
+        if id.is_empty() {
+            return Err(IdentityError::Missing(headers::USER_ID));
+        }
+        let id = decode_value(id).map_err(|_| IdentityError::Malformed(headers::USER_ID))?;
+        let username = decode_value(single(map, headers::USER_USERNAME)?)
+            .map_err(|_| IdentityError::Malformed(headers::USER_USERNAME))?;
+        let role = decode_value(single(map, headers::USER_ROLE)?)
+            .map_err(|_| IdentityError::Malformed(headers::USER_ROLE))?;
+        let permissions = decode_list(single(map, headers::USER_PERMISSIONS)?)
+            .map_err(|_| IdentityError::Malformed(headers::USER_PERMISSIONS))?;
+        let expires = single(map, headers::USER_EXPIRES)?;
+        let expires = if expires.is_empty() {
+            None
+        } else {
+            Some(
+                expires
+                    .parse::<u64>()
+                    .map_err(|_| IdentityError::Malformed(headers::USER_EXPIRES))?,
+            )
+        };
+        Ok(Identity {
+            id,
+            username,
+            role,
+            permissions,
+            expires,
+        })
+    }
+
+    /// The encoded header values in the order of [`headers::IDENTITY`]:
+    /// id, username, role, permissions, expires.
+    pub fn header_values(&self) -> [String; 5] {
+        [
+            encode_value(&self.id),
+            encode_value(&self.username),
+            encode_value(&self.role),
+            encode_list(&self.permissions),
+            self.expires.map(|e| e.to_string()).unwrap_or_default(),
+        ]
+    }
+}
+
+fn single<'a>(map: &'a HeaderMap, name: &'static str) -> Result<&'a str, IdentityError> {
+    let mut values = map.get_all(name).iter();
+    let first = values.next().ok_or(IdentityError::Missing(name))?;
+    if values.next().is_some() {
+        return Err(IdentityError::Duplicate(name));
+    }
+    first.to_str().map_err(|_| IdentityError::Malformed(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn full() -> HeaderMap {
+        let mut m = HeaderMap::new();
+        let id = Identity {
+            id: "u-1".into(),
+            username: "Zoë Admin".into(),
+            role: "admin".into(),
+            permissions: vec!["mcp:read".into(), "a,b".into()],
+            expires: Some(1_900_000_000),
+        };
+        for (name, value) in headers::IDENTITY.iter().zip(id.header_values()) {
+            m.insert(*name, HeaderValue::from_str(&value).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn round_trip() {
+        let id = Identity::from_headers(&full()).unwrap();
+        assert_eq!(id.username, "Zoë Admin");
+        assert_eq!(id.permissions, vec!["mcp:read", "a,b"]);
+        assert_eq!(id.expires, Some(1_900_000_000));
+    }
+
+    #[test]
+    fn missing_and_empty_id() {
+        let mut m = full();
+        m.remove(headers::USER_ROLE);
+        assert_eq!(
+            Identity::from_headers(&m),
+            Err(IdentityError::Missing(headers::USER_ROLE))
+        );
+        let mut m = full();
+        m.insert(headers::USER_ID, HeaderValue::from_static(""));
+        assert_eq!(
+            Identity::from_headers(&m),
+            Err(IdentityError::Missing(headers::USER_ID))
+        );
+    }
+
+    #[test]
+    fn duplicate_rejected() {
+        let mut m = full();
+        m.append(headers::USER_ROLE, HeaderValue::from_static("super_admin"));
+        assert_eq!(
+            Identity::from_headers(&m),
+            Err(IdentityError::Duplicate(headers::USER_ROLE))
+        );
+    }
+
+    #[test]
+    fn malformed_rejected() {
+        for (name, bad) in [
+            (headers::USER_ROLE, "ad min"),
+            (headers::USER_ROLE, "a%zz"),
+            (headers::USER_ROLE, "a,b"),
+            (headers::USER_EXPIRES, "soon"),
+            (headers::USER_PERMISSIONS, "a,,b"),
+        ] {
+            let mut m = full();
+            m.insert(name, HeaderValue::from_str(bad).unwrap());
+            assert_eq!(
+                Identity::from_headers(&m),
+                Err(IdentityError::Malformed(name)),
+                "{name}: {bad}"
+            );
+        }
+    }
+}
