@@ -1,1 +1,19 @@
-pub fn x() {}
+//! gatepass: a Traefik ForwardAuth companion. `run` is the entry point shared by the binary and
+//! the tests.
+
+pub mod claims;
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod jwks;
+pub mod keys;
+pub mod metrics;
+pub mod ratelimit;
+pub mod rules;
+pub mod server;
+pub mod tickets;
+pub mod token;
+pub mod verify;
+
+pub use config::{Config, ConfigError};
+pub use server::{run, serve, App};

@@ -1,0 +1,615 @@
+//! The TOML configuration (SPEC §3.2): parsing, defaults and validation. Every error is
+//! one line that names the key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, displayed as one line naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config error: {key}: {message}")]
+pub struct ConfigError {
+    /// The dotted key (`issuers[0].algorithms`), or the file for read errors.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A duration written as `500ms`, `30s`, `5m`, `1h` or `1d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Dur {
+        Dur(Duration::from_secs(s))
+    }
+
+    pub fn parse(s: &str) -> Result<Dur, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{s}` has no unit (use ms, s, m, h or d)"))?;
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration like 30s"))?;
+        let mult_ms: u64 = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m, h or d)")),
+        };
+        n.checked_mul(mult_ms)
+            .map(|ms| Dur(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 != 0 {
+            write!(f, "{ms}ms")
+        } else {
+            let s = ms / 1000;
+            if s != 0 && s % 86_400 == 0 {
+                write!(f, "{}d", s / 86_400)
+            } else if s != 0 && s % 3600 == 0 {
+                write!(f, "{}h", s / 3600)
+            } else if s != 0 && s % 60 == 0 {
+                write!(f, "{}m", s / 60)
+            } else {
+                write!(f, "{s}s")
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Dur::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    #[serde(default)]
+    pub jwks: JwksConfig,
+    #[serde(default)]
+    pub claims: ClaimsConfig,
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    #[serde(default)]
+    pub default_rule: DefaultRuleConfig,
+    #[serde(default)]
+    pub websocket: WebsocketConfig,
+    #[serde(default)]
+    pub cors: CorsConfig,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    pub assertion: Option<AssertionConfig>,
+    #[serde(default)]
+    pub tickets: TicketsConfig,
+    /// Directory that relative paths are resolved against (the config file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file this config was read from, re-read on SIGHUP.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9091".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub name: String,
+    pub issuer: String,
+    pub audiences: Option<Vec<String>>,
+    pub algorithms: Vec<String>,
+    pub secret_file: Option<PathBuf>,
+    pub secret_env: Option<String>,
+    pub public_key_file: Option<PathBuf>,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_leeway")]
+    pub leeway: Dur,
+    pub signing_key_file: Option<PathBuf>,
+}
+
+fn default_leeway() -> Dur {
+    Dur::secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwksConfig {
+    pub refresh_interval: Dur,
+    pub min_refresh_interval: Dur,
+    pub fetch_timeout: Dur,
+    pub stale_for: Dur,
+}
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        JwksConfig {
+            refresh_interval: Dur::secs(300),
+            min_refresh_interval: Dur::secs(30),
+            fetch_timeout: Dur::secs(2),
+            stale_for: Dur::secs(86_400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimsConfig {
+    pub user_id: Vec<String>,
+    pub username: Vec<String>,
+    pub role: Vec<String>,
+    pub permissions: Vec<String>,
+}
+
+impl Default for ClaimsConfig {
+    fn default() -> Self {
+        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
+        ClaimsConfig {
+            user_id: v(&["sub"]),
+            username: v(&["preferred_username", "username", "email", "sub"]),
+            role: v(&["role", "roles", "realm_access.roles"]),
+            permissions: v(&["permissions", "scope", "scp"]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    pub sources: Vec<String>,
+    pub websocket_protocol: String,
+    /// Tokens longer than this are refused with 401 before any parsing.
+    pub max_token_bytes: usize,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            sources: ["bearer", "websocket_protocol", "cookie:access_token", "ticket"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            websocket_protocol: "jwt-auth".into(),
+            max_token_bytes: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub max_tokens: u64,
+    pub ttl: Dur,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_tokens: 100_000,
+            ttl: Dur::secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub host: Option<String>,
+    #[serde(default = "default_rule_path")]
+    pub path: String,
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+fn default_rule_path() -> String {
+    "/".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    #[default]
+    Authenticated,
+    Deny,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultRuleConfig {
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebsocketConfig {
+    pub allowed_origins: Vec<String>,
+    pub allow_missing_origin: bool,
+}
+
+impl Default for WebsocketConfig {
+    fn default() -> Self {
+        WebsocketConfig {
+            allowed_origins: Vec::new(),
+            allow_missing_origin: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    pub rate: u32,
+    pub per: Dur,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub per_user: Option<LimitConfig>,
+    pub per_ip_failures: Option<LimitConfig>,
+    pub upgrades_per_user: Option<LimitConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionConfig {
+    pub key_file: PathBuf,
+    #[serde(default = "default_assertion_ttl")]
+    pub ttl: Dur,
+}
+
+fn default_assertion_ttl() -> Dur {
+    Dur::secs(60)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TicketsConfig {
+    pub ttl: Dur,
+    pub max_outstanding: u64,
+}
+
+impl Default for TicketsConfig {
+    fn default() -> Self {
+        TicketsConfig {
+            ttl: Dur::secs(30),
+            max_outstanding: 100_000,
+        }
+    }
+}
+
+/// The algorithms gatepass verifies; `none` is not among them.
+pub const ALGORITHMS: &[&str] = &[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384", "EdDSA",
+];
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        let mut config = Config::parse(&text)?;
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text; relative paths resolve against the current directory.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        config.base_dir = PathBuf::from(".");
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Resolves a configured path against the config file's directory.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::new(
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:9091", self.listen),
+            ));
+        }
+        if self.issuers.is_empty() {
+            return Err(ConfigError::new(
+                "issuers",
+                "at least one [[issuers]] is required",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut isses = std::collections::HashSet::new();
+        for (i, iss) in self.issuers.iter().enumerate() {
+            let key = |k: &str| format!("issuers[{i}].{k}");
+            if iss.name.is_empty() || !names.insert(iss.name.as_str()) {
+                return Err(ConfigError::new(key("name"), "must be non-empty and unique"));
+            }
+            if iss.issuer.is_empty() || !isses.insert(iss.issuer.as_str()) {
+                return Err(ConfigError::new(
+                    key("issuer"),
+                    "must be non-empty and unique (tokens are matched to issuers by `iss`)",
+                ));
+            }
+            if iss.algorithms.is_empty() {
+                return Err(ConfigError::new(key("algorithms"), "must list at least one"));
+            }
+            for alg in &iss.algorithms {
+                if alg.eq_ignore_ascii_case("none") {
+                    return Err(ConfigError::new(key("algorithms"), "`none` is never allowed"));
+                }
+                if !ALGORITHMS.contains(&alg.as_str()) {
+                    return Err(ConfigError::new(
+                        key("algorithms"),
+                        format!("unknown algorithm `{alg}` (one of {})", ALGORITHMS.join(", ")),
+                    ));
+                }
+            }
+            let sources = [
+                iss.secret_file.is_some(),
+                iss.secret_env.is_some(),
+                iss.public_key_file.is_some(),
+                iss.jwks_file.is_some(),
+                iss.jwks_url.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if sources != 1 {
+                return Err(ConfigError::new(
+                    format!("issuers[{i}]"),
+                    "exactly one of secret_file, secret_env, public_key_file, jwks_file, jwks_url is required",
+                ));
+            }
+            if let Some(url) = &iss.jwks_url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::new(key("jwks_url"), "must be an http:// or https:// URL"));
+                }
+            }
+            if iss.ca_file.is_some() && iss.jwks_url.is_none() {
+                return Err(ConfigError::new(key("ca_file"), "only applies with jwks_url"));
+            }
+            if let Some(aud) = &iss.audiences {
+                if aud.is_empty() {
+                    return Err(ConfigError::new(key("audiences"), "omit it to not check `aud`, or list at least one"));
+                }
+            }
+        }
+        if self.jwks.refresh_interval.0 < Duration::from_secs(1) {
+            return Err(ConfigError::new("jwks.refresh_interval", "must be at least 1s"));
+        }
+        if self.jwks.fetch_timeout.0.is_zero() {
+            return Err(ConfigError::new("jwks.fetch_timeout", "must be greater than 0"));
+        }
+        for (name, list) in [
+            ("claims.user_id", &self.claims.user_id),
+            ("claims.username", &self.claims.username),
+            ("claims.role", &self.claims.role),
+            ("claims.permissions", &self.claims.permissions),
+        ] {
+            if list.is_empty() || list.iter().any(|p| p.is_empty() || p.split('.').any(str::is_empty)) {
+                return Err(ConfigError::new(name, "must list claim paths like `sub` or `realm_access.roles`"));
+            }
+        }
+        crate::token::parse_sources(&self.tokens.sources)
+            .map_err(|m| ConfigError::new("tokens.sources", m))?;
+        if self.tokens.websocket_protocol.is_empty()
+            || !self.tokens.websocket_protocol.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+        {
+            return Err(ConfigError::new("tokens.websocket_protocol", "must be a subprotocol token like `jwt-auth`"));
+        }
+        if self.tokens.max_token_bytes < 256 {
+            return Err(ConfigError::new("tokens.max_token_bytes", "must be at least 256"));
+        }
+        if self.cache.max_tokens == 0 {
+            return Err(ConfigError::new("cache.max_tokens", "must be greater than 0"));
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            crate::rules::Rule::compile(r).map_err(|m| ConfigError::new(format!("rules[{i}].{}", m.0), m.1))?;
+        }
+        for (name, list) in [
+            ("websocket.allowed_origins", &self.websocket.allowed_origins),
+            ("cors.allowed_origins", &self.cors.allowed_origins),
+        ] {
+            for o in list {
+                if o != "*" && !crate::rules::is_origin(o) {
+                    return Err(ConfigError::new(name, format!("`{o}` is not an origin like https://app.example.com")));
+                }
+            }
+        }
+        for (name, limit) in [
+            ("rate_limit.per_user", &self.rate_limit.per_user),
+            ("rate_limit.per_ip_failures", &self.rate_limit.per_ip_failures),
+            ("rate_limit.upgrades_per_user", &self.rate_limit.upgrades_per_user),
+        ] {
+            if let Some(l) = limit {
+                if l.rate == 0 || l.burst == 0 || l.per.0.is_zero() {
+                    return Err(ConfigError::new(name, "rate, burst and per must be greater than 0"));
+                }
+            }
+        }
+        if let Some(a) = &self.assertion {
+            if a.ttl.0 < Duration::from_secs(1) {
+                return Err(ConfigError::new("assertion.ttl", "must be at least 1s"));
+            }
+        }
+        if self.tickets.ttl.0 < Duration::from_secs(1) {
+            return Err(ConfigError::new("tickets.ttl", "must be at least 1s"));
+        }
+        if self.tickets.max_outstanding == 0 {
+            return Err(ConfigError::new("tickets.max_outstanding", "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Turns a TOML/serde error into one line naming the key at the error's position.
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+    match e.span() {
+        Some(span) => {
+            let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+            let key = match line.split_once('=') {
+                Some((k, _)) if !line.starts_with('[') => k.trim().to_string(),
+                _ => line.to_string(),
+            };
+            ConfigError::new(format!("{key} (line {line_no})"), message)
+        }
+        None => ConfigError::new("config", message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[issuers]]
+name = "local"
+issuer = "https://auth.example.test"
+algorithms = ["HS256"]
+secret_env = "X"
+"#;
+
+    #[test]
+    fn durations() {
+        assert_eq!(Dur::parse("30s").unwrap().0, Duration::from_secs(30));
+        assert_eq!(Dur::parse("5m").unwrap().0, Duration::from_secs(300));
+        assert_eq!(Dur::parse("250ms").unwrap().0, Duration::from_millis(250));
+        assert_eq!(Dur::parse("24h").unwrap().to_string(), "1d");
+        assert_eq!(Dur::parse("90s").unwrap().to_string(), "90s");
+        assert!(Dur::parse("30").is_err());
+        assert!(Dur::parse("x s").is_err());
+        assert!(Dur::parse("5y").is_err());
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9091");
+        assert_eq!(c.tokens.websocket_protocol, "jwt-auth");
+        assert_eq!(c.cache.max_tokens, 100_000);
+        assert_eq!(c.issuers[0].leeway, Dur::secs(30));
+    }
+
+    fn err(extra: &str) -> String {
+        Config::parse(&format!("{MINIMAL}{extra}")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(
+            Config::parse(&MINIMAL.replace("[\"HS256\"]", "[\"none\"]")).unwrap_err().to_string(),
+            "config error: issuers[0].algorithms: `none` is never allowed"
+        );
+        assert_eq!(
+            err("[cache]\nttl = \"5 minutes\"\n"),
+            "config error: ttl (line 8): `5 minutes` has an unknown unit (use ms, s, m, h or d)"
+        );
+        assert!(err("[cache]\nmax_tokenz = 5\n").starts_with("config error: max_tokenz (line 8): unknown field `max_tokenz`"));
+        assert_eq!(
+            err("[[rules]]\npath = \"api\"\n"),
+            "config error: rules[0].path: must start with `/`"
+        );
+        assert_eq!(
+            err("[websocket]\nallowed_origins = [\"example.com\"]\n"),
+            "config error: websocket.allowed_origins: `example.com` is not an origin like https://app.example.com"
+        );
+        assert_eq!(
+            err("[tokens]\nsources = [\"header:x\"]\n"),
+            "config error: tokens.sources: unknown token source `header:x` (bearer, websocket_protocol, cookie:NAME, query:NAME, ticket)"
+        );
+        assert_eq!(
+            Config::parse(&MINIMAL.replace("secret_env = \"X\"", "")).unwrap_err().to_string(),
+            "config error: issuers[0]: exactly one of secret_file, secret_env, public_key_file, jwks_file, jwks_url is required"
+        );
+        assert_eq!(
+            err("[rate_limit]\nper_user = { rate = 0, per = \"1s\", burst = 1 }\n"),
+            "config error: rate_limit.per_user: rate, burst and per must be greater than 0"
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_config_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.toml");
+        std::fs::write(&p, MINIMAL).unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.path(Path::new("k.pem")), dir.path().join("k.pem"));
+        assert_eq!(c.path(Path::new("/abs/k.pem")), PathBuf::from("/abs/k.pem"));
+    }
+}

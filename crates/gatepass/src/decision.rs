@@ -1,0 +1,474 @@
+//! The ForwardAuth decision (SPEC §3.4) and its responses. Denial reasons are one enum, so the
+//! metric label, the log line and the response body can't disagree.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gatepass_identity::{headers as names, AssertionSigner};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::config::{ConfigError, Config};
+use crate::metrics::Metrics;
+use crate::ratelimit::Limits;
+use crate::rules::{self, Matched, Rules};
+use crate::tickets::Tickets;
+use crate::token::{self, Credential, ExtractError, TokenSource};
+use crate::verify::{now_secs, Verified, Verifier};
+
+pub type Body = Full<Bytes>;
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    MissingForwardedHeaders,
+    MultipleAuthorization,
+    AmbiguousToken,
+    MissingToken,
+    UnsupportedScheme,
+    TokenTooLarge,
+    MalformedToken,
+    AlgorithmNotAllowed,
+    UnknownIssuer,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    MissingClaim,
+    TicketInvalid,
+    TicketNotUpgrade,
+    InsufficientRole,
+    InsufficientPermissions,
+    OriginNotAllowed,
+    CorsOriginNotAllowed,
+    DefaultDeny,
+    RateLimitedUser,
+    RateLimitedUpgrades,
+    RateLimitedIp,
+    KeysUnavailable,
+}
+
+impl DenyReason {
+    pub const ALL: [DenyReason; 27] = {
+        use DenyReason::*;
+        [
+            MissingForwardedHeaders,
+            MultipleAuthorization,
+            AmbiguousToken,
+            MissingToken,
+            UnsupportedScheme,
+            TokenTooLarge,
+            MalformedToken,
+            AlgorithmNotAllowed,
+            UnknownIssuer,
+            UnknownKey,
+            BadSignature,
+            Expired,
+            NotYetValid,
+            WrongIssuer,
+            WrongAudience,
+            MissingClaim,
+            TicketInvalid,
+            TicketNotUpgrade,
+            InsufficientRole,
+            InsufficientPermissions,
+            OriginNotAllowed,
+            CorsOriginNotAllowed,
+            DefaultDeny,
+            RateLimitedUser,
+            RateLimitedUpgrades,
+            RateLimitedIp,
+            KeysUnavailable,
+        ]
+    };
+
+    /// (metric/log code, status, OAuth error, description).
+    fn parts(self) -> (&'static str, StatusCode, &'static str, &'static str) {
+        use DenyReason::*;
+        const U: StatusCode = StatusCode::UNAUTHORIZED;
+        const F: StatusCode = StatusCode::FORBIDDEN;
+        const B: StatusCode = StatusCode::BAD_REQUEST;
+        const T: StatusCode = StatusCode::TOO_MANY_REQUESTS;
+        match self {
+            MissingForwardedHeaders => ("missing_forwarded_headers", U, "invalid_request", "X-Forwarded-Method and X-Forwarded-Uri are required"),
+            MultipleAuthorization => ("multiple_authorization", B, "invalid_request", "more than one Authorization header"),
+            AmbiguousToken => ("ambiguous_token", B, "invalid_request", "more than one token in the request"),
+            MissingToken => ("missing_token", U, "unauthorized", "no token presented"),
+            UnsupportedScheme => ("unsupported_scheme", U, "invalid_token", "Authorization must use the Bearer scheme"),
+            TokenTooLarge => ("token_too_large", U, "invalid_token", "token is too large"),
+            MalformedToken => ("malformed_token", U, "invalid_token", "token is malformed"),
+            AlgorithmNotAllowed => ("algorithm_not_allowed", U, "invalid_token", "token algorithm is not allowed"),
+            UnknownIssuer => ("unknown_issuer", U, "invalid_token", "token issuer is not trusted"),
+            UnknownKey => ("unknown_key", U, "invalid_token", "no key matches the token"),
+            BadSignature => ("bad_signature", U, "invalid_token", "token signature is invalid"),
+            Expired => ("expired", U, "invalid_token", "token expired"),
+            NotYetValid => ("not_yet_valid", U, "invalid_token", "token is not valid yet"),
+            WrongIssuer => ("wrong_issuer", U, "invalid_token", "token issuer does not match"),
+            WrongAudience => ("wrong_audience", U, "invalid_token", "token audience is not accepted"),
+            MissingClaim => ("missing_claim", U, "invalid_token", "a required claim is missing or malformed"),
+            TicketInvalid => ("ticket_invalid", U, "invalid_token", "ticket is unknown, used or expired"),
+            TicketNotUpgrade => ("ticket_not_upgrade", U, "invalid_token", "tickets are only valid on WebSocket upgrades"),
+            InsufficientRole => ("insufficient_role", F, "insufficient_scope", "role not allowed for this route"),
+            InsufficientPermissions => ("insufficient_permissions", F, "insufficient_scope", "missing permissions for this route"),
+            OriginNotAllowed => ("origin_not_allowed", F, "access_denied", "origin not allowed"),
+            CorsOriginNotAllowed => ("cors_origin_not_allowed", F, "access_denied", "CORS origin not allowed"),
+            DefaultDeny => ("default_deny", F, "access_denied", "no rule allows this request"),
+            RateLimitedUser => ("rate_limited_user", T, "rate_limited", "too many requests for this user"),
+            RateLimitedUpgrades => ("rate_limited_upgrades", T, "rate_limited", "too many WebSocket connections for this user"),
+            RateLimitedIp => ("rate_limited_ip", T, "rate_limited", "too many failed attempts from this address"),
+            KeysUnavailable => ("keys_unavailable", StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "signing keys are unavailable"),
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        self.parts().0
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.parts().1
+    }
+
+    pub fn rate_limit_name(self) -> Option<&'static str> {
+        match self {
+            DenyReason::RateLimitedUser => Some("per_user"),
+            DenyReason::RateLimitedUpgrades => Some("upgrades_per_user"),
+            DenyReason::RateLimitedIp => Some("per_ip_failures"),
+            _ => None,
+        }
+    }
+
+    /// The response for this denial.
+    pub fn response(self, retry_after: Option<u64>) -> Response<Body> {
+        let (_, status, error, description) = self.parts();
+        let body = serde_json::json!({"error": error, "error_description": description}).to_string();
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let challenge = match (status, self) {
+            (_, DenyReason::MissingToken) => Some(r#"Bearer realm="gatepass""#.to_string()),
+            (StatusCode::UNAUTHORIZED, _) | (StatusCode::FORBIDDEN, DenyReason::InsufficientRole | DenyReason::InsufficientPermissions) => {
+                Some(format!(r#"Bearer realm="gatepass", error="{error}", error_description="{description}""#))
+            }
+            _ => None,
+        };
+        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            h.insert(WWW_AUTHENTICATE, c);
+        }
+        if let Some(secs) = retry_after {
+            h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        resp
+    }
+}
+
+const IDENTITY_NAMES: [HeaderName; 5] = [
+    HeaderName::from_static(names::USER_ID),
+    HeaderName::from_static(names::USER_USERNAME),
+    HeaderName::from_static(names::USER_ROLE),
+    HeaderName::from_static(names::USER_PERMISSIONS),
+    HeaderName::from_static(names::USER_EXPIRES),
+];
+const ASSERTION_NAME: HeaderName = HeaderName::from_static(names::USER_ASSERTION);
+
+/// An allow: 200, empty body, `no-store`, every identity header (empty when anonymous).
+pub fn allow_response(verified: Option<&Verified>, assertion: Option<HeaderValue>) -> Response<Body> {
+    let mut resp = Response::new(Body::default());
+    let h = resp.headers_mut();
+    h.reserve(8);
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (i, name) in IDENTITY_NAMES.iter().enumerate() {
+        let value = verified.map_or(HeaderValue::from_static(""), |v| v.headers[i].clone());
+        h.insert(name.clone(), value);
+    }
+    if let Some(a) = assertion {
+        h.insert(ASSERTION_NAME, a);
+    }
+    resp
+}
+
+/// The outcome of `/validate`.
+pub enum Decision {
+    Allow(Option<Arc<Verified>>),
+    /// Reason, `Retry-After` seconds, and the user when the token was valid.
+    Deny(DenyReason, Option<u64>, Option<Arc<Verified>>),
+}
+
+/// The request as Traefik described it in `X-Forwarded-*`.
+pub struct Ctx<'a> {
+    pub method: &'a str,
+    pub uri: &'a str,
+    pub host: &'a str,
+    pub ip: Option<IpAddr>,
+    pub origin: Option<&'a str>,
+    pub upgrade: bool,
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl<'a> Ctx<'a> {
+    pub fn parse(h: &'a HeaderMap) -> Option<Ctx<'a>> {
+        let method = header(h, "x-forwarded-method").filter(|m| !m.is_empty())?;
+        let uri = header(h, "x-forwarded-uri").filter(|u| !u.is_empty())?;
+        Some(Ctx {
+            method,
+            uri,
+            host: header(h, "x-forwarded-host").unwrap_or(""),
+            ip: client_ip(h),
+            origin: header(h, "origin"),
+            upgrade: h.contains_key(http::header::SEC_WEBSOCKET_KEY)
+                && header(h, "sec-websocket-version").is_some_and(|v| v.trim() == "13"),
+        })
+    }
+}
+
+/// The last `X-Forwarded-For` entry: the peer Traefik saw.
+pub fn client_ip(h: &HeaderMap) -> Option<IpAddr> {
+    let last = h.get_all("x-forwarded-for").iter().next_back()?.to_str().ok()?;
+    last.rsplit(',').next()?.trim().parse().ok()
+}
+
+/// Everything a decision needs; rebuilt as a whole on reload.
+pub struct State {
+    pub config: Config,
+    pub verifier: Verifier,
+    pub rules: Rules,
+    pub sources: Vec<TokenSource>,
+    pub limits: Limits,
+    pub tickets: Tickets,
+    pub assertion: Option<(AssertionSigner, std::time::Duration)>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.get_mut() {
+            for t in tasks.iter() {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl State {
+    /// Loads every key and certificate the config names. Must run inside a Tokio runtime.
+    pub fn build(config: Config, metrics: &Metrics) -> Result<State, ConfigError> {
+        let verifier = Verifier::new(&config, metrics).map_err(|(k, e)| ConfigError::new(k, e.to_string()))?;
+        let assertion = match &config.assertion {
+            Some(a) => {
+                let path = config.path(&a.key_file);
+                let pem = std::fs::read(&path).map_err(|e| {
+                    ConfigError::new("assertion.key_file", format!("cannot read {}: {}", path.display(), e.kind()))
+                })?;
+                let signer = AssertionSigner::from_pkcs8_pem(&pem).map_err(|e| ConfigError::new("assertion.key_file", e.to_string()))?;
+                Some((signer, a.ttl.0))
+            }
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(t) => Some(crate::server::tls_acceptor(&config.path(&t.cert), &config.path(&t.key))?),
+            None => None,
+        };
+        let sources = token::parse_sources(&config.tokens.sources).map_err(|m| ConfigError::new("tokens.sources", m))?;
+        Ok(State {
+            rules: Rules::compile(&config.rules, config.default_rule.policy),
+            limits: Limits::new(&config.rate_limit),
+            tickets: Tickets::new(&config.tickets),
+            sources,
+            verifier,
+            assertion,
+            tls,
+            tasks: Default::default(),
+            config,
+        })
+    }
+
+    /// Starts key refreshers and limiter upkeep; they stop when the state is dropped.
+    pub fn start(&self, this: std::sync::Weak<arc_swap::ArcSwap<State>>) {
+        let Ok(mut tasks) = self.tasks.lock() else { return };
+        for issuer in &self.verifier.issuers {
+            if let Some(t) = issuer.keys.spawn_upkeep() {
+                tasks.push(t);
+            }
+        }
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let Some(app) = this.upgrade() else { return };
+                app.load().limits.upkeep();
+            }
+        }));
+    }
+
+    /// Issuers without usable keys.
+    pub fn unready_issuers(&self) -> Vec<&str> {
+        self.verifier
+            .issuers
+            .iter()
+            .filter(|i| i.keys.current().is_none_or(|k| k.keys.is_empty()))
+            .map(|i| i.name.as_str())
+            .collect()
+    }
+
+    /// Decides a `/validate` request.
+    pub async fn decide(&self, h: &HeaderMap, metrics: &Metrics) -> Decision {
+        let mut spoofed = None;
+        for name in h.keys() {
+            if names::is_identity_like(name.as_str()) {
+                spoofed = Some(name.as_str());
+                break;
+            }
+        }
+        let Some(ctx) = Ctx::parse(h) else {
+            if let Some(name) = spoofed {
+                metrics.spoofed.increment(1);
+                tracing::warn!(client_ip = ?client_ip(h), header = name, "client sent an identity header; ignored");
+            }
+            let d = self.fail(DenyReason::MissingForwardedHeaders, client_ip(h), None);
+            if let Decision::Deny(reason, ..) = &d {
+                tracing::info!(reason = reason.code(), status = reason.status().as_u16(), client_ip = ?client_ip(h), "request denied");
+            }
+            return d;
+        };
+        if let Some(name) = spoofed {
+            metrics.spoofed.increment(1);
+            tracing::warn!(client_ip = ?ctx.ip, header = name, method = ctx.method, path = rules::path_of(ctx.uri), "client sent an identity header; ignored");
+        }
+        let decision = self.decide_ctx(h, &ctx, metrics).await;
+        if let Decision::Deny(reason, _, user) = &decision {
+            tracing::info!(
+                reason = reason.code(),
+                sub = user.as_ref().map_or("", |u| u.identity.id.as_str()),
+                status = reason.status().as_u16(),
+                client_ip = ?ctx.ip,
+                method = ctx.method,
+                host = ctx.host,
+                path = rules::path_of(ctx.uri),
+                origin = ctx.origin.unwrap_or(""),
+                upgrade = ctx.upgrade,
+                "request denied"
+            );
+        }
+        decision
+    }
+
+    /// A denial; 400/401 count toward the per-IP failure budget.
+    fn fail(&self, reason: DenyReason, ip: Option<IpAddr>, user: Option<&Arc<Verified>>) -> Decision {
+        if matches!(reason.status(), StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED) {
+            if let Some(ip) = ip {
+                if let Some(retry) = self.limits.record_failure(ip) {
+                    return Decision::Deny(DenyReason::RateLimitedIp, Some(retry), user.cloned());
+                }
+            }
+        }
+        Decision::Deny(reason, None, user.cloned())
+    }
+
+    async fn decide_ctx(&self, h: &HeaderMap, ctx: &Ctx<'_>, metrics: &Metrics) -> Decision {
+        if let Some(ip) = ctx.ip {
+            if let Some(retry) = self.limits.ip_blocked(ip) {
+                return Decision::Deny(DenyReason::RateLimitedIp, Some(retry), None);
+            }
+        }
+        let rule = match self.rules.find(ctx.host, ctx.uri, ctx.method) {
+            Matched::Rule(r) => Some(r),
+            Matched::DefaultDeny => None,
+        };
+        if ctx.upgrade {
+            let ws = &self.config.websocket;
+            let ok = match ctx.origin {
+                Some(o) => rules::origin_allowed(&ws.allowed_origins, o),
+                None => ws.allow_missing_origin,
+            };
+            if !ok {
+                return Decision::Deny(DenyReason::OriginNotAllowed, None, None);
+            }
+        }
+        if rule.is_some_and(|r| r.anonymous) {
+            return Decision::Allow(None);
+        }
+        if ctx.method.eq_ignore_ascii_case("OPTIONS")
+            && !h.contains_key(http::header::AUTHORIZATION)
+            && h.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            if let Some(origin) = ctx.origin {
+                return if rules::origin_allowed(&self.config.cors.allowed_origins, origin) {
+                    Decision::Allow(None)
+                } else {
+                    Decision::Deny(DenyReason::CorsOriginNotAllowed, None, None)
+                };
+            }
+        }
+        let Some(rule) = rule else {
+            return Decision::Deny(DenyReason::DefaultDeny, None, None);
+        };
+        let marker = &self.config.tokens.websocket_protocol;
+        let cred = match token::extract(h, ctx.uri, ctx.upgrade, &self.sources, marker) {
+            Ok(Some(c)) => c,
+            Ok(None) => return self.fail(DenyReason::MissingToken, ctx.ip, None),
+            Err(e) => {
+                let reason = match e {
+                    ExtractError::MultipleAuthorization => DenyReason::MultipleAuthorization,
+                    ExtractError::UnsupportedScheme => DenyReason::UnsupportedScheme,
+                    ExtractError::Ambiguous => DenyReason::AmbiguousToken,
+                    ExtractError::TicketNotUpgrade => DenyReason::TicketNotUpgrade,
+                };
+                return self.fail(reason, ctx.ip, None);
+            }
+        };
+        let verified = match cred {
+            Credential::Jwt(t) => self.verifier.verify(&t, metrics).await,
+            Credential::Ticket(t) => match self.tickets.redeem(&t).await {
+                Some(v) => {
+                    metrics.tickets_redeemed.increment(1);
+                    Ok(v)
+                }
+                None => Err(DenyReason::TicketInvalid),
+            },
+        };
+        let verified = match verified {
+            Ok(v) => v,
+            Err(reason) => return self.fail(reason, ctx.ip, None),
+        };
+        let id = &verified.identity;
+        if !rule.role_ok(&id.role, &[]) {
+            return self.fail(DenyReason::InsufficientRole, ctx.ip, Some(&verified));
+        }
+        if !rule.permissions_ok(&id.permissions) {
+            return self.fail(DenyReason::InsufficientPermissions, ctx.ip, Some(&verified));
+        }
+        if let Err(retry) = self.limits.check_user(verified.user_key) {
+            return Decision::Deny(DenyReason::RateLimitedUser, Some(retry), Some(verified));
+        }
+        if ctx.upgrade {
+            if let Err(retry) = self.limits.check_upgrade(verified.user_key) {
+                return Decision::Deny(DenyReason::RateLimitedUpgrades, Some(retry), Some(verified));
+            }
+        }
+        Decision::Allow(Some(verified))
+    }
+
+    /// The allow response, with a fresh assertion when configured.
+    pub fn allow(&self, h: &HeaderMap, verified: Option<&Verified>) -> Response<Body> {
+        let assertion = match (verified, &self.assertion) {
+            (Some(v), Some((signer, ttl))) => {
+                let aud = header(h, "x-forwarded-host").unwrap_or("");
+                signer
+                    .sign(&v.identity, aud, now_secs(), *ttl)
+                    .ok()
+                    .and_then(|a| HeaderValue::from_str(&a).ok())
+            }
+            _ => None,
+        };
+        allow_response(verified, assertion)
+    }
+}

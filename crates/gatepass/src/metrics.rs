@@ -1,0 +1,111 @@
+//! Prometheus metrics. Each server instance owns its recorder (so tests in one process don't
+//! share counters) and registers handles up front: the hot path increments a handle, it never
+//! looks a metric up by name.
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+
+use crate::decision::DenyReason;
+
+const LATENCY: &str = "gatepass_decision_duration_seconds";
+const META: Metadata<'static> = Metadata::new("gatepass", Level::INFO, Some("gatepass::metrics"));
+
+/// Every metric gatepass exports.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    pub allowed: Counter,
+    denied: Vec<Counter>,
+    pub latency: Histogram,
+    pub cache_hit: Counter,
+    pub cache_miss: Counter,
+    pub spoofed: Counter,
+    pub tickets_issued: Counter,
+    pub tickets_redeemed: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let buckets = [
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+            0.25, 0.5, 1.0, 2.5,
+        ];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(LATENCY.into()), &buckets)
+            .map(PrometheusBuilder::build_recorder)
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let describe = |name: &'static str, help: &'static str, unit: Option<Unit>| {
+            recorder.describe_counter(KeyName::from_const_str(name), unit, help.into());
+        };
+        describe("gatepass_requests_total", "ForwardAuth decisions by outcome and reason", None);
+        describe("gatepass_token_cache_total", "Verified-token cache lookups by result", None);
+        describe("gatepass_spoofed_headers_total", "Requests that carried client-sent identity headers", None);
+        describe("gatepass_rate_limited_total", "Requests refused by a rate limit", None);
+        describe("gatepass_jwks_fetches_total", "JWKS fetches by issuer and result", None);
+        describe("gatepass_tickets_total", "WebSocket tickets by event", None);
+        recorder.describe_histogram(
+            KeyName::from_const_str(LATENCY),
+            Some(Unit::Seconds),
+            "Time to decide a /validate request".into(),
+        );
+        recorder.describe_gauge(
+            KeyName::from_const_str("gatepass_jwks_key_age_seconds"),
+            Some(Unit::Seconds),
+            "Seconds since the issuer's keys were last loaded".into(),
+        );
+        let counter = |name: &'static str, labels: Vec<Label>| {
+            recorder.register_counter(&Key::from_parts(name, labels), &META)
+        };
+        let req = |outcome: &'static str, reason: &'static str| {
+            counter(
+                "gatepass_requests_total",
+                vec![Label::new("outcome", outcome), Label::new("reason", reason)],
+            )
+        };
+        let allowed = req("allow", "ok");
+        let denied = DenyReason::ALL.iter().map(|r| req("deny", r.code())).collect();
+        let cache = |r: &'static str| counter("gatepass_token_cache_total", vec![Label::new("result", r)]);
+        let tickets = |e: &'static str| counter("gatepass_tickets_total", vec![Label::new("event", e)]);
+        Metrics {
+            allowed,
+            denied,
+            latency: recorder.register_histogram(&Key::from_static_name(LATENCY), &META),
+            cache_hit: cache("hit"),
+            cache_miss: cache("miss"),
+            spoofed: counter("gatepass_spoofed_headers_total", vec![]),
+            tickets_issued: tickets("issued"),
+            tickets_redeemed: tickets("redeemed"),
+            recorder,
+        }
+    }
+
+    pub fn denied(&self, reason: DenyReason) {
+        self.denied[reason as usize].increment(1);
+        if let Some(limit) = reason.rate_limit_name() {
+            self.counter("gatepass_rate_limited_total", vec![Label::new("limit", limit)])
+                .increment(1);
+        }
+    }
+
+    /// Registers (or finds) a counter; for cold paths.
+    pub fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &META)
+    }
+
+    pub fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
+        self.recorder.register_gauge(&Key::from_parts(name, labels), &META)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let handle = self.recorder.handle();
+        handle.run_upkeep();
+        handle.render()
+    }
+}

@@ -1,0 +1,282 @@
+//! Access rules (SPEC §3.8): first match on host, path prefix (segment boundaries, decoded,
+//! dot-segments removed) and method.
+
+use crate::config::{Policy, RuleConfig};
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    host: Option<String>,
+    segments: Vec<Vec<u8>>,
+    methods: Option<Vec<String>>,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    pub anonymous: bool,
+    /// The configured path, for logs.
+    pub path: String,
+}
+
+/// (key, message) for a rule that does not compile.
+pub struct RuleError(pub &'static str, pub String);
+
+impl Rule {
+    pub fn compile(c: &RuleConfig) -> Result<Rule, RuleError> {
+        if !c.path.starts_with('/') {
+            return Err(RuleError("path", "must start with `/`".into()));
+        }
+        if c.path.contains(['?', '#']) {
+            return Err(RuleError("path", "must not contain `?` or `#`".into()));
+        }
+        if c.anonymous && (!c.roles.is_empty() || !c.permissions.is_empty()) {
+            return Err(RuleError(
+                "anonymous",
+                "an anonymous rule cannot also require roles or permissions".into(),
+            ));
+        }
+        if let Some(m) = &c.methods {
+            if m.is_empty() || m.iter().any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic())) {
+                return Err(RuleError("methods", "must list HTTP methods like GET".into()));
+            }
+        }
+        let host = match &c.host {
+            Some(h) if h.is_empty() || h.contains(['/', ' ']) => {
+                return Err(RuleError("host", "must be a host name like app.example.com".into()))
+            }
+            Some(h) => Some(h.to_ascii_lowercase()),
+            None => None,
+        };
+        Ok(Rule {
+            host,
+            segments: normalize_path(&c.path),
+            methods: c
+                .methods
+                .as_ref()
+                .map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
+            roles: c.roles.clone(),
+            permissions: c.permissions.clone(),
+            anonymous: c.anonymous,
+            path: c.path.clone(),
+        })
+    }
+
+    fn matches(&self, host: &str, segments: &[Vec<u8>], method: &str) -> bool {
+        if let Some(h) = &self.host {
+            if !h.eq_ignore_ascii_case(host) {
+                return false;
+            }
+        }
+        if let Some(ms) = &self.methods {
+            if !ms.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+                return false;
+            }
+        }
+        segments.len() >= self.segments.len() && self.segments[..] == segments[..self.segments.len()]
+    }
+
+    /// True when `roles` (any of) and `permissions` (all of) are satisfied.
+    pub fn role_ok(&self, role: &str, roles: &[String]) -> bool {
+        self.roles.is_empty()
+            || self
+                .roles
+                .iter()
+                .any(|r| r == role || roles.iter().any(|x| x == r))
+    }
+
+    pub fn permissions_ok(&self, have: &[String]) -> bool {
+        self.permissions.iter().all(|p| have.iter().any(|h| h == p))
+    }
+}
+
+/// The rule set with the default policy.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    rules: Vec<Rule>,
+    default_policy: Policy,
+    default_rule: Rule,
+}
+
+/// What applies to a request.
+pub enum Matched<'a> {
+    Rule(&'a Rule),
+    DefaultDeny,
+}
+
+impl Rules {
+    pub fn compile(configs: &[RuleConfig], default_policy: Policy) -> Rules {
+        let rules = configs.iter().filter_map(|c| Rule::compile(c).ok()).collect();
+        Rules {
+            rules,
+            default_policy,
+            default_rule: Rule {
+                host: None,
+                segments: Vec::new(),
+                methods: None,
+                roles: Vec::new(),
+                permissions: Vec::new(),
+                anonymous: false,
+                path: "(default)".into(),
+            },
+        }
+    }
+
+    /// First matching rule; `host` may carry a port, `uri` is the raw `X-Forwarded-Uri`.
+    pub fn find(&self, host: &str, uri: &str, method: &str) -> Matched<'_> {
+        let host = strip_port(host);
+        let segments = normalize_path(path_of(uri));
+        match self.rules.iter().find(|r| r.matches(host, &segments, method)) {
+            Some(r) => Matched::Rule(r),
+            None if self.default_policy == Policy::Deny => Matched::DefaultDeny,
+            None => Matched::Rule(&self.default_rule),
+        }
+    }
+}
+
+/// The path part of a request target (no query, no fragment).
+pub fn path_of(uri: &str) -> &str {
+    let end = uri.find(['?', '#']).unwrap_or(uri.len());
+    &uri[..end]
+}
+
+/// The query part of a request target, without `?`.
+pub fn query_of(uri: &str) -> Option<&str> {
+    let start = uri.find('?')? + 1;
+    let end = uri[start..].find('#').map_or(uri.len(), |e| start + e);
+    Some(&uri[start..end])
+}
+
+/// Host without `:port` (handles `[v6]:port`).
+pub fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => host,
+    }
+}
+
+/// Splits on `/`, percent-decodes each segment on its own (so a decoded `%2F` never acts as
+/// a separator), and removes `.`/`..` segments, decoded ones included.
+pub fn normalize_path(path: &str) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut parts = path.split('/').peekable();
+    // A leading "/" yields an empty first part.
+    if path.starts_with('/') {
+        parts.next();
+    }
+    while let Some(raw) = parts.next() {
+        let seg: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+        match seg.as_slice() {
+            b"." => {}
+            b".." => {
+                out.pop();
+            }
+            // Empty segments from `//` or a trailing `/` do not change which prefix matches.
+            b"" => {}
+            _ => out.push(seg),
+        }
+    }
+    out
+}
+
+/// True for `scheme://host[:port]` with nothing after.
+pub fn is_origin(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' ', '@'])
+}
+
+/// Origin allow-list: exact (case-insensitive) match, or `*`.
+pub fn origin_allowed(list: &[String], origin: &str) -> bool {
+    list.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(path: &str) -> RuleConfig {
+        RuleConfig {
+            host: None,
+            path: path.into(),
+            methods: None,
+            roles: vec![],
+            permissions: vec![],
+            anonymous: false,
+        }
+    }
+
+    fn segs(p: &str) -> Vec<String> {
+        normalize_path(p)
+            .into_iter()
+            .map(|s| String::from_utf8_lossy(&s).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn normalization() {
+        assert_eq!(segs("/a/b/../c"), ["a", "c"]);
+        assert_eq!(segs("/a/./b/"), ["a", "b"]);
+        assert_eq!(segs("/a%2Fb"), ["a/b"]);
+        assert_eq!(segs("/x/%2e%2e/admin"), ["admin"]);
+        assert_eq!(segs("/../../etc"), ["etc"]);
+        assert_eq!(segs("/a;b"), ["a;b"]);
+    }
+
+    #[test]
+    fn prefix_on_segment_boundaries() {
+        let mut c = rule("/api/v1/mcps");
+        c.roles = vec!["admin".into()];
+        let rules = Rules::compile(&[c], Policy::Deny);
+        let hit = |uri: &str| matches!(rules.find("h", uri, "GET"), Matched::Rule(r) if r.path == "/api/v1/mcps");
+        assert!(hit("/api/v1/mcps"));
+        assert!(hit("/api/v1/mcps/x?y=1"));
+        assert!(hit("/api/v1/mcps/"));
+        assert!(hit("/api/v1/other/../mcps"));
+        assert!(hit("/api/v1/%6Dcps"));
+        assert!(!hit("/api/v1/mcpsX"));
+        assert!(!hit("/api/v1%2Fmcps"));
+        assert!(!hit("/api/v1"));
+    }
+
+    #[test]
+    fn host_and_methods() {
+        let mut c = rule("/");
+        c.host = Some("App.Example.com".into());
+        c.methods = Some(vec!["post".into()]);
+        let rules = Rules::compile(&[c], Policy::Deny);
+        assert!(matches!(rules.find("app.example.COM:8443", "/x", "POST"), Matched::Rule(_)));
+        assert!(matches!(rules.find("app.example.com", "/x", "GET"), Matched::DefaultDeny));
+        assert!(matches!(rules.find("other.example.com", "/x", "POST"), Matched::DefaultDeny));
+    }
+
+    #[test]
+    fn first_match_wins_and_default() {
+        let mut a = rule("/healthz");
+        a.anonymous = true;
+        let b = rule("/");
+        let rules = Rules::compile(&[a, b], Policy::Authenticated);
+        assert!(matches!(rules.find("h", "/healthz", "GET"), Matched::Rule(r) if r.anonymous));
+        assert!(matches!(rules.find("h", "/x", "GET"), Matched::Rule(r) if !r.anonymous));
+        let rules = Rules::compile(&[], Policy::Authenticated);
+        assert!(matches!(rules.find("h", "/x", "GET"), Matched::Rule(r) if r.path == "(default)"));
+    }
+
+    #[test]
+    fn ports_and_origins() {
+        assert_eq!(strip_port("a.b:80"), "a.b");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("a.b"), "a.b");
+        assert!(is_origin("http://127.0.0.1:8080"));
+        assert!(!is_origin("http://a/b"));
+        assert!(!is_origin("a.b"));
+        assert!(origin_allowed(&["HTTP://A.b".into()], "http://a.b"));
+        assert!(!origin_allowed(&["http://a.b".into()], "http://a.b.evil"));
+        assert_eq!(query_of("/p?a=1&b=2#f"), Some("a=1&b=2"));
+        assert_eq!(path_of("/p?a"), "/p");
+    }
+}

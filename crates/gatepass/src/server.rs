@@ -1,0 +1,315 @@
+//! The HTTP server: endpoints (SPEC §3.3), TLS with h2 + http/1.1 ALPN, plain HTTP/1.1 and h2c,
+//! reload and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use metrics::Label;
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
+
+use crate::config::{Config, ConfigError};
+use crate::decision::{client_ip, Body, Decision, DenyReason, State};
+use crate::metrics::Metrics;
+use crate::token;
+
+/// Longer than Traefik's 90 s idle pool timeout, so gatepass never closes a connection that
+/// Traefik is about to reuse. For HTTP/1 this is also the header read timeout.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Upper bound on any single request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for in-flight requests on shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head accepted.
+const MAX_HEADER_BYTES: usize = 256 * 1024;
+
+/// A running gatepass: the current state (swapped on reload) and the metrics.
+pub struct App {
+    state: Arc<ArcSwap<State>>,
+    pub metrics: Metrics,
+}
+
+impl App {
+    /// Builds the state from `config` and starts its background tasks.
+    pub fn new(config: Config) -> Result<Arc<App>, ConfigError> {
+        let metrics = Metrics::new();
+        let state = State::build(config, &metrics)?;
+        let app = Arc::new(App {
+            state: Arc::new(ArcSwap::from_pointee(state)),
+            metrics,
+        });
+        app.state.load().start(Arc::downgrade(&app.state));
+        Ok(app)
+    }
+
+    fn install(&self, state: State) {
+        let state = Arc::new(state);
+        state.start(Arc::downgrade(&self.state));
+        self.state.store(state);
+    }
+
+    /// Replaces config, keys and limits; on error the current state stays.
+    pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        let state = State::build(config, &self.metrics)?;
+        self.install(state);
+        Ok(())
+    }
+
+    pub fn state(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        match req.uri().path() {
+            "/validate" => {
+                let start = Instant::now();
+                let resp = match tokio::time::timeout(REQUEST_TIMEOUT, self.validate(&req)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.metrics.denied(DenyReason::KeysUnavailable);
+                        DenyReason::KeysUnavailable.response(None)
+                    }
+                };
+                self.metrics.latency.record(start.elapsed().as_secs_f64());
+                resp
+            }
+            "/tickets" | "/auth/tickets" => {
+                if req.method() != Method::POST {
+                    let mut r = json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"invalid_request","error_description":"use POST"}"#);
+                    r.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+                    return r;
+                }
+                match tokio::time::timeout(REQUEST_TIMEOUT, self.ticket(&req, peer)).await {
+                    Ok(r) => r,
+                    Err(_) => DenyReason::KeysUnavailable.response(None),
+                }
+            }
+            "/.well-known/jwks.json" => match &self.state().assertion {
+                Some((signer, _)) => {
+                    let mut r = json(StatusCode::OK, signer.jwks_json().to_owned());
+                    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+                    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+                    r
+                }
+                None => json(StatusCode::NOT_FOUND, r#"{"error":"not_found","error_description":"no [assertion] configured"}"#),
+            },
+            "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#),
+            "/readyz" => {
+                let state = self.state();
+                let missing = state.unready_issuers();
+                if missing.is_empty() {
+                    json(StatusCode::OK, r#"{"status":"ready"}"#)
+                } else {
+                    let body = serde_json::json!({"status": "unavailable", "issuers_without_keys": missing});
+                    json(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
+                }
+            }
+            "/metrics" => {
+                let state = self.state();
+                for issuer in &state.verifier.issuers {
+                    if let Some(age) = issuer.keys.age() {
+                        self.metrics
+                            .gauge("gatepass_jwks_key_age_seconds", vec![Label::new("issuer", issuer.name.clone())])
+                            .set(age.as_secs_f64());
+                    }
+                }
+                self.metrics
+                    .gauge("gatepass_token_cache_entries", vec![])
+                    .set(state.verifier.cached() as f64);
+                let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+                r
+            }
+            _ => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
+        }
+    }
+
+    async fn validate(&self, req: &Request<Incoming>) -> Response<Body> {
+        let state = self.state();
+        match state.decide(req.headers(), &self.metrics).await {
+            Decision::Allow(v) => {
+                self.metrics.allowed.increment(1);
+                state.allow(req.headers(), v.as_deref())
+            }
+            Decision::Deny(reason, retry, _) => {
+                self.metrics.denied(reason);
+                reason.response(retry)
+            }
+        }
+    }
+
+    /// `POST /tickets`: a valid bearer token buys a one-time WebSocket ticket.
+    async fn ticket(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let state = self.state();
+        let ip = client_ip(req.headers()).unwrap_or(peer.ip());
+        if let Some(retry) = state.limits.ip_blocked(ip) {
+            return self.deny(DenyReason::RateLimitedIp, Some(retry));
+        }
+        let verified = match token::bearer(req.headers()) {
+            Ok(Some(t)) => state.verifier.verify(t, &self.metrics).await,
+            Ok(None) => Err(DenyReason::MissingToken),
+            Err(token::ExtractError::MultipleAuthorization) => Err(DenyReason::MultipleAuthorization),
+            Err(_) => Err(DenyReason::UnsupportedScheme),
+        };
+        let verified = match verified {
+            Ok(v) => v,
+            Err(reason) => {
+                let retry = matches!(reason.status(), StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED)
+                    .then(|| state.limits.record_failure(ip))
+                    .flatten();
+                let reason = if retry.is_some() { DenyReason::RateLimitedIp } else { reason };
+                tracing::info!(reason = reason.code(), client_ip = %ip, path = "/tickets", "ticket refused");
+                return self.deny(reason, retry);
+            }
+        };
+        if let Err(retry) = state.limits.check_user(verified.user_key) {
+            return self.deny(DenyReason::RateLimitedUser, Some(retry));
+        }
+        let ticket = state.tickets.issue(verified).await;
+        self.metrics.tickets_issued.increment(1);
+        let body = serde_json::json!({"ticket": ticket, "expires_in": state.tickets.ttl_secs});
+        json(StatusCode::OK, body.to_string())
+    }
+
+    fn deny(&self, reason: DenyReason, retry: Option<u64>) -> Response<Body> {
+        self.metrics.denied(reason);
+        reason.response(retry)
+    }
+}
+
+fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A TLS acceptor offering h2 and http/1.1 by ALPN.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| ConfigError::new("tls.cert", format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(ConfigError::new("tls.cert", format!("{}: no certificate", cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ConfigError::new("tls.key", format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::new("tls", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ConfigError::new("tls.key", e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+fn builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(IDLE_TIMEOUT)
+        .keep_alive(true)
+        .max_buf_size(MAX_HEADER_BYTES);
+    b.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(1024);
+    b
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let builder = builder();
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            res = listener.accept() => match res {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let tls = app.state().tls.clone();
+        let svc_app = app.clone();
+        let svc = service_fn(move |req| {
+            let app = svc_app.clone();
+            async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+        });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let _ = watcher.watch(conn).await;
+                }
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let _ = watcher.watch(conn).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("connections still open after drain timeout"),
+    }
+}
+
+/// Runs gatepass: the entry point `main` and the tests share. Reloads on SIGHUP when the
+/// config came from a file.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ConfigError> {
+    let source = config.source.clone();
+    let app = App::new(config)?;
+    if let Some(path) = source {
+        let weak = Arc::downgrade(&app);
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let Some(app) = weak.upgrade() else { return };
+                match Config::load(&path).and_then(|c| app.reload(c)) {
+                    Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+                    Err(e) => tracing::error!(error = %e, "reload failed; keeping the last good configuration"),
+                }
+            }
+        });
+    }
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, tls = app.state().tls.is_some(), "gatepass listening");
+    }
+    serve(listener, app, shutdown).await;
+    Ok(())
+}

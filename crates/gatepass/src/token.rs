@@ -1,0 +1,297 @@
+//! Finding the credential in a request (SPEC §3.4 step 3): the first configured source that
+//! is *present* decides; a bad token there is never a fall-through to a later source.
+
+use std::borrow::Cow;
+
+use http::header::{AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL};
+use http::HeaderMap;
+
+/// A configured token source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    Bearer,
+    WebsocketProtocol,
+    Cookie(String),
+    Query(String),
+    Ticket,
+}
+
+/// Parses `tokens.sources`.
+pub fn parse_sources(list: &[String]) -> Result<Vec<TokenSource>, String> {
+    if list.is_empty() {
+        return Err("must list at least one source".into());
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for s in list {
+        let src = match s.split_once(':') {
+            None if s == "bearer" => TokenSource::Bearer,
+            None if s == "websocket_protocol" => TokenSource::WebsocketProtocol,
+            None if s == "ticket" => TokenSource::Ticket,
+            Some(("cookie", n)) if valid_name(n) => TokenSource::Cookie(n.into()),
+            Some(("query", n)) if valid_name(n) && n != "ticket" => TokenSource::Query(n.into()),
+            _ => {
+                return Err(format!(
+                    "unknown token source `{s}` (bearer, websocket_protocol, cookie:NAME, query:NAME, ticket)"
+                ))
+            }
+        };
+        if out.contains(&src) {
+            return Err(format!("`{s}` is listed twice"));
+        }
+        out.push(src);
+    }
+    Ok(out)
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+/// What was found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    Jwt(Cow<'a, str>),
+    Ticket(Cow<'a, str>),
+}
+
+/// Why the credential is unusable before any verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtractError {
+    /// Several `Authorization` headers (400).
+    MultipleAuthorization,
+    /// `Authorization` with another scheme than Bearer, or no token after it (401).
+    UnsupportedScheme,
+    /// Several token-shaped subprotocols or repeated query parameters (400).
+    Ambiguous,
+    /// A ticket on a request that is not a WebSocket upgrade (401; not consumed).
+    TicketNotUpgrade,
+}
+
+/// Finds the credential, in the configured order.
+pub fn extract<'a>(
+    headers: &'a HeaderMap,
+    uri: &'a str,
+    upgrade: bool,
+    sources: &[TokenSource],
+    marker: &str,
+) -> Result<Option<Credential<'a>>, ExtractError> {
+    for src in sources {
+        let found = match src {
+            TokenSource::Bearer => bearer(headers)?.map(|t| Credential::Jwt(Cow::Borrowed(t))),
+            TokenSource::WebsocketProtocol if upgrade => {
+                protocol_token(headers, marker)?.map(|t| Credential::Jwt(Cow::Borrowed(t)))
+            }
+            TokenSource::WebsocketProtocol => None,
+            TokenSource::Cookie(name) => cookie(headers, name).map(|t| Credential::Jwt(Cow::Borrowed(t))),
+            TokenSource::Query(name) if upgrade => query_param(uri, name)?.map(Credential::Jwt),
+            TokenSource::Query(_) => None,
+            TokenSource::Ticket => match query_param(uri, "ticket")? {
+                Some(_) if !upgrade => return Err(ExtractError::TicketNotUpgrade),
+                t => t.map(Credential::Ticket),
+            },
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// `Authorization: Bearer <token>`; scheme case-insensitive; exactly one header.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ExtractError> {
+    let mut all = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(ExtractError::MultipleAuthorization);
+    }
+    let value = value.to_str().map_err(|_| ExtractError::UnsupportedScheme)?;
+    let (scheme, rest) = value.trim().split_once(' ').ok_or(ExtractError::UnsupportedScheme)?;
+    let token = rest.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ExtractError::UnsupportedScheme);
+    }
+    Ok(Some(token))
+}
+
+/// True for a compact JWS: three base64url segments, the first two non-empty.
+pub fn is_jws(s: &str) -> bool {
+    let mut parts = s.split('.');
+    let (Some(h), Some(p), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let b64 = |x: &str| x.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    !h.is_empty() && !p.is_empty() && b64(h) && b64(p) && b64(sig)
+}
+
+/// The token offered next to the marker in `Sec-WebSocket-Protocol` (any order, any number of
+/// header lines). Without the marker, or without a JWS-shaped entry, there is no token.
+pub fn protocol_token<'a>(headers: &'a HeaderMap, marker: &str) -> Result<Option<&'a str>, ExtractError> {
+    let entries = || {
+        headers
+            .get_all(SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+    };
+    if !entries().any(|e| e == marker) {
+        return Ok(None);
+    }
+    let mut tokens = entries().filter(|e| is_jws(e));
+    let first = tokens.next();
+    if tokens.next().is_some() {
+        return Err(ExtractError::Ambiguous);
+    }
+    Ok(first)
+}
+
+/// The first cookie called `name`.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+        .filter(|v| !v.is_empty())
+}
+
+/// The percent-decoded value of query parameter `name`; a repeated parameter is ambiguous.
+pub fn query_param<'a>(uri: &'a str, name: &str) -> Result<Option<Cow<'a, str>>, ExtractError> {
+    let Some(query) = crate::rules::query_of(uri) else {
+        return Ok(None);
+    };
+    let mut found = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            if found.is_some() {
+                return Err(ExtractError::Ambiguous);
+            }
+            found = Some(v);
+        }
+    }
+    Ok(found
+        .filter(|v| !v.is_empty())
+        .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln";
+
+    fn sources() -> Vec<TokenSource> {
+        parse_sources(&["bearer", "websocket_protocol", "cookie:access_token", "query:access_token", "ticket"].map(String::from))
+            .unwrap()
+    }
+
+    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+
+    fn jwt(c: Result<Option<Credential<'_>>, ExtractError>) -> Option<String> {
+        match c.unwrap() {
+            Some(Credential::Jwt(t)) => Some(t.into_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn bearer_rules() {
+        let s = sources();
+        assert_eq!(jwt(extract(&h(&[("authorization", &format!("bEaReR {JWT}"))]), "/", false, &s, "jwt-auth")), Some(JWT.into()));
+        assert_eq!(
+            extract(&h(&[("authorization", "Bearer a.b.c"), ("authorization", "Bearer d.e.f")]), "/", false, &s, "jwt-auth"),
+            Err(ExtractError::MultipleAuthorization)
+        );
+        assert_eq!(extract(&h(&[("authorization", "Basic dXNlcjpwYXNz")]), "/", false, &s, "jwt-auth"), Err(ExtractError::UnsupportedScheme));
+        assert_eq!(extract(&h(&[("authorization", "Bearer ")]), "/", false, &s, "jwt-auth"), Err(ExtractError::UnsupportedScheme));
+        // A bad bearer never falls through to a good cookie.
+        assert_eq!(
+            extract(&h(&[("authorization", "Basic x"), ("cookie", &format!("access_token={JWT}"))]), "/", false, &s, "jwt-auth"),
+            Err(ExtractError::UnsupportedScheme)
+        );
+    }
+
+    #[test]
+    fn websocket_protocol_rules() {
+        let s = sources();
+        for hs in [
+            vec![("sec-websocket-protocol", format!("jwt-auth, {JWT}"))],
+            vec![("sec-websocket-protocol", format!("{JWT}, jwt-auth"))],
+            vec![("sec-websocket-protocol", "jwt-auth".to_string()), ("sec-websocket-protocol", JWT.to_string())],
+            vec![("sec-websocket-protocol", format!("jwt-auth, {JWT}, chat.v2"))],
+        ] {
+            let m = h(&hs.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+            assert_eq!(jwt(extract(&m, "/", true, &s, "jwt-auth")), Some(JWT.into()), "{hs:?}");
+            // Not an upgrade: the subprotocol source does not apply.
+            assert_eq!(jwt(extract(&m, "/", false, &s, "jwt-auth")), None);
+        }
+        let no_marker = h(&[("sec-websocket-protocol", JWT)]);
+        assert_eq!(jwt(extract(&no_marker, "/", true, &s, "jwt-auth")), None);
+        let two = h(&[("sec-websocket-protocol", &format!("jwt-auth, {JWT}, {JWT}"))]);
+        assert_eq!(extract(&two, "/", true, &s, "jwt-auth"), Err(ExtractError::Ambiguous));
+    }
+
+    #[test]
+    fn cookie_query_ticket() {
+        let s = sources();
+        let c = h(&[("cookie", &format!("a=b; access_token={JWT}; c=d"))]);
+        assert_eq!(jwt(extract(&c, "/", false, &s, "jwt-auth")), Some(JWT.into()));
+        let uri = format!("/ws?access_token={JWT}");
+        assert_eq!(jwt(extract(&HeaderMap::new(), &uri, true, &s, "jwt-auth")), Some(JWT.into()));
+        assert_eq!(jwt(extract(&HeaderMap::new(), &uri, false, &s, "jwt-auth")), None);
+        assert_eq!(
+            extract(&HeaderMap::new(), "/ws?ticket=abc", true, &s, "jwt-auth").unwrap(),
+            Some(Credential::Ticket("abc".into()))
+        );
+        assert_eq!(extract(&HeaderMap::new(), "/x?ticket=abc", false, &s, "jwt-auth"), Err(ExtractError::TicketNotUpgrade));
+        assert_eq!(extract(&HeaderMap::new(), "/ws?ticket=a&ticket=b", true, &s, "jwt-auth"), Err(ExtractError::Ambiguous));
+    }
+
+    #[test]
+    fn source_parsing() {
+        assert!(parse_sources(&["bearer".into(), "bearer".into()]).is_err());
+        assert!(parse_sources(&["query:ticket".into()]).is_err());
+        assert!(parse_sources(&[]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn extraction_never_panics(auth in ".*", proto in ".*", cookie_v in ".*", uri in ".*", upgrade in any::<bool>()) {
+            let mut m = HeaderMap::new();
+            for (k, v) in [("authorization", &auth), ("sec-websocket-protocol", &proto), ("cookie", &cookie_v)] {
+                if let Ok(v) = HeaderValue::from_str(v) { m.append(k, v); }
+            }
+            let _ = extract(&m, &uri, upgrade, &sources(), "jwt-auth");
+        }
+
+        #[test]
+        fn protocol_order_does_not_matter(extra in proptest::collection::vec("[a-z][a-z0-9]{0,8}(\\.v[0-9])?", 0..4), pos in 0usize..6) {
+            let mut entries: Vec<String> = extra.into_iter().filter(|e| e != "jwt-auth").collect();
+            entries.insert(pos.min(entries.len()), JWT.to_string());
+            entries.insert(0, "jwt-auth".to_string());
+            let m = h(&[("sec-websocket-protocol", &entries.join(", "))]);
+            prop_assert_eq!(protocol_token(&m, "jwt-auth").unwrap(), Some(JWT));
+        }
+
+        #[test]
+        fn bearer_round_trip(tok in "[A-Za-z0-9_-]{1,40}\\.[A-Za-z0-9_-]{1,40}\\.[A-Za-z0-9_-]{0,40}") {
+            let m = h(&[("authorization", &format!("Bearer {tok}"))]);
+            prop_assert_eq!(bearer(&m).unwrap(), Some(tok.as_str()));
+            prop_assert!(is_jws(&tok));
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Token verification (SPEC §3.4 step 4) behind the verified-token cache: a repeated token is
+//! a cache lookup, not a signature check.
+
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use gatepass_identity::Identity;
+use http::HeaderValue;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::Algorithm;
+use moka::future::Cache;
+use serde_json::{Map, Value};
+
+use crate::claims::ClaimMap;
+use crate::config::Config;
+use crate::decision::DenyReason;
+use crate::jwks::KeySource;
+use crate::keys::{self, KeyError};
+use crate::metrics::Metrics;
+
+/// A verified token: what an allow needs, precomputed once per token.
+#[derive(Debug)]
+pub struct Verified {
+    pub identity: Identity,
+    pub exp: u64,
+    /// Encoded header values, in the order of `gatepass_identity::headers::IDENTITY`.
+    pub headers: [HeaderValue; 5],
+    /// Key for per-user rate limits.
+    pub user_key: u64,
+}
+
+impl Verified {
+    pub fn new(identity: Identity, exp: u64) -> Verified {
+        let values = identity.header_values();
+        // The encoding only emits visible ASCII, so these never fail.
+        let headers = values.map(|v| HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("")));
+        Verified {
+            user_key: user_key(&identity.id),
+            identity,
+            exp,
+            headers,
+        }
+    }
+}
+
+/// A stable (per process) hash of a user id, so limiter keys need no allocation.
+pub fn user_key(id: &str) -> u64 {
+    static STATE: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    STATE.get_or_init(Default::default).hash_one(id)
+}
+
+pub fn now_secs() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// One configured issuer.
+pub struct Issuer {
+    pub name: String,
+    pub iss: String,
+    pub algorithms: Vec<Algorithm>,
+    pub keys: KeySource,
+}
+
+struct UntilExp {
+    ttl: Duration,
+}
+
+impl moka::Expiry<String, Arc<Verified>> for UntilExp {
+    fn expire_after_create(&self, _k: &String, v: &Arc<Verified>, _at: Instant) -> Option<Duration> {
+        let left = Duration::from_secs(v.exp.saturating_sub(now_secs()));
+        Some(left.min(self.ttl))
+    }
+}
+
+/// Verifies tokens for every configured issuer.
+pub struct Verifier {
+    pub issuers: Vec<Issuer>,
+    claims: ClaimMap,
+    cache: Cache<String, Arc<Verified>>,
+    max_token_bytes: usize,
+}
+
+impl Verifier {
+    pub fn new(config: &Config, metrics: &Metrics) -> Result<Verifier, (String, KeyError)> {
+        let mut issuers = Vec::with_capacity(config.issuers.len());
+        for (i, ic) in config.issuers.iter().enumerate() {
+            let keys = KeySource::new(config, ic, metrics).map_err(|e| (format!("issuers[{i}]"), e))?;
+            issuers.push(Issuer {
+                name: ic.name.clone(),
+                iss: ic.issuer.clone(),
+                algorithms: keys::algorithms(ic),
+                keys,
+            });
+        }
+        let cache = Cache::builder()
+            .max_capacity(config.cache.max_tokens)
+            .expire_after(UntilExp { ttl: config.cache.ttl.0 })
+            .build();
+        Ok(Verifier {
+            issuers,
+            claims: ClaimMap::new(&config.claims),
+            cache,
+            max_token_bytes: config.tokens.max_token_bytes,
+        })
+    }
+
+    /// Verifies `token`, from the cache when it was verified before.
+    pub async fn verify(&self, token: &str, metrics: &Metrics) -> Result<Arc<Verified>, DenyReason> {
+        if let Some(v) = self.cache.get(token).await {
+            if v.exp > now_secs() {
+                metrics.cache_hit.increment(1);
+                return Ok(v);
+            }
+        }
+        metrics.cache_miss.increment(1);
+        let v = Arc::new(self.verify_uncached(token).await?);
+        self.cache.insert(token.to_owned(), v.clone()).await;
+        Ok(v)
+    }
+
+    /// Number of cached tokens (approximate).
+    pub fn cached(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    fn select_issuer(&self, token: &str) -> Result<&Issuer, DenyReason> {
+        if let [only] = self.issuers.as_slice() {
+            // `iss` is still checked by the key's Validation.
+            return Ok(only);
+        }
+        #[derive(serde::Deserialize)]
+        struct Iss {
+            iss: Option<Value>,
+        }
+        let payload = token.split('.').nth(1).ok_or(DenyReason::MalformedToken)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| DenyReason::MalformedToken)?;
+        let parsed: Iss = serde_json::from_slice(&bytes).map_err(|_| DenyReason::MalformedToken)?;
+        let iss = match parsed.iss {
+            Some(Value::String(s)) => s,
+            None => return Err(DenyReason::MissingClaim),
+            Some(_) => return Err(DenyReason::UnknownIssuer),
+        };
+        self.issuers
+            .iter()
+            .find(|i| i.iss == iss)
+            .ok_or(DenyReason::UnknownIssuer)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Verified, DenyReason> {
+        if token.len() > self.max_token_bytes {
+            return Err(DenyReason::TokenTooLarge);
+        }
+        if !crate::token::is_jws(token) {
+            return Err(DenyReason::MalformedToken);
+        }
+        // `alg` values outside the enum (`none`, `None`, `HS1`) fail here.
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::Json(_) => DenyReason::AlgorithmNotAllowed,
+            _ => DenyReason::MalformedToken,
+        })?;
+        let issuer = self.select_issuer(token)?;
+        if !issuer.algorithms.contains(&header.alg) {
+            return Err(DenyReason::AlgorithmNotAllowed);
+        }
+        let mut keys = issuer.keys.current().ok_or(DenyReason::KeysUnavailable)?;
+        let kid = header.kid.as_deref();
+        if let (Some(kid), KeySource::Remote(remote)) = (kid, &issuer.keys) {
+            if !keys.has_kid(kid) {
+                remote.refetch_for_unknown_kid().await;
+                keys = issuer.keys.current().ok_or(DenyReason::KeysUnavailable)?;
+                if !keys.has_kid(kid) {
+                    return Err(DenyReason::UnknownKey);
+                }
+            }
+        }
+        let mut best: Option<DenyReason> = None;
+        for key in keys.candidates(kid, header.alg) {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation) {
+                Ok(data) => return self.build(data.claims),
+                Err(e) => {
+                    let reason = map_error(e.kind());
+                    // A claim error means the signature was good: it explains more than a
+                    // signature mismatch on another key.
+                    if best.is_none() || best == Some(DenyReason::BadSignature) {
+                        best = Some(reason);
+                    }
+                }
+            }
+        }
+        Err(best.unwrap_or(DenyReason::UnknownKey))
+    }
+
+    fn build(&self, claims: Map<String, Value>) -> Result<Verified, DenyReason> {
+        let exp = claims
+            .get("exp")
+            .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
+            .ok_or(DenyReason::MissingClaim)?;
+        let identity = self.claims.identity(&claims, exp).ok_or(DenyReason::MissingClaim)?;
+        Ok(Verified::new(identity, exp))
+    }
+}
+
+fn map_error(kind: &ErrorKind) -> DenyReason {
+    match kind {
+        ErrorKind::InvalidSignature
+        | ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidKeyFormat => DenyReason::BadSignature,
+        ErrorKind::ExpiredSignature => DenyReason::Expired,
+        ErrorKind::ImmatureSignature => DenyReason::NotYetValid,
+        ErrorKind::InvalidIssuer => DenyReason::WrongIssuer,
+        ErrorKind::InvalidAudience => DenyReason::WrongAudience,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => DenyReason::MissingClaim,
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm | ErrorKind::UnsupportedAlgorithm => {
+            DenyReason::AlgorithmNotAllowed
+        }
+        _ => DenyReason::MalformedToken,
+    }
+}
