@@ -68,7 +68,12 @@ impl ClaimMap {
         }
     }
 
-    fn first<T>(&self, claims: &Map<String, Value>, paths: &[Vec<String>], f: impl Fn(&Value) -> Option<T>) -> Option<T> {
+    fn first<T>(
+        &self,
+        claims: &Map<String, Value>,
+        paths: &[Vec<String>],
+        f: impl Fn(&Value) -> Option<T>,
+    ) -> Option<T> {
         paths.iter().find_map(|p| lookup(claims, p).and_then(&f))
     }
 
@@ -76,9 +81,13 @@ impl ClaimMap {
     pub fn identity(&self, claims: &Map<String, Value>, exp: u64) -> Option<Identity> {
         Some(Identity {
             id: self.first(claims, &self.user_id, scalar)?,
-            username: self.first(claims, &self.username, scalar).unwrap_or_default(),
+            username: self
+                .first(claims, &self.username, scalar)
+                .unwrap_or_default(),
             role: self.first(claims, &self.role, scalar).unwrap_or_default(),
-            permissions: self.first(claims, &self.permissions, list).unwrap_or_default(),
+            permissions: self
+                .first(claims, &self.permissions, list)
+                .unwrap_or_default(),
             expires: Some(exp),
         })
     }
@@ -104,7 +113,12 @@ mod tests {
         assert_eq!(id.role, "dba");
         assert_eq!(id.permissions, vec!["mcp:read", "mcp:write"]);
         assert_eq!(id.expires, Some(9));
-        let id = m.identity(&map(json!({"sub": 42, "roles": [], "role": "", "permissions": ["a", 1, "b"]})), 9).unwrap();
+        let id = m
+            .identity(
+                &map(json!({"sub": 42, "roles": [], "role": "", "permissions": ["a", 1, "b"]})),
+                9,
+            )
+            .unwrap();
         assert_eq!(id.id, "42");
         assert_eq!(id.username, "42");
         assert_eq!(id.role, "");

@@ -32,14 +32,25 @@ pub fn mint(config: &Config, req: &MintRequest) -> Result<String, ConfigError> {
         .find(|(_, i)| i.name == req.issuer)
         .ok_or_else(|| ConfigError::new("--issuer", format!("no issuer named `{}`", req.issuer)))?;
     let key_name = format!("issuers[{i}].signing_key_file");
-    let secret = keys::hmac_secret(config, issuer).map_err(|e| ConfigError::new(format!("issuers[{i}]"), e.to_string()))?;
+    let secret = keys::hmac_secret(config, issuer)
+        .map_err(|e| ConfigError::new(format!("issuers[{i}]"), e.to_string()))?;
     let pem = match (&secret, &issuer.signing_key_file) {
         (Some(_), _) => None,
         (None, Some(p)) => {
             let p = config.path(p);
-            Some(std::fs::read(&p).map_err(|e| ConfigError::new(&key_name, format!("cannot read {}: {}", p.display(), e.kind())))?)
+            Some(std::fs::read(&p).map_err(|e| {
+                ConfigError::new(
+                    &key_name,
+                    format!("cannot read {}: {}", p.display(), e.kind()),
+                )
+            })?)
         }
-        (None, None) => return Err(ConfigError::new(&key_name, "required to mint tokens for an issuer without a shared secret")),
+        (None, None) => {
+            return Err(ConfigError::new(
+                &key_name,
+                "required to mint tokens for an issuer without a shared secret",
+            ))
+        }
     };
     let now = jsonwebtoken::get_current_timestamp();
     let ttl = req.ttl.unwrap_or(Dur::secs(3600)).0.as_secs();
@@ -54,10 +65,18 @@ pub fn mint(config: &Config, req: &MintRequest) -> Result<String, ConfigError> {
     if let Some(role) = &req.role {
         claims["role"] = role.clone().into();
     }
-    if let Some(aud) = req.aud.clone().or_else(|| issuer.audiences.as_ref().and_then(|a| a.first().cloned())) {
+    if let Some(aud) = req
+        .aud
+        .clone()
+        .or_else(|| issuer.audiences.as_ref().and_then(|a| a.first().cloned()))
+    {
         claims["aud"] = aud.into();
     }
-    for alg in issuer.algorithms.iter().filter_map(|a| Algorithm::from_str(a).ok()) {
+    for alg in issuer
+        .algorithms
+        .iter()
+        .filter_map(|a| Algorithm::from_str(a).ok())
+    {
         let key = match (alg.family(), &secret, &pem) {
             (AlgorithmFamily::Hmac, Some(s), _) => Some(EncodingKey::from_secret(s)),
             (AlgorithmFamily::Rsa, None, Some(p)) => EncodingKey::from_rsa_pem(p).ok(),
@@ -66,26 +85,41 @@ pub fn mint(config: &Config, req: &MintRequest) -> Result<String, ConfigError> {
             _ => None,
         };
         // A P-384 key can't sign ES256 and so on: try the next allowed algorithm.
-        if let Some(token) = key.and_then(|k| jsonwebtoken::encode(&Header::new(alg), &claims, &k).ok()) {
+        if let Some(token) =
+            key.and_then(|k| jsonwebtoken::encode(&Header::new(alg), &claims, &k).ok())
+        {
             return Ok(token);
         }
     }
-    Err(ConfigError::new(key_name, "no allowed algorithm can sign with this key"))
+    Err(ConfigError::new(
+        key_name,
+        "no allowed algorithm can sign with this key",
+    ))
 }
 
 /// Writes a new Ed25519 PKCS#8 PEM with mode 0600; refuses to overwrite.
 pub fn keygen(out: &Path) -> Result<(), ConfigError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let pem = gatepass_identity::generate_ed25519_pkcs8_pem().map_err(|e| ConfigError::new("keygen", e.to_string()))?;
+    let pem = gatepass_identity::generate_ed25519_pkcs8_pem()
+        .map_err(|e| ConfigError::new("keygen", e.to_string()))?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(out)
-        .map_err(|e| ConfigError::new("--out", format!("cannot create {}: {}", out.display(), e.kind())))?;
-    f.write_all(pem.as_bytes())
-        .map_err(|e| ConfigError::new("--out", format!("cannot write {}: {}", out.display(), e.kind())))
+        .map_err(|e| {
+            ConfigError::new(
+                "--out",
+                format!("cannot create {}: {}", out.display(), e.kind()),
+            )
+        })?;
+    f.write_all(pem.as_bytes()).map_err(|e| {
+        ConfigError::new(
+            "--out",
+            format!("cannot write {}: {}", out.display(), e.kind()),
+        )
+    })
 }
 
 /// Loads every key file the config names and returns the effective config as TOML.
@@ -107,7 +141,9 @@ pub enum LogFormat {
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEPASS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

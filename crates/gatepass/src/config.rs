@@ -214,10 +214,15 @@ pub struct TokensConfig {
 impl Default for TokensConfig {
     fn default() -> Self {
         TokensConfig {
-            sources: ["bearer", "websocket_protocol", "cookie:access_token", "ticket"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            sources: [
+                "bearer",
+                "websocket_protocol",
+                "cookie:access_token",
+                "ticket",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             websocket_protocol: "jwt-auth".into(),
             max_token_bytes: 16 * 1024,
         }
@@ -396,7 +401,10 @@ impl Config {
         for (i, iss) in self.issuers.iter().enumerate() {
             let key = |k: &str| format!("issuers[{i}].{k}");
             if iss.name.is_empty() || !names.insert(iss.name.as_str()) {
-                return Err(ConfigError::new(key("name"), "must be non-empty and unique"));
+                return Err(ConfigError::new(
+                    key("name"),
+                    "must be non-empty and unique",
+                ));
             }
             if iss.issuer.is_empty() || !isses.insert(iss.issuer.as_str()) {
                 return Err(ConfigError::new(
@@ -405,16 +413,25 @@ impl Config {
                 ));
             }
             if iss.algorithms.is_empty() {
-                return Err(ConfigError::new(key("algorithms"), "must list at least one"));
+                return Err(ConfigError::new(
+                    key("algorithms"),
+                    "must list at least one",
+                ));
             }
             for alg in &iss.algorithms {
                 if alg.eq_ignore_ascii_case("none") {
-                    return Err(ConfigError::new(key("algorithms"), "`none` is never allowed"));
+                    return Err(ConfigError::new(
+                        key("algorithms"),
+                        "`none` is never allowed",
+                    ));
                 }
                 if !ALGORITHMS.contains(&alg.as_str()) {
                     return Err(ConfigError::new(
                         key("algorithms"),
-                        format!("unknown algorithm `{alg}` (one of {})", ALGORITHMS.join(", ")),
+                        format!(
+                            "unknown algorithm `{alg}` (one of {})",
+                            ALGORITHMS.join(", ")
+                        ),
                     ));
                 }
             }
@@ -436,23 +453,38 @@ impl Config {
             }
             if let Some(url) = &iss.jwks_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(ConfigError::new(key("jwks_url"), "must be an http:// or https:// URL"));
+                    return Err(ConfigError::new(
+                        key("jwks_url"),
+                        "must be an http:// or https:// URL",
+                    ));
                 }
             }
             if iss.ca_file.is_some() && iss.jwks_url.is_none() {
-                return Err(ConfigError::new(key("ca_file"), "only applies with jwks_url"));
+                return Err(ConfigError::new(
+                    key("ca_file"),
+                    "only applies with jwks_url",
+                ));
             }
             if let Some(aud) = &iss.audiences {
                 if aud.is_empty() {
-                    return Err(ConfigError::new(key("audiences"), "omit it to not check `aud`, or list at least one"));
+                    return Err(ConfigError::new(
+                        key("audiences"),
+                        "omit it to not check `aud`, or list at least one",
+                    ));
                 }
             }
         }
         if self.jwks.refresh_interval.0 < Duration::from_secs(1) {
-            return Err(ConfigError::new("jwks.refresh_interval", "must be at least 1s"));
+            return Err(ConfigError::new(
+                "jwks.refresh_interval",
+                "must be at least 1s",
+            ));
         }
         if self.jwks.fetch_timeout.0.is_zero() {
-            return Err(ConfigError::new("jwks.fetch_timeout", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "jwks.fetch_timeout",
+                "must be greater than 0",
+            ));
         }
         for (name, list) in [
             ("claims.user_id", &self.claims.user_id),
@@ -460,25 +492,46 @@ impl Config {
             ("claims.role", &self.claims.role),
             ("claims.permissions", &self.claims.permissions),
         ] {
-            if list.is_empty() || list.iter().any(|p| p.is_empty() || p.split('.').any(str::is_empty)) {
-                return Err(ConfigError::new(name, "must list claim paths like `sub` or `realm_access.roles`"));
+            if list.is_empty()
+                || list
+                    .iter()
+                    .any(|p| p.is_empty() || p.split('.').any(str::is_empty))
+            {
+                return Err(ConfigError::new(
+                    name,
+                    "must list claim paths like `sub` or `realm_access.roles`",
+                ));
             }
         }
         crate::token::parse_sources(&self.tokens.sources)
             .map_err(|m| ConfigError::new("tokens.sources", m))?;
         if self.tokens.websocket_protocol.is_empty()
-            || !self.tokens.websocket_protocol.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+            || !self
+                .tokens
+                .websocket_protocol
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b',')
         {
-            return Err(ConfigError::new("tokens.websocket_protocol", "must be a subprotocol token like `jwt-auth`"));
+            return Err(ConfigError::new(
+                "tokens.websocket_protocol",
+                "must be a subprotocol token like `jwt-auth`",
+            ));
         }
         if self.tokens.max_token_bytes < 256 {
-            return Err(ConfigError::new("tokens.max_token_bytes", "must be at least 256"));
+            return Err(ConfigError::new(
+                "tokens.max_token_bytes",
+                "must be at least 256",
+            ));
         }
         if self.cache.max_tokens == 0 {
-            return Err(ConfigError::new("cache.max_tokens", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "cache.max_tokens",
+                "must be greater than 0",
+            ));
         }
         for (i, r) in self.rules.iter().enumerate() {
-            crate::rules::Rule::compile(r).map_err(|m| ConfigError::new(format!("rules[{i}].{}", m.0), m.1))?;
+            crate::rules::Rule::compile(r)
+                .map_err(|m| ConfigError::new(format!("rules[{i}].{}", m.0), m.1))?;
         }
         for (name, list) in [
             ("websocket.allowed_origins", &self.websocket.allowed_origins),
@@ -486,18 +539,30 @@ impl Config {
         ] {
             for o in list {
                 if o != "*" && !crate::rules::is_origin(o) {
-                    return Err(ConfigError::new(name, format!("`{o}` is not an origin like https://app.example.com")));
+                    return Err(ConfigError::new(
+                        name,
+                        format!("`{o}` is not an origin like https://app.example.com"),
+                    ));
                 }
             }
         }
         for (name, limit) in [
             ("rate_limit.per_user", &self.rate_limit.per_user),
-            ("rate_limit.per_ip_failures", &self.rate_limit.per_ip_failures),
-            ("rate_limit.upgrades_per_user", &self.rate_limit.upgrades_per_user),
+            (
+                "rate_limit.per_ip_failures",
+                &self.rate_limit.per_ip_failures,
+            ),
+            (
+                "rate_limit.upgrades_per_user",
+                &self.rate_limit.upgrades_per_user,
+            ),
         ] {
             if let Some(l) = limit {
                 if l.rate == 0 || l.burst == 0 || l.per.0.is_zero() {
-                    return Err(ConfigError::new(name, "rate, burst and per must be greater than 0"));
+                    return Err(ConfigError::new(
+                        name,
+                        "rate, burst and per must be greater than 0",
+                    ));
                 }
             }
         }
@@ -510,7 +575,10 @@ impl Config {
             return Err(ConfigError::new("tickets.ttl", "must be at least 1s"));
         }
         if self.tickets.max_outstanding == 0 {
-            return Err(ConfigError::new("tickets.max_outstanding", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "tickets.max_outstanding",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }
@@ -518,7 +586,12 @@ impl Config {
 
 /// Turns a TOML/serde error into one line naming the key at the error's position.
 fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+    let message = e
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("invalid TOML")
+        .to_string();
     match e.span() {
         Some(span) => {
             let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -567,20 +640,25 @@ secret_env = "X"
     }
 
     fn err(extra: &str) -> String {
-        Config::parse(&format!("{MINIMAL}{extra}")).unwrap_err().to_string()
+        Config::parse(&format!("{MINIMAL}{extra}"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn errors_name_the_key() {
         assert_eq!(
-            Config::parse(&MINIMAL.replace("[\"HS256\"]", "[\"none\"]")).unwrap_err().to_string(),
+            Config::parse(&MINIMAL.replace("[\"HS256\"]", "[\"none\"]"))
+                .unwrap_err()
+                .to_string(),
             "config error: issuers[0].algorithms: `none` is never allowed"
         );
         assert_eq!(
             err("[cache]\nttl = \"5 minutes\"\n"),
             "config error: ttl (line 8): `5 minutes` has an unknown unit (use ms, s, m, h or d)"
         );
-        assert!(err("[cache]\nmax_tokenz = 5\n").starts_with("config error: max_tokenz (line 8): unknown field `max_tokenz`"));
+        assert!(err("[cache]\nmax_tokenz = 5\n")
+            .starts_with("config error: max_tokenz (line 8): unknown field `max_tokenz`"));
         assert_eq!(
             err("[[rules]]\npath = \"api\"\n"),
             "config error: rules[0].path: must start with `/`"

@@ -10,7 +10,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::config::{ConfigError, Config};
+use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
 use crate::rules::{self, Matched, Rules};
@@ -94,33 +94,148 @@ impl DenyReason {
         const B: StatusCode = StatusCode::BAD_REQUEST;
         const T: StatusCode = StatusCode::TOO_MANY_REQUESTS;
         match self {
-            MissingForwardedHeaders => ("missing_forwarded_headers", U, "invalid_request", "X-Forwarded-Method and X-Forwarded-Uri are required"),
-            MultipleAuthorization => ("multiple_authorization", B, "invalid_request", "more than one Authorization header"),
-            AmbiguousToken => ("ambiguous_token", B, "invalid_request", "more than one token in the request"),
+            MissingForwardedHeaders => (
+                "missing_forwarded_headers",
+                U,
+                "invalid_request",
+                "X-Forwarded-Method and X-Forwarded-Uri are required",
+            ),
+            MultipleAuthorization => (
+                "multiple_authorization",
+                B,
+                "invalid_request",
+                "more than one Authorization header",
+            ),
+            AmbiguousToken => (
+                "ambiguous_token",
+                B,
+                "invalid_request",
+                "more than one token in the request",
+            ),
             MissingToken => ("missing_token", U, "unauthorized", "no token presented"),
-            UnsupportedScheme => ("unsupported_scheme", U, "invalid_token", "Authorization must use the Bearer scheme"),
+            UnsupportedScheme => (
+                "unsupported_scheme",
+                U,
+                "invalid_token",
+                "Authorization must use the Bearer scheme",
+            ),
             TokenTooLarge => ("token_too_large", U, "invalid_token", "token is too large"),
             MalformedToken => ("malformed_token", U, "invalid_token", "token is malformed"),
-            AlgorithmNotAllowed => ("algorithm_not_allowed", U, "invalid_token", "token algorithm is not allowed"),
-            UnknownIssuer => ("unknown_issuer", U, "invalid_token", "token issuer is not trusted"),
-            UnknownKey => ("unknown_key", U, "invalid_token", "no key matches the token"),
-            BadSignature => ("bad_signature", U, "invalid_token", "token signature is invalid"),
+            AlgorithmNotAllowed => (
+                "algorithm_not_allowed",
+                U,
+                "invalid_token",
+                "token algorithm is not allowed",
+            ),
+            UnknownIssuer => (
+                "unknown_issuer",
+                U,
+                "invalid_token",
+                "token issuer is not trusted",
+            ),
+            UnknownKey => (
+                "unknown_key",
+                U,
+                "invalid_token",
+                "no key matches the token",
+            ),
+            BadSignature => (
+                "bad_signature",
+                U,
+                "invalid_token",
+                "token signature is invalid",
+            ),
             Expired => ("expired", U, "invalid_token", "token expired"),
-            NotYetValid => ("not_yet_valid", U, "invalid_token", "token is not valid yet"),
-            WrongIssuer => ("wrong_issuer", U, "invalid_token", "token issuer does not match"),
-            WrongAudience => ("wrong_audience", U, "invalid_token", "token audience is not accepted"),
-            MissingClaim => ("missing_claim", U, "invalid_token", "a required claim is missing or malformed"),
-            TicketInvalid => ("ticket_invalid", U, "invalid_token", "ticket is unknown, used or expired"),
-            TicketNotUpgrade => ("ticket_not_upgrade", U, "invalid_token", "tickets are only valid on WebSocket upgrades"),
-            InsufficientRole => ("insufficient_role", F, "insufficient_scope", "role not allowed for this route"),
-            InsufficientPermissions => ("insufficient_permissions", F, "insufficient_scope", "missing permissions for this route"),
-            OriginNotAllowed => ("origin_not_allowed", F, "access_denied", "origin not allowed"),
-            CorsOriginNotAllowed => ("cors_origin_not_allowed", F, "access_denied", "CORS origin not allowed"),
-            DefaultDeny => ("default_deny", F, "access_denied", "no rule allows this request"),
-            RateLimitedUser => ("rate_limited_user", T, "rate_limited", "too many requests for this user"),
-            RateLimitedUpgrades => ("rate_limited_upgrades", T, "rate_limited", "too many WebSocket connections for this user"),
-            RateLimitedIp => ("rate_limited_ip", T, "rate_limited", "too many failed attempts from this address"),
-            KeysUnavailable => ("keys_unavailable", StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "signing keys are unavailable"),
+            NotYetValid => (
+                "not_yet_valid",
+                U,
+                "invalid_token",
+                "token is not valid yet",
+            ),
+            WrongIssuer => (
+                "wrong_issuer",
+                U,
+                "invalid_token",
+                "token issuer does not match",
+            ),
+            WrongAudience => (
+                "wrong_audience",
+                U,
+                "invalid_token",
+                "token audience is not accepted",
+            ),
+            MissingClaim => (
+                "missing_claim",
+                U,
+                "invalid_token",
+                "a required claim is missing or malformed",
+            ),
+            TicketInvalid => (
+                "ticket_invalid",
+                U,
+                "invalid_token",
+                "ticket is unknown, used or expired",
+            ),
+            TicketNotUpgrade => (
+                "ticket_not_upgrade",
+                U,
+                "invalid_token",
+                "tickets are only valid on WebSocket upgrades",
+            ),
+            InsufficientRole => (
+                "insufficient_role",
+                F,
+                "insufficient_scope",
+                "role not allowed for this route",
+            ),
+            InsufficientPermissions => (
+                "insufficient_permissions",
+                F,
+                "insufficient_scope",
+                "missing permissions for this route",
+            ),
+            OriginNotAllowed => (
+                "origin_not_allowed",
+                F,
+                "access_denied",
+                "origin not allowed",
+            ),
+            CorsOriginNotAllowed => (
+                "cors_origin_not_allowed",
+                F,
+                "access_denied",
+                "CORS origin not allowed",
+            ),
+            DefaultDeny => (
+                "default_deny",
+                F,
+                "access_denied",
+                "no rule allows this request",
+            ),
+            RateLimitedUser => (
+                "rate_limited_user",
+                T,
+                "rate_limited",
+                "too many requests for this user",
+            ),
+            RateLimitedUpgrades => (
+                "rate_limited_upgrades",
+                T,
+                "rate_limited",
+                "too many WebSocket connections for this user",
+            ),
+            RateLimitedIp => (
+                "rate_limited_ip",
+                T,
+                "rate_limited",
+                "too many failed attempts from this address",
+            ),
+            KeysUnavailable => (
+                "keys_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "signing keys are unavailable",
+            ),
         }
     }
 
@@ -144,7 +259,8 @@ impl DenyReason {
     /// The response for this denial.
     pub fn response(self, retry_after: Option<u64>) -> Response<Body> {
         let (_, status, error, description) = self.parts();
-        let body = serde_json::json!({"error": error, "error_description": description}).to_string();
+        let body =
+            serde_json::json!({"error": error, "error_description": description}).to_string();
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
@@ -152,9 +268,13 @@ impl DenyReason {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let challenge = match (status, self) {
             (_, DenyReason::MissingToken) => Some(r#"Bearer realm="gatepass""#.to_string()),
-            (StatusCode::UNAUTHORIZED, _) | (StatusCode::FORBIDDEN, DenyReason::InsufficientRole | DenyReason::InsufficientPermissions) => {
-                Some(format!(r#"Bearer realm="gatepass", error="{error}", error_description="{description}""#))
-            }
+            (StatusCode::UNAUTHORIZED, _)
+            | (
+                StatusCode::FORBIDDEN,
+                DenyReason::InsufficientRole | DenyReason::InsufficientPermissions,
+            ) => Some(format!(
+                r#"Bearer realm="gatepass", error="{error}", error_description="{description}""#
+            )),
             _ => None,
         };
         if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -177,7 +297,10 @@ const IDENTITY_NAMES: [HeaderName; 5] = [
 const ASSERTION_NAME: HeaderName = HeaderName::from_static(names::USER_ASSERTION);
 
 /// An allow: 200, empty body, `no-store`, every identity header (empty when anonymous).
-pub fn allow_response(verified: Option<&Verified>, assertion: Option<HeaderValue>) -> Response<Body> {
+pub fn allow_response(
+    verified: Option<&Verified>,
+    assertion: Option<HeaderValue>,
+) -> Response<Body> {
     let mut resp = Response::new(Body::default());
     let h = resp.headers_mut();
     h.reserve(8);
@@ -231,7 +354,12 @@ impl<'a> Ctx<'a> {
 
 /// The last `X-Forwarded-For` entry: the peer Traefik saw.
 pub fn client_ip(h: &HeaderMap) -> Option<IpAddr> {
-    let last = h.get_all("x-forwarded-for").iter().next_back()?.to_str().ok()?;
+    let last = h
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()?
+        .to_str()
+        .ok()?;
     last.rsplit(',').next()?.trim().parse().ok()
 }
 
@@ -261,23 +389,32 @@ impl Drop for State {
 impl State {
     /// Loads every key and certificate the config names. Must run inside a Tokio runtime.
     pub fn build(config: Config, metrics: &Metrics) -> Result<State, ConfigError> {
-        let verifier = Verifier::new(&config, metrics).map_err(|(k, e)| ConfigError::new(k, e.to_string()))?;
+        let verifier =
+            Verifier::new(&config, metrics).map_err(|(k, e)| ConfigError::new(k, e.to_string()))?;
         let assertion = match &config.assertion {
             Some(a) => {
                 let path = config.path(&a.key_file);
                 let pem = std::fs::read(&path).map_err(|e| {
-                    ConfigError::new("assertion.key_file", format!("cannot read {}: {}", path.display(), e.kind()))
+                    ConfigError::new(
+                        "assertion.key_file",
+                        format!("cannot read {}: {}", path.display(), e.kind()),
+                    )
                 })?;
-                let signer = AssertionSigner::from_pkcs8_pem(&pem).map_err(|e| ConfigError::new("assertion.key_file", e.to_string()))?;
+                let signer = AssertionSigner::from_pkcs8_pem(&pem)
+                    .map_err(|e| ConfigError::new("assertion.key_file", e.to_string()))?;
                 Some((signer, a.ttl.0))
             }
             None => None,
         };
         let tls = match &config.tls {
-            Some(t) => Some(crate::server::tls_acceptor(&config.path(&t.cert), &config.path(&t.key))?),
+            Some(t) => Some(crate::server::tls_acceptor(
+                &config.path(&t.cert),
+                &config.path(&t.key),
+            )?),
             None => None,
         };
-        let sources = token::parse_sources(&config.tokens.sources).map_err(|m| ConfigError::new("tokens.sources", m))?;
+        let sources = token::parse_sources(&config.tokens.sources)
+            .map_err(|m| ConfigError::new("tokens.sources", m))?;
         Ok(State {
             rules: Rules::compile(&config.rules, config.default_rule.policy),
             limits: Limits::new(&config.rate_limit),
@@ -293,7 +430,9 @@ impl State {
 
     /// Starts key refreshers and limiter upkeep; they stop when the state is dropped.
     pub fn start(&self, this: std::sync::Weak<arc_swap::ArcSwap<State>>) {
-        let Ok(mut tasks) = self.tasks.lock() else { return };
+        let Ok(mut tasks) = self.tasks.lock() else {
+            return;
+        };
         for issuer in &self.verifier.issuers {
             if let Some(t) = issuer.keys.spawn_upkeep() {
                 tasks.push(t);
@@ -362,8 +501,16 @@ impl State {
     }
 
     /// A denial; 400/401 count toward the per-IP failure budget.
-    fn fail(&self, reason: DenyReason, ip: Option<IpAddr>, user: Option<&Arc<Verified>>) -> Decision {
-        if matches!(reason.status(), StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED) {
+    fn fail(
+        &self,
+        reason: DenyReason,
+        ip: Option<IpAddr>,
+        user: Option<&Arc<Verified>>,
+    ) -> Decision {
+        if matches!(
+            reason.status(),
+            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED
+        ) {
             if let Some(ip) = ip {
                 if let Some(retry) = self.limits.record_failure(ip) {
                     return Decision::Deny(DenyReason::RateLimitedIp, Some(retry), user.cloned());
@@ -451,7 +598,11 @@ impl State {
         }
         if ctx.upgrade {
             if let Err(retry) = self.limits.check_upgrade(verified.user_key) {
-                return Decision::Deny(DenyReason::RateLimitedUpgrades, Some(retry), Some(verified));
+                return Decision::Deny(
+                    DenyReason::RateLimitedUpgrades,
+                    Some(retry),
+                    Some(verified),
+                );
             }
         }
         Decision::Allow(Some(verified))

@@ -25,7 +25,11 @@ pub enum KeySource {
 
 impl KeySource {
     /// Loads static and file keys now; a URL source starts empty until its first fetch.
-    pub fn new(config: &Config, issuer: &IssuerConfig, metrics: &Metrics) -> Result<KeySource, KeyError> {
+    pub fn new(
+        config: &Config,
+        issuer: &IssuerConfig,
+        metrics: &Metrics,
+    ) -> Result<KeySource, KeyError> {
         if let Some(set) = keys::load_static(config, issuer)? {
             return Ok(KeySource::Static(Arc::new(set)));
         }
@@ -65,7 +69,10 @@ impl KeySource {
         let fetch = |result: &'static str| {
             metrics.counter(
                 "gatepass_jwks_fetches_total",
-                vec![Label::new("issuer", issuer.name.clone()), Label::new("result", result)],
+                vec![
+                    Label::new("issuer", issuer.name.clone()),
+                    Label::new("result", result),
+                ],
             )
         };
         Ok(KeySource::Remote(Arc::new(RemoteJwks {
@@ -126,7 +133,10 @@ impl FileJwks {
             .unwrap_or((None, 0))
     }
 
-    fn read(issuer: &IssuerConfig, path: &std::path::Path) -> Result<(KeySet, (Option<SystemTime>, u64)), KeyError> {
+    fn read(
+        issuer: &IssuerConfig,
+        path: &std::path::Path,
+    ) -> Result<(KeySet, (Option<SystemTime>, u64)), KeyError> {
         let stamp = Self::stamp(path);
         let body = std::fs::read(path).map_err(|e| KeyError::Read {
             path: path.to_path_buf(),
@@ -146,7 +156,8 @@ impl FileJwks {
                 continue;
             }
             let this = self.clone();
-            let res = tokio::task::spawn_blocking(move || Self::read(&this.issuer, &this.path)).await;
+            let res =
+                tokio::task::spawn_blocking(move || Self::read(&this.issuer, &this.path)).await;
             match res {
                 Ok(Ok((set, stamp))) => {
                     tracing::info!(issuer = %self.issuer.name, keys = set.keys.len(), "jwks_file reloaded");
@@ -212,7 +223,11 @@ impl RemoteJwks {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_max_age);
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| e.without_url().to_string())? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| e.without_url().to_string())?
+        {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
                 return Err("document larger than 1 MiB".into());
             }
@@ -289,7 +304,11 @@ impl RemoteJwks {
                 let _ = this.fetch_logged().await;
             });
         }
-        let _ = tokio::time::timeout(self.cfg.fetch_timeout.0 + Duration::from_millis(250), rx.changed()).await;
+        let _ = tokio::time::timeout(
+            self.cfg.fetch_timeout.0 + Duration::from_millis(250),
+            rx.changed(),
+        )
+        .await;
     }
 }
 
@@ -299,7 +318,10 @@ fn parse_max_age(cc: &str) -> Option<Duration> {
         let v = d
             .strip_prefix("max-age=")
             .or_else(|| d.strip_prefix("s-maxage="))?;
-        v.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs)
+        v.trim_matches('"')
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
     })
 }
 
@@ -309,7 +331,10 @@ mod tests {
 
     #[test]
     fn max_age() {
-        assert_eq!(parse_max_age("public, max-age=600"), Some(Duration::from_secs(600)));
+        assert_eq!(
+            parse_max_age("public, max-age=600"),
+            Some(Duration::from_secs(600))
+        );
         assert_eq!(parse_max_age("no-cache"), None);
         assert_eq!(parse_max_age("max-age=x"), None);
     }

@@ -101,7 +101,11 @@ pub fn algorithms(issuer: &IssuerConfig) -> Vec<Algorithm> {
 }
 
 /// Builds the validation for a key of `kind` (None when no allowed algorithm fits).
-pub fn validation_for(issuer: &IssuerConfig, kind: KeyKind, only: Option<Algorithm>) -> Option<Validation> {
+pub fn validation_for(
+    issuer: &IssuerConfig,
+    kind: KeyKind,
+    only: Option<Algorithm>,
+) -> Option<Validation> {
     let algs: Vec<Algorithm> = algorithms(issuer)
         .into_iter()
         .filter(|a| kind.supports(*a) && only.is_none_or(|o| o == *a))
@@ -193,7 +197,8 @@ pub fn load_static(config: &Config, issuer: &IssuerConfig) -> Result<Option<KeyS
     } else if let Some(p) = &issuer.public_key_file {
         let p = config.path(p);
         let label = p.display().to_string();
-        let (kind, key) = public_key_from_pem(&read(&p)?).ok_or_else(|| KeyError::Pem(label.clone()))?;
+        let (kind, key) =
+            public_key_from_pem(&read(&p)?).ok_or_else(|| KeyError::Pem(label.clone()))?;
         (kind, key, label)
     } else {
         return Ok(None);
@@ -232,16 +237,25 @@ fn jwk_to_key(issuer: &IssuerConfig, k: &serde_json::Value) -> Option<VerifyKey>
         return None;
     }
     let (kind, key) = match s("kty")? {
-        "RSA" => (KeyKind::Rsa, DecodingKey::from_rsa_components(s("n")?, s("e")?).ok()?),
+        "RSA" => (
+            KeyKind::Rsa,
+            DecodingKey::from_rsa_components(s("n")?, s("e")?).ok()?,
+        ),
         "EC" => {
             let kind = match s("crv")? {
                 "P-256" => KeyKind::EcP256,
                 "P-384" => KeyKind::EcP384,
                 _ => return None,
             };
-            (kind, DecodingKey::from_ec_components(s("x")?, s("y")?).ok()?)
+            (
+                kind,
+                DecodingKey::from_ec_components(s("x")?, s("y")?).ok()?,
+            )
         }
-        "OKP" if s("crv")? == "Ed25519" => (KeyKind::Ed25519, DecodingKey::from_ed_components(s("x")?).ok()?),
+        "OKP" if s("crv")? == "Ed25519" => (
+            KeyKind::Ed25519,
+            DecodingKey::from_ed_components(s("x")?).ok()?,
+        ),
         // `oct` (shared secrets) and anything else never come from a JWKS.
         _ => return None,
     };

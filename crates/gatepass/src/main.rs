@@ -7,7 +7,11 @@ use gatepass::cli::{self, LogFormat, MintRequest};
 use gatepass::config::{Config, Dur};
 
 #[derive(Parser)]
-#[command(name = "gatepass", version, about = "Traefik ForwardAuth companion: verifies JWTs, sets identity headers")]
+#[command(
+    name = "gatepass",
+    version,
+    about = "Traefik ForwardAuth companion: verifies JWTs, sets identity headers"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -73,7 +77,11 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::Serve { config, listen, log_format } => {
+        Cmd::Serve {
+            config,
+            listen,
+            log_format,
+        } => {
             let mut config = Config::load(&config)?;
             if let Some(l) = listen {
                 config.listen = l;
@@ -98,9 +106,26 @@ fn real_main() -> anyhow::Result<()> {
             print!("{effective}");
             Ok(())
         }
-        Cmd::Mint { config, issuer, sub, username, role, permissions, ttl, aud } => {
+        Cmd::Mint {
+            config,
+            issuer,
+            sub,
+            username,
+            role,
+            permissions,
+            ttl,
+            aud,
+        } => {
             let config = Config::load(&config)?;
-            let req = MintRequest { issuer, sub, username, role, permissions, ttl, aud };
+            let req = MintRequest {
+                issuer,
+                sub,
+                username,
+                role,
+                permissions,
+                ttl,
+                aud,
+            };
             println!("{}", cli::mint(&config, &req)?);
             Ok(())
         }

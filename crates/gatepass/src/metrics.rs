@@ -42,11 +42,31 @@ impl Metrics {
         let describe = |name: &'static str, help: &'static str, unit: Option<Unit>| {
             recorder.describe_counter(KeyName::from_const_str(name), unit, help.into());
         };
-        describe("gatepass_requests_total", "ForwardAuth decisions by outcome and reason", None);
-        describe("gatepass_token_cache_total", "Verified-token cache lookups by result", None);
-        describe("gatepass_spoofed_headers_total", "Requests that carried client-sent identity headers", None);
-        describe("gatepass_rate_limited_total", "Requests refused by a rate limit", None);
-        describe("gatepass_jwks_fetches_total", "JWKS fetches by issuer and result", None);
+        describe(
+            "gatepass_requests_total",
+            "ForwardAuth decisions by outcome and reason",
+            None,
+        );
+        describe(
+            "gatepass_token_cache_total",
+            "Verified-token cache lookups by result",
+            None,
+        );
+        describe(
+            "gatepass_spoofed_headers_total",
+            "Requests that carried client-sent identity headers",
+            None,
+        );
+        describe(
+            "gatepass_rate_limited_total",
+            "Requests refused by a rate limit",
+            None,
+        );
+        describe(
+            "gatepass_jwks_fetches_total",
+            "JWKS fetches by issuer and result",
+            None,
+        );
         describe("gatepass_tickets_total", "WebSocket tickets by event", None);
         recorder.describe_histogram(
             KeyName::from_const_str(LATENCY),
@@ -68,9 +88,14 @@ impl Metrics {
             )
         };
         let allowed = req("allow", "ok");
-        let denied = DenyReason::ALL.iter().map(|r| req("deny", r.code())).collect();
-        let cache = |r: &'static str| counter("gatepass_token_cache_total", vec![Label::new("result", r)]);
-        let tickets = |e: &'static str| counter("gatepass_tickets_total", vec![Label::new("event", e)]);
+        let denied = DenyReason::ALL
+            .iter()
+            .map(|r| req("deny", r.code()))
+            .collect();
+        let cache =
+            |r: &'static str| counter("gatepass_token_cache_total", vec![Label::new("result", r)]);
+        let tickets =
+            |e: &'static str| counter("gatepass_tickets_total", vec![Label::new("event", e)]);
         Metrics {
             allowed,
             denied,
@@ -87,8 +112,11 @@ impl Metrics {
     pub fn denied(&self, reason: DenyReason) {
         self.denied[reason as usize].increment(1);
         if let Some(limit) = reason.rate_limit_name() {
-            self.counter("gatepass_rate_limited_total", vec![Label::new("limit", limit)])
-                .increment(1);
+            self.counter(
+                "gatepass_rate_limited_total",
+                vec![Label::new("limit", limit)],
+            )
+            .increment(1);
         }
     }
 
@@ -99,7 +127,8 @@ impl Metrics {
     }
 
     pub fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
-        self.recorder.register_gauge(&Key::from_parts(name, labels), &META)
+        self.recorder
+            .register_gauge(&Key::from_parts(name, labels), &META)
     }
 
     /// The Prometheus text exposition.

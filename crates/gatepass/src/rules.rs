@@ -34,13 +34,22 @@ impl Rule {
             ));
         }
         if let Some(m) = &c.methods {
-            if m.is_empty() || m.iter().any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic())) {
-                return Err(RuleError("methods", "must list HTTP methods like GET".into()));
+            if m.is_empty()
+                || m.iter()
+                    .any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()))
+            {
+                return Err(RuleError(
+                    "methods",
+                    "must list HTTP methods like GET".into(),
+                ));
             }
         }
         let host = match &c.host {
             Some(h) if h.is_empty() || h.contains(['/', ' ']) => {
-                return Err(RuleError("host", "must be a host name like app.example.com".into()))
+                return Err(RuleError(
+                    "host",
+                    "must be a host name like app.example.com".into(),
+                ))
             }
             Some(h) => Some(h.to_ascii_lowercase()),
             None => None,
@@ -70,7 +79,8 @@ impl Rule {
                 return false;
             }
         }
-        segments.len() >= self.segments.len() && self.segments[..] == segments[..self.segments.len()]
+        segments.len() >= self.segments.len()
+            && self.segments[..] == segments[..self.segments.len()]
     }
 
     /// True when `roles` (any of) and `permissions` (all of) are satisfied.
@@ -103,7 +113,10 @@ pub enum Matched<'a> {
 
 impl Rules {
     pub fn compile(configs: &[RuleConfig], default_policy: Policy) -> Rules {
-        let rules = configs.iter().filter_map(|c| Rule::compile(c).ok()).collect();
+        let rules = configs
+            .iter()
+            .filter_map(|c| Rule::compile(c).ok())
+            .collect();
         Rules {
             rules,
             default_policy,
@@ -123,7 +136,11 @@ impl Rules {
     pub fn find(&self, host: &str, uri: &str, method: &str) -> Matched<'_> {
         let host = strip_port(host);
         let segments = normalize_path(path_of(uri));
-        match self.rules.iter().find(|r| r.matches(host, &segments, method)) {
+        match self
+            .rules
+            .iter()
+            .find(|r| r.matches(host, &segments, method))
+        {
             Some(r) => Matched::Rule(r),
             None if self.default_policy == Policy::Deny => Matched::DefaultDeny,
             None => Matched::Rule(&self.default_rule),
@@ -185,14 +202,17 @@ pub fn is_origin(s: &str) -> bool {
         return false;
     };
     !scheme.is_empty()
-        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
         && !rest.is_empty()
         && !rest.contains(['/', '?', '#', ' ', '@'])
 }
 
 /// Origin allow-list: exact (case-insensitive) match, or `*`.
 pub fn origin_allowed(list: &[String], origin: &str) -> bool {
-    list.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    list.iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
 }
 
 #[cfg(test)]
@@ -249,9 +269,18 @@ mod tests {
         c.host = Some("App.Example.com".into());
         c.methods = Some(vec!["post".into()]);
         let rules = Rules::compile(&[c], Policy::Deny);
-        assert!(matches!(rules.find("app.example.COM:8443", "/x", "POST"), Matched::Rule(_)));
-        assert!(matches!(rules.find("app.example.com", "/x", "GET"), Matched::DefaultDeny));
-        assert!(matches!(rules.find("other.example.com", "/x", "POST"), Matched::DefaultDeny));
+        assert!(matches!(
+            rules.find("app.example.COM:8443", "/x", "POST"),
+            Matched::Rule(_)
+        ));
+        assert!(matches!(
+            rules.find("app.example.com", "/x", "GET"),
+            Matched::DefaultDeny
+        ));
+        assert!(matches!(
+            rules.find("other.example.com", "/x", "POST"),
+            Matched::DefaultDeny
+        ));
     }
 
     #[test]

@@ -89,8 +89,12 @@ impl App {
             }
             "/tickets" | "/auth/tickets" => {
                 if req.method() != Method::POST {
-                    let mut r = json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"invalid_request","error_description":"use POST"}"#);
-                    r.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+                    let mut r = json(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        r#"{"error":"invalid_request","error_description":"use POST"}"#,
+                    );
+                    r.headers_mut()
+                        .insert(ALLOW, HeaderValue::from_static("POST"));
                     return r;
                 }
                 match tokio::time::timeout(REQUEST_TIMEOUT, self.ticket(&req, peer)).await {
@@ -101,11 +105,20 @@ impl App {
             "/.well-known/jwks.json" => match &self.state().assertion {
                 Some((signer, _)) => {
                     let mut r = json(StatusCode::OK, signer.jwks_json().to_owned());
-                    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
-                    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+                    r.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/jwk-set+json"),
+                    );
+                    r.headers_mut().insert(
+                        CACHE_CONTROL,
+                        HeaderValue::from_static("public, max-age=300"),
+                    );
                     r
                 }
-                None => json(StatusCode::NOT_FOUND, r#"{"error":"not_found","error_description":"no [assertion] configured"}"#),
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    r#"{"error":"not_found","error_description":"no [assertion] configured"}"#,
+                ),
             },
             "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#),
             "/readyz" => {
@@ -123,7 +136,10 @@ impl App {
                 for issuer in &state.verifier.issuers {
                     if let Some(age) = issuer.keys.age() {
                         self.metrics
-                            .gauge("gatepass_jwks_key_age_seconds", vec![Label::new("issuer", issuer.name.clone())])
+                            .gauge(
+                                "gatepass_jwks_key_age_seconds",
+                                vec![Label::new("issuer", issuer.name.clone())],
+                            )
                             .set(age.as_secs_f64());
                     }
                 }
@@ -131,7 +147,10 @@ impl App {
                     .gauge("gatepass_token_cache_entries", vec![])
                     .set(state.verifier.cached() as f64);
                 let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
                 r
             }
             _ => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
@@ -162,16 +181,25 @@ impl App {
         let verified = match token::bearer(req.headers()) {
             Ok(Some(t)) => state.verifier.verify(t, &self.metrics).await,
             Ok(None) => Err(DenyReason::MissingToken),
-            Err(token::ExtractError::MultipleAuthorization) => Err(DenyReason::MultipleAuthorization),
+            Err(token::ExtractError::MultipleAuthorization) => {
+                Err(DenyReason::MultipleAuthorization)
+            }
             Err(_) => Err(DenyReason::UnsupportedScheme),
         };
         let verified = match verified {
             Ok(v) => v,
             Err(reason) => {
-                let retry = matches!(reason.status(), StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED)
-                    .then(|| state.limits.record_failure(ip))
-                    .flatten();
-                let reason = if retry.is_some() { DenyReason::RateLimitedIp } else { reason };
+                let retry = matches!(
+                    reason.status(),
+                    StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED
+                )
+                .then(|| state.limits.record_failure(ip))
+                .flatten();
+                let reason = if retry.is_some() {
+                    DenyReason::RateLimitedIp
+                } else {
+                    reason
+                };
                 tracing::info!(reason = reason.code(), client_ip = %ip, path = "/tickets", "ticket refused");
                 return self.deny(reason, retry);
             }
@@ -194,8 +222,10 @@ impl App {
 fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -207,9 +237,13 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| ConfigError::new("tls.cert", format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(ConfigError::new("tls.cert", format!("{}: no certificate", cert.display())));
+        return Err(ConfigError::new(
+            "tls.cert",
+            format!("{}: no certificate", cert.display()),
+        ));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ConfigError::new("tls.key", format!("{}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ConfigError::new("tls.key", format!("{}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -267,14 +301,21 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
         tokio::spawn(async move {
             match tls {
                 Some(acceptor) => {
-                    let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                    else {
                         return;
                     };
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .into_owned();
                     let _ = watcher.watch(conn).await;
                 }
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .into_owned();
                     let _ = watcher.watch(conn).await;
                 }
             }
@@ -289,20 +330,28 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
 
 /// Runs gatepass: the entry point `main` and the tests share. Reloads on SIGHUP when the
 /// config came from a file.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ConfigError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ConfigError> {
     let source = config.source.clone();
     let app = App::new(config)?;
     if let Some(path) = source {
         let weak = Arc::downgrade(&app);
         tokio::spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
                 return;
             };
             while hup.recv().await.is_some() {
                 let Some(app) = weak.upgrade() else { return };
                 match Config::load(&path).and_then(|c| app.reload(c)) {
                     Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
-                    Err(e) => tracing::error!(error = %e, "reload failed; keeping the last good configuration"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload failed; keeping the last good configuration")
+                    }
                 }
             }
         });

@@ -44,7 +44,9 @@ pub fn parse_sources(list: &[String]) -> Result<Vec<TokenSource>, String> {
 }
 
 fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
 }
 
 /// What was found.
@@ -82,7 +84,9 @@ pub fn extract<'a>(
                 protocol_token(headers, marker)?.map(|t| Credential::Jwt(Cow::Borrowed(t)))
             }
             TokenSource::WebsocketProtocol => None,
-            TokenSource::Cookie(name) => cookie(headers, name).map(|t| Credential::Jwt(Cow::Borrowed(t))),
+            TokenSource::Cookie(name) => {
+                cookie(headers, name).map(|t| Credential::Jwt(Cow::Borrowed(t)))
+            }
             TokenSource::Query(name) if upgrade => query_param(uri, name)?.map(Credential::Jwt),
             TokenSource::Query(_) => None,
             TokenSource::Ticket => match query_param(uri, "ticket")? {
@@ -106,8 +110,13 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ExtractError> {
     if all.next().is_some() {
         return Err(ExtractError::MultipleAuthorization);
     }
-    let value = value.to_str().map_err(|_| ExtractError::UnsupportedScheme)?;
-    let (scheme, rest) = value.trim().split_once(' ').ok_or(ExtractError::UnsupportedScheme)?;
+    let value = value
+        .to_str()
+        .map_err(|_| ExtractError::UnsupportedScheme)?;
+    let (scheme, rest) = value
+        .trim()
+        .split_once(' ')
+        .ok_or(ExtractError::UnsupportedScheme)?;
     let token = rest.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
         return Err(ExtractError::UnsupportedScheme);
@@ -118,16 +127,24 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ExtractError> {
 /// True for a compact JWS: three base64url segments, the first two non-empty.
 pub fn is_jws(s: &str) -> bool {
     let mut parts = s.split('.');
-    let (Some(h), Some(p), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(p), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return false;
     };
-    let b64 = |x: &str| x.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let b64 = |x: &str| {
+        x.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     !h.is_empty() && !p.is_empty() && b64(h) && b64(p) && b64(sig)
 }
 
 /// The token offered next to the marker in `Sec-WebSocket-Protocol` (any order, any number of
 /// header lines). Without the marker, or without a JWS-shaped entry, there is no token.
-pub fn protocol_token<'a>(headers: &'a HeaderMap, marker: &str) -> Result<Option<&'a str>, ExtractError> {
+pub fn protocol_token<'a>(
+    headers: &'a HeaderMap,
+    marker: &str,
+) -> Result<Option<&'a str>, ExtractError> {
     let entries = || {
         headers
             .get_all(SEC_WEBSOCKET_PROTOCOL)
@@ -189,8 +206,17 @@ mod tests {
     const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln";
 
     fn sources() -> Vec<TokenSource> {
-        parse_sources(&["bearer", "websocket_protocol", "cookie:access_token", "query:access_token", "ticket"].map(String::from))
-            .unwrap()
+        parse_sources(
+            &[
+                "bearer",
+                "websocket_protocol",
+                "cookie:access_token",
+                "query:access_token",
+                "ticket",
+            ]
+            .map(String::from),
+        )
+        .unwrap()
     }
 
     fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -211,16 +237,61 @@ mod tests {
     #[test]
     fn bearer_rules() {
         let s = sources();
-        assert_eq!(jwt(extract(&h(&[("authorization", &format!("bEaReR {JWT}"))]), "/", false, &s, "jwt-auth")), Some(JWT.into()));
         assert_eq!(
-            extract(&h(&[("authorization", "Bearer a.b.c"), ("authorization", "Bearer d.e.f")]), "/", false, &s, "jwt-auth"),
+            jwt(extract(
+                &h(&[("authorization", &format!("bEaReR {JWT}"))]),
+                "/",
+                false,
+                &s,
+                "jwt-auth"
+            )),
+            Some(JWT.into())
+        );
+        assert_eq!(
+            extract(
+                &h(&[
+                    ("authorization", "Bearer a.b.c"),
+                    ("authorization", "Bearer d.e.f")
+                ]),
+                "/",
+                false,
+                &s,
+                "jwt-auth"
+            ),
             Err(ExtractError::MultipleAuthorization)
         );
-        assert_eq!(extract(&h(&[("authorization", "Basic dXNlcjpwYXNz")]), "/", false, &s, "jwt-auth"), Err(ExtractError::UnsupportedScheme));
-        assert_eq!(extract(&h(&[("authorization", "Bearer ")]), "/", false, &s, "jwt-auth"), Err(ExtractError::UnsupportedScheme));
+        assert_eq!(
+            extract(
+                &h(&[("authorization", "Basic dXNlcjpwYXNz")]),
+                "/",
+                false,
+                &s,
+                "jwt-auth"
+            ),
+            Err(ExtractError::UnsupportedScheme)
+        );
+        assert_eq!(
+            extract(
+                &h(&[("authorization", "Bearer ")]),
+                "/",
+                false,
+                &s,
+                "jwt-auth"
+            ),
+            Err(ExtractError::UnsupportedScheme)
+        );
         // A bad bearer never falls through to a good cookie.
         assert_eq!(
-            extract(&h(&[("authorization", "Basic x"), ("cookie", &format!("access_token={JWT}"))]), "/", false, &s, "jwt-auth"),
+            extract(
+                &h(&[
+                    ("authorization", "Basic x"),
+                    ("cookie", &format!("access_token={JWT}"))
+                ]),
+                "/",
+                false,
+                &s,
+                "jwt-auth"
+            ),
             Err(ExtractError::UnsupportedScheme)
         );
     }
@@ -231,34 +302,68 @@ mod tests {
         for hs in [
             vec![("sec-websocket-protocol", format!("jwt-auth, {JWT}"))],
             vec![("sec-websocket-protocol", format!("{JWT}, jwt-auth"))],
-            vec![("sec-websocket-protocol", "jwt-auth".to_string()), ("sec-websocket-protocol", JWT.to_string())],
-            vec![("sec-websocket-protocol", format!("jwt-auth, {JWT}, chat.v2"))],
+            vec![
+                ("sec-websocket-protocol", "jwt-auth".to_string()),
+                ("sec-websocket-protocol", JWT.to_string()),
+            ],
+            vec![(
+                "sec-websocket-protocol",
+                format!("jwt-auth, {JWT}, chat.v2"),
+            )],
         ] {
             let m = h(&hs.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
-            assert_eq!(jwt(extract(&m, "/", true, &s, "jwt-auth")), Some(JWT.into()), "{hs:?}");
+            assert_eq!(
+                jwt(extract(&m, "/", true, &s, "jwt-auth")),
+                Some(JWT.into()),
+                "{hs:?}"
+            );
             // Not an upgrade: the subprotocol source does not apply.
             assert_eq!(jwt(extract(&m, "/", false, &s, "jwt-auth")), None);
         }
         let no_marker = h(&[("sec-websocket-protocol", JWT)]);
         assert_eq!(jwt(extract(&no_marker, "/", true, &s, "jwt-auth")), None);
         let two = h(&[("sec-websocket-protocol", &format!("jwt-auth, {JWT}, {JWT}"))]);
-        assert_eq!(extract(&two, "/", true, &s, "jwt-auth"), Err(ExtractError::Ambiguous));
+        assert_eq!(
+            extract(&two, "/", true, &s, "jwt-auth"),
+            Err(ExtractError::Ambiguous)
+        );
     }
 
     #[test]
     fn cookie_query_ticket() {
         let s = sources();
         let c = h(&[("cookie", &format!("a=b; access_token={JWT}; c=d"))]);
-        assert_eq!(jwt(extract(&c, "/", false, &s, "jwt-auth")), Some(JWT.into()));
+        assert_eq!(
+            jwt(extract(&c, "/", false, &s, "jwt-auth")),
+            Some(JWT.into())
+        );
         let uri = format!("/ws?access_token={JWT}");
-        assert_eq!(jwt(extract(&HeaderMap::new(), &uri, true, &s, "jwt-auth")), Some(JWT.into()));
-        assert_eq!(jwt(extract(&HeaderMap::new(), &uri, false, &s, "jwt-auth")), None);
+        assert_eq!(
+            jwt(extract(&HeaderMap::new(), &uri, true, &s, "jwt-auth")),
+            Some(JWT.into())
+        );
+        assert_eq!(
+            jwt(extract(&HeaderMap::new(), &uri, false, &s, "jwt-auth")),
+            None
+        );
         assert_eq!(
             extract(&HeaderMap::new(), "/ws?ticket=abc", true, &s, "jwt-auth").unwrap(),
             Some(Credential::Ticket("abc".into()))
         );
-        assert_eq!(extract(&HeaderMap::new(), "/x?ticket=abc", false, &s, "jwt-auth"), Err(ExtractError::TicketNotUpgrade));
-        assert_eq!(extract(&HeaderMap::new(), "/ws?ticket=a&ticket=b", true, &s, "jwt-auth"), Err(ExtractError::Ambiguous));
+        assert_eq!(
+            extract(&HeaderMap::new(), "/x?ticket=abc", false, &s, "jwt-auth"),
+            Err(ExtractError::TicketNotUpgrade)
+        );
+        assert_eq!(
+            extract(
+                &HeaderMap::new(),
+                "/ws?ticket=a&ticket=b",
+                true,
+                &s,
+                "jwt-auth"
+            ),
+            Err(ExtractError::Ambiguous)
+        );
     }
 
     #[test]

@@ -36,7 +36,8 @@ impl Verified {
     pub fn new(identity: Identity, exp: u64) -> Verified {
         let values = identity.header_values();
         // The encoding only emits visible ASCII, so these never fail.
-        let headers = values.map(|v| HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("")));
+        let headers =
+            values.map(|v| HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("")));
         Verified {
             user_key: user_key(&identity.id),
             identity,
@@ -69,7 +70,12 @@ struct UntilExp {
 }
 
 impl moka::Expiry<String, Arc<Verified>> for UntilExp {
-    fn expire_after_create(&self, _k: &String, v: &Arc<Verified>, _at: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _k: &String,
+        v: &Arc<Verified>,
+        _at: Instant,
+    ) -> Option<Duration> {
         let left = Duration::from_secs(v.exp.saturating_sub(now_secs()));
         Some(left.min(self.ttl))
     }
@@ -87,7 +93,8 @@ impl Verifier {
     pub fn new(config: &Config, metrics: &Metrics) -> Result<Verifier, (String, KeyError)> {
         let mut issuers = Vec::with_capacity(config.issuers.len());
         for (i, ic) in config.issuers.iter().enumerate() {
-            let keys = KeySource::new(config, ic, metrics).map_err(|e| (format!("issuers[{i}]"), e))?;
+            let keys =
+                KeySource::new(config, ic, metrics).map_err(|e| (format!("issuers[{i}]"), e))?;
             issuers.push(Issuer {
                 name: ic.name.clone(),
                 iss: ic.issuer.clone(),
@@ -97,7 +104,9 @@ impl Verifier {
         }
         let cache = Cache::builder()
             .max_capacity(config.cache.max_tokens)
-            .expire_after(UntilExp { ttl: config.cache.ttl.0 })
+            .expire_after(UntilExp {
+                ttl: config.cache.ttl.0,
+            })
             .build();
         Ok(Verifier {
             issuers,
@@ -108,7 +117,11 @@ impl Verifier {
     }
 
     /// Verifies `token`, from the cache when it was verified before.
-    pub async fn verify(&self, token: &str, metrics: &Metrics) -> Result<Arc<Verified>, DenyReason> {
+    pub async fn verify(
+        &self,
+        token: &str,
+        metrics: &Metrics,
+    ) -> Result<Arc<Verified>, DenyReason> {
         if let Some(v) = self.cache.get(token).await {
             if v.exp > now_secs() {
                 metrics.cache_hit.increment(1);
@@ -200,7 +213,10 @@ impl Verifier {
             .get("exp")
             .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
             .ok_or(DenyReason::MissingClaim)?;
-        let identity = self.claims.identity(&claims, exp).ok_or(DenyReason::MissingClaim)?;
+        let identity = self
+            .claims
+            .identity(&claims, exp)
+            .ok_or(DenyReason::MissingClaim)?;
         Ok(Verified::new(identity, exp))
     }
 }
@@ -216,10 +232,12 @@ fn map_error(kind: &ErrorKind) -> DenyReason {
         ErrorKind::ImmatureSignature => DenyReason::NotYetValid,
         ErrorKind::InvalidIssuer => DenyReason::WrongIssuer,
         ErrorKind::InvalidAudience => DenyReason::WrongAudience,
-        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => DenyReason::MissingClaim,
-        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm | ErrorKind::UnsupportedAlgorithm => {
-            DenyReason::AlgorithmNotAllowed
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
+            DenyReason::MissingClaim
         }
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::MissingAlgorithm
+        | ErrorKind::UnsupportedAlgorithm => DenyReason::AlgorithmNotAllowed,
         _ => DenyReason::MalformedToken,
     }
 }

@@ -1,0 +1,652 @@
+//! `/validate` behaviour with the exact headers Traefik sends (SPEC §2, §3.4).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gatepass_identity::{headers as h, AssertionVerifier, Identity};
+use serde_json::json;
+
+#[tokio::test]
+async fn allow_has_every_identity_header_empty_body_and_no_store() {
+    let s = start(&base_config()).await;
+    let mut c = claims("u-42", "developer");
+    c["preferred_username"] = "Zoë, the dev".into();
+    c["permissions"] = json!(["mcp:read", "a,b"]);
+    let exp = c["exp"].as_u64().unwrap();
+    let g = validate(&s, Fwd::get("/api/v1/mcps").bearer(&hs(&c))).await;
+    assert_eq!(g.status, 200, "{}", g.body);
+    assert_eq!(g.body, "");
+    assert_eq!(g.h("cache-control"), Some("no-store"));
+    assert_eq!(g.h(h::USER_ID), Some("u-42"));
+    assert_eq!(g.h(h::USER_USERNAME), Some("Zo%C3%AB%2C%20the%20dev"));
+    assert_eq!(g.h(h::USER_ROLE), Some("developer"));
+    assert_eq!(g.h(h::USER_PERMISSIONS), Some("mcp:read,a%2Cb"));
+    assert_eq!(g.h(h::USER_EXPIRES), Some(exp.to_string().as_str()));
+    // A Rust downstream decodes them with gatepass-identity.
+    let mut map = http::HeaderMap::new();
+    for name in h::ALL {
+        map.insert(name, g.h(name).unwrap().parse().unwrap());
+    }
+    let id = Identity::from_headers(&map).unwrap();
+    assert_eq!(id.username, "Zoë, the dev");
+    assert_eq!(id.permissions, vec!["mcp:read", "a,b"]);
+}
+
+#[tokio::test]
+async fn assertion_verifies_against_published_jwks_with_host_as_audience() {
+    let s = start(&base_config()).await;
+    let g = validate(&s, Fwd::get("/x").bearer(&hs(&claims("u1", "admin")))).await;
+    assert_eq!(g.status, 200);
+    let jwks = got(client()
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(jwks.status, 200);
+    let verifier = AssertionVerifier::from_jwks_json(&jwks.body).unwrap();
+    let mut map = http::HeaderMap::new();
+    for name in h::IDENTITY {
+        map.insert(name, g.h(name).unwrap().parse().unwrap());
+    }
+    let id = Identity::from_headers(&map).unwrap();
+    let claims = verifier
+        .verify_identity(g.h(h::USER_ASSERTION), "app.test:8080", &id)
+        .unwrap();
+    assert_eq!(claims.sub, "u1");
+    assert!(claims.exp <= now() + 60);
+    assert!(verifier
+        .verify(g.h(h::USER_ASSERTION).unwrap(), "app.test")
+        .is_err());
+    // Also fetchable the way downstreams do it.
+    let v =
+        AssertionVerifier::from_jwks_url(&s.url("/.well-known/jwks.json"), Duration::from_secs(2))
+            .await
+            .unwrap();
+    assert!(v
+        .verify(g.h(h::USER_ASSERTION).unwrap(), "app.test:8080")
+        .is_ok());
+}
+
+#[tokio::test]
+async fn missing_forwarded_headers_fail_closed() {
+    let s = start(&base_config()).await;
+    let tok = hs(&claims("u1", "admin"));
+    for missing in ["X-Forwarded-Uri", "X-Forwarded-Method"] {
+        let g = validate(&s, Fwd::get("/x").bearer(&tok).without(missing)).await;
+        g.assert_denied(401, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn decision_uses_forwarded_headers_not_the_validate_request() {
+    let s = start(&base_config()).await;
+    // /validate is called with GET; the original POST to /api/v1/mcps needs admin.
+    let tok = hs(&claims("u1", "developer"));
+    let g = validate(&s, Fwd::new("POST", "/api/v1/mcps").bearer(&tok)).await;
+    g.assert_denied(403, "insufficient_scope");
+    assert_eq!(
+        g.h("www-authenticate"),
+        Some(
+            r#"Bearer realm="gatepass", error="insufficient_scope", error_description="role not allowed for this route""#
+        )
+    );
+    let g = validate(&s, Fwd::new("GET", "/api/v1/mcps").bearer(&tok)).await;
+    assert_eq!(g.status, 200);
+    let admin = hs(&claims("u2", "admin"));
+    assert_eq!(
+        validate(&s, Fwd::new("DELETE", "/api/v1/mcps/x").bearer(&admin))
+            .await
+            .status,
+        200
+    );
+    // Dot-segments and prefix boundaries.
+    let g = validate(&s, Fwd::new("POST", "/api/v1/other/../mcps").bearer(&tok)).await;
+    assert_eq!(g.status, 403);
+    let g = validate(&s, Fwd::new("POST", "/api/v1/mcpsX").bearer(&tok)).await;
+    assert_eq!(g.status, 200);
+}
+
+#[tokio::test]
+async fn permissions_all_of() {
+    let s = start(&base_config()).await;
+    let g = validate(
+        &s,
+        Fwd::get("/api/v1/write").bearer(&hs(&claims("u1", "admin"))),
+    )
+    .await;
+    g.assert_denied(403, "insufficient_scope");
+    assert_eq!(
+        g.json()["error_description"],
+        "missing permissions for this route"
+    );
+    let mut c = claims("u1", "viewer");
+    c["permissions"] = json!("mcp:write mcp:read");
+    assert_eq!(
+        validate(&s, Fwd::get("/api/v1/write").bearer(&hs(&c)))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn missing_token_401_without_error_code() {
+    let s = start(&base_config()).await;
+    let g = validate(&s, Fwd::get("/x")).await;
+    g.assert_denied(401, "unauthorized");
+    assert_eq!(g.h("www-authenticate"), Some(r#"Bearer realm="gatepass""#));
+    let g = validate(&s, Fwd::get("/x").bearer("a.b.c")).await;
+    g.assert_denied(401, "invalid_token");
+    assert_eq!(
+        g.h("www-authenticate"),
+        Some(
+            r#"Bearer realm="gatepass", error="invalid_token", error_description="token is malformed""#
+        )
+    );
+}
+
+#[tokio::test]
+async fn anonymous_route_has_empty_identity_and_ignores_tokens() {
+    let s = start(&base_config()).await;
+    for f in [Fwd::get("/healthz"), Fwd::get("/healthz").bearer("garbage")] {
+        let g = validate(&s, f).await;
+        assert_eq!(g.status, 200);
+        assert_eq!(g.body, "");
+        for name in h::IDENTITY {
+            assert_eq!(g.h(name), Some(""), "{name}");
+        }
+        assert!(g.headers.get(h::USER_ASSERTION).is_none());
+    }
+}
+
+#[tokio::test]
+async fn default_rule_deny() {
+    let cfg = base_config() + "\n[default_rule]\npolicy = \"deny\"\n";
+    let s = start(&cfg).await;
+    let g = validate(
+        &s,
+        Fwd::get("/unlisted").bearer(&hs(&claims("u1", "admin"))),
+    )
+    .await;
+    g.assert_denied(403, "access_denied");
+    assert_eq!(
+        validate(
+            &s,
+            Fwd::get("/ws/mcp-status").bearer(&hs(&claims("u1", "admin")))
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn websocket_upgrade_origin_and_subprotocol_token() {
+    let s = start(&base_config()).await;
+    let tok = hs(&claims("u1", "developer"));
+    let proto = format!("jwt-auth, {tok}");
+    let ok = validate(
+        &s,
+        Fwd::upgrade("/ws/mcp-status")
+            .h("Origin", "http://127.0.0.1:8080")
+            .h("Sec-Websocket-Protocol", &proto),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.h(h::USER_ID), Some("u1"));
+    // Split over several header lines, token first, extra protocol.
+    let split = Fwd::upgrade("/ws/mcp-status")
+        .h("Sec-Websocket-Protocol", &tok)
+        .h("Sec-Websocket-Protocol", "jwt-auth, chat.v2");
+    assert_eq!(validate(&s, split).await.status, 200);
+    // Foreign origin: 403 whatever the token.
+    let g = validate(
+        &s,
+        Fwd::upgrade("/ws/mcp-status")
+            .h("Origin", "https://evil.example")
+            .h("Sec-Websocket-Protocol", &proto),
+    )
+    .await;
+    g.assert_denied(403, "access_denied");
+    assert_eq!(g.json()["error_description"], "origin not allowed");
+    // Origin is checked first, even on an anonymous route.
+    let g = validate(
+        &s,
+        Fwd::upgrade("/healthz").h("Origin", "https://evil.example"),
+    )
+    .await;
+    assert_eq!(g.status, 403);
+    // The subprotocol source is for upgrades only.
+    let g = validate(
+        &s,
+        Fwd::get("/ws/mcp-status").h("Sec-Websocket-Protocol", &proto),
+    )
+    .await;
+    g.assert_denied(401, "unauthorized");
+    // Role rule on the socket path.
+    let viewer = format!("jwt-auth, {}", hs(&claims("u2", "viewer")));
+    let g = validate(
+        &s,
+        Fwd::upgrade("/ws/mcp-status").h("Sec-Websocket-Protocol", &viewer),
+    )
+    .await;
+    g.assert_denied(403, "insufficient_scope");
+}
+
+#[tokio::test]
+async fn missing_origin_can_be_refused() {
+    let cfg = base_config().replace(
+        "allow_missing_origin = true",
+        "allow_missing_origin = false",
+    );
+    let s = start(&cfg).await;
+    let tok = hs(&claims("u1", "admin"));
+    let g = validate(&s, Fwd::upgrade("/ws/mcp-status").bearer(&tok)).await;
+    g.assert_denied(403, "access_denied");
+    let g = validate(
+        &s,
+        Fwd::upgrade("/ws/mcp-status")
+            .bearer(&tok)
+            .h("Origin", "http://127.0.0.1:8080"),
+    )
+    .await;
+    assert_eq!(g.status, 200);
+}
+
+#[tokio::test]
+async fn cookie_and_query_sources() {
+    let cfg = base_config() + "\n[tokens]\nsources = [\"bearer\", \"websocket_protocol\", \"cookie:access_token\", \"query:access_token\", \"ticket\"]\n";
+    let s = start(&cfg).await;
+    let tok = hs(&claims("u1", "admin"));
+    let g = validate(
+        &s,
+        Fwd::get("/x").h("Cookie", &format!("theme=dark; access_token={tok}")),
+    )
+    .await;
+    assert_eq!(g.status, 200);
+    let uri = format!("/ws/mcp-status?access_token={tok}");
+    assert_eq!(validate(&s, Fwd::upgrade(&uri)).await.status, 200);
+    // Query tokens are honoured on upgrades only.
+    validate(&s, Fwd::get(&uri))
+        .await
+        .assert_denied(401, "unauthorized");
+    // The first present source decides: a bad bearer never falls through to a good cookie.
+    let g = validate(
+        &s,
+        Fwd::get("/x")
+            .bearer("x.y.z")
+            .h("Cookie", &format!("access_token={tok}")),
+    )
+    .await;
+    g.assert_denied(401, "invalid_token");
+}
+
+#[tokio::test]
+async fn cors_preflight() {
+    let s = start(&base_config()).await;
+    let pre = |origin: &str| {
+        Fwd::new("OPTIONS", "/api/v1/mcps")
+            .h("Origin", origin)
+            .h("Access-Control-Request-Method", "POST")
+    };
+    let g = validate(&s, pre("http://127.0.0.1:8080")).await;
+    assert_eq!(g.status, 200);
+    assert_eq!(g.h(h::USER_ID), Some(""));
+    validate(&s, pre("https://evil.example"))
+        .await
+        .assert_denied(403, "access_denied");
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_are_ignored_and_counted() {
+    let s = start(&base_config()).await;
+    let tok = hs(&claims("low", "viewer"));
+    for (name, value) in [
+        ("X-User-Role", "super_admin"),
+        ("x-user-id", "root"),
+        ("X_User_Role", "admin"),
+        ("X-USER-PERMISSIONS", "*"),
+    ] {
+        let g = validate(&s, Fwd::get("/x").bearer(&tok).h(name, value)).await;
+        assert_eq!(g.status, 200);
+        assert_eq!(g.h(h::USER_ID), Some("low"));
+        assert_eq!(g.h(h::USER_ROLE), Some("viewer"));
+        assert_eq!(g.h(h::USER_PERMISSIONS), Some("mcp:read"));
+        // And never lets a low role through a role rule.
+        let g = validate(
+            &s,
+            Fwd::new("POST", "/api/v1/mcps").bearer(&tok).h(name, value),
+        )
+        .await;
+        assert_eq!(g.status, 403);
+    }
+    let g = validate(&s, Fwd::get("/x").h("X-User-Id", "root")).await;
+    assert_eq!(g.status, 401);
+    assert_eq!(metric(&s, "gatepass_spoofed_headers_total").await, 9.0);
+}
+
+#[tokio::test]
+async fn repeated_token_is_a_cache_hit() {
+    let s = start(&base_config()).await;
+    let tok = hs(&claims("u1", "admin"));
+    for _ in 0..5 {
+        assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 200);
+    }
+    assert_eq!(
+        metric(&s, r#"gatepass_token_cache_total{result="miss"}"#).await,
+        1.0
+    );
+    assert_eq!(
+        metric(&s, r#"gatepass_token_cache_total{result="hit"}"#).await,
+        4.0
+    );
+    assert_eq!(
+        metric(
+            &s,
+            r#"gatepass_requests_total{outcome="allow",reason="ok"}"#
+        )
+        .await,
+        5.0
+    );
+}
+
+#[tokio::test]
+async fn cached_token_still_expires() {
+    let s = start(&base_config().replace("leeway = \"5s\"", "leeway = \"0s\"")).await;
+    let mut c = claims("u1", "admin");
+    c["exp"] = (now() + 2).into();
+    let tok = hs(&c);
+    assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 200);
+    wait_for(Duration::from_secs(5), "token expiry", || async {
+        validate(&s, Fwd::get("/x").bearer(&tok)).await.status == 401
+    })
+    .await;
+    let g = validate(&s, Fwd::get("/x").bearer(&tok)).await;
+    g.assert_denied(401, "invalid_token");
+    assert_eq!(g.json()["error_description"], "token expired");
+}
+
+#[tokio::test]
+async fn failed_attempts_per_ip_get_429_after_burst() {
+    let cfg =
+        base_config() + "\n[rate_limit]\nper_ip_failures = { rate = 1, per = \"1m\", burst = 3 }\n";
+    let s = start(&cfg).await;
+    for _ in 0..3 {
+        assert_eq!(
+            validate(&s, Fwd::get("/x").bearer("bad.to.ken").ip("192.0.2.9"))
+                .await
+                .status,
+            401
+        );
+    }
+    let g = validate(&s, Fwd::get("/x").bearer("bad.to.ken").ip("192.0.2.9")).await;
+    g.assert_denied(429, "rate_limited");
+    let retry: u64 = g.h("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Blocked: even a valid token from that IP gets 429 until the budget refills.
+    let good = hs(&claims("u1", "admin"));
+    assert_eq!(
+        validate(&s, Fwd::get("/x").bearer(&good).ip("192.0.2.9"))
+            .await
+            .status,
+        429
+    );
+    // Other IPs are unaffected.
+    assert_eq!(
+        validate(&s, Fwd::get("/x").bearer(&good).ip("192.0.2.10"))
+            .await
+            .status,
+        200
+    );
+    assert!(
+        metric(
+            &s,
+            r#"gatepass_rate_limited_total{limit="per_ip_failures"}"#
+        )
+        .await
+            >= 2.0
+    );
+}
+
+#[tokio::test]
+async fn per_user_and_upgrade_limits() {
+    let cfg = base_config()
+        + "\n[rate_limit]\nper_user = { rate = 1, per = \"1m\", burst = 3 }\nupgrades_per_user = { rate = 1, per = \"1m\", burst = 1 }\n";
+    let s = start(&cfg).await;
+    let tok = hs(&claims("u1", "admin"));
+    let proto = format!("jwt-auth, {tok}");
+    assert_eq!(
+        validate(
+            &s,
+            Fwd::upgrade("/ws/mcp-status").h("Sec-Websocket-Protocol", &proto)
+        )
+        .await
+        .status,
+        200
+    );
+    let g = validate(
+        &s,
+        Fwd::upgrade("/ws/mcp-status").h("Sec-Websocket-Protocol", &proto),
+    )
+    .await;
+    g.assert_denied(429, "rate_limited");
+    assert!(g.h("retry-after").is_some());
+    assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 200);
+    let g = validate(&s, Fwd::get("/x").bearer(&tok)).await;
+    g.assert_denied(429, "rate_limited");
+    assert_eq!(
+        g.json()["error_description"],
+        "too many requests for this user"
+    );
+    // Another user has their own budget.
+    assert_eq!(
+        validate(&s, Fwd::get("/x").bearer(&hs(&claims("u2", "admin"))))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn tickets_are_single_use_upgrade_only() {
+    let s = start(&base_config()).await;
+    let tok = hs(&claims("u7", "dba"));
+    let r = got(client()
+        .post(s.url("/tickets"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.h("cache-control"), Some("no-store"));
+    let ticket = r.json()["ticket"].as_str().unwrap().to_string();
+    assert_eq!(ticket.len(), 43);
+    assert_eq!(r.json()["expires_in"], 30);
+    let uri = format!("/ws/mcp-status?ticket={ticket}");
+    // Shown on a non-upgrade request: 401 and not consumed.
+    validate(&s, Fwd::get(&uri))
+        .await
+        .assert_denied(401, "invalid_token");
+    let g = validate(&s, Fwd::upgrade(&uri)).await;
+    assert_eq!(g.status, 200);
+    assert_eq!(g.h(h::USER_ID), Some("u7"));
+    assert_eq!(g.h(h::USER_ROLE), Some("dba"));
+    let g = validate(&s, Fwd::upgrade(&uri)).await;
+    g.assert_denied(401, "invalid_token");
+    assert_eq!(
+        g.json()["error_description"],
+        "ticket is unknown, used or expired"
+    );
+    // Two concurrent upgrades with one ticket: exactly one wins.
+    for _ in 0..5 {
+        let r = got(client()
+            .post(s.url("/tickets"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap())
+        .await;
+        let uri = format!(
+            "/ws/mcp-status?ticket={}",
+            r.json()["ticket"].as_str().unwrap()
+        );
+        let (a, b) = tokio::join!(
+            validate(&s, Fwd::upgrade(&uri)),
+            validate(&s, Fwd::upgrade(&uri))
+        );
+        let mut statuses = [a.status, b.status];
+        statuses.sort();
+        assert_eq!(statuses, [200, 401]);
+    }
+    // Buying a ticket needs a valid bearer, over POST.
+    let r = got(client().post(s.url("/tickets")).send().await.unwrap()).await;
+    r.assert_denied(401, "unauthorized");
+    let r = got(client()
+        .post(s.url("/tickets"))
+        .bearer_auth("x.y.z")
+        .send()
+        .await
+        .unwrap())
+    .await;
+    r.assert_denied(401, "invalid_token");
+    let r = got(client()
+        .get(s.url("/tickets"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(r.status, 405);
+}
+
+#[tokio::test]
+async fn health_ready_metrics_endpoints() {
+    let s = start(&base_config()).await;
+    let g = got(client().get(s.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!((g.status, g.body.as_str()), (200, r#"{"status":"ok"}"#));
+    let g = got(client().get(s.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!((g.status, g.body.as_str()), (200, r#"{"status":"ready"}"#));
+    validate(&s, Fwd::get("/x").bearer(&hs(&claims("u1", "admin")))).await;
+    validate(&s, Fwd::get("/x")).await;
+    let m = got(client().get(s.url("/metrics")).send().await.unwrap()).await;
+    assert_eq!(m.status, 200);
+    assert!(m.h("content-type").unwrap().starts_with("text/plain"));
+    for series in [
+        r#"gatepass_requests_total{outcome="allow",reason="ok"} 1"#,
+        r#"gatepass_requests_total{outcome="deny",reason="missing_token"} 1"#,
+        "gatepass_decision_duration_seconds_bucket{le=\"0.001\"}",
+        "gatepass_decision_duration_seconds_count 2",
+        r#"gatepass_token_cache_total{result="miss"} 1"#,
+        "gatepass_spoofed_headers_total 0",
+    ] {
+        assert!(m.body.contains(series), "missing {series} in\n{}", m.body);
+    }
+    let g = got(client().get(s.url("/nope")).send().await.unwrap()).await;
+    assert_eq!(g.status, 404);
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served() {
+    let s = start(&base_config()).await;
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = c
+        .get(s.url("/validate"))
+        .header("X-Forwarded-Method", "GET")
+        .header("X-Forwarded-Uri", "/x")
+        .header(
+            "Authorization",
+            format!("Bearer {}", hs(&claims("u1", "admin"))),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()[h::USER_ID], "u1");
+}
+
+#[tokio::test]
+async fn tls_negotiates_h2_and_http11_by_alpn() {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let key_pem = cert.signing_key.serialize_pem();
+    let cfg = base_config() + "\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n";
+    let s = start_with(&cfg, |dir| {
+        std::fs::write(dir.join("cert.pem"), &cert_pem).unwrap();
+        std::fs::write(dir.join("key.pem"), &key_pem).unwrap();
+    })
+    .await;
+    let url = format!("https://127.0.0.1:{}/validate", s.addr.port());
+    let tok = hs(&claims("u1", "admin"));
+    for (h2, version) in [
+        (true, reqwest::Version::HTTP_2),
+        (false, reqwest::Version::HTTP_11),
+    ] {
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap());
+        if !h2 {
+            b = b.http1_only();
+        }
+        let r = b
+            .build()
+            .unwrap()
+            .get(&url)
+            .header("X-Forwarded-Method", "GET")
+            .header("X-Forwarded-Uri", "/x")
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), version);
+        assert_eq!(r.status(), 200);
+    }
+    // Plain HTTP on the TLS port is refused, not served.
+    assert!(client().get(s.url("/healthz")).send().await.is_err());
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_and_stops_accepting() {
+    let s = start(&base_config()).await;
+    let url = s.url("/healthz");
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
+    s.shutdown().await;
+    assert!(client().get(&url).send().await.is_err());
+}
+
+#[tokio::test]
+async fn reload_swaps_rules_and_keeps_last_good_on_error() {
+    let s = start(&base_config()).await;
+    let tok = hs(&claims("u1", "admin"));
+    assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 200);
+    let path = s.write(
+        "gatepass.toml",
+        &(base_config() + "\n[default_rule]\npolicy = \"deny\"\n"),
+    );
+    s.app
+        .reload(gatepass::Config::load(&path).unwrap())
+        .unwrap();
+    assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 403);
+    // A config whose key file is missing is refused; the last good one stays.
+    let bad = base_config().replace("hs256.key", "missing.key");
+    let path = s.write("gatepass.toml", &bad);
+    let err = s
+        .app
+        .reload(gatepass::Config::load(&path).unwrap())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("config error: issuers[0]: cannot read"),
+        "{err}"
+    );
+    assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 403);
+}
