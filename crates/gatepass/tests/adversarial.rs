@@ -1,0 +1,436 @@
+//! The adversarial corpus: each case is a named test that must get 401 (or the 400 the SPEC
+//! names) and never 200, plus the algorithm matrix that must be accepted.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::*;
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+
+/// Issuers for every key type, each selected by its own `iss`.
+fn multi_config() -> String {
+    let mut c = String::new();
+    for (name, iss, algs, source) in [
+        (
+            "local",
+            ISS,
+            r#"["HS256", "HS384", "HS512"]"#,
+            r#"secret_file = "hs256.key""#,
+        ),
+        (
+            "rsa",
+            "https://rsa.test",
+            r#"["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]"#,
+            r#"public_key_file = "rsa.pub.pem""#,
+        ),
+        (
+            "ec256",
+            "https://ec256.test",
+            r#"["ES256"]"#,
+            r#"public_key_file = "ec256.pub.pem""#,
+        ),
+        (
+            "ec384",
+            "https://ec384.test",
+            r#"["ES384"]"#,
+            r#"public_key_file = "ec384.pub.pem""#,
+        ),
+        (
+            "ed",
+            "https://ed.test",
+            r#"["EdDSA"]"#,
+            r#"public_key_file = "ed.pub.pem""#,
+        ),
+        (
+            "aud",
+            "https://aud.test",
+            r#"["HS256"]"#,
+            "secret_env = \"GATEPASS_TEST_AUD_SECRET\"\naudiences = [\"omni2\"]",
+        ),
+    ] {
+        c += &format!("[[issuers]]\nname = \"{name}\"\nissuer = \"{iss}\"\nalgorithms = {algs}\n{source}\nleeway = \"5s\"\n\n");
+    }
+    c
+}
+
+async fn server() -> Server {
+    // SAFETY of set_var: every test in this binary sets the same value.
+    unsafe {
+        std::env::set_var(
+            "GATEPASS_TEST_AUD_SECRET",
+            "aud-secret-aud-secret-aud-secret!!",
+        )
+    };
+    start(&multi_config()).await
+}
+
+fn claims_for(iss: &str) -> Value {
+    let mut c = claims("u1", "admin");
+    c["iss"] = iss.into();
+    c
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+fn raw(header: &Value, payload: &Value, sig: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        b64(header),
+        b64(payload),
+        URL_SAFE_NO_PAD.encode(sig)
+    )
+}
+
+fn hmac(key: &[u8], alg: aws_lc_rs::hmac::Algorithm, msg: &str) -> Vec<u8> {
+    aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(alg, key), msg.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+/// Asserts a 401 with `invalid_token` (never 200, never 5xx).
+async fn rejected(s: &Server, token: &str, description: &str) {
+    let g = validate(s, Fwd::get("/x").bearer(token)).await;
+    g.assert_denied(401, "invalid_token");
+    assert_eq!(g.json()["error_description"], description, "token {token}");
+}
+
+#[tokio::test]
+async fn algorithm_matrix_is_accepted() {
+    let s = server().await;
+    let k = keys();
+    let cases = [
+        (Algorithm::HS256, HS_SECRET, ISS),
+        (Algorithm::HS384, HS_SECRET, ISS),
+        (Algorithm::HS512, HS_SECRET, ISS),
+        (Algorithm::RS256, k.rsa_priv.as_str(), "https://rsa.test"),
+        (Algorithm::RS384, &k.rsa_priv, "https://rsa.test"),
+        (Algorithm::RS512, &k.rsa_priv, "https://rsa.test"),
+        (Algorithm::PS256, &k.rsa_priv, "https://rsa.test"),
+        (Algorithm::PS384, &k.rsa_priv, "https://rsa.test"),
+        (Algorithm::PS512, &k.rsa_priv, "https://rsa.test"),
+        (Algorithm::ES256, &k.ec256_priv, "https://ec256.test"),
+        (Algorithm::ES384, &k.ec384_priv, "https://ec384.test"),
+        (Algorithm::EdDSA, &k.ed_priv, "https://ed.test"),
+    ];
+    for (alg, key, iss) in cases {
+        let tok = sign_with(alg, key, None, &claims_for(iss));
+        let g = validate(&s, Fwd::get("/x").bearer(&tok)).await;
+        assert_eq!(g.status, 200, "{alg:?}: {}", g.body);
+        assert_eq!(g.h("x-user-id"), Some("u1"));
+    }
+}
+
+#[tokio::test]
+async fn alg_none_in_any_casing() {
+    let s = server().await;
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let t = raw(&json!({"alg": alg, "typ": "JWT"}), &claims_for(ISS), b"");
+        assert_eq!(t.rsplit('.').next(), Some(""));
+        let g = validate(&s, Fwd::get("/x").bearer(&t)).await;
+        g.assert_denied(401, "invalid_token");
+        // With a signature part present too.
+        let t = raw(&json!({"alg": alg}), &claims_for(ISS), b"sig");
+        assert_eq!(validate(&s, Fwd::get("/x").bearer(&t)).await.status, 401);
+    }
+}
+
+#[tokio::test]
+async fn hs256_signed_with_the_rsa_public_key_as_secret() {
+    let s = server().await;
+    let pem = keys().rsa_pub.as_bytes();
+    let header = json!({"alg": "HS256", "typ": "JWT"});
+    let payload = claims_for("https://rsa.test");
+    let msg = format!("{}.{}", b64(&header), b64(&payload));
+    let t = format!(
+        "{msg}.{}",
+        URL_SAFE_NO_PAD.encode(hmac(pem, aws_lc_rs::hmac::HMAC_SHA256, &msg))
+    );
+    rejected(&s, &t, "token algorithm is not allowed").await;
+    // Even when the issuer's allow-list also names HS256, an RSA key never verifies HMAC.
+    let cfg = "[[issuers]]\nname = \"mixed\"\nissuer = \"https://rsa.test\"\nalgorithms = [\"RS256\", \"HS256\"]\npublic_key_file = \"rsa.pub.pem\"\n";
+    let s2 = start(cfg).await;
+    rejected(&s2, &t, "no key matches the token").await;
+}
+
+#[tokio::test]
+async fn embedded_jwk_is_ignored() {
+    let s = server().await;
+    let k = keys();
+    let attacker = jwk(Algorithm::RS256, &k.other_rsa_priv, "evil");
+    let mut h = jsonwebtoken::Header::new(Algorithm::RS256);
+    h.jwk = Some(serde_json::from_value(attacker).unwrap());
+    let t = jsonwebtoken::encode(
+        &h,
+        &claims_for("https://rsa.test"),
+        &encoding_key(Algorithm::RS256, &k.other_rsa_priv),
+    )
+    .unwrap();
+    rejected(&s, &t, "token signature is invalid").await;
+}
+
+/// Counts requests to an attacker-controlled URL.
+async fn attacker_server() -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            h.fetch_add(1, Ordering::SeqCst);
+            use tokio::io::AsyncWriteExt;
+            let _ = sock
+                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    (format!("http://{addr}/jwks.json"), hits)
+}
+
+#[tokio::test]
+async fn jku_and_x5u_to_an_attacker_key_are_never_fetched() {
+    let s = server().await;
+    let (url, hits) = attacker_server().await;
+    let k = keys();
+    for field in ["jku", "x5u"] {
+        let mut h = jsonwebtoken::Header::new(Algorithm::RS256);
+        h.kid = Some("evil".into());
+        match field {
+            "jku" => h.jku = Some(url.clone()),
+            _ => h.x5u = Some(url.clone()),
+        }
+        let t = jsonwebtoken::encode(
+            &h,
+            &claims_for("https://rsa.test"),
+            &encoding_key(Algorithm::RS256, &k.other_rsa_priv),
+        )
+        .unwrap();
+        rejected(&s, &t, "token signature is invalid").await;
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn kid_path_traversal() {
+    let s = server().await;
+    for kid in [
+        "../../../../../../dev/null",
+        "/etc/passwd",
+        "' OR 1=1 --",
+        "..%2f..%2fetc%2fpasswd",
+    ] {
+        // Signed with the empty key, the content of /dev/null.
+        let t = sign_with(Algorithm::HS256, "", Some(kid), &claims_for(ISS));
+        rejected(&s, &t, "token signature is invalid").await;
+    }
+}
+
+#[tokio::test]
+async fn ecdsa_r_and_s_zero() {
+    let s = server().await;
+    for (alg, len, iss) in [
+        ("ES256", 64, "https://ec256.test"),
+        ("ES384", 96, "https://ec384.test"),
+    ] {
+        let t = raw(
+            &json!({"alg": alg, "typ": "JWT"}),
+            &claims_for(iss),
+            &vec![0u8; len],
+        );
+        rejected(&s, &t, "token signature is invalid").await;
+    }
+}
+
+#[tokio::test]
+async fn tampered_payload() {
+    let s = server().await;
+    let t = hs(&claims("u1", "viewer"));
+    let parts: Vec<&str> = t.split('.').collect();
+    let t2 = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(&claims("u1", "super_admin")),
+        parts[2]
+    );
+    rejected(&s, &t2, "token signature is invalid").await;
+}
+
+#[tokio::test]
+async fn stripped_signature() {
+    let s = server().await;
+    let t = hs(&claims("u1", "admin"));
+    let stripped = &t[..=t.rfind('.').unwrap()];
+    rejected(&s, stripped, "token signature is invalid").await;
+    let no_dot = &t[..t.rfind('.').unwrap()];
+    rejected(&s, no_dot, "token is malformed").await;
+}
+
+#[tokio::test]
+async fn expired_and_nbf_beyond_leeway() {
+    let s = server().await;
+    let mut c = claims_for(ISS);
+    c["exp"] = (now() - 60).into();
+    rejected(&s, &hs(&c), "token expired").await;
+    let mut c = claims_for(ISS);
+    c["nbf"] = (now() + 60).into();
+    rejected(&s, &hs(&c), "token is not valid yet").await;
+    // Within the 5 s leeway both pass.
+    let mut c = claims_for(ISS);
+    c["exp"] = (now() - 2).into();
+    c["nbf"] = (now() + 2).into();
+    assert_eq!(
+        validate(&s, Fwd::get("/x").bearer(&hs(&c))).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn wrong_or_missing_iss() {
+    let s = server().await;
+    rejected(
+        &s,
+        &hs(&claims_for("https://evil.test")),
+        "token issuer is not trusted",
+    )
+    .await;
+    let mut c = claims_for(ISS);
+    c.as_object_mut().unwrap().remove("iss");
+    rejected(&s, &hs(&c), "a required claim is missing or malformed").await;
+    // With a single issuer the key's validation catches it.
+    let single = start(&base_config()).await;
+    rejected(
+        &single,
+        &hs(&claims_for("https://evil.test")),
+        "token issuer does not match",
+    )
+    .await;
+    rejected(&single, &hs(&c), "a required claim is missing or malformed").await;
+}
+
+#[tokio::test]
+async fn wrong_or_missing_aud() {
+    let s = server().await;
+    let secret = "aud-secret-aud-secret-aud-secret!!";
+    let mut c = claims_for("https://aud.test");
+    c["aud"] = "other".into();
+    rejected(
+        &s,
+        &sign_with(Algorithm::HS256, secret, None, &c),
+        "token audience is not accepted",
+    )
+    .await;
+    c.as_object_mut().unwrap().remove("aud");
+    rejected(
+        &s,
+        &sign_with(Algorithm::HS256, secret, None, &c),
+        "a required claim is missing or malformed",
+    )
+    .await;
+    c["aud"] = json!(["x", "omni2"]);
+    assert_eq!(
+        validate(
+            &s,
+            Fwd::get("/x").bearer(&sign_with(Algorithm::HS256, secret, None, &c))
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn missing_exp_or_exp_as_string() {
+    let s = server().await;
+    let mut c = claims_for(ISS);
+    c.as_object_mut().unwrap().remove("exp");
+    rejected(&s, &hs(&c), "a required claim is missing or malformed").await;
+    c["exp"] = (now() + 3600).to_string().into();
+    rejected(&s, &hs(&c), "a required claim is missing or malformed").await;
+}
+
+#[tokio::test]
+async fn valid_signature_from_another_issuers_key() {
+    let s = server().await;
+    let k = keys();
+    // iss says rsa, signed with the HMAC secret of `local`.
+    rejected(
+        &s,
+        &hs(&claims_for("https://rsa.test")),
+        "token algorithm is not allowed",
+    )
+    .await;
+    // iss says rsa, signed by an RSA key that is not the rsa issuer's.
+    let t = sign_with(
+        Algorithm::RS256,
+        &k.other_rsa_priv,
+        None,
+        &claims_for("https://rsa.test"),
+    );
+    rejected(&s, &t, "token signature is invalid").await;
+    // iss says ec256, signed with the P-384 key under ES256's name is impossible; ES384 is not allowed.
+    let t = sign_with(
+        Algorithm::ES384,
+        &k.ec384_priv,
+        None,
+        &claims_for("https://ec256.test"),
+    );
+    rejected(&s, &t, "token algorithm is not allowed").await;
+}
+
+#[tokio::test]
+async fn two_authorization_headers_is_400() {
+    let s = server().await;
+    let t = hs(&claims_for(ISS));
+    let g = validate(&s, Fwd::get("/x").bearer(&t).bearer(&t)).await;
+    g.assert_denied(400, "invalid_request");
+    assert_eq!(
+        g.json()["error_description"],
+        "more than one Authorization header"
+    );
+}
+
+#[tokio::test]
+async fn basic_scheme() {
+    let s = server().await;
+    let g = validate(
+        &s,
+        Fwd::get("/x").h("Authorization", "Basic YWRtaW46YWRtaW4="),
+    )
+    .await;
+    g.assert_denied(401, "invalid_token");
+    assert_eq!(
+        g.json()["error_description"],
+        "Authorization must use the Bearer scheme"
+    );
+}
+
+#[tokio::test]
+async fn garbage_base64() {
+    let s = server().await;
+    for t in [
+        "!!!.???.***",
+        "e30.e30.e30",
+        "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.c2ln",
+        "a.b",
+        "....",
+        "ey.ey.ey",
+    ] {
+        let g = validate(&s, Fwd::get("/x").bearer(t)).await;
+        g.assert_denied(401, "invalid_token");
+    }
+}
+
+#[tokio::test]
+async fn oversized_token_is_a_clean_401() {
+    let s = server().await;
+    let mut c = claims_for(ISS);
+    c["padding"] = "x".repeat(100_000).into();
+    let t = hs(&c);
+    rejected(&s, &t, "token is too large").await;
+}
