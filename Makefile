@@ -4,8 +4,7 @@ CARGO ?= cargo
 
 .PHONY: test build release fmt lint clean
 
-test:
-	$(CARGO) fmt --all --check
+test: lint
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --all-targets
 

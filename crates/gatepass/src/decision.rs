@@ -352,6 +352,18 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Logs an optional client IP as the address or an empty string.
+struct LogIp(Option<IpAddr>);
+
+impl std::fmt::Display for LogIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The last `X-Forwarded-For` entry: the peer Traefik saw.
 pub fn client_ip(h: &HeaderMap) -> Option<IpAddr> {
     let last = h
@@ -470,17 +482,17 @@ impl State {
         let Some(ctx) = Ctx::parse(h) else {
             if let Some(name) = spoofed {
                 metrics.spoofed.increment(1);
-                tracing::warn!(client_ip = ?client_ip(h), header = name, "client sent an identity header; ignored");
+                tracing::warn!(client_ip = %LogIp(client_ip(h)), header = name, "client sent an identity header; ignored");
             }
             let d = self.fail(DenyReason::MissingForwardedHeaders, client_ip(h), None);
             if let Decision::Deny(reason, ..) = &d {
-                tracing::info!(reason = reason.code(), status = reason.status().as_u16(), client_ip = ?client_ip(h), "request denied");
+                tracing::info!(reason = reason.code(), status = reason.status().as_u16(), client_ip = %LogIp(client_ip(h)), "request denied");
             }
             return d;
         };
         if let Some(name) = spoofed {
             metrics.spoofed.increment(1);
-            tracing::warn!(client_ip = ?ctx.ip, header = name, method = ctx.method, path = rules::path_of(ctx.uri), "client sent an identity header; ignored");
+            tracing::warn!(client_ip = %LogIp(ctx.ip), header = name, method = ctx.method, path = rules::path_of(ctx.uri), "client sent an identity header; ignored");
         }
         let decision = self.decide_ctx(h, &ctx, metrics).await;
         if let Decision::Deny(reason, _, user) = &decision {
@@ -488,7 +500,7 @@ impl State {
                 reason = reason.code(),
                 sub = user.as_ref().map_or("", |u| u.identity.id.as_str()),
                 status = reason.status().as_u16(),
-                client_ip = ?ctx.ip,
+                client_ip = %LogIp(ctx.ip),
                 method = ctx.method,
                 host = ctx.host,
                 path = rules::path_of(ctx.uri),

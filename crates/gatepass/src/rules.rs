@@ -176,12 +176,12 @@ pub fn strip_port(host: &str) -> &str {
 /// a separator), and removes `.`/`..` segments, decoded ones included.
 pub fn normalize_path(path: &str) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut parts = path.split('/').peekable();
+    let mut parts = path.split('/');
     // A leading "/" yields an empty first part.
     if path.starts_with('/') {
         parts.next();
     }
-    while let Some(raw) = parts.next() {
+    for raw in parts {
         let seg: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
         match seg.as_slice() {
             b"." => {}

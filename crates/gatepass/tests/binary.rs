@@ -1,0 +1,361 @@
+//! The real `gatepass` binary: CLI, config errors, signals, and what reaches its logs.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatepass");
+
+fn dir_with_keys() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hs256.key"), format!("{HS_SECRET}\n")).unwrap();
+    std::fs::write(dir.path().join("assertion.pem"), &keys().assertion_key).unwrap();
+    dir
+}
+
+fn gatepass(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `gatepass serve`, its stderr collected line by line.
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    addr: String,
+}
+
+impl Proc {
+    fn spawn(config: &Path, envs: &[(&str, &str)], extra: &[&str]) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .env_remove("GATEPASS_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("gatepass listening") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(line.clone());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("gatepass did not start");
+        // Text: `... addr=127.0.0.1:PORT ...`; JSON: `"addr":"127.0.0.1:PORT"`.
+        let at = line
+            .find("127.0.0.1:")
+            .expect("address in the listening line");
+        let port: String = line[at + 10..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let addr = format!("127.0.0.1:{port}");
+        Proc { child, lines, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    fn stop(mut self) -> (i32, String) {
+        self.signal("-TERM");
+        for _ in 0..500 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread drain what is left.
+                std::thread::sleep(Duration::from_millis(50));
+                return (status.code().unwrap_or(-1), self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        panic!("gatepass did not exit on SIGTERM");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn fwd(p: &Proc, f: Fwd) -> Got {
+    let mut req = client().get(p.url("/validate"));
+    for (k, v) in &f.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    got(req.send().await.unwrap()).await
+}
+
+#[test]
+fn bad_config_is_one_line_naming_the_key_and_exit_1() {
+    let dir = dir_with_keys();
+    let cases = [
+        ("listen = 5\n[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['HS256']\nsecret_file='hs256.key'\n", "config error: listen (line 1): invalid type: integer `5`, expected a string"),
+        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['none']\nsecret_file='hs256.key'\n", "config error: issuers[0].algorithms: `none` is never allowed"),
+        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['RS256']\npublic_key_file='missing.pem'\n", "config error: issuers[0]: cannot read"),
+        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['RS256']\npublic_key_file='hs256.key'\n", "config error: issuers[0]: "),
+        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['HS256']\nsecret_env='GATEPASS_TEST_UNSET_VAR'\n", "config error: issuers[0]: environment variable GATEPASS_TEST_UNSET_VAR is not set or empty"),
+        ("this is not toml", "config error: this is not toml (line 1): "),
+        ("", "config error: issuers: at least one [[issuers]] is required"),
+    ];
+    for (text, expected) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        for sub in ["serve", "check-config"] {
+            let (code, stdout, stderr) = gatepass(&[sub, "--config", path.to_str().unwrap()]);
+            assert_eq!(code, 1, "{sub} {text:?}: {stderr}");
+            assert_eq!(stdout, "");
+            assert_eq!(stderr.lines().count(), 1, "{sub}: not one line: {stderr}");
+            assert!(
+                stderr.starts_with(&format!("gatepass: {expected}")),
+                "{sub}: got {stderr:?}, want {expected:?}"
+            );
+            assert!(!stderr.contains("panicked"));
+        }
+    }
+    let (code, _, stderr) = gatepass(&["serve", "--config", "/nonexistent/gatepass.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with("gatepass: config error: /nonexistent/gatepass.toml: cannot read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_prints_the_effective_config() {
+    let dir = dir_with_keys();
+    let path = dir.path().join("gatepass.toml");
+    std::fs::write(&path, base_config()).unwrap();
+    let (code, stdout, stderr) = gatepass(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("listen = \"127.0.0.1:9091\""), "{stdout}");
+    assert!(stdout.contains("websocket_protocol = \"jwt-auth\""));
+    assert!(stdout.contains("secret_file = \"hs256.key\""));
+    assert!(!stdout.contains(HS_SECRET));
+    // GATEPASS_CONFIG works in place of --config.
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("GATEPASS_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn keygen_writes_a_private_pkcs8_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k.pem");
+    let (code, _, stderr) = gatepass(&["keygen", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let pem = std::fs::read_to_string(&out).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(gatepass_identity::AssertionSigner::from_pkcs8_pem(pem.as_bytes()).is_ok());
+    let (code, _, stderr) = gatepass(&["keygen", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot create"), "{stderr}");
+}
+
+#[tokio::test]
+async fn mint_serve_reload_and_graceful_exit() {
+    let dir = dir_with_keys();
+    let cfg = dir.path().join("gatepass.toml");
+    std::fs::write(&cfg, base_config()).unwrap();
+    let (code, token, stderr) = gatepass(&[
+        "mint",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--issuer",
+        "local",
+        "--sub",
+        "u9",
+        "--role",
+        "admin",
+        "--permissions",
+        "mcp:read,mcp:write",
+        "--ttl",
+        "10m",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let token = token.trim().to_string();
+    let p = Proc::spawn(&cfg, &[], &[]);
+    let g = fwd(&p, Fwd::get("/api/v1/write").bearer(&token)).await;
+    assert_eq!(g.status, 200, "{}", g.body);
+    assert_eq!(g.h("x-user-permissions"), Some("mcp:read,mcp:write"));
+    let exp: u64 = g.h("x-user-expires").unwrap().parse().unwrap();
+    assert!((now() + 590..=now() + 600).contains(&exp));
+
+    // SIGHUP with a good config: new rules apply without a restart.
+    std::fs::write(
+        &cfg,
+        base_config() + "\n[default_rule]\npolicy = \"deny\"\n",
+    )
+    .unwrap();
+    p.signal("-HUP");
+    wait_for(Duration::from_secs(10), "reload", || async {
+        fwd(&p, Fwd::get("/other").bearer(&token)).await.status == 403
+    })
+    .await;
+    // SIGHUP with a broken config: logged, last good config stays.
+    std::fs::write(&cfg, "[[issuers]]\nname = 1\n").unwrap();
+    p.signal("-HUP");
+    wait_for(Duration::from_secs(10), "reload failure log", || {
+        let log = p.log();
+        async move { log.contains("reload failed") }
+    })
+    .await;
+    assert_eq!(fwd(&p, Fwd::get("/other").bearer(&token)).await.status, 403);
+    assert_eq!(
+        fwd(&p, Fwd::get("/ws/mcp-status").bearer(&token))
+            .await
+            .status,
+        200
+    );
+
+    let (code, _) = p.stop();
+    assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn json_logs_have_one_denial_line_with_context() {
+    let dir = dir_with_keys();
+    let cfg = dir.path().join("gatepass.toml");
+    std::fs::write(&cfg, base_config()).unwrap();
+    let p = Proc::spawn(&cfg, &[], &["--log-format", "json"]);
+    let g = fwd(
+        &p,
+        Fwd::new("POST", "/api/v1/mcps?secret=1")
+            .bearer(&hs(&claims("u5", "viewer")))
+            .h("Origin", "http://127.0.0.1:8080"),
+    )
+    .await;
+    assert_eq!(g.status, 403);
+    let (_, log) = p.stop();
+    let denials: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "request denied")
+        .collect();
+    assert_eq!(denials.len(), 1, "{log}");
+    let d = &denials[0];
+    assert_eq!(d["reason"], "insufficient_role");
+    assert_eq!(d["status"], 403);
+    assert_eq!(d["client_ip"], "203.0.113.7");
+    assert_eq!(d["method"], "POST");
+    assert_eq!(d["path"], "/api/v1/mcps");
+    assert_eq!(d["sub"], "u5");
+    assert_eq!(d["origin"], "http://127.0.0.1:8080");
+}
+
+#[tokio::test]
+async fn no_token_ticket_or_secret_reaches_the_logs() {
+    let dir = dir_with_keys();
+    let cfg = dir.path().join("gatepass.toml");
+    let config = base_config().replace("secret_file = \"hs256.key\"", "secret_env = \"GATEPASS_TEST_SECRET\"")
+        + "\n[tokens]\nsources = [\"bearer\", \"websocket_protocol\", \"cookie:access_token\", \"query:access_token\", \"ticket\"]\n";
+    std::fs::write(&cfg, config).unwrap();
+    let p = Proc::spawn(
+        &cfg,
+        &[
+            ("GATEPASS_TEST_SECRET", HS_SECRET),
+            ("GATEPASS_LOG", "trace"),
+        ],
+        &[],
+    );
+    let good = hs(&claims("u1", "admin"));
+    let mut expired_claims = claims("u2", "admin");
+    expired_claims["exp"] = (now() - 3600).into();
+    let expired = hs(&expired_claims);
+    let forged = format!("{}.{}", &good[..good.rfind('.').unwrap()], "Zm9yZ2Vk");
+    let c = client();
+    let ticket = got(c
+        .post(p.url("/tickets"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap())
+    .await
+    .json()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for f in [
+        Fwd::get("/x").bearer(&good),
+        Fwd::get("/x").bearer(&expired),
+        Fwd::get("/x").bearer(&forged),
+        Fwd::get("/x").h("Cookie", &format!("access_token={expired}")),
+        Fwd::upgrade(&format!("/ws/mcp-status?access_token={expired}&x=1")),
+        Fwd::upgrade("/ws/mcp-status").h("Sec-Websocket-Protocol", &format!("jwt-auth, {forged}")),
+        Fwd::upgrade(&format!("/ws/mcp-status?ticket={ticket}")),
+        Fwd::upgrade(&format!("/ws/mcp-status?ticket={ticket}")),
+        Fwd::get(&format!("/x?ticket={ticket}")),
+    ] {
+        let status = fwd(&p, f).await.status;
+        assert!(status == 200 || status == 401, "{status}");
+    }
+    let (code, log) = p.stop();
+    assert_eq!(code, 0);
+    assert!(
+        log.contains("request denied"),
+        "the test must see denial lines:\n{log}"
+    );
+    for (what, secret) in [
+        ("valid token", good.as_str()),
+        ("expired token", expired.as_str()),
+        ("forged token", forged.as_str()),
+        ("token signature", good.rsplit('.').next().unwrap()),
+        ("token payload", good.split('.').nth(1).unwrap()),
+        ("ticket", ticket.as_str()),
+        ("secret", HS_SECRET),
+    ] {
+        assert!(!log.contains(secret), "{what} found in the logs");
+    }
+}
