@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test build release fmt lint clean
+.PHONY: run test build release fmt lint clean
+
+run:
+	./scripts/run.sh
 
 test: lint
 	$(CARGO) build --workspace --all-targets

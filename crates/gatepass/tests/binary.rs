@@ -359,3 +359,22 @@ async fn no_token_ticket_or_secret_reaches_the_logs() {
         assert!(!log.contains(secret), "{what} found in the logs");
     }
 }
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gatepass.toml");
+    let cfg = dir.path().join("gatepass.toml");
+    std::fs::copy(example, &cfg).unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("secrets/hs256.key"), HS_SECRET).unwrap();
+    std::fs::write(
+        dir.path().join("keys/assertion-ed25519.pem"),
+        &keys().assertion_key,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = gatepass(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("per_ip_failures"), "{stdout}");
+}
