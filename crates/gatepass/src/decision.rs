@@ -20,225 +20,60 @@ use crate::verify::{now_secs, Verified, Verifier};
 
 pub type Body = Full<Bytes>;
 
-/// Why a request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyReason {
-    MissingForwardedHeaders,
-    MultipleAuthorization,
-    AmbiguousToken,
-    MissingToken,
-    UnsupportedScheme,
-    TokenTooLarge,
-    MalformedToken,
-    AlgorithmNotAllowed,
-    UnknownIssuer,
-    UnknownKey,
-    BadSignature,
-    Expired,
-    NotYetValid,
-    WrongIssuer,
-    WrongAudience,
-    MissingClaim,
-    TicketInvalid,
-    TicketNotUpgrade,
-    InsufficientRole,
-    InsufficientPermissions,
-    OriginNotAllowed,
-    CorsOriginNotAllowed,
-    DefaultDeny,
-    RateLimitedUser,
-    RateLimitedUpgrades,
-    RateLimitedIp,
-    KeysUnavailable,
+/// Declares `DenyReason` from one table, so the variant list, `ALL` and the
+/// (code, status, error, description) of each reason are written once.
+macro_rules! deny_reasons {
+    ($($variant:ident => ($code:literal, $status:ident, $error:literal, $desc:literal),)+) => {
+        /// Why a request was refused.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum DenyReason {
+            $($variant,)+
+        }
+
+        impl DenyReason {
+            pub const ALL: &'static [DenyReason] = &[$(DenyReason::$variant,)+];
+
+            /// (metric/log code, status, OAuth error, description).
+            fn parts(self) -> (&'static str, StatusCode, &'static str, &'static str) {
+                match self {
+                    $(DenyReason::$variant => ($code, StatusCode::$status, $error, $desc),)+
+                }
+            }
+        }
+    };
+}
+
+deny_reasons! {
+    MissingForwardedHeaders => ("missing_forwarded_headers", UNAUTHORIZED, "invalid_request", "X-Forwarded-Method and X-Forwarded-Uri are required"),
+    MultipleAuthorization => ("multiple_authorization", BAD_REQUEST, "invalid_request", "more than one Authorization header"),
+    AmbiguousToken => ("ambiguous_token", BAD_REQUEST, "invalid_request", "more than one token in the request"),
+    MissingToken => ("missing_token", UNAUTHORIZED, "unauthorized", "no token presented"),
+    UnsupportedScheme => ("unsupported_scheme", UNAUTHORIZED, "invalid_token", "Authorization must use the Bearer scheme"),
+    TokenTooLarge => ("token_too_large", UNAUTHORIZED, "invalid_token", "token is too large"),
+    MalformedToken => ("malformed_token", UNAUTHORIZED, "invalid_token", "token is malformed"),
+    AlgorithmNotAllowed => ("algorithm_not_allowed", UNAUTHORIZED, "invalid_token", "token algorithm is not allowed"),
+    UnknownIssuer => ("unknown_issuer", UNAUTHORIZED, "invalid_token", "token issuer is not trusted"),
+    UnknownKey => ("unknown_key", UNAUTHORIZED, "invalid_token", "no key matches the token"),
+    BadSignature => ("bad_signature", UNAUTHORIZED, "invalid_token", "token signature is invalid"),
+    Expired => ("expired", UNAUTHORIZED, "invalid_token", "token expired"),
+    NotYetValid => ("not_yet_valid", UNAUTHORIZED, "invalid_token", "token is not valid yet"),
+    WrongIssuer => ("wrong_issuer", UNAUTHORIZED, "invalid_token", "token issuer does not match"),
+    WrongAudience => ("wrong_audience", UNAUTHORIZED, "invalid_token", "token audience is not accepted"),
+    MissingClaim => ("missing_claim", UNAUTHORIZED, "invalid_token", "a required claim is missing or malformed"),
+    TicketInvalid => ("ticket_invalid", UNAUTHORIZED, "invalid_token", "ticket is unknown, used or expired"),
+    TicketNotUpgrade => ("ticket_not_upgrade", UNAUTHORIZED, "invalid_token", "tickets are only valid on WebSocket upgrades"),
+    InsufficientRole => ("insufficient_role", FORBIDDEN, "insufficient_scope", "role not allowed for this route"),
+    InsufficientPermissions => ("insufficient_permissions", FORBIDDEN, "insufficient_scope", "missing permissions for this route"),
+    OriginNotAllowed => ("origin_not_allowed", FORBIDDEN, "access_denied", "origin not allowed"),
+    CorsOriginNotAllowed => ("cors_origin_not_allowed", FORBIDDEN, "access_denied", "CORS origin not allowed"),
+    DefaultDeny => ("default_deny", FORBIDDEN, "access_denied", "no rule allows this request"),
+    RateLimitedUser => ("rate_limited_user", TOO_MANY_REQUESTS, "rate_limited", "too many requests for this user"),
+    RateLimitedUpgrades => ("rate_limited_upgrades", TOO_MANY_REQUESTS, "rate_limited", "too many WebSocket connections for this user"),
+    RateLimitedIp => ("rate_limited_ip", TOO_MANY_REQUESTS, "rate_limited", "too many failed attempts from this address"),
+    KeysUnavailable => ("keys_unavailable", SERVICE_UNAVAILABLE, "temporarily_unavailable", "signing keys are unavailable"),
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 27] = {
-        use DenyReason::*;
-        [
-            MissingForwardedHeaders,
-            MultipleAuthorization,
-            AmbiguousToken,
-            MissingToken,
-            UnsupportedScheme,
-            TokenTooLarge,
-            MalformedToken,
-            AlgorithmNotAllowed,
-            UnknownIssuer,
-            UnknownKey,
-            BadSignature,
-            Expired,
-            NotYetValid,
-            WrongIssuer,
-            WrongAudience,
-            MissingClaim,
-            TicketInvalid,
-            TicketNotUpgrade,
-            InsufficientRole,
-            InsufficientPermissions,
-            OriginNotAllowed,
-            CorsOriginNotAllowed,
-            DefaultDeny,
-            RateLimitedUser,
-            RateLimitedUpgrades,
-            RateLimitedIp,
-            KeysUnavailable,
-        ]
-    };
-
-    /// (metric/log code, status, OAuth error, description).
-    fn parts(self) -> (&'static str, StatusCode, &'static str, &'static str) {
-        use DenyReason::*;
-        const U: StatusCode = StatusCode::UNAUTHORIZED;
-        const F: StatusCode = StatusCode::FORBIDDEN;
-        const B: StatusCode = StatusCode::BAD_REQUEST;
-        const T: StatusCode = StatusCode::TOO_MANY_REQUESTS;
-        match self {
-            MissingForwardedHeaders => (
-                "missing_forwarded_headers",
-                U,
-                "invalid_request",
-                "X-Forwarded-Method and X-Forwarded-Uri are required",
-            ),
-            MultipleAuthorization => (
-                "multiple_authorization",
-                B,
-                "invalid_request",
-                "more than one Authorization header",
-            ),
-            AmbiguousToken => (
-                "ambiguous_token",
-                B,
-                "invalid_request",
-                "more than one token in the request",
-            ),
-            MissingToken => ("missing_token", U, "unauthorized", "no token presented"),
-            UnsupportedScheme => (
-                "unsupported_scheme",
-                U,
-                "invalid_token",
-                "Authorization must use the Bearer scheme",
-            ),
-            TokenTooLarge => ("token_too_large", U, "invalid_token", "token is too large"),
-            MalformedToken => ("malformed_token", U, "invalid_token", "token is malformed"),
-            AlgorithmNotAllowed => (
-                "algorithm_not_allowed",
-                U,
-                "invalid_token",
-                "token algorithm is not allowed",
-            ),
-            UnknownIssuer => (
-                "unknown_issuer",
-                U,
-                "invalid_token",
-                "token issuer is not trusted",
-            ),
-            UnknownKey => (
-                "unknown_key",
-                U,
-                "invalid_token",
-                "no key matches the token",
-            ),
-            BadSignature => (
-                "bad_signature",
-                U,
-                "invalid_token",
-                "token signature is invalid",
-            ),
-            Expired => ("expired", U, "invalid_token", "token expired"),
-            NotYetValid => (
-                "not_yet_valid",
-                U,
-                "invalid_token",
-                "token is not valid yet",
-            ),
-            WrongIssuer => (
-                "wrong_issuer",
-                U,
-                "invalid_token",
-                "token issuer does not match",
-            ),
-            WrongAudience => (
-                "wrong_audience",
-                U,
-                "invalid_token",
-                "token audience is not accepted",
-            ),
-            MissingClaim => (
-                "missing_claim",
-                U,
-                "invalid_token",
-                "a required claim is missing or malformed",
-            ),
-            TicketInvalid => (
-                "ticket_invalid",
-                U,
-                "invalid_token",
-                "ticket is unknown, used or expired",
-            ),
-            TicketNotUpgrade => (
-                "ticket_not_upgrade",
-                U,
-                "invalid_token",
-                "tickets are only valid on WebSocket upgrades",
-            ),
-            InsufficientRole => (
-                "insufficient_role",
-                F,
-                "insufficient_scope",
-                "role not allowed for this route",
-            ),
-            InsufficientPermissions => (
-                "insufficient_permissions",
-                F,
-                "insufficient_scope",
-                "missing permissions for this route",
-            ),
-            OriginNotAllowed => (
-                "origin_not_allowed",
-                F,
-                "access_denied",
-                "origin not allowed",
-            ),
-            CorsOriginNotAllowed => (
-                "cors_origin_not_allowed",
-                F,
-                "access_denied",
-                "CORS origin not allowed",
-            ),
-            DefaultDeny => (
-                "default_deny",
-                F,
-                "access_denied",
-                "no rule allows this request",
-            ),
-            RateLimitedUser => (
-                "rate_limited_user",
-                T,
-                "rate_limited",
-                "too many requests for this user",
-            ),
-            RateLimitedUpgrades => (
-                "rate_limited_upgrades",
-                T,
-                "rate_limited",
-                "too many WebSocket connections for this user",
-            ),
-            RateLimitedIp => (
-                "rate_limited_ip",
-                T,
-                "rate_limited",
-                "too many failed attempts from this address",
-            ),
-            KeysUnavailable => (
-                "keys_unavailable",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "signing keys are unavailable",
-            ),
-        }
-    }
-
     pub fn code(self) -> &'static str {
         self.parts().0
     }

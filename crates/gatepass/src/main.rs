@@ -90,8 +90,7 @@ fn real_main() -> anyhow::Result<()> {
                 Format::Text => LogFormat::Text,
                 Format::Json => LogFormat::Json,
             });
-            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            rt.block_on(async move {
+            runtime()?.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(&config.listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -101,8 +100,7 @@ fn real_main() -> anyhow::Result<()> {
         }
         Cmd::CheckConfig { config } => {
             let config = Config::load(&config)?;
-            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            let effective = rt.block_on(async { cli::check_config(&config) })?;
+            let effective = runtime()?.block_on(async { cli::check_config(&config) })?;
             print!("{effective}");
             Ok(())
         }
@@ -131,6 +129,10 @@ fn real_main() -> anyhow::Result<()> {
         }
         Cmd::Keygen { out } => Ok(cli::keygen(&out)?),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the runtime")
 }
 
 async fn shutdown_signal() {

@@ -123,11 +123,7 @@ impl Drop for Proc {
 }
 
 async fn fwd(p: &Proc, f: Fwd) -> Got {
-    let mut req = client().get(p.url("/validate"));
-    for (k, v) in &f.headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    got(req.send().await.unwrap()).await
+    got(f.send_to(&p.url("/validate")).await).await
 }
 
 #[test]

@@ -118,12 +118,8 @@ async fn rotation_is_picked_up_without_restart() {
     // The IdP rotates to a new key; tokens signed with it are accepted once the unknown kid
     // triggers a refetch (allowed once per min_refresh_interval).
     idp.set_keys(vec![jwk(Algorithm::ES256, &k.ec256_priv, "k2")]);
-    let mut n = 0;
-    wait_for(Duration::from_secs(5), "rotated key accepted", || {
-        n += 1;
-        let t = token(Algorithm::ES256, &k.ec256_priv, "k2", &format!("b{n}"));
-        let s = &s;
-        async move { validate(s, Fwd::get("/x").bearer(&t)).await.status == 200 }
+    eventually_accepted(&s, "rotated key accepted", |n| {
+        token(Algorithm::ES256, &k.ec256_priv, "k2", &format!("b{n}"))
     })
     .await;
     // The old key is gone from the set: a new token signed with it is refused.
@@ -151,12 +147,8 @@ async fn background_refresh_replaces_keys() {
         jwk(Algorithm::ES256, &k.ec256_priv, "k2"),
     ]);
     // min_refresh_interval forbids a kid-triggered fetch: only the background refresh can bring k2.
-    let mut n = 0;
-    wait_for(Duration::from_secs(5), "background refresh", || {
-        n += 1;
-        let t = token(Algorithm::ES256, &k.ec256_priv, "k2", &format!("u{n}"));
-        let s = &s;
-        async move { validate(s, Fwd::get("/x").bearer(&t)).await.status == 200 }
+    eventually_accepted(&s, "background refresh", |n| {
+        token(Algorithm::ES256, &k.ec256_priv, "k2", &format!("u{n}"))
     })
     .await;
 }
@@ -215,15 +207,7 @@ async fn concurrent_unknown_kids_share_one_fetch() {
     let mut tasks = Vec::new();
     for i in 0..30 {
         let t = token(Algorithm::ES256, &k.ec256_priv, "new", &format!("sf{i}"));
-        let fwd = Fwd::get("/x").bearer(&t);
-        let url = s.url("/validate");
-        tasks.push(tokio::spawn(async move {
-            let mut req = client().get(url);
-            for (k, v) in &fwd.headers {
-                req = req.header(k.as_str(), v.as_str());
-            }
-            req.send().await.unwrap().status().as_u16()
-        }));
+        tasks.push(Fwd::get("/x").bearer(&t).spawn_status(&s));
     }
     let mut ok = 0;
     for t in tasks {
@@ -280,9 +264,14 @@ async fn idp_down_after_a_good_fetch_keeps_validating_until_stale() {
     let mut n = 0;
     wait_for(Duration::from_secs(8), "keys to go stale", || {
         n += 1;
-        let t = token(Algorithm::RS256, &k.rsa_priv, "k1", &format!("stale{n}"));
+        let f = Fwd::get("/x").bearer(&token(
+            Algorithm::RS256,
+            &k.rsa_priv,
+            "k1",
+            &format!("stale{n}"),
+        ));
         let s = &s;
-        async move { validate(s, Fwd::get("/x").bearer(&t)).await.status == 503 }
+        async move { f.send(s).await.status() == 503 }
     })
     .await;
     let g = validate(
@@ -378,12 +367,5 @@ async fn jwks_file_is_reread_on_change() {
             jwk(Algorithm::RS256, &k.rsa_priv, "k1"),
         ]),
     );
-    let mut n = 0;
-    wait_for(Duration::from_secs(5), "jwks_file reload", || {
-        n += 1;
-        let t = t2(n);
-        let s = &s;
-        async move { validate(s, Fwd::get("/x").bearer(&t)).await.status == 200 }
-    })
-    .await;
+    eventually_accepted(&s, "jwks_file reload", t2).await;
 }

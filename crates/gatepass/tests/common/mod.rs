@@ -276,11 +276,22 @@ impl Fwd {
     }
 
     pub async fn send(self, s: &Server) -> reqwest::Response {
-        let mut req = client().get(s.url("/validate"));
+        self.send_to(&s.url("/validate")).await
+    }
+
+    /// Sends to any `/validate` URL (owned arguments, so it can be spawned).
+    pub async fn send_to(self, url: &str) -> reqwest::Response {
+        let mut req = client().get(url);
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
         req.send().await.unwrap()
+    }
+
+    /// Spawns the request; the handle yields the status.
+    pub fn spawn_status(self, s: &Server) -> tokio::task::JoinHandle<u16> {
+        let url = s.url("/validate");
+        tokio::spawn(async move { self.send_to(&url).await.status().as_u16() })
     }
 }
 
@@ -342,6 +353,17 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until a fresh token from `mint(n)` is accepted (fresh, so the token cache can't answer).
+pub async fn eventually_accepted(s: &Server, what: &str, mut mint: impl FnMut(usize) -> String) {
+    let mut n = 0;
+    wait_for(Duration::from_secs(8), what, || {
+        n += 1;
+        let f = Fwd::get("/x").bearer(&mint(n));
+        async move { f.send(s).await.status() == 200 }
+    })
+    .await;
 }
 
 /// The value of a metric line (exact name and labels), 0 when absent.
