@@ -8,6 +8,7 @@
 //! did not come from gatepass.
 
 mod assertion;
+pub mod config;
 mod encoding;
 pub mod headers;
 
