@@ -1,0 +1,395 @@
+//! The broadcast hub: every event is serialized once per view and the bytes are shared by all
+//! recipients. Each connection has a bounded queue; a full queue closes that connection
+//! ("Client too slow") and never blocks the broadcaster or anyone else.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hyper_tungstenite::tungstenite::{Message, Utf8Bytes};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+
+/// What a connection is allowed to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Full,
+    Redacted,
+}
+
+/// Close codes and reasons (SPEC §4.3), exactly as sent.
+pub mod close {
+    pub const AUTH: (u16, &str) = (1008, "Authentication required");
+    pub const FORBIDDEN: (u16, &str) = (1008, "Insufficient permissions");
+    pub const ORIGIN: (u16, &str) = (4003, "Origin not allowed");
+    pub const USER_LIMIT: (u16, &str) = (4008, "Too many connections");
+    pub const CAPACITY: (u16, &str) = (1013, "Server at capacity");
+    pub const EXPIRED: (u16, &str) = (4001, "Token expired");
+    pub const RATE: (u16, &str) = (4029, "Rate limit exceeded");
+    pub const TOO_BIG: (u16, &str) = (1009, "Message too big");
+    pub const IDLE: (u16, &str) = (1001, "Idle timeout");
+    pub const HEARTBEAT: (u16, &str) = (1001, "Heartbeat timeout");
+    pub const SLOW: (u16, &str) = (1008, "Client too slow");
+    pub const SHUTDOWN: (u16, &str) = (1001, "Server shutting down");
+    pub const NORMAL: (u16, &str) = (1000, "");
+}
+
+pub type CloseReason = (u16, &'static str);
+
+/// A server → client event.
+#[derive(Debug, Clone)]
+pub enum Event {
+    StatusChange {
+        mcp_id: u32,
+        mcp_name: String,
+        old_status: &'static str,
+        new_status: &'static str,
+        reason: String,
+        timestamp: String,
+    },
+    Health {
+        mcp_id: u32,
+        mcp_name: String,
+        event: &'static str,
+        message: String,
+        timestamp: String,
+    },
+    SystemMetrics {
+        active_mcps: usize,
+        total_mcps: usize,
+        circuit_breakers_open: usize,
+        timestamp: String,
+    },
+}
+
+impl Event {
+    /// The JSON for `view`; the redacted view omits `reason` and `message`.
+    pub fn to_json(&self, view: View) -> Value {
+        let full = view == View::Full;
+        match self {
+            Event::StatusChange {
+                mcp_id,
+                mcp_name,
+                old_status,
+                new_status,
+                reason,
+                timestamp,
+            } => {
+                let mut v = json!({"type": "mcp_status_change", "mcp_id": mcp_id, "mcp_name": mcp_name,
+                    "old_status": old_status, "new_status": new_status, "timestamp": timestamp});
+                if full {
+                    v["reason"] = reason.as_str().into();
+                }
+                v
+            }
+            Event::Health {
+                mcp_id,
+                mcp_name,
+                event,
+                message,
+                timestamp,
+            } => {
+                let mut v = json!({"type": "health_event", "mcp_id": mcp_id, "mcp_name": mcp_name,
+                    "event": event, "timestamp": timestamp});
+                if full {
+                    v["message"] = message.as_str().into();
+                }
+                v
+            }
+            Event::SystemMetrics {
+                active_mcps,
+                total_mcps,
+                circuit_breakers_open,
+                timestamp,
+            } => json!({
+                "type": "system_metrics", "active_mcps": active_mcps, "total_mcps": total_mcps,
+                "circuit_breakers_open": circuit_breakers_open, "timestamp": timestamp}),
+        }
+    }
+}
+
+/// A text frame from JSON.
+pub fn text(v: &Value) -> Message {
+    Message::Text(Utf8Bytes::from(v.to_string()))
+}
+
+/// Asks a connection to close; the first reason wins.
+#[derive(Clone)]
+pub struct Closer(Arc<watch::Sender<Option<CloseReason>>>);
+
+impl Closer {
+    pub fn new() -> (Closer, watch::Receiver<Option<CloseReason>>) {
+        let (tx, rx) = watch::channel(None);
+        (Closer(Arc::new(tx)), rx)
+    }
+
+    pub fn close(&self, reason: CloseReason) {
+        self.0.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+struct Conn {
+    tx: mpsc::Sender<Message>,
+    view: View,
+    user: String,
+    role: String,
+    closer: Closer,
+}
+
+#[derive(Default)]
+struct Inner {
+    conns: HashMap<u64, Conn>,
+    per_user: HashMap<String, usize>,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Capacity,
+    UserLimit,
+}
+
+pub struct Hub {
+    inner: Mutex<Inner>,
+    next_id: AtomicU64,
+    max_connections: usize,
+    max_per_user: usize,
+    queue: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// A registered connection.
+pub struct Registration {
+    pub rx: mpsc::Receiver<Message>,
+    pub tx: mpsc::Sender<Message>,
+    pub closer: Closer,
+    pub close_rx: watch::Receiver<Option<CloseReason>>,
+    pub guard: Unregister,
+}
+
+/// Unregisters the connection when dropped.
+pub struct Unregister {
+    id: u64,
+    hub: Arc<Hub>,
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id);
+    }
+}
+
+impl Hub {
+    pub fn new(
+        max_connections: usize,
+        max_per_user: usize,
+        queue: usize,
+        metrics: Arc<Metrics>,
+    ) -> Hub {
+        Hub {
+            inner: Mutex::new(Inner::default()),
+            next_id: AtomicU64::new(1),
+            max_connections,
+            max_per_user,
+            queue,
+            metrics,
+        }
+    }
+
+    /// Admits a connection and queues `first` (the initial status) before any broadcast can.
+    pub fn admit(
+        self: &Arc<Self>,
+        user: &str,
+        role: &str,
+        view: View,
+        first: impl FnOnce() -> Message,
+    ) -> Result<Registration, Refused> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.conns.len() >= self.max_connections {
+            return Err(Refused::Capacity);
+        }
+        let count = inner.per_user.get(user).copied().unwrap_or(0);
+        if count >= self.max_per_user {
+            return Err(Refused::UserLimit);
+        }
+        let (tx, rx) = mpsc::channel(self.queue);
+        let _ = tx.try_send(first());
+        let (closer, close_rx) = Closer::new();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        inner.per_user.insert(user.to_owned(), count + 1);
+        inner.conns.insert(
+            id,
+            Conn {
+                tx: tx.clone(),
+                view,
+                user: user.to_owned(),
+                role: role.to_owned(),
+                closer: closer.clone(),
+            },
+        );
+        self.metrics.connections(role).increment(1.0);
+        Ok(Registration {
+            rx,
+            tx,
+            closer,
+            close_rx,
+            guard: Unregister {
+                id,
+                hub: self.clone(),
+            },
+        })
+    }
+
+    fn unregister(&self, id: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = inner.conns.remove(&id) {
+            if let Some(n) = inner.per_user.get_mut(&c.user) {
+                *n -= 1;
+                if *n == 0 {
+                    inner.per_user.remove(&c.user);
+                }
+            }
+            self.metrics.connections(&c.role).decrement(1.0);
+        }
+    }
+
+    /// Sends `event` to everyone, serialized once per view.
+    pub fn publish(&self, event: &Event) {
+        let full = text(&event.to_json(View::Full));
+        let redacted = text(&event.to_json(View::Redacted));
+        let mut sent = 0u64;
+        let mut dropped = 0u64;
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for c in inner.conns.values() {
+            let m = if c.view == View::Full {
+                full.clone()
+            } else {
+                redacted.clone()
+            };
+            match c.tx.try_send(m) {
+                Ok(()) => sent += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    dropped += 1;
+                    c.closer.close(close::SLOW);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        drop(inner);
+        self.metrics.sent.increment(sent);
+        self.metrics.dropped.increment(dropped);
+    }
+
+    /// Asks every connection to close.
+    pub fn close_all(&self, reason: CloseReason) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for c in inner.conns.values() {
+            c.closer.close(reason);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|i| i.conns.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(queue: usize) -> Arc<Hub> {
+        Arc::new(Hub::new(3, 2, queue, Arc::new(Metrics::new())))
+    }
+
+    fn metrics_event() -> Event {
+        Event::SystemMetrics {
+            active_mcps: 1,
+            total_mcps: 2,
+            circuit_breakers_open: 0,
+            timestamp: "t".into(),
+        }
+    }
+
+    #[test]
+    fn limits_and_unregister() {
+        let h = hub(4);
+        let a = h
+            .admit("u1", "admin", View::Full, || Message::Text("hi".into()))
+            .unwrap();
+        let _b = h
+            .admit("u1", "admin", View::Full, || Message::Text("hi".into()))
+            .unwrap();
+        assert_eq!(
+            h.admit("u1", "admin", View::Full, || Message::Text("hi".into()))
+                .err(),
+            Some(Refused::UserLimit)
+        );
+        let _c = h
+            .admit("u2", "dba", View::Full, || Message::Text("hi".into()))
+            .unwrap();
+        assert_eq!(
+            h.admit("u3", "dba", View::Full, || Message::Text("hi".into()))
+                .err(),
+            Some(Refused::Capacity)
+        );
+        drop(a);
+        assert_eq!(h.len(), 2);
+        assert!(h
+            .admit("u1", "admin", View::Full, || Message::Text("hi".into()))
+            .is_ok());
+    }
+
+    #[test]
+    fn first_message_then_broadcast_and_slow_close() {
+        let h = hub(2);
+        let mut r = h
+            .admit("u1", "admin", View::Full, || Message::Text("first".into()))
+            .unwrap();
+        h.publish(&metrics_event());
+        assert_eq!(r.rx.try_recv().unwrap(), Message::Text("first".into()));
+        assert!(
+            matches!(r.rx.try_recv().unwrap(), Message::Text(t) if t.contains("system_metrics"))
+        );
+        // Nobody reads: the queue fills and the connection is asked to close.
+        h.publish(&metrics_event());
+        h.publish(&metrics_event());
+        h.publish(&metrics_event());
+        assert_eq!(*r.close_rx.borrow(), Some(close::SLOW));
+    }
+
+    #[test]
+    fn redacted_view_omits_reason_and_message() {
+        let e = Event::Health {
+            mcp_id: 1,
+            mcp_name: "m".into(),
+            event: "recovery",
+            message: "why".into(),
+            timestamp: "t".into(),
+        };
+        assert_eq!(e.to_json(View::Full)["message"], "why");
+        assert!(e.to_json(View::Redacted).get("message").is_none());
+        let e = Event::StatusChange {
+            mcp_id: 1,
+            mcp_name: "m".into(),
+            old_status: "active",
+            new_status: "inactive",
+            reason: "r".into(),
+            timestamp: "t".into(),
+        };
+        assert!(e.to_json(View::Redacted).get("reason").is_none());
+        assert_eq!(e.to_json(View::Full)["reason"], "r");
+    }
+}

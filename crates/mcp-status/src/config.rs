@@ -1,0 +1,277 @@
+//! mcp-status configuration (SPEC §4.1).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use gatepass_identity::config::{ConfigError, Dur};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub mcps: Vec<McpConfig>,
+    /// Directory relative paths resolve against.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9092".into()
+}
+
+fn strings(xs: &[&str]) -> Vec<String> {
+    xs.iter().map(|s| s.to_string()).collect()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub allowed_roles: Vec<String>,
+    pub full_view_roles: Vec<String>,
+    pub admin_roles: Vec<String>,
+    pub assertion_jwks_url: Option<String>,
+    pub assertion_public_key_file: Option<PathBuf>,
+    pub assertion_audience: Option<String>,
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allowed_roles: strings(&["admin", "developer", "dba", "super_admin"]),
+            full_view_roles: strings(&["admin", "super_admin", "dba"]),
+            admin_roles: strings(&["admin", "super_admin"]),
+            assertion_jwks_url: None,
+            assertion_public_key_file: None,
+            assertion_audience: None,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_connections: usize,
+    pub max_connections_per_user: usize,
+    pub max_message_bytes: usize,
+    pub messages_per_second: u32,
+    pub messages_per_minute: u32,
+    pub idle_timeout: Dur,
+    pub heartbeat_interval: Dur,
+    pub send_queue: usize,
+    /// How often `system_metrics` goes out even without a change.
+    pub metrics_interval: Dur,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 1000,
+            max_connections_per_user: 5,
+            max_message_bytes: 1024 * 1024,
+            messages_per_second: 10,
+            messages_per_minute: 100,
+            idle_timeout: Dur::secs(300),
+            heartbeat_interval: Dur::secs(30),
+            send_queue: 256,
+            metrics_interval: Dur::secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    pub name: String,
+    pub health_url: String,
+    #[serde(default = "d10s")]
+    pub interval: Dur,
+    #[serde(default = "d2s")]
+    pub timeout: Dur,
+    #[serde(default = "three")]
+    pub failure_threshold: u32,
+    #[serde(default = "d30s")]
+    pub recovery_timeout: Dur,
+    #[serde(default = "three")]
+    pub disable_after_cycles: u32,
+}
+
+fn d10s() -> Dur {
+    Dur::secs(10)
+}
+fn d2s() -> Dur {
+    Dur::secs(2)
+}
+fn d30s() -> Dur {
+    Dur::secs(30)
+}
+fn three() -> u32 {
+    3
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        let mut c = Config::parse(&text)?;
+        c.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| ".".into());
+        Ok(c)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut c: Config = gatepass_identity::config::from_toml(text)?;
+        c.base_dir = ".".into();
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::new(
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:9092", self.listen),
+            ));
+        }
+        let a = &self.auth;
+        if a.allowed_roles.is_empty() {
+            return Err(ConfigError::new(
+                "auth.allowed_roles",
+                "must list at least one role",
+            ));
+        }
+        if a.assertion_jwks_url.is_some() && a.assertion_public_key_file.is_some() {
+            return Err(ConfigError::new(
+                "auth",
+                "set assertion_jwks_url or assertion_public_key_file, not both",
+            ));
+        }
+        if let Some(u) = &a.assertion_jwks_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "auth.assertion_jwks_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        let l = &self.limits;
+        for (k, v) in [
+            ("limits.max_connections", l.max_connections),
+            (
+                "limits.max_connections_per_user",
+                l.max_connections_per_user,
+            ),
+            ("limits.max_message_bytes", l.max_message_bytes),
+            ("limits.send_queue", l.send_queue),
+            ("limits.messages_per_second", l.messages_per_second as usize),
+            ("limits.messages_per_minute", l.messages_per_minute as usize),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(k, "must be greater than 0"));
+            }
+        }
+        for (k, v) in [
+            ("limits.idle_timeout", l.idle_timeout),
+            ("limits.heartbeat_interval", l.heartbeat_interval),
+            ("limits.metrics_interval", l.metrics_interval),
+        ] {
+            if v.0 < Duration::from_millis(10) {
+                return Err(ConfigError::new(k, "must be at least 10ms"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, m) in self.mcps.iter().enumerate() {
+            let key = |k: &str| format!("mcps[{i}].{k}");
+            if m.name.is_empty()
+                || !m
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+            {
+                return Err(ConfigError::new(
+                    key("name"),
+                    "must be letters, digits, `_`, `-` or `.`",
+                ));
+            }
+            if !names.insert(m.name.as_str()) {
+                return Err(ConfigError::new(
+                    key("name"),
+                    format!("`{}` is listed twice", m.name),
+                ));
+            }
+            if !(m.health_url.starts_with("http://") || m.health_url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    key("health_url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if m.failure_threshold == 0 || m.disable_after_cycles == 0 {
+                return Err(ConfigError::new(
+                    key("failure_threshold"),
+                    "failure_threshold and disable_after_cycles must be greater than 0",
+                ));
+            }
+            for (k, v) in [
+                ("interval", m.interval),
+                ("timeout", m.timeout),
+                ("recovery_timeout", m.recovery_timeout),
+            ] {
+                if v.0 < Duration::from_millis(10) {
+                    return Err(ConfigError::new(key(k), "must be at least 10ms"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9092");
+        assert_eq!(c.limits.send_queue, 256);
+        assert_eq!(c.auth.admin_roles, vec!["admin", "super_admin"]);
+        let e = Config::parse("[limits]\nsend_queue = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "config error: limits.send_queue: must be greater than 0");
+        let e = Config::parse("[[mcps]]\nname = \"a b\"\nhealth_url = \"http://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config error: mcps[0].name: must be letters, digits, `_`, `-` or `.`"
+        );
+        let e = Config::parse("[auth]\nallowed_rolez = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config error: allowed_rolez (line 2): unknown field `allowed_rolez`"),
+            "{e}"
+        );
+    }
+}

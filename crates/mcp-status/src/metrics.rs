@@ -1,0 +1,92 @@
+//! mcp-status metrics: connections by role, messages sent/dropped, closes by code, health
+//! check results and circuit states. One recorder per instance.
+
+use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+
+const META: Metadata<'static> =
+    Metadata::new("mcp_status", Level::INFO, Some("mcp_status::metrics"));
+
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    pub sent: Counter,
+    pub dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let sent = recorder.register_counter(
+            &Key::from_static_name("mcp_status_messages_sent_total"),
+            &META,
+        );
+        let dropped = recorder.register_counter(
+            &Key::from_static_name("mcp_status_messages_dropped_total"),
+            &META,
+        );
+        Metrics {
+            recorder,
+            sent,
+            dropped,
+        }
+    }
+
+    fn key(name: &'static str, labels: Vec<Label>) -> Key {
+        Key::from_parts(name, labels)
+    }
+
+    /// Open WebSocket connections for a role (roles come from the config's allow-list).
+    pub fn connections(&self, role: &str) -> Gauge {
+        self.recorder.register_gauge(
+            &Self::key(
+                "mcp_status_connections",
+                vec![Label::new("role", role.to_owned())],
+            ),
+            &META,
+        )
+    }
+
+    pub fn closed(&self, code: u16) {
+        self.recorder
+            .register_counter(
+                &Self::key(
+                    "mcp_status_closes_total",
+                    vec![Label::new("code", code.to_string())],
+                ),
+                &META,
+            )
+            .increment(1);
+    }
+
+    pub fn health_check(&self, mcp: &str, ok: bool) {
+        let labels = vec![
+            Label::new("mcp", mcp.to_owned()),
+            Label::new("result", if ok { "healthy" } else { "unhealthy" }),
+        ];
+        self.recorder
+            .register_counter(&Self::key("mcp_status_health_checks_total", labels), &META)
+            .increment(1);
+    }
+
+    /// 1 for the MCP's current circuit state, 0 for the others.
+    pub fn circuit(&self, mcp: &str, state: &'static str) {
+        for s in ["CLOSED", "OPEN", "HALF_OPEN"] {
+            let labels = vec![Label::new("mcp", mcp.to_owned()), Label::new("state", s)];
+            self.recorder
+                .register_gauge(&Self::key("mcp_status_circuit_state", labels), &META)
+                .set(if s == state { 1.0 } else { 0.0 });
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let h = self.recorder.handle();
+        h.run_upkeep();
+        h.render()
+    }
+}

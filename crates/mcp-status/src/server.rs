@@ -1,0 +1,335 @@
+//! HTTP routes (SPEC §4.2), the WebSocket upgrade, and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, SEC_WEBSOCKET_PROTOCOL};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::auth::{Auth, Denied, User};
+use crate::broadcast::{close, CloseReason, Hub};
+use crate::config::{Config, ConfigError};
+use crate::health::Registry;
+use crate::metrics::Metrics;
+use crate::ws::{self, Audit};
+
+pub type Body = Full<Bytes>;
+
+/// The subprotocol marker gatepass uses; selected when offered, the token entry never is.
+pub const MARKER: &str = "jwt-auth";
+
+const DASHBOARD: &str = include_str!("../assets/dashboard.html");
+
+pub struct App {
+    pub config: Config,
+    pub hub: Arc<Hub>,
+    pub registry: Arc<Registry>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    /// Each WebSocket task holds a clone; shutdown waits until all are dropped.
+    ws_tasks: mpsc::Sender<()>,
+    ws_done: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.get_mut() {
+            for t in tasks.iter() {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl App {
+    /// Builds the app and starts the health pollers (inside a Tokio runtime).
+    pub fn new(config: Config) -> Result<Arc<App>, ConfigError> {
+        let metrics = Arc::new(Metrics::new());
+        let l = &config.limits;
+        let hub = Arc::new(Hub::new(
+            l.max_connections,
+            l.max_connections_per_user,
+            l.send_queue,
+            metrics.clone(),
+        ));
+        let registry = Arc::new(Registry::new(&config.mcps, hub.clone(), metrics.clone()));
+        let auth = Arc::new(Auth::new(&config)?);
+        let (ws_tasks, ws_done) = mpsc::channel(1);
+        let app = Arc::new(App {
+            hub,
+            registry,
+            auth,
+            metrics,
+            ws_tasks,
+            ws_done: tokio::sync::Mutex::new(ws_done),
+            tasks: Default::default(),
+            config,
+        });
+        let mut tasks = Vec::new();
+        for i in 0..app.config.mcps.len() {
+            tasks.push(tokio::spawn(app.registry.clone().run_poller(i)));
+        }
+        tasks.push(tokio::spawn(app.auth.clone().refresh_jwks()));
+        let (registry, hub, every) = (
+            app.registry.clone(),
+            app.hub.clone(),
+            app.config.limits.metrics_interval.0,
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                hub.publish(&registry.system_metrics());
+            }
+        }));
+        if let Ok(mut t) = app.tasks.lock() {
+            *t = tasks;
+        }
+        Ok(app)
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path();
+        match (req.method(), path) {
+            (&Method::GET, "/" | "/index.html") => {
+                let mut r = Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes())));
+                let h = r.headers_mut();
+                h.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                h.insert(
+                    "content-security-policy",
+                    HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:"),
+                );
+                r
+            }
+            (&Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
+            (&Method::GET, "/metrics") => {
+                let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            (_, "/ws/mcp-status") => self.upgrade(req, peer),
+            (&Method::GET, "/api/v1/mcps") => match self.api_user(req.headers()) {
+                Ok(u) => json_response(
+                    StatusCode::OK,
+                    json!({"mcps": self.registry.snapshot(u.view)}),
+                ),
+                Err(r) => r,
+            },
+            (&Method::POST, p) if p.starts_with("/api/v1/mcps/") => {
+                self.api_change(req.headers(), p)
+            }
+            _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
+        }
+    }
+
+    fn host(h: &HeaderMap) -> &str {
+        h.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    fn api_user(&self, h: &HeaderMap) -> Result<User, Response<Body>> {
+        let denied = |d: Denied| match d {
+            Denied::Forbidden => json_response(
+                StatusCode::FORBIDDEN,
+                json!({"error": "forbidden", "error_description": "role not allowed"}),
+            ),
+            _ => json_response(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "unauthorized", "error_description": "authentication required"}),
+            ),
+        };
+        let identity = self.auth.identify(h, Self::host(h)).map_err(denied)?;
+        self.auth.authorize(identity).map_err(denied)
+    }
+
+    fn api_change(&self, h: &HeaderMap, path: &str) -> Response<Body> {
+        let rest = &path["/api/v1/mcps/".len()..];
+        let (name, enable) = match rest.rsplit_once('/') {
+            Some((n, "enable")) => (n, true),
+            Some((n, "disable")) => (n, false),
+            _ => return json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
+        };
+        let user = match self.api_user(h) {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        if !user.admin {
+            return json_response(
+                StatusCode::FORBIDDEN,
+                json!({"error": "forbidden", "error_description": "admin role required"}),
+            );
+        }
+        match self
+            .registry
+            .set_manual(name, enable, &user.identity.username)
+        {
+            Ok(m) => {
+                tracing::info!(mcp = name, enable, by = %user.identity.id, "manual state change");
+                json_response(StatusCode::OK, m.to_json(user.view))
+            }
+            Err(_) => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "not_found", "error_description": "no such MCP"}),
+            ),
+        }
+    }
+
+    /// Runs the handshake checks, in order: identity (and assertion), origin, role.
+    fn verdict(&self, h: &HeaderMap) -> Result<User, CloseReason> {
+        let identity = self.auth.identify(h, Self::host(h)).map_err(|d| match d {
+            Denied::Expired => close::EXPIRED,
+            _ => close::AUTH,
+        })?;
+        let origin = h.get("origin").and_then(|v| v.to_str().ok());
+        if !self.auth.origin_allowed(origin) {
+            return Err(close::ORIGIN);
+        }
+        self.auth.authorize(identity).map_err(|_| close::FORBIDDEN)
+    }
+
+    fn upgrade(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let offered_marker = req
+            .headers()
+            .get_all(SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == MARKER);
+        let h = req.headers();
+        let verdict = self.verdict(h);
+        let header = |n: &str| {
+            h.get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let audit = Audit {
+            user: header(gatepass_identity::headers::USER_ID),
+            role: header(gatepass_identity::headers::USER_ROLE),
+            origin: header("origin"),
+            client_ip: header("x-forwarded-for")
+                .rsplit(',')
+                .next()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .unwrap_or_else(|| peer.ip().to_string()),
+        };
+        let max = self.config.limits.max_message_bytes;
+        let cfg = WebSocketConfig::default()
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let (mut resp, fut) = match hyper_tungstenite::upgrade(&mut req, Some(cfg)) {
+            Ok(x) => x,
+            Err(_) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "invalid_request", "error_description": "WebSocket upgrade required"}),
+                )
+            }
+        };
+        if offered_marker {
+            resp.headers_mut()
+                .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(MARKER));
+        }
+        let app = self.clone();
+        let guard = self.ws_tasks.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Ok(ws) = fut.await {
+                ws::serve(app, ws, verdict, audit).await;
+            }
+        });
+        resp
+    }
+}
+
+pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Serves until `shutdown`, then closes every socket with 1001 and drains.
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(120));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc_app = app.clone();
+        let svc = service_fn(move |req| {
+            let app = svc_app.clone();
+            async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _ = watcher.watch(conn).await;
+        });
+    }
+    drop(listener);
+    app.hub.close_all(close::SHUTDOWN);
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    // Wait for WebSocket tasks: recv returns None once every task's sender is dropped.
+    let mut done = app.ws_done.lock().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while done.recv().await.is_some() {}
+    })
+    .await;
+}
+
+/// Entry point shared by `main` and the tests.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ConfigError> {
+    let app = App::new(config)?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, mcps = app.config.mcps.len(), "mcp-status listening");
+    }
+    serve(listener, app, shutdown).await;
+    Ok(())
+}

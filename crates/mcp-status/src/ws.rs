@@ -1,0 +1,241 @@
+//! One WebSocket connection (SPEC §4.3): accept, then close at once with the table's code when
+//! a check fails; otherwise stream events, answer pings, and enforce the limits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::protocol::CloseFrame;
+use hyper_tungstenite::tungstenite::{Error as WsError, Message};
+use hyper_tungstenite::HyperWebsocketStream;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use crate::auth::User;
+use crate::broadcast::{close, text, CloseReason, Refused};
+use crate::server::App;
+
+/// Who, from where: for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    pub user: String,
+    pub role: String,
+    pub origin: String,
+    pub client_ip: String,
+}
+
+fn frame(reason: CloseReason) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(reason.0),
+        reason: reason.1.into(),
+    }))
+}
+
+/// Serves an accepted socket; `verdict` is the outcome of the handshake checks.
+pub async fn serve(
+    app: Arc<App>,
+    mut ws: HyperWebsocketStream,
+    verdict: Result<User, CloseReason>,
+    audit: Audit,
+) {
+    let refused = match verdict {
+        Ok(user) => {
+            let registry = app.registry.clone();
+            let view = user.view;
+            let first =
+                move || text(&json!({"type": "initial_status", "mcps": registry.snapshot(view)}));
+            match app
+                .hub
+                .admit(&user.identity.id, &user.identity.role, user.view, first)
+            {
+                Ok(reg) => return connection(app, ws, user, reg, audit).await,
+                Err(Refused::Capacity) => close::CAPACITY,
+                Err(Refused::UserLimit) => close::USER_LIMIT,
+            }
+        }
+        Err(reason) => reason,
+    };
+    app.metrics.closed(refused.0);
+    tracing::warn!(code = refused.0, reason = refused.1, user = %audit.user, role = %audit.role,
+        origin = %audit.origin, client_ip = %audit.client_ip, "websocket refused");
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.send(frame(refused))).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+}
+
+/// Fixed-window message counter.
+struct Window {
+    len: Duration,
+    max: u32,
+    start: Instant,
+    count: u32,
+}
+
+impl Window {
+    fn new(len: Duration, max: u32) -> Window {
+        Window {
+            len,
+            max,
+            start: Instant::now(),
+            count: 0,
+        }
+    }
+
+    fn hit(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.start) >= self.len {
+            self.start = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= self.max
+    }
+}
+
+/// The instant `exp` (Unix seconds) is reached.
+fn deadline(exp: Option<u64>) -> Option<tokio::time::Instant> {
+    let at = UNIX_EPOCH + Duration::from_secs(exp?);
+    let left = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Some(tokio::time::Instant::now() + left)
+}
+
+async fn writer(
+    mut sink: futures_util::stream::SplitSink<HyperWebsocketStream, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    mut close_rx: watch::Receiver<Option<CloseReason>>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = close_rx.changed() => break,
+            m = rx.recv() => match m {
+                // A slow client blocks only this task; the broadcaster never waits for it.
+                Some(m) => if sink.send(m).await.is_err() { return },
+                None => break,
+            },
+        }
+    }
+    let reason = *close_rx.borrow();
+    match reason {
+        Some(r) if r != close::NORMAL => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(frame(r))).await;
+        }
+        _ => {}
+    }
+    // Flushes a queued close reply and shuts the sink down.
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+async fn connection(
+    app: Arc<App>,
+    ws: HyperWebsocketStream,
+    user: User,
+    reg: crate::broadcast::Registration,
+    audit: Audit,
+) {
+    let crate::broadcast::Registration {
+        rx,
+        tx,
+        closer,
+        close_rx,
+        guard: _guard,
+    } = reg;
+    let limits = app.config.limits.clone();
+    let (sink, mut stream) = ws.split();
+    let mut writer = tokio::spawn(writer(sink, rx, close_rx.clone()));
+    let mut close_seen = close_rx.clone();
+    let mut per_sec = Window::new(Duration::from_secs(1), limits.messages_per_second);
+    let mut per_min = Window::new(Duration::from_secs(60), limits.messages_per_minute);
+    let hb = limits.heartbeat_interval.0;
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
+    let mut unanswered = 0u32;
+    let mut last_frame = tokio::time::Instant::now();
+    let expiry = deadline(user.identity.expires);
+    let reason: Option<CloseReason> = loop {
+        let idle_at = last_frame + limits.idle_timeout.0;
+        tokio::select! {
+            biased;
+            _ = close_seen.changed() => break None,
+            _ = async { match expiry { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break Some(close::EXPIRED),
+            _ = tokio::time::sleep_until(idle_at) => break Some(close::IDLE),
+            _ = heartbeat.tick() => {
+                if unanswered >= 2 {
+                    break Some(close::HEARTBEAT);
+                }
+                if tx.try_send(Message::Ping(Default::default())).is_err() {
+                    break Some(close::SLOW);
+                }
+                unanswered += 1;
+            }
+            m = stream.next() => {
+                let m = match m {
+                    None => break None,
+                    Some(Err(WsError::Capacity(_))) => break Some(close::TOO_BIG),
+                    Some(Err(_)) => break None,
+                    Some(Ok(m)) => m,
+                };
+                let now = tokio::time::Instant::now();
+                last_frame = now;
+                let reply = match &m {
+                    Message::Pong(_) => {
+                        unanswered = 0;
+                        continue;
+                    }
+                    Message::Close(_) => break Some(close::NORMAL),
+                    Message::Frame(_) => continue,
+                    Message::Ping(_) => None,
+                    Message::Text(t) if t.as_str() == "ping" => Some(Message::Text("pong".into())),
+                    Message::Text(t) => Some(match serde_json::from_str::<serde_json::Value>(t.as_str()) {
+                        Ok(v) if v["type"] == "ping" => text(&json!({"type": "pong"})),
+                        Ok(_) => text(&json!({"type": "error", "message": "unknown message type"})),
+                        Err(_) => text(&json!({"type": "error", "message": "messages must be JSON or \"ping\""})),
+                    }),
+                    Message::Binary(_) => Some(text(&json!({"type": "error", "message": "binary messages are not supported"}))),
+                };
+                // Every client message counts, pings and invalid ones included.
+                let now_std = now.into_std();
+                if !(per_sec.hit(now_std) & per_min.hit(now_std)) {
+                    break Some(close::RATE);
+                }
+                if let Some(r) = reply {
+                    if tx.try_send(r).is_err() {
+                        break Some(close::SLOW);
+                    }
+                }
+            }
+        }
+    };
+    if let Some(r) = reason {
+        closer.close(r);
+    }
+    let used = *close_rx.borrow();
+    let code = used.map_or(1006, |r| r.0);
+    app.metrics.closed(code);
+    if code != 1000 {
+        tracing::info!(code, reason = used.map_or("connection lost", |r| r.1), user = %audit.user,
+            client_ip = %audit.client_ip, "websocket closed");
+    }
+    drop(tx);
+    if tokio::time::timeout(Duration::from_secs(4), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_counts_and_resets() {
+        let mut w = Window::new(Duration::from_secs(1), 2);
+        let t = Instant::now();
+        assert!(w.hit(t));
+        assert!(w.hit(t));
+        assert!(!w.hit(t));
+        assert!(w.hit(t + Duration::from_secs(1)));
+    }
+}
