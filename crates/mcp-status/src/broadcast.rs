@@ -251,15 +251,20 @@ impl Hub {
 
     fn unregister(&self, id: u64) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = inner.conns.remove(&id) {
-            if let Some(n) = inner.per_user.get_mut(&c.user) {
-                *n -= 1;
-                if *n == 0 {
-                    inner.per_user.remove(&c.user);
-                }
+        self.remove(&mut inner, id);
+    }
+
+    /// Removes a connection (idempotent: a slow one is removed at overflow, then again on drop).
+    fn remove(&self, inner: &mut Inner, id: u64) -> Option<Conn> {
+        let c = inner.conns.remove(&id)?;
+        if let Some(n) = inner.per_user.get_mut(&c.user) {
+            *n -= 1;
+            if *n == 0 {
+                inner.per_user.remove(&c.user);
             }
-            self.metrics.connections(&c.role).decrement(1.0);
         }
+        self.metrics.connections(&c.role).decrement(1.0);
+        Some(c)
     }
 
     /// Sends `event` to everyone, serialized once per view.
@@ -267,9 +272,9 @@ impl Hub {
         let full = text(&event.to_json(View::Full));
         let redacted = text(&event.to_json(View::Redacted));
         let mut sent = 0u64;
-        let mut dropped = 0u64;
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        for c in inner.conns.values() {
+        let mut slow = Vec::new();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, c) in &inner.conns {
             let m = if c.view == View::Full {
                 full.clone()
             } else {
@@ -277,16 +282,19 @@ impl Hub {
             };
             match c.tx.try_send(m) {
                 Ok(()) => sent += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    dropped += 1;
-                    c.closer.close(close::SLOW);
-                }
+                Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        // A client that fell behind is cut off now: it gets nothing more and frees its slot.
+        for id in &slow {
+            if let Some(c) = self.remove(&mut inner, *id) {
+                c.closer.close(close::SLOW);
             }
         }
         drop(inner);
         self.metrics.sent.increment(sent);
-        self.metrics.dropped.increment(dropped);
+        self.metrics.dropped.increment(slow.len() as u64);
     }
 
     /// Asks every connection to close.
@@ -368,6 +376,9 @@ mod tests {
         h.publish(&metrics_event());
         h.publish(&metrics_event());
         assert_eq!(*r.close_rx.borrow(), Some(close::SLOW));
+        assert_eq!(h.len(), 0);
+        drop(r);
+        assert_eq!(h.len(), 0);
     }
 
     #[test]

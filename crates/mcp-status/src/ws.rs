@@ -223,6 +223,18 @@ async fn connection(
     {
         writer.abort();
     }
+    // RFC 6455: after our Close, wait (bounded) for the peer's before dropping TCP, so a client
+    // still reading buffered frames gets the close frame rather than a reset.
+    if code != 1000 {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,498 @@
+//! The WebSocket contract (SPEC §4.3) with a real client: every close-code row, subprotocol
+//! selection, views, ping/pong, the slow client, limits, expiry and the assertion.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use gatepass_identity::AssertionSigner;
+use mcp_status::broadcast::Event;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+const ORIGIN: &str = "http://127.0.0.1:8080";
+
+fn normal() -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
+    tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "".into(),
+    }
+}
+
+async fn config(limits: &str) -> (String, mcp_status::demo::Switch) {
+    let (url, switch) = demo_mcp(true).await;
+    let c = format!(
+        "[auth]\nallowed_origins = [\"{ORIGIN}\"]\n\n[limits]\n{limits}\n\n[[mcps]]\nname = \"oracle_mcp\"\nhealth_url = \"{url}\"\ninterval = \"1h\"\n"
+    );
+    (c, switch)
+}
+
+async fn server(limits: &str) -> Server {
+    start(&config(limits).await.0).await
+}
+
+#[tokio::test]
+async fn selects_jwt_auth_never_the_token_and_sends_initial_status_first() {
+    let s = server("").await;
+    let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln";
+    let (mut ws, proto) = connect(
+        &s,
+        &who("u1", "admin")
+            .h("Sec-WebSocket-Protocol", &format!("jwt-auth, {token}"))
+            .headers(),
+    )
+    .await;
+    assert_eq!(proto.as_deref(), Some("jwt-auth"));
+    let first = next_json(&mut ws).await;
+    assert_eq!(first["type"], "initial_status");
+    assert_eq!(first["mcps"][0]["name"], "oracle_mcp");
+    assert_eq!(first["mcps"][0]["id"], 1);
+    // Token first, marker second: still only the marker.
+    let (_ws, proto) = connect(
+        &s,
+        &who("u2", "admin")
+            .h("Sec-WebSocket-Protocol", &format!("{token}, jwt-auth"))
+            .headers(),
+    )
+    .await;
+    assert_eq!(proto.as_deref(), Some("jwt-auth"));
+    // Nothing offered: nothing selected.
+    let (_ws, proto) = connect(&s, &who("u3", "admin").headers()).await;
+    assert_eq!(proto, None);
+}
+
+#[tokio::test]
+async fn full_and_redacted_views() {
+    let s = server("").await;
+    let (mut admin, _) = connect(&s, &who("a", "admin").headers()).await;
+    let (mut dev, _) = connect(&s, &who("d", "developer").headers()).await;
+    let full = next_json(&mut admin).await;
+    let red = next_json(&mut dev).await;
+    assert!(full["mcps"][0].get("circuit_state").is_some());
+    assert!(red["mcps"][0].get("circuit_state").is_none());
+    assert_eq!(red["mcps"][0]["status"], "active");
+    s.app.hub.publish(&Event::Health {
+        mcp_id: 1,
+        mcp_name: "oracle_mcp".into(),
+        event: "recovery",
+        message: "MCP recovered after circuit breaker timeout".into(),
+        timestamp: "2026-01-26T10:30:00Z".into(),
+    });
+    let f = next_json(&mut admin).await;
+    let r = next_json(&mut dev).await;
+    assert_eq!(f["message"], "MCP recovered after circuit breaker timeout");
+    assert!(r.get("message").is_none());
+    assert_eq!(r["event"], "recovery");
+}
+
+#[tokio::test]
+async fn missing_identity_closes_1008_authentication_required() {
+    let s = server("").await;
+    let (mut ws, _) = connect(&s, &nobody()).await;
+    assert_eq!(
+        closed(&mut ws).await,
+        (1008, "Authentication required".into())
+    );
+    // Malformed identity is the same.
+    let bad = who("u", "admin").h("x-user-id", "second");
+    let (mut ws, _) = connect(&s, &bad.headers()).await;
+    assert_eq!(
+        closed(&mut ws).await,
+        (1008, "Authentication required".into())
+    );
+    assert!(metrics(&s)
+        .await
+        .contains("mcp_status_closes_total{code=\"1008\"} 2"));
+}
+
+#[tokio::test]
+async fn role_outside_allowed_roles_closes_1008_insufficient_permissions() {
+    let s = server("").await;
+    let (mut ws, _) = connect(&s, &who("v", "viewer").headers()).await;
+    assert_eq!(
+        closed(&mut ws).await,
+        (1008, "Insufficient permissions".into())
+    );
+}
+
+#[tokio::test]
+async fn foreign_origin_closes_4003() {
+    let s = server("").await;
+    let (mut ws, _) = connect(
+        &s,
+        &who("u", "admin")
+            .h("Origin", "https://evil.example")
+            .headers(),
+    )
+    .await;
+    assert_eq!(closed(&mut ws).await, (4003, "Origin not allowed".into()));
+    let (mut ok, _) = connect(&s, &who("u", "admin").h("Origin", ORIGIN).headers()).await;
+    assert_eq!(next_json(&mut ok).await["type"], "initial_status");
+}
+
+#[tokio::test]
+async fn per_user_limit_closes_4008_and_global_limit_1013() {
+    let s = server("max_connections = 3\nmax_connections_per_user = 2").await;
+    let (mut a1, _) = connect(&s, &who("a", "admin").headers()).await;
+    let (mut a2, _) = connect(&s, &who("a", "admin").headers()).await;
+    next_json(&mut a1).await;
+    next_json(&mut a2).await;
+    let (mut a3, _) = connect(&s, &who("a", "admin").headers()).await;
+    assert_eq!(closed(&mut a3).await, (4008, "Too many connections".into()));
+    let (mut b1, _) = connect(&s, &who("b", "dba").headers()).await;
+    next_json(&mut b1).await;
+    let (mut c1, _) = connect(&s, &who("c", "dba").headers()).await;
+    assert_eq!(closed(&mut c1).await, (1013, "Server at capacity".into()));
+    // A slot frees when a connection ends.
+    a1.close(Some(normal())).await.unwrap();
+    assert_eq!(closed(&mut a1).await.0, 1000);
+    wait_for(Duration::from_secs(5), "slot freed", || async {
+        s.app.hub.len() == 2
+    })
+    .await;
+    let (mut c2, _) = connect(&s, &who("c", "dba").headers()).await;
+    assert_eq!(next_json(&mut c2).await["type"], "initial_status");
+}
+
+#[tokio::test]
+async fn token_expiry_closes_4001_within_a_second() {
+    let s = server("").await;
+    let exp = now() + 2;
+    let (mut ws, _) = connect(&s, &who("u", "admin").expires(exp).headers()).await;
+    next_json(&mut ws).await;
+    assert_eq!(closed(&mut ws).await, (4001, "Token expired".into()));
+    let late = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH + Duration::from_secs(exp))
+        .expect("closed before X-User-Expires");
+    assert!(
+        late < Duration::from_secs(1),
+        "closed {late:?} after expiry"
+    );
+    // Already expired at the handshake.
+    let (mut ws, _) = connect(&s, &who("u", "admin").expires(now() - 1).headers()).await;
+    assert_eq!(closed(&mut ws).await, (4001, "Token expired".into()));
+}
+
+#[tokio::test]
+async fn message_rate_closes_4029_and_pings_count() {
+    let s = server("messages_per_second = 3\nmessages_per_minute = 100").await;
+    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+    next_json(&mut ws).await;
+    ws.send(Message::Ping(Default::default())).await.unwrap();
+    send_text(&mut ws, "ping").await;
+    send_text(&mut ws, "{\"type\":\"ping\"}").await;
+    send_text(&mut ws, "ping").await;
+    assert_eq!(closed(&mut ws).await, (4029, "Rate limit exceeded".into()));
+    // Per-minute limit too.
+    let s = server("messages_per_second = 100\nmessages_per_minute = 2").await;
+    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+    next_json(&mut ws).await;
+    for _ in 0..3 {
+        send_text(&mut ws, "junk").await;
+    }
+    assert_eq!(closed(&mut ws).await, (4029, "Rate limit exceeded".into()));
+}
+
+#[tokio::test]
+async fn ping_pong_and_errors() {
+    let s = server("").await;
+    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+    next_json(&mut ws).await;
+    send_text(&mut ws, "ping").await;
+    let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(m, Message::Text("pong".into()));
+    send_text(&mut ws, r#"{"type":"ping"}"#).await;
+    assert_eq!(next_json(&mut ws).await, json!({"type": "pong"}));
+    send_text(&mut ws, "hello").await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["type"], "error");
+    send_text(&mut ws, r#"{"type":"subscribe"}"#).await;
+    assert_eq!(next_json(&mut ws).await["type"], "error");
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "error");
+    // Normal closure by the client: 1000.
+    ws.close(Some(normal())).await.unwrap();
+    assert_eq!(closed(&mut ws).await.0, 1000);
+    wait_for(Duration::from_secs(5), "1000 counted", || async {
+        metrics(&s)
+            .await
+            .contains("mcp_status_closes_total{code=\"1000\"} 1")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_message_closes_1009() {
+    let s = server("max_message_bytes = 1024").await;
+    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+    next_json(&mut ws).await;
+    send_text(&mut ws, &"x".repeat(2000)).await;
+    assert_eq!(closed(&mut ws).await, (1009, "Message too big".into()));
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_1001() {
+    let s = server("idle_timeout = \"300ms\"\nheartbeat_interval = \"1h\"").await;
+    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+    let start = Instant::now();
+    next_json(&mut ws).await;
+    assert_eq!(closed(&mut ws).await, (1001, "Idle timeout".into()));
+    assert!(start.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn client_frames_keep_an_idle_connection_open() {
+    let s =
+        server("idle_timeout = \"400ms\"\nheartbeat_interval = \"1h\"\nmessages_per_second = 100")
+            .await;
+    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+    next_json(&mut ws).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1200) {
+        send_text(&mut ws, r#"{"type":"ping"}"#).await;
+        assert_eq!(next_json(&mut ws).await["type"], "pong");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(closed(&mut ws).await, (1001, "Idle timeout".into()));
+    assert!(start.elapsed() >= Duration::from_millis(1200));
+}
+
+#[tokio::test]
+async fn two_unanswered_pings_close_1001_heartbeat_timeout() {
+    let s = server("idle_timeout = \"1h\"\nheartbeat_interval = \"100ms\"").await;
+    // A raw client that never answers pings: tokio-tungstenite answers them when it reads, so
+    // this one does not read until the server has given up.
+    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+    wait_for(Duration::from_secs(5), "heartbeat close", || async {
+        metrics(&s)
+            .await
+            .contains("mcp_status_closes_total{code=\"1001\"} 1")
+    })
+    .await;
+    let mut pings = 0;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Close(Some(f)))) => break (u16::from(f.code), f.reason.to_string()),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(pings, 2);
+    assert_eq!(code, (1001, "Heartbeat timeout".into()));
+}
+
+#[tokio::test]
+async fn answered_pings_keep_the_connection() {
+    let s = server("idle_timeout = \"1h\"\nheartbeat_interval = \"100ms\"").await;
+    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+    next_json(&mut ws).await;
+    // Reading answers pings automatically; after 10 intervals the socket is still open.
+    let start = Instant::now();
+    let mut pings = 0;
+    while start.elapsed() < Duration::from_millis(1000) {
+        match tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Close(f)))) => panic!("closed: {f:?}"),
+            _ => {}
+        }
+    }
+    assert!(pings >= 5, "{pings}");
+    send_text(&mut ws, "ping").await;
+    loop {
+        if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
+            assert_eq!(t.as_str(), "pong");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_client_is_closed_and_never_delays_others() {
+    let s = server("send_queue = 8").await;
+    let (mut slow, _) = connect(&s, &who("slow", "admin").headers()).await;
+    let (mut fast, _) = connect(&s, &who("fast", "admin").headers()).await;
+    next_json(&mut fast).await;
+    next_json(&mut slow).await;
+    // `slow` stops reading. Each event is 16 KiB; the fast client reads every one before the
+    // next is published, so it can never fall behind.
+    let big = "x".repeat(16 * 1024);
+    let mut delivered = 0;
+    for i in 0..4000 {
+        s.app.hub.publish(&Event::Health {
+            mcp_id: 1,
+            mcp_name: "oracle_mcp".into(),
+            event: "half_open",
+            message: format!("{i} {big}"),
+            timestamp: "t".into(),
+        });
+        let m = next_json(&mut fast).await;
+        assert!(m["message"].as_str().unwrap().starts_with(&format!("{i} ")));
+        delivered += 1;
+        if s.app.hub.len() == 1 {
+            break;
+        }
+    }
+    assert_eq!(s.app.hub.len(), 1, "the slow client was never cut off");
+    assert!(metrics(&s)
+        .await
+        .contains("mcp_status_messages_dropped_total 1"));
+    // The fast client is still served.
+    s.app.hub.publish(&s.app.registry.system_metrics());
+    assert_eq!(next_json(&mut fast).await["type"], "system_metrics");
+    assert!(delivered > 100);
+    // The slow client, reading at last, finds the 1008 close after what was buffered.
+    assert_eq!(closed(&mut slow).await, (1008, "Client too slow".into()));
+}
+
+#[tokio::test]
+async fn shutdown_closes_1001_server_shutting_down() {
+    let s = server("").await;
+    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+    next_json(&mut ws).await;
+    let stop = tokio::spawn(s.shutdown());
+    assert_eq!(closed(&mut ws).await, (1001, "Server shutting down".into()));
+    stop.await.unwrap();
+}
+
+#[tokio::test]
+async fn assertion_missing_forged_or_mismatched_is_refused() {
+    let (base, _) = config("").await;
+    let pem = gatepass_identity::generate_ed25519_pkcs8_pem().unwrap();
+    let signer = AssertionSigner::from_pkcs8_pem(pem.as_bytes()).unwrap();
+    // The verifier takes the public key as PEM: derive it via a JWKS round trip is not
+    // possible for PEM, so serve gatepass's JWKS from a tiny HTTP server instead.
+    let jwks = signer.jwks_json().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let body = jwks.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = sock.read(&mut buf).await;
+                let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    let cfg = base.replace(
+        "[auth]\n",
+        &format!("[auth]\nassertion_jwks_url = \"http://{jwks_addr}/.well-known/jwks.json\"\n"),
+    );
+    let s = start(&cfg).await;
+    let host = s.host();
+    let good = who("u", "admin");
+    // Wait until the JWKS is loaded: a valid assertion gets in.
+    wait_for(Duration::from_secs(10), "assertion keys", || {
+        let h = good.clone().asserted(&signer, &host).headers();
+        let s = &s;
+        async move {
+            let (mut ws, _) = connect(s, &h).await;
+            matches!(ws.next().await, Some(Ok(Message::Text(t))) if t.contains("initial_status"))
+        }
+    })
+    .await;
+    let other = AssertionSigner::from_pkcs8_pem(
+        gatepass_identity::generate_ed25519_pkcs8_pem()
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut mismatched = good.clone().asserted(&signer, &host);
+    mismatched.identity.role = "super_admin".into();
+    for (what, headers) in [
+        ("missing", good.headers()),
+        ("forged", good.clone().asserted(&other, &host).headers()),
+        (
+            "other host",
+            good.clone().asserted(&signer, "evil.example:443").headers(),
+        ),
+        ("mismatched headers", mismatched.headers()),
+    ] {
+        let (mut ws, _) = connect(&s, &headers).await;
+        assert_eq!(
+            closed(&mut ws).await,
+            (1008, "Authentication required".into()),
+            "{what}"
+        );
+        // The API refuses the same requests.
+        let mut req = client().get(s.url("/api/v1/mcps"));
+        for (k, v) in &headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        assert_eq!(req.send().await.unwrap().status(), 401, "{what}");
+    }
+}
+
+/// The Ed25519 public key of `signer` as an SPKI PEM (what operators point
+/// `assertion_public_key_file` at).
+fn public_pem(signer: &AssertionSigner) -> String {
+    use base64::Engine;
+    let jwks: serde_json::Value = serde_json::from_str(signer.jwks_json()).unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jwks["keys"][0]["x"].as_str().unwrap())
+        .unwrap();
+    let mut der = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    der.extend_from_slice(&x);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n")
+}
+
+#[tokio::test]
+async fn assertion_from_public_key_file() {
+    let (base, _) = config("").await;
+    let cfg = base.replace(
+        "[auth]\n",
+        "[auth]\nassertion_public_key_file = \"assertion.pub.pem\"\n",
+    );
+    // A missing key file is a config error naming the key.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let err = mcp_status::App::new(mcp_status::Config::load(&path).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with("config error: auth.assertion_public_key_file: cannot read"),
+        "{err}"
+    );
+
+    let signer = AssertionSigner::from_pkcs8_pem(
+        gatepass_identity::generate_ed25519_pkcs8_pem()
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let pem = public_pem(&signer);
+    let s = start_with(&cfg, |d| {
+        std::fs::write(d.join("assertion.pub.pem"), &pem).unwrap()
+    })
+    .await;
+    let (mut ws, _) = connect(
+        &s,
+        &who("u", "developer").asserted(&signer, &s.host()).headers(),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["type"], "initial_status");
+    let (mut ws, _) = connect(&s, &who("u", "developer").headers()).await;
+    assert_eq!(
+        closed(&mut ws).await,
+        (1008, "Authentication required".into())
+    );
+}
