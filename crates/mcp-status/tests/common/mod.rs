@@ -251,3 +251,11 @@ pub async fn metrics(s: &Server) -> String {
         .await
         .unwrap()
 }
+
+/// The value of one series (exact name and labels) in a metrics page; 0 when absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}

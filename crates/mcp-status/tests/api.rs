@@ -1,0 +1,179 @@
+//! The HTTP API, the health state machine against a controllable MCP, and the plain endpoints.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn mcp(name: &str, url: &str, interval: &str) -> String {
+    format!(
+        "[[mcps]]\nname = \"{name}\"\nhealth_url = \"{url}\"\ninterval = \"{interval}\"\ntimeout = \"200ms\"\nfailure_threshold = 2\nrecovery_timeout = \"150ms\"\ndisable_after_cycles = 2\n"
+    )
+}
+
+async fn api(s: &Server, method: reqwest::Method, path: &str, w: Option<&Who>) -> (u16, Value) {
+    let mut req = client().request(method, s.url(path));
+    if let Some(w) = w {
+        for (k, v) in w.headers() {
+            req = req.header(k, v);
+        }
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn api_requires_identity_and_role() {
+    let (url, _) = demo_mcp(true).await;
+    let s = start(&mcp("oracle_mcp", &url, "1h")).await;
+    let get = reqwest::Method::GET;
+    assert_eq!(api(&s, get.clone(), "/api/v1/mcps", None).await.0, 401);
+    assert_eq!(api(&s, get.clone(), "/api/v1/mcps", Some(&who("v", "viewer"))).await.0, 403);
+    let (status, body) = api(&s, get.clone(), "/api/v1/mcps", Some(&who("d", "developer"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["mcps"][0]["name"], "oracle_mcp");
+    assert!(body["mcps"][0].get("circuit_state").is_none(), "developers get the redacted view");
+    let (_, body) = api(&s, get, "/api/v1/mcps", Some(&who("a", "dba"))).await;
+    assert_eq!(body["mcps"][0]["circuit_state"], "CLOSED");
+}
+
+#[tokio::test]
+async fn admin_enable_disable_broadcasts_and_sticks() {
+    let (url, switch) = demo_mcp(true).await;
+    let s = start(&mcp("oracle_mcp", &url, "50ms")).await;
+    let (mut ws, _) = connect(&s, &who("d", "developer").headers()).await;
+    next_json(&mut ws).await;
+    let post = reqwest::Method::POST;
+    let (status, _) = api(&s, post.clone(), "/api/v1/mcps/oracle_mcp/disable", Some(&who("d", "developer"))).await;
+    assert_eq!(status, 403);
+    assert_eq!(api(&s, post.clone(), "/api/v1/mcps/oracle_mcp/disable", None).await.0, 401);
+    assert_eq!(api(&s, post.clone(), "/api/v1/mcps/nope/disable", Some(&who("a", "admin"))).await.0, 404);
+    let (status, body) = api(&s, post.clone(), "/api/v1/mcps/oracle_mcp/disable", Some(&who("alice", "admin"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "inactive");
+    let change = until(&mut ws, "manual disable", |v| v["type"] == "mcp_status_change").await;
+    assert_eq!(change["new_status"], "inactive");
+    assert_eq!(change["old_status"], "active");
+    assert!(change.get("reason").is_none(), "redacted view");
+    // A manual disable sticks: the MCP is healthy and polled every 50 ms, yet stays inactive.
+    switch.set(true);
+    let series = r#"mcp_status_health_checks_total{mcp="oracle_mcp",result="healthy"}"#;
+    let polls_before = metric_value(&metrics(&s).await, series);
+    // Six poll intervals pass with no check: proving an absence takes time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, body) = api(&s, reqwest::Method::GET, "/api/v1/mcps", Some(&who("alice", "admin"))).await;
+    assert_eq!(body["mcps"][0]["status"], "inactive");
+    assert_eq!(metric_value(&metrics(&s).await, series), polls_before);
+    let (_, body) = api(&s, post, "/api/v1/mcps/oracle_mcp/enable", Some(&who("alice", "admin"))).await;
+    assert_eq!(body["status"], "active");
+    let change = until(&mut ws, "manual enable", |v| v["type"] == "mcp_status_change").await;
+    assert_eq!(change["new_status"], "active");
+}
+
+#[tokio::test]
+async fn circuit_breaker_auto_disable_and_recovery() {
+    let (url, switch) = demo_mcp(true).await;
+    let s = start(&mcp("oracle_mcp", &url, "50ms")).await;
+    let (mut ws, _) = connect(&s, &who("a", "admin").headers()).await;
+    let first = next_json(&mut ws).await;
+    assert_eq!(first["type"], "initial_status");
+    wait_for(Duration::from_secs(5), "first healthy check", || async {
+        let (_, b) = api(&s, reqwest::Method::GET, "/api/v1/mcps", Some(&who("a", "admin"))).await;
+        b["mcps"][0]["health_status"] == "healthy" && b["mcps"][0]["last_health_check"].is_string()
+    })
+    .await;
+
+    switch.set(false);
+    let ev = until(&mut ws, "circuit_open", |v| v["type"] == "health_event").await;
+    assert_eq!(ev["event"], "circuit_open");
+    assert_eq!(ev["mcp_name"], "oracle_mcp");
+    assert_eq!(ev["mcp_id"], 1);
+    assert_eq!(ev["message"], "Circuit breaker opened after 2 consecutive failures");
+    let m = until(&mut ws, "system_metrics", |v| v["type"] == "system_metrics").await;
+    assert_eq!(m["circuit_breakers_open"], 1);
+    let ev = until(&mut ws, "half_open", |v| v["type"] == "health_event").await;
+    assert_eq!(ev["event"], "half_open");
+    let ev = until(&mut ws, "second circuit_open", |v| v["type"] == "health_event").await;
+    assert_eq!(ev["event"], "circuit_open");
+    let change = until(&mut ws, "auto-disable", |v| v["type"] == "mcp_status_change").await;
+    assert_eq!(change["old_status"], "active");
+    assert_eq!(change["new_status"], "inactive");
+    assert_eq!(change["reason"], "Auto-disabled after 2 failure cycles");
+    let m = until(&mut ws, "system_metrics", |v| v["type"] == "system_metrics").await;
+    assert_eq!(m["active_mcps"], 0);
+    assert_eq!(m["total_mcps"], 1);
+
+    // Still probed every recovery_timeout; back to active on success.
+    switch.set(true);
+    let ev = until(&mut ws, "recovery", |v| v["type"] == "health_event" && v["event"] == "recovery").await;
+    assert_eq!(ev["message"], "MCP recovered after circuit breaker timeout");
+    let change = until(&mut ws, "re-enable", |v| v["type"] == "mcp_status_change").await;
+    assert_eq!(change["new_status"], "active");
+    assert_eq!(change["reason"], "Recovered after health check");
+    let text = metrics(&s).await;
+    assert!(text.contains("mcp_status_circuit_state{mcp=\"oracle_mcp\",state=\"CLOSED\"} 1"), "{text}");
+    assert!(text.contains("mcp_status_health_checks_total{mcp=\"oracle_mcp\",result=\"unhealthy\"}"));
+}
+
+#[tokio::test]
+async fn hanging_health_endpoint_times_out_without_overlapping_checks() {
+    // Accepts connections and never answers: every check must end by its timeout.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(sock);
+        }
+    });
+    let s = start(&mcp("slow_mcp", &format!("http://{addr}/health"), "10ms")).await;
+    let (mut ws, _) = connect(&s, &who("a", "admin").headers()).await;
+    next_json(&mut ws).await;
+    let ev = until(&mut ws, "circuit_open", |v| v["type"] == "health_event").await;
+    assert_eq!(ev["event"], "circuit_open");
+    // Two checks of 200 ms each, one after the other: far fewer connections than 10 ms polls.
+    let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=4).contains(&n), "{n} checks started");
+}
+
+#[tokio::test]
+async fn system_metrics_every_interval() {
+    let (url, _) = demo_mcp(true).await;
+    let cfg = format!("[limits]\nmetrics_interval = \"100ms\"\n\n{}", mcp("m", &url, "1h"));
+    let s = start(&cfg).await;
+    let (mut ws, _) = connect(&s, &who("a", "admin").headers()).await;
+    next_json(&mut ws).await;
+    for _ in 0..2 {
+        let m = until(&mut ws, "periodic system_metrics", |v| v["type"] == "system_metrics").await;
+        assert_eq!(m["total_mcps"], 1);
+    }
+}
+
+#[tokio::test]
+async fn dashboard_health_and_metrics_endpoints() {
+    let s = start("").await;
+    let r = client().get(s.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("new WebSocket("), "the dashboard connects by itself");
+    for external in ["<script src", "<link ", "@import", "url(http"] {
+        assert!(!html.contains(external), "external asset: {external}");
+    }
+    let r = client().get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (mut ws, _) = connect(&s, &who("a", "admin").headers()).await;
+    next_json(&mut ws).await;
+    let text = metrics(&s).await;
+    assert!(text.contains("mcp_status_connections{role=\"admin\"} 1"), "{text}");
+    assert!(text.contains("mcp_status_messages_sent_total"));
+    assert_eq!(client().get(s.url("/nope")).send().await.unwrap().status(), 404);
+    let r = client().get(s.url("/ws/mcp-status")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}
