@@ -21,6 +21,11 @@ pub struct Metrics {
     pub spoofed: Counter,
     pub tickets_issued: Counter,
     pub tickets_redeemed: Counter,
+    /// Accepted connections by transport: `plain`, `h2`, `http/1.1` (TLS ALPN) or `tls`.
+    pub conn_plain: Counter,
+    pub conn_h2: Counter,
+    pub conn_http11: Counter,
+    pub conn_tls_other: Counter,
 }
 
 impl Default for Metrics {
@@ -68,6 +73,11 @@ impl Metrics {
             None,
         );
         describe("gatepass_tickets_total", "WebSocket tickets by event", None);
+        describe(
+            "gatepass_connections_total",
+            "Accepted connections by transport (ALPN for TLS)",
+            None,
+        );
         recorder.describe_histogram(
             KeyName::from_const_str(LATENCY),
             Some(Unit::Seconds),
@@ -96,6 +106,12 @@ impl Metrics {
             |r: &'static str| counter("gatepass_token_cache_total", vec![Label::new("result", r)]);
         let tickets =
             |e: &'static str| counter("gatepass_tickets_total", vec![Label::new("event", e)]);
+        let conns = |t: &'static str| {
+            counter(
+                "gatepass_connections_total",
+                vec![Label::new("transport", t)],
+            )
+        };
         Metrics {
             allowed,
             denied,
@@ -105,6 +121,10 @@ impl Metrics {
             spoofed: counter("gatepass_spoofed_headers_total", vec![]),
             tickets_issued: tickets("issued"),
             tickets_redeemed: tickets("redeemed"),
+            conn_plain: conns("plain"),
+            conn_h2: conns("h2"),
+            conn_http11: conns("http/1.1"),
+            conn_tls_other: conns("tls"),
             recorder,
         }
     }

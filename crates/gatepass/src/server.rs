@@ -298,6 +298,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let svc_metrics = app.clone();
         tokio::spawn(async move {
             match tls {
                 Some(acceptor) => {
@@ -307,12 +308,19 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
                     else {
                         return;
                     };
+                    let m = &svc_metrics.metrics;
+                    match stream.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => m.conn_h2.increment(1),
+                        Some(b"http/1.1") => m.conn_http11.increment(1),
+                        _ => m.conn_tls_other.increment(1),
+                    }
                     let conn = builder
                         .serve_connection(TokioIo::new(stream), svc)
                         .into_owned();
                     let _ = watcher.watch(conn).await;
                 }
                 None => {
+                    svc_metrics.metrics.conn_plain.increment(1);
                     let conn = builder
                         .serve_connection(TokioIo::new(stream), svc)
                         .into_owned();

@@ -610,8 +610,31 @@ async fn tls_negotiates_h2_and_http11_by_alpn() {
         assert_eq!(r.version(), version);
         assert_eq!(r.status(), 200);
     }
-    // Plain HTTP on the TLS port is refused, not served.
+    let m = got(b_metrics(&url).await).await.body;
+    assert!(
+        m.contains("gatepass_connections_total{transport=\"h2\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("gatepass_connections_total{transport=\"http/1.1\"} 2"),
+        "{m}"
+    ); // one test request + this scrape
+       // Plain HTTP on the TLS port is refused, not served.
     assert!(client().get(s.url("/healthz")).send().await.is_err());
+}
+
+/// GET /metrics over the TLS port with a fresh HTTP/1.1 connection.
+async fn b_metrics(validate_url: &str) -> reqwest::Response {
+    reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .http1_only()
+        .build()
+        .unwrap()
+        .get(validate_url.replace("/validate", "/metrics"))
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

@@ -31,11 +31,25 @@ async fn api_requires_identity_and_role() {
     let s = start(&mcp("oracle_mcp", &url, "1h")).await;
     let get = reqwest::Method::GET;
     assert_eq!(api(&s, get.clone(), "/api/v1/mcps", None).await.0, 401);
-    assert_eq!(api(&s, get.clone(), "/api/v1/mcps", Some(&who("v", "viewer"))).await.0, 403);
-    let (status, body) = api(&s, get.clone(), "/api/v1/mcps", Some(&who("d", "developer"))).await;
+    assert_eq!(
+        api(&s, get.clone(), "/api/v1/mcps", Some(&who("v", "viewer")))
+            .await
+            .0,
+        403
+    );
+    let (status, body) = api(
+        &s,
+        get.clone(),
+        "/api/v1/mcps",
+        Some(&who("d", "developer")),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(body["mcps"][0]["name"], "oracle_mcp");
-    assert!(body["mcps"][0].get("circuit_state").is_none(), "developers get the redacted view");
+    assert!(
+        body["mcps"][0].get("circuit_state").is_none(),
+        "developers get the redacted view"
+    );
     let (_, body) = api(&s, get, "/api/v1/mcps", Some(&who("a", "dba"))).await;
     assert_eq!(body["mcps"][0]["circuit_state"], "CLOSED");
 }
@@ -47,14 +61,44 @@ async fn admin_enable_disable_broadcasts_and_sticks() {
     let (mut ws, _) = connect(&s, &who("d", "developer").headers()).await;
     next_json(&mut ws).await;
     let post = reqwest::Method::POST;
-    let (status, _) = api(&s, post.clone(), "/api/v1/mcps/oracle_mcp/disable", Some(&who("d", "developer"))).await;
+    let (status, _) = api(
+        &s,
+        post.clone(),
+        "/api/v1/mcps/oracle_mcp/disable",
+        Some(&who("d", "developer")),
+    )
+    .await;
     assert_eq!(status, 403);
-    assert_eq!(api(&s, post.clone(), "/api/v1/mcps/oracle_mcp/disable", None).await.0, 401);
-    assert_eq!(api(&s, post.clone(), "/api/v1/mcps/nope/disable", Some(&who("a", "admin"))).await.0, 404);
-    let (status, body) = api(&s, post.clone(), "/api/v1/mcps/oracle_mcp/disable", Some(&who("alice", "admin"))).await;
+    assert_eq!(
+        api(&s, post.clone(), "/api/v1/mcps/oracle_mcp/disable", None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        api(
+            &s,
+            post.clone(),
+            "/api/v1/mcps/nope/disable",
+            Some(&who("a", "admin"))
+        )
+        .await
+        .0,
+        404
+    );
+    let (status, body) = api(
+        &s,
+        post.clone(),
+        "/api/v1/mcps/oracle_mcp/disable",
+        Some(&who("alice", "admin")),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "inactive");
-    let change = until(&mut ws, "manual disable", |v| v["type"] == "mcp_status_change").await;
+    let change = until(&mut ws, "manual disable", |v| {
+        v["type"] == "mcp_status_change"
+    })
+    .await;
     assert_eq!(change["new_status"], "inactive");
     assert_eq!(change["old_status"], "active");
     assert!(change.get("reason").is_none(), "redacted view");
@@ -64,12 +108,27 @@ async fn admin_enable_disable_broadcasts_and_sticks() {
     let polls_before = metric_value(&metrics(&s).await, series);
     // Six poll intervals pass with no check: proving an absence takes time.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, body) = api(&s, reqwest::Method::GET, "/api/v1/mcps", Some(&who("alice", "admin"))).await;
+    let (_, body) = api(
+        &s,
+        reqwest::Method::GET,
+        "/api/v1/mcps",
+        Some(&who("alice", "admin")),
+    )
+    .await;
     assert_eq!(body["mcps"][0]["status"], "inactive");
     assert_eq!(metric_value(&metrics(&s).await, series), polls_before);
-    let (_, body) = api(&s, post, "/api/v1/mcps/oracle_mcp/enable", Some(&who("alice", "admin"))).await;
+    let (_, body) = api(
+        &s,
+        post,
+        "/api/v1/mcps/oracle_mcp/enable",
+        Some(&who("alice", "admin")),
+    )
+    .await;
     assert_eq!(body["status"], "active");
-    let change = until(&mut ws, "manual enable", |v| v["type"] == "mcp_status_change").await;
+    let change = until(&mut ws, "manual enable", |v| {
+        v["type"] == "mcp_status_change"
+    })
+    .await;
     assert_eq!(change["new_status"], "active");
 }
 
@@ -81,7 +140,13 @@ async fn circuit_breaker_auto_disable_and_recovery() {
     let first = next_json(&mut ws).await;
     assert_eq!(first["type"], "initial_status");
     wait_for(Duration::from_secs(5), "first healthy check", || async {
-        let (_, b) = api(&s, reqwest::Method::GET, "/api/v1/mcps", Some(&who("a", "admin"))).await;
+        let (_, b) = api(
+            &s,
+            reqwest::Method::GET,
+            "/api/v1/mcps",
+            Some(&who("a", "admin")),
+        )
+        .await;
         b["mcps"][0]["health_status"] == "healthy" && b["mcps"][0]["last_health_check"].is_string()
     })
     .await;
@@ -91,14 +156,23 @@ async fn circuit_breaker_auto_disable_and_recovery() {
     assert_eq!(ev["event"], "circuit_open");
     assert_eq!(ev["mcp_name"], "oracle_mcp");
     assert_eq!(ev["mcp_id"], 1);
-    assert_eq!(ev["message"], "Circuit breaker opened after 2 consecutive failures");
+    assert_eq!(
+        ev["message"],
+        "Circuit breaker opened after 2 consecutive failures"
+    );
     let m = until(&mut ws, "system_metrics", |v| v["type"] == "system_metrics").await;
     assert_eq!(m["circuit_breakers_open"], 1);
     let ev = until(&mut ws, "half_open", |v| v["type"] == "health_event").await;
     assert_eq!(ev["event"], "half_open");
-    let ev = until(&mut ws, "second circuit_open", |v| v["type"] == "health_event").await;
+    let ev = until(&mut ws, "second circuit_open", |v| {
+        v["type"] == "health_event"
+    })
+    .await;
     assert_eq!(ev["event"], "circuit_open");
-    let change = until(&mut ws, "auto-disable", |v| v["type"] == "mcp_status_change").await;
+    let change = until(&mut ws, "auto-disable", |v| {
+        v["type"] == "mcp_status_change"
+    })
+    .await;
     assert_eq!(change["old_status"], "active");
     assert_eq!(change["new_status"], "inactive");
     assert_eq!(change["reason"], "Auto-disabled after 2 failure cycles");
@@ -108,14 +182,22 @@ async fn circuit_breaker_auto_disable_and_recovery() {
 
     // Still probed every recovery_timeout; back to active on success.
     switch.set(true);
-    let ev = until(&mut ws, "recovery", |v| v["type"] == "health_event" && v["event"] == "recovery").await;
+    let ev = until(&mut ws, "recovery", |v| {
+        v["type"] == "health_event" && v["event"] == "recovery"
+    })
+    .await;
     assert_eq!(ev["message"], "MCP recovered after circuit breaker timeout");
     let change = until(&mut ws, "re-enable", |v| v["type"] == "mcp_status_change").await;
     assert_eq!(change["new_status"], "active");
     assert_eq!(change["reason"], "Recovered after health check");
     let text = metrics(&s).await;
-    assert!(text.contains("mcp_status_circuit_state{mcp=\"oracle_mcp\",state=\"CLOSED\"} 1"), "{text}");
-    assert!(text.contains("mcp_status_health_checks_total{mcp=\"oracle_mcp\",result=\"unhealthy\"}"));
+    assert!(
+        text.contains("mcp_status_circuit_state{mcp=\"oracle_mcp\",state=\"CLOSED\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcp_status_health_checks_total{mcp=\"oracle_mcp\",result=\"unhealthy\"}")
+    );
 }
 
 #[tokio::test]
@@ -145,12 +227,18 @@ async fn hanging_health_endpoint_times_out_without_overlapping_checks() {
 #[tokio::test]
 async fn system_metrics_every_interval() {
     let (url, _) = demo_mcp(true).await;
-    let cfg = format!("[limits]\nmetrics_interval = \"100ms\"\n\n{}", mcp("m", &url, "1h"));
+    let cfg = format!(
+        "[limits]\nmetrics_interval = \"100ms\"\n\n{}",
+        mcp("m", &url, "1h")
+    );
     let s = start(&cfg).await;
     let (mut ws, _) = connect(&s, &who("a", "admin").headers()).await;
     next_json(&mut ws).await;
     for _ in 0..2 {
-        let m = until(&mut ws, "periodic system_metrics", |v| v["type"] == "system_metrics").await;
+        let m = until(&mut ws, "periodic system_metrics", |v| {
+            v["type"] == "system_metrics"
+        })
+        .await;
         assert_eq!(m["total_mcps"], 1);
     }
 }
@@ -162,7 +250,10 @@ async fn dashboard_health_and_metrics_endpoints() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
     let html = r.text().await.unwrap();
-    assert!(html.contains("new WebSocket("), "the dashboard connects by itself");
+    assert!(
+        html.contains("new WebSocket("),
+        "the dashboard connects by itself"
+    );
     for external in ["<script src", "<link ", "@import", "url(http"] {
         assert!(!html.contains(external), "external asset: {external}");
     }
@@ -171,9 +262,15 @@ async fn dashboard_health_and_metrics_endpoints() {
     let (mut ws, _) = connect(&s, &who("a", "admin").headers()).await;
     next_json(&mut ws).await;
     let text = metrics(&s).await;
-    assert!(text.contains("mcp_status_connections{role=\"admin\"} 1"), "{text}");
+    assert!(
+        text.contains("mcp_status_connections{role=\"admin\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("mcp_status_messages_sent_total"));
-    assert_eq!(client().get(s.url("/nope")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        client().get(s.url("/nope")).send().await.unwrap().status(),
+        404
+    );
     let r = client().get(s.url("/ws/mcp-status")).send().await.unwrap();
     assert_eq!(r.status(), 400);
 }
