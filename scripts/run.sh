@@ -1,55 +1,204 @@
 #!/usr/bin/env bash
-# `make run`: build, write dev keys and config into ./run (ignored by git), start gatepass,
-# print tokens and ready-to-paste commands. Ctrl-C stops everything this script started.
+# `make run`: build, write dev keys/certs/configs into ./run (ignored by git) if absent, start
+# Traefik + gatepass + mcp-status + two demo MCPs (one flapping), print tokens and commands.
+# Ctrl-C stops everything this script started; `make stop` does the same from elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PORT="${GATEPASS_PORT:-9091}"
 RUN=run
-BIN=target/release/gatepass
+PIDS="$RUN/pids"
+WEB_PORT="${WEB_PORT:-8080}"
+GATEPASS_PORT="${GATEPASS_PORT:-9091}"
+MCP_PORT="${MCP_STATUS_PORT:-9092}"
+DEMO1_PORT="${DEMO1_PORT:-7001}"
+DEMO2_PORT="${DEMO2_PORT:-7002}"
+WEB="127.0.0.1:$WEB_PORT"
 
-cargo build --release -p gatepass
-mkdir -p "$RUN/secrets" "$RUN/keys"
+stop_all() {
+  [ -f "$PIDS" ] || return 0
+  while read -r pid name; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+      echo "stopped $name ($pid)"
+    fi
+  done < "$PIDS"
+  rm -f "$PIDS"
+}
+
+if [ "${1:-}" = "stop" ]; then
+  stop_all
+  exit 0
+fi
+
+if [ -f "$PIDS" ]; then
+  echo "A stack is already running (see $PIDS); stopping it first."
+  stop_all
+fi
+
+cargo build --release -p gatepass -p mcp-status
+GP=target/release/gatepass
+MS=target/release/mcp-status
+TRAEFIK=.venv/bin/traefik
+[ -x "$TRAEFIK" ] || { echo "Traefik is missing: run 'make run' (it installs .venv)" >&2; exit 1; }
+.venv/bin/python -c 'import websockets' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check websockets
+
+mkdir -p "$RUN/secrets" "$RUN/keys" "$RUN/certs" "$RUN/dynamic" "$RUN/logs"
 chmod 700 "$RUN/secrets"
 if [ ! -s "$RUN/secrets/hs256.key" ]; then
   head -c 48 /dev/urandom | base64 | tr -d '\n=' > "$RUN/secrets/hs256.key"
   chmod 600 "$RUN/secrets/hs256.key"
 fi
-[ -s "$RUN/keys/assertion-ed25519.pem" ] || "$BIN" keygen --out "$RUN/keys/assertion-ed25519.pem"
-if [ ! -s "$RUN/gatepass.toml" ]; then
-  sed -e "s|^listen = .*|listen = \"127.0.0.1:$PORT\"|" examples/gatepass.toml > "$RUN/gatepass.toml"
+[ -s "$RUN/keys/assertion-ed25519.pem" ] || "$GP" keygen --out "$RUN/keys/assertion-ed25519.pem"
+
+# A private CA and a certificate for gatepass: Traefik talks to gatepass over TLS + HTTP/2.
+if [ ! -s "$RUN/certs/gatepass.pem" ]; then
+  (
+    cd "$RUN/certs"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
+      -keyout ca-key.pem -out ca.pem -subj "/CN=gatepass local CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout gatepass-key.pem -out gatepass.csr -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > ext.cnf
+    openssl x509 -req -in gatepass.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 825 \
+      -out gatepass.pem -extfile ext.cnf 2>/dev/null
+    rm -f gatepass.csr ext.cnf
+    chmod 600 ca-key.pem gatepass-key.pem
+  )
 fi
 
-"$BIN" check-config --config "$RUN/gatepass.toml" > /dev/null
-"$BIN" serve --config "$RUN/gatepass.toml" &
-PID=$!
-trap 'kill -TERM $PID 2>/dev/null; wait $PID 2>/dev/null' EXIT INT TERM
+cat > "$RUN/gatepass.toml" <<TOML
+listen = "127.0.0.1:$GATEPASS_PORT"
 
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$PORT/healthz" > /dev/null 2>&1 && break
-  kill -0 $PID 2>/dev/null || { echo "gatepass exited" >&2; exit 1; }
-  sleep 0.1
+[tls]
+cert = "certs/gatepass.pem"
+key = "certs/gatepass-key.pem"
+
+[[issuers]]
+name = "local"
+issuer = "https://auth.example.test"
+algorithms = ["HS256"]
+secret_file = "secrets/hs256.key"
+
+[[rules]]
+path = "/ws/mcp-status"
+roles = ["admin", "developer", "dba", "super_admin"]
+[[rules]]
+path = "/api/v1/mcps"
+methods = ["POST", "PUT", "DELETE"]
+roles = ["admin", "super_admin"]
+
+[websocket]
+allowed_origins = ["http://$WEB", "http://localhost:$WEB_PORT"]
+allow_missing_origin = true
+
+[cors]
+allowed_origins = ["http://$WEB"]
+
+[rate_limit]
+per_user = { rate = 100, per = "1s", burst = 200 }
+per_ip_failures = { rate = 10, per = "1m", burst = 20 }
+upgrades_per_user = { rate = 20, per = "1m", burst = 20 }
+
+[assertion]
+key_file = "keys/assertion-ed25519.pem"
+ttl = "60s"
+TOML
+
+cat > "$RUN/mcp-status.toml" <<TOML
+listen = "127.0.0.1:$MCP_PORT"
+
+[auth]
+allowed_origins = ["http://$WEB", "http://localhost:$WEB_PORT"]
+assertion_jwks_url = "http://$WEB/.well-known/jwks.json"
+
+[[mcps]]
+name = "oracle_mcp"
+health_url = "http://127.0.0.1:$DEMO1_PORT/health"
+interval = "5s"
+
+[[mcps]]
+name = "flaky_mcp"
+health_url = "http://127.0.0.1:$DEMO2_PORT/health"
+interval = "2s"
+failure_threshold = 2
+recovery_timeout = "10s"
+disable_after_cycles = 3
+TOML
+
+render() {
+  sed -e "s|{{WEB_ADDR}}|$WEB|g" \
+      -e "s|{{DYNAMIC_DIR}}|$PWD/$RUN/dynamic|g" \
+      -e "s|{{ACCESS_LOG}}|$PWD/$RUN/logs/access.log|g" \
+      -e "s|{{GATEPASS_ADDR}}|127.0.0.1:$GATEPASS_PORT|g" \
+      -e "s|{{MCP_STATUS_ADDR}}|127.0.0.1:$MCP_PORT|g" \
+      -e "s|{{CA_FILE}}|$PWD/$RUN/certs/ca.pem|g" "$1"
+}
+render traefik/traefik.yml > "$RUN/traefik.yml"
+render traefik/dynamic.yml > "$RUN/dynamic/dynamic.yml"
+
+"$GP" check-config --config "$RUN/gatepass.toml" > /dev/null
+
+: > "$PIDS"
+start() {
+  local name=$1; shift
+  "$@" > "$RUN/logs/$name.log" 2>&1 &
+  echo "$! $name" >> "$PIDS"
+}
+trap 'echo; stop_all; exit 0' INT TERM
+start demo-oracle "$MS" demo-mcp --listen "127.0.0.1:$DEMO1_PORT"
+start demo-flaky "$MS" demo-mcp --listen "127.0.0.1:$DEMO2_PORT" --flap 20s
+start gatepass "$GP" serve --config "$RUN/gatepass.toml"
+start mcp-status "$MS" serve --config "$RUN/mcp-status.toml"
+start traefik "$TRAEFIK" "--configFile=$PWD/$RUN/traefik.yml"
+
+ready=""
+for _ in $(seq 1 150); do
+  if curl -fsS "http://$WEB/" > /dev/null 2>&1 && curl -fsS "http://$WEB/.well-known/jwks.json" > /dev/null 2>&1; then
+    ready=1; break
+  fi
+  sleep 0.2
 done
+if [ -z "$ready" ]; then
+  echo "The stack did not come up; logs are in $RUN/logs/" >&2
+  tail -n 5 "$RUN"/logs/*.log >&2
+  stop_all
+  exit 1
+fi
 
-ADMIN=$("$BIN" mint --config "$RUN/gatepass.toml" --issuer local --sub alice --username alice --role admin --permissions mcp:read,mcp:write --ttl 8h)
-VIEWER=$("$BIN" mint --config "$RUN/gatepass.toml" --issuer local --sub bob --username bob --role viewer --permissions mcp:read --ttl 8h)
+ADMIN=$("$GP" mint --config "$RUN/gatepass.toml" --issuer local --sub alice --username alice --role admin --permissions mcp:read,mcp:write --ttl 8h)
+VIEWER=$("$GP" mint --config "$RUN/gatepass.toml" --issuer local --sub bob --username bob --role viewer --permissions mcp:read --ttl 8h)
 
 cat <<MSG
 
-gatepass is listening on http://127.0.0.1:$PORT   (config: $RUN/gatepass.toml)
+The stack is up (logs in $RUN/logs/, configs in $RUN/):
+  Traefik      http://$WEB   (routes /, /ws/mcp-status, /api/v1, /auth/tickets, /.well-known/jwks.json)
+  gatepass     https://127.0.0.1:$GATEPASS_PORT  (TLS, HTTP/2; CA $RUN/certs/ca.pem)
+  mcp-status   http://127.0.0.1:$MCP_PORT
+  demo MCPs    http://127.0.0.1:$DEMO1_PORT/health (steady), http://127.0.0.1:$DEMO2_PORT/health (flaps every 20s)
 
-Admin token:
+Admin token (alice):
   $ADMIN
 
-Viewer token:
+Viewer token (bob, no access to the status stream):
   $VIEWER
 
-Ask gatepass what Traefik would ask it:
-  curl -i http://127.0.0.1:$PORT/validate -H 'X-Forwarded-Method: POST' -H 'X-Forwarded-Uri: /api/v1/mcps' -H 'X-Forwarded-Host: 127.0.0.1:8080' -H 'X-Forwarded-For: 127.0.0.1' -H "Authorization: Bearer $ADMIN"
-  curl -i http://127.0.0.1:$PORT/validate -H 'X-Forwarded-Method: POST' -H 'X-Forwarded-Uri: /api/v1/mcps' -H 'X-Forwarded-Host: 127.0.0.1:8080' -H 'X-Forwarded-For: 127.0.0.1' -H "Authorization: Bearer $VIEWER"
-  curl -s -X POST http://127.0.0.1:$PORT/tickets -H "Authorization: Bearer $ADMIN"
-  curl -s http://127.0.0.1:$PORT/metrics | grep gatepass_requests_total
+Dashboard (token in the fragment, never sent to a server):
+  http://$WEB/#token=$ADMIN
 
-Ctrl-C stops gatepass.
+curl:
+  curl -s http://$WEB/api/v1/mcps -H "Authorization: Bearer $ADMIN"
+  curl -s -X POST http://$WEB/api/v1/mcps/oracle_mcp/disable -H "Authorization: Bearer $ADMIN"
+  curl -s -X POST http://$WEB/api/v1/mcps/oracle_mcp/enable -H "Authorization: Bearer $ADMIN"
+  curl -si http://$WEB/api/v1/mcps -H "Authorization: Bearer $VIEWER" -X POST   # 403
+  curl -s -X POST http://$WEB/auth/tickets -H "Authorization: Bearer $ADMIN"
+  curl -s -X POST http://127.0.0.1:$DEMO1_PORT/down      # flip oracle_mcp unhealthy (/up to restore)
+
+Python (websockets):
+  .venv/bin/python examples/python/ws_client.py --url ws://$WEB/ws/mcp-status --token $ADMIN
+  .venv/bin/python examples/python/ws_client.py --url ws://$WEB/ws/mcp-status --token $ADMIN --ticket
+
+Ctrl-C stops everything (or 'make stop' from another terminal).
 MSG
-wait $PID
+wait

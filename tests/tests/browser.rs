@@ -7,8 +7,14 @@ use gatepass_e2e::*;
 
 #[tokio::test]
 async fn dashboard_shows_a_status_change_in_chromium() {
-    let node_modules = require(root().join("tests/browser/node_modules/playwright-core"), "run `make test` (it runs npm ci in tests/browser)");
-    let chromium = require("/usr/bin/chromium".into(), "run `make test` (it installs Debian's chromium)");
+    let node_modules = require(
+        root().join("tests/browser/node_modules/playwright-core"),
+        "run `make test` (it runs npm ci in tests/browser)",
+    );
+    let chromium = require(
+        "/usr/bin/chromium".into(),
+        "run `make test` (it installs Debian's chromium)",
+    );
     assert!(node_modules.exists());
     let stack = Stack::start().await;
     let shot = stack.dir.path().join("dashboard.png");
@@ -35,9 +41,21 @@ async fn dashboard_shows_a_status_change_in_chromium() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}\n{}", stack.logs());
-    assert!(stdout.contains("ok: dashboard connected, row changed on flip, ticket path works"), "{stdout}");
-    assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false), "no screenshot");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}\n{}",
+        stack.logs()
+    );
+    assert!(
+        stdout.contains("ok: dashboard connected, row changed on flip, ticket path works"),
+        "{stdout}"
+    );
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 1000)
+            .unwrap_or(false),
+        "no screenshot"
+    );
     if let Ok(dir) = std::env::var("E2E_ARTIFACTS") {
         let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("dashboard.png"));
     }

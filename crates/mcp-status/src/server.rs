@@ -106,7 +106,7 @@ impl App {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path();
         match (req.method(), path) {
-            (&Method::GET, "/" | "/index.html") => {
+            (&Method::GET | &Method::HEAD, "/" | "/index.html") => {
                 let mut r = Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes())));
                 let h = r.headers_mut();
                 h.insert(
