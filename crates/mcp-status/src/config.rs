@@ -274,4 +274,12 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mcp-status.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.mcps.len(), 1);
+        assert_eq!(c.limits.metrics_interval, Dur::secs(30));
+    }
 }

@@ -134,7 +134,7 @@ impl App {
                     StatusCode::OK,
                     json!({"mcps": self.registry.snapshot(u.view)}),
                 ),
-                Err(r) => r,
+                Err(d) => Self::denied(d),
             },
             (&Method::POST, p) if p.starts_with("/api/v1/mcps/") => {
                 self.api_change(req.headers(), p)
@@ -147,19 +147,23 @@ impl App {
         h.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
-    fn api_user(&self, h: &HeaderMap) -> Result<User, Response<Body>> {
-        let denied = |d: Denied| match d {
+    fn api_user(&self, h: &HeaderMap) -> Result<User, Denied> {
+        let identity = self.auth.identify(h, Self::host(h))?;
+        self.auth.authorize(identity)
+    }
+
+    /// The API's answer to a refused caller.
+    fn denied(d: Denied) -> Response<Body> {
+        match d {
             Denied::Forbidden => json_response(
                 StatusCode::FORBIDDEN,
                 json!({"error": "forbidden", "error_description": "role not allowed"}),
             ),
-            _ => json_response(
+            Denied::Unauthenticated | Denied::Expired => json_response(
                 StatusCode::UNAUTHORIZED,
                 json!({"error": "unauthorized", "error_description": "authentication required"}),
             ),
-        };
-        let identity = self.auth.identify(h, Self::host(h)).map_err(denied)?;
-        self.auth.authorize(identity).map_err(denied)
+        }
     }
 
     fn api_change(&self, h: &HeaderMap, path: &str) -> Response<Body> {
@@ -171,7 +175,7 @@ impl App {
         };
         let user = match self.api_user(h) {
             Ok(u) => u,
-            Err(r) => return r,
+            Err(d) => return Self::denied(d),
         };
         if !user.admin {
             return json_response(
