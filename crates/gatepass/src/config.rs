@@ -271,14 +271,9 @@ pub const ALGORITHMS: &[&str] = &[
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
-        })?;
+        let (text, base_dir) = gatepass_identity::config::read_file(path)?;
         let mut config = Config::parse(&text)?;
-        config.base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        config.base_dir = base_dir;
         config.source = Some(path.to_path_buf());
         Ok(config)
     }
@@ -293,11 +288,7 @@ impl Config {
 
     /// Resolves a configured path against the config file's directory.
     pub fn path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
-        }
+        gatepass_identity::config::resolve(&self.base_dir, p)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

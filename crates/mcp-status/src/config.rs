@@ -120,14 +120,9 @@ fn three() -> u32 {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
-        })?;
+        let (text, base_dir) = gatepass_identity::config::read_file(path)?;
         let mut c = Config::parse(&text)?;
-        c.base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| ".".into());
+        c.base_dir = base_dir;
         Ok(c)
     }
 
@@ -139,11 +134,7 @@ impl Config {
     }
 
     pub fn path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
-        }
+        gatepass_identity::config::resolve(&self.base_dir, p)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
