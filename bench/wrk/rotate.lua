@@ -1,0 +1,36 @@
+-- wrk script: rotates through the tokens in $TOKENS (one per line), starting each thread at a
+-- random offset. MODE=validate sends what Traefik sends to a forwardAuth address; MODE=bearer
+-- sends only Authorization (through Traefik); MODE=basic sends Basic $BASIC; MODE=none nothing.
+local tokens = {}
+local mode = os.getenv("MODE") or "validate"
+local file = os.getenv("TOKENS")
+if file and #file > 0 then
+  for line in io.lines(file) do
+    if #line > 0 then tokens[#tokens + 1] = line end
+  end
+end
+local i = 0
+
+function init(args)
+  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
+  if #tokens > 0 then i = math.random(1, #tokens) end
+end
+
+function request()
+  local headers = {}
+  if #tokens > 0 then i = i % #tokens + 1 end
+  if mode == "validate" then
+    headers["X-Forwarded-Method"] = "GET"
+    headers["X-Forwarded-Proto"] = "http"
+    headers["X-Forwarded-Host"] = "app.test"
+    headers["X-Forwarded-Port"] = "80"
+    headers["X-Forwarded-Uri"] = "/api/v1/mcps"
+    headers["X-Forwarded-For"] = "10.0.0.1"
+    headers["Authorization"] = "Bearer " .. tokens[i]
+  elseif mode == "bearer" then
+    headers["Authorization"] = "Bearer " .. tokens[i]
+  elseif mode == "basic" then
+    headers["Authorization"] = "Basic " .. os.getenv("BASIC")
+  end
+  return wrk.format("GET", nil, headers)
+end
