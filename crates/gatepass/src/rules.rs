@@ -68,7 +68,7 @@ impl Rule {
         })
     }
 
-    fn matches(&self, host: &str, segments: &[Vec<u8>], method: &str) -> bool {
+    fn matches(&self, host: &str, segments: &Segments<'_>, method: &str) -> bool {
         if let Some(h) = &self.host {
             if !h.eq_ignore_ascii_case(host) {
                 return false;
@@ -79,8 +79,7 @@ impl Rule {
                 return false;
             }
         }
-        segments.len() >= self.segments.len()
-            && self.segments[..] == segments[..self.segments.len()]
+        segments.starts_with(&self.segments)
     }
 
     /// True when `roles` (any of) and `permissions` (all of) are satisfied.
@@ -135,7 +134,7 @@ impl Rules {
     /// First matching rule; `host` may carry a port, `uri` is the raw `X-Forwarded-Uri`.
     pub fn find(&self, host: &str, uri: &str, method: &str) -> Matched<'_> {
         let host = strip_port(host);
-        let segments = normalize_path(path_of(uri));
+        let segments = Segments::of(path_of(uri));
         match self
             .rules
             .iter()
@@ -144,6 +143,35 @@ impl Rules {
             Some(r) => Matched::Rule(r),
             None if self.default_policy == Policy::Deny => Matched::DefaultDeny,
             None => Matched::Rule(&self.default_rule),
+        }
+    }
+}
+
+/// A request path split into segments. Most paths need no decoding and no dot-segment
+/// removal: those are compared in place, without allocating.
+pub enum Segments<'a> {
+    Plain(&'a str),
+    Decoded(Vec<Vec<u8>>),
+}
+
+impl<'a> Segments<'a> {
+    pub fn of(path: &'a str) -> Segments<'a> {
+        if path.contains('%') || path.split('/').any(|s| s == "." || s == "..") {
+            Segments::Decoded(normalize_path(path))
+        } else {
+            Segments::Plain(path)
+        }
+    }
+
+    fn starts_with(&self, prefix: &[Vec<u8>]) -> bool {
+        match self {
+            Segments::Plain(p) => {
+                let mut it = p.split('/').filter(|s| !s.is_empty());
+                prefix
+                    .iter()
+                    .all(|seg| it.next().is_some_and(|s| s.as_bytes() == seg.as_slice()))
+            }
+            Segments::Decoded(v) => v.len() >= prefix.len() && v[..prefix.len()] == prefix[..],
         }
     }
 }

@@ -240,9 +240,12 @@ impl App {
                 .unwrap_or_else(|| peer.ip().to_string()),
         };
         let max = self.config.limits.max_message_bytes;
+        // Small buffers: tungstenite's 128 KiB defaults would cost ~256 KiB per idle socket.
         let cfg = WebSocketConfig::default()
             .max_message_size(Some(max))
-            .max_frame_size(Some(max));
+            .max_frame_size(Some(max))
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(0);
         let (mut resp, fut) = match hyper_tungstenite::upgrade(&mut req, Some(cfg)) {
             Ok(x) => x,
             Err(_) => {
