@@ -167,22 +167,29 @@ pub struct Ctx<'a> {
     pub upgrade: bool,
 }
 
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+// Prebuilt names: a lookup by `&str` would parse and validate the name on every request.
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
 impl<'a> Ctx<'a> {
     pub fn parse(h: &'a HeaderMap) -> Option<Ctx<'a>> {
-        let method = header(h, "x-forwarded-method").filter(|m| !m.is_empty())?;
-        let uri = header(h, "x-forwarded-uri").filter(|u| !u.is_empty())?;
+        let method = header(h, &X_FORWARDED_METHOD).filter(|m| !m.is_empty())?;
+        let uri = header(h, &X_FORWARDED_URI).filter(|u| !u.is_empty())?;
         Some(Ctx {
             method,
             uri,
-            host: header(h, "x-forwarded-host").unwrap_or(""),
+            host: header(h, &X_FORWARDED_HOST).unwrap_or(""),
             ip: client_ip(h),
-            origin: header(h, "origin"),
+            origin: header(h, &http::header::ORIGIN),
             upgrade: h.contains_key(http::header::SEC_WEBSOCKET_KEY)
-                && header(h, "sec-websocket-version").is_some_and(|v| v.trim() == "13"),
+                && header(h, &http::header::SEC_WEBSOCKET_VERSION)
+                    .is_some_and(|v| v.trim() == "13"),
         })
     }
 }
@@ -202,7 +209,7 @@ impl std::fmt::Display for LogIp {
 /// The last `X-Forwarded-For` entry: the peer Traefik saw.
 pub fn client_ip(h: &HeaderMap) -> Option<IpAddr> {
     let last = h
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .next_back()?
         .to_str()
@@ -331,9 +338,10 @@ impl State {
         }
         let decision = self.decide_ctx(h, &ctx, metrics).await;
         if let Decision::Deny(reason, _, user) = &decision {
+            let sub = user.as_ref().map(|u| u.identity().id).unwrap_or_default();
             tracing::info!(
                 reason = reason.code(),
-                sub = user.as_ref().map_or("", |u| u.identity.id.as_str()),
+                sub = sub.as_str(),
                 status = reason.status().as_u16(),
                 client_ip = %LogIp(ctx.ip),
                 method = ctx.method,
@@ -433,11 +441,10 @@ impl State {
             Ok(v) => v,
             Err(reason) => return self.fail(reason, ctx.ip, None),
         };
-        let id = &verified.identity;
-        if !rule.role_ok(&id.role, &[]) {
+        if !rule.role_ok(verified.role()) {
             return self.fail(DenyReason::InsufficientRole, ctx.ip, Some(&verified));
         }
-        if !rule.permissions_ok(&id.permissions) {
+        if !rule.permissions_ok(verified.permissions()) {
             return self.fail(DenyReason::InsufficientPermissions, ctx.ip, Some(&verified));
         }
         if let Err(retry) = self.limits.check_user(verified.user_key) {
@@ -459,9 +466,9 @@ impl State {
     pub fn allow(&self, h: &HeaderMap, verified: Option<&Verified>) -> Response<Body> {
         let assertion = match (verified, &self.assertion) {
             (Some(v), Some((signer, ttl))) => {
-                let aud = header(h, "x-forwarded-host").unwrap_or("");
+                let aud = header(h, &X_FORWARDED_HOST).unwrap_or("");
                 signer
-                    .sign(&v.identity, aud, now_secs(), *ttl)
+                    .sign(&v.identity(), aud, now_secs(), *ttl)
                     .ok()
                     .and_then(|a| HeaderValue::from_str(&a).ok())
             }

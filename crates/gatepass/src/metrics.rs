@@ -151,6 +151,12 @@ impl Metrics {
             .register_gauge(&Key::from_parts(name, labels), &META)
     }
 
+    /// Folds recorded histogram samples into their buckets. The exporter keeps raw samples
+    /// until this runs, so it runs on a timer too: an unscraped gatepass must not grow.
+    pub fn upkeep(&self) {
+        self.recorder.handle().run_upkeep();
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let handle = self.recorder.handle();

@@ -9,8 +9,9 @@ pub struct Rule {
     host: Option<String>,
     segments: Vec<Vec<u8>>,
     methods: Option<Vec<String>>,
-    pub roles: Vec<String>,
-    pub permissions: Vec<String>,
+    /// Encoded as in the identity headers, so checks compare bytes without decoding.
+    roles: Vec<String>,
+    permissions: Vec<String>,
     pub anonymous: bool,
     /// The configured path, for logs.
     pub path: String,
@@ -61,8 +62,16 @@ impl Rule {
                 .methods
                 .as_ref()
                 .map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
-            roles: c.roles.clone(),
-            permissions: c.permissions.clone(),
+            roles: c
+                .roles
+                .iter()
+                .map(|r| gatepass_identity::encode_value(r))
+                .collect(),
+            permissions: c
+                .permissions
+                .iter()
+                .map(|p| gatepass_identity::encode_value(p))
+                .collect(),
             anonymous: c.anonymous,
             path: c.path.clone(),
         })
@@ -82,17 +91,16 @@ impl Rule {
         segments.starts_with(&self.segments)
     }
 
-    /// True when `roles` (any of) and `permissions` (all of) are satisfied.
-    pub fn role_ok(&self, role: &str, roles: &[String]) -> bool {
-        self.roles.is_empty()
-            || self
-                .roles
-                .iter()
-                .any(|r| r == role || roles.iter().any(|x| x == r))
+    /// Any of the rule's roles; `role` is the encoded `X-User-Role` value.
+    pub fn role_ok(&self, role: &[u8]) -> bool {
+        self.roles.is_empty() || self.roles.iter().any(|r| r.as_bytes() == role)
     }
 
-    pub fn permissions_ok(&self, have: &[String]) -> bool {
-        self.permissions.iter().all(|p| have.iter().any(|h| h == p))
+    /// All of the rule's permissions; `have` is the encoded `X-User-Permissions` value.
+    pub fn permissions_ok(&self, have: &[u8]) -> bool {
+        self.permissions
+            .iter()
+            .all(|p| have.split(|b| *b == b',').any(|h| h == p.as_bytes()))
     }
 }
 
@@ -321,6 +329,20 @@ mod tests {
         assert!(matches!(rules.find("h", "/x", "GET"), Matched::Rule(r) if !r.anonymous));
         let rules = Rules::compile(&[], Policy::Authenticated);
         assert!(matches!(rules.find("h", "/x", "GET"), Matched::Rule(r) if r.path == "(default)"));
+    }
+
+    #[test]
+    fn roles_and_permissions_compare_encoded_values() {
+        let mut c = rule("/");
+        c.roles = vec!["data team".into()];
+        c.permissions = vec!["a,b".into(), "x".into()];
+        let r = Rule::compile(&c).unwrap_or_else(|e| panic!("{}", e.1));
+        assert!(r.role_ok(b"data%20team"));
+        assert!(!r.role_ok(b"data"));
+        assert!(r.permissions_ok(b"x,a%2Cb"));
+        // The raw permissions "a" and "b" are not the permission "a,b".
+        assert!(!r.permissions_ok(b"a,b,x"));
+        assert!(!r.permissions_ok(b""));
     }
 
     #[test]

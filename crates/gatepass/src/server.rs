@@ -51,6 +51,15 @@ impl App {
             metrics,
         });
         app.state.load().start(Arc::downgrade(&app.state));
+        let weak = Arc::downgrade(&app);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let Some(app) = weak.upgrade() else { return };
+                app.metrics.upkeep();
+            }
+        });
         Ok(app)
     }
 

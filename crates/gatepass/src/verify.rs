@@ -22,10 +22,11 @@ use crate::jwks::KeySource;
 use crate::keys::{self, KeyError};
 use crate::metrics::Metrics;
 
-/// A verified token: what an allow needs, precomputed once per token.
+/// A verified token: what an allow needs, precomputed once per token. The identity is kept
+/// only in its encoded header form (one shared buffer): that is what every allow sends, rules
+/// compare encoded bytes (the encoding is injective), and cold paths decode it on demand.
 #[derive(Debug)]
 pub struct Verified {
-    pub identity: Identity,
     pub exp: u64,
     /// Encoded header values, in the order of `gatepass_identity::headers::IDENTITY`.
     pub headers: [HeaderValue; 5],
@@ -35,17 +36,50 @@ pub struct Verified {
 
 impl Verified {
     pub fn new(identity: Identity, exp: u64) -> Verified {
-        // The encoding only emits visible ASCII, so these never fail; taking the strings'
-        // buffers avoids a copy.
-        let headers = identity.header_values().map(|v| {
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
-                .unwrap_or(HeaderValue::from_static(""))
+        let values = identity.header_values();
+        let mut buf = Vec::with_capacity(values.iter().map(String::len).sum());
+        let bounds = values.map(|v| {
+            let start = buf.len();
+            buf.extend_from_slice(v.as_bytes());
+            (start, buf.len())
+        });
+        let buf = bytes::Bytes::from(buf);
+        // The encoding only emits visible ASCII, so these never fail.
+        let headers = bounds.map(|(a, b)| {
+            HeaderValue::from_maybe_shared(buf.slice(a..b)).unwrap_or(HeaderValue::from_static(""))
         });
         Verified {
             user_key: user_key(&identity.id),
-            identity,
             exp,
             headers,
+        }
+    }
+
+    /// The encoded `X-User-Role` value.
+    pub fn role(&self) -> &[u8] {
+        self.headers[2].as_bytes()
+    }
+
+    /// The encoded `X-User-Permissions` value (items joined by `,`).
+    pub fn permissions(&self) -> &[u8] {
+        self.headers[3].as_bytes()
+    }
+
+    /// The identity, decoded from the header values (for the assertion and logs).
+    pub fn identity(&self) -> Identity {
+        let text = |i: usize| {
+            gatepass_identity::decode_value(self.headers[i].to_str().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        Identity {
+            id: text(0),
+            username: text(1),
+            role: text(2),
+            permissions: gatepass_identity::decode_list(
+                self.headers[3].to_str().unwrap_or_default(),
+            )
+            .unwrap_or_default(),
+            expires: Some(self.exp),
         }
     }
 }
