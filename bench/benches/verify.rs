@@ -37,8 +37,7 @@ fn bench(c: &mut Criterion) {
         let metrics = gatepass::metrics::Metrics::new();
         let verifier = rt
             .block_on(async {
-                gatepass::verify::Verifier::new(&config, &metrics)
-                    .map_err(|(k, e)| format!("{k}: {e}"))
+                gatepass::verify::Verifier::new(&config, &metrics).map_err(|e| e.to_string())
             })
             .unwrap();
         let token = key.mint("bench-user");

@@ -96,11 +96,8 @@ impl DenyReason {
         let (_, status, error, description) = self.parts();
         let body =
             serde_json::json!({"error": error, "error_description": description}).to_string();
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        *resp.status_mut() = status;
+        let mut resp = json_response(status, body);
         let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let challenge = match (status, self) {
             (_, DenyReason::MissingToken) => Some(r#"Bearer realm="gatepass""#.to_string()),
             (StatusCode::UNAUTHORIZED, _)
@@ -120,6 +117,28 @@ impl DenyReason {
         }
         resp
     }
+}
+
+impl From<ExtractError> for DenyReason {
+    fn from(e: ExtractError) -> DenyReason {
+        match e {
+            ExtractError::MultipleAuthorization => DenyReason::MultipleAuthorization,
+            ExtractError::UnsupportedScheme => DenyReason::UnsupportedScheme,
+            ExtractError::Ambiguous => DenyReason::AmbiguousToken,
+            ExtractError::TicketNotUpgrade => DenyReason::TicketNotUpgrade,
+        }
+    }
+}
+
+/// A JSON response that is never cached: every denial and every gatepass endpoint's answer.
+pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 const IDENTITY_NAMES: [HeaderName; 5] = [
@@ -243,8 +262,7 @@ impl Drop for State {
 impl State {
     /// Loads every key and certificate the config names. Must run inside a Tokio runtime.
     pub fn build(config: Config, metrics: &Metrics) -> Result<State, ConfigError> {
-        let verifier =
-            Verifier::new(&config, metrics).map_err(|(k, e)| ConfigError::new(k, e.to_string()))?;
+        let verifier = Verifier::new(&config, metrics)?;
         let assertion = match &config.assertion {
             Some(a) => {
                 let path = config.path(&a.key_file);
@@ -314,45 +332,59 @@ impl State {
 
     /// Decides a `/validate` request.
     pub async fn decide(&self, h: &HeaderMap, metrics: &Metrics) -> Decision {
-        let mut spoofed = None;
-        for name in h.keys() {
-            if names::is_identity_like(name.as_str()) {
-                spoofed = Some(name.as_str());
-                break;
-            }
-        }
-        let Some(ctx) = Ctx::parse(h) else {
-            if let Some(name) = spoofed {
-                metrics.spoofed.increment(1);
-                tracing::warn!(client_ip = %LogIp(client_ip(h)), header = name, "client sent an identity header; ignored");
-            }
-            let d = self.fail(DenyReason::MissingForwardedHeaders, client_ip(h), None);
-            if let Decision::Deny(reason, ..) = &d {
-                tracing::info!(reason = reason.code(), status = reason.status().as_u16(), client_ip = %LogIp(client_ip(h)), "request denied");
-            }
-            return d;
+        let ctx = Ctx::parse(h);
+        let ip = match &ctx {
+            Some(c) => c.ip,
+            None => client_ip(h),
         };
-        if let Some(name) = spoofed {
+        let (method, uri, host, origin, upgrade) = match &ctx {
+            Some(c) => (c.method, c.uri, c.host, c.origin.unwrap_or(""), c.upgrade),
+            None => ("", "", "", "", false),
+        };
+        if let Some(name) = h.keys().find(|n| names::is_identity_like(n.as_str())) {
             metrics.spoofed.increment(1);
-            tracing::warn!(client_ip = %LogIp(ctx.ip), header = name, method = ctx.method, path = rules::path_of(ctx.uri), "client sent an identity header; ignored");
+            tracing::warn!(client_ip = %LogIp(ip), header = name.as_str(), method, path = rules::path_of(uri), "client sent an identity header; ignored");
         }
-        let decision = self.decide_ctx(h, &ctx, metrics).await;
+        let decision = match &ctx {
+            Some(ctx) => self.decide_ctx(h, ctx, metrics).await,
+            None => self.fail(DenyReason::MissingForwardedHeaders, ip, None),
+        };
         if let Decision::Deny(reason, _, user) = &decision {
             let sub = user.as_ref().map(|u| u.identity().id).unwrap_or_default();
             tracing::info!(
                 reason = reason.code(),
                 sub = sub.as_str(),
                 status = reason.status().as_u16(),
-                client_ip = %LogIp(ctx.ip),
-                method = ctx.method,
-                host = ctx.host,
-                path = rules::path_of(ctx.uri),
-                origin = ctx.origin.unwrap_or(""),
-                upgrade = ctx.upgrade,
+                client_ip = %LogIp(ip),
+                method,
+                host,
+                path = rules::path_of(uri),
+                origin,
+                upgrade,
                 "request denied"
             );
         }
         decision
+    }
+
+    /// Counts a 400/401 toward the client IP's failure budget; the answer that exceeds the
+    /// budget becomes a 429 with its `Retry-After`.
+    pub fn count_failure(
+        &self,
+        reason: DenyReason,
+        ip: Option<IpAddr>,
+    ) -> (DenyReason, Option<u64>) {
+        let counted = matches!(
+            reason.status(),
+            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED
+        );
+        match ip
+            .filter(|_| counted)
+            .and_then(|ip| self.limits.record_failure(ip))
+        {
+            Some(retry) => (DenyReason::RateLimitedIp, Some(retry)),
+            None => (reason, None),
+        }
     }
 
     /// A denial; 400/401 count toward the per-IP failure budget.
@@ -362,17 +394,8 @@ impl State {
         ip: Option<IpAddr>,
         user: Option<&Arc<Verified>>,
     ) -> Decision {
-        if matches!(
-            reason.status(),
-            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED
-        ) {
-            if let Some(ip) = ip {
-                if let Some(retry) = self.limits.record_failure(ip) {
-                    return Decision::Deny(DenyReason::RateLimitedIp, Some(retry), user.cloned());
-                }
-            }
-        }
-        Decision::Deny(reason, None, user.cloned())
+        let (reason, retry) = self.count_failure(reason, ip);
+        Decision::Deny(reason, retry, user.cloned())
     }
 
     async fn decide_ctx(&self, h: &HeaderMap, ctx: &Ctx<'_>, metrics: &Metrics) -> Decision {
@@ -417,15 +440,7 @@ impl State {
         let cred = match token::extract(h, ctx.uri, ctx.upgrade, &self.sources, marker) {
             Ok(Some(c)) => c,
             Ok(None) => return self.fail(DenyReason::MissingToken, ctx.ip, None),
-            Err(e) => {
-                let reason = match e {
-                    ExtractError::MultipleAuthorization => DenyReason::MultipleAuthorization,
-                    ExtractError::UnsupportedScheme => DenyReason::UnsupportedScheme,
-                    ExtractError::Ambiguous => DenyReason::AmbiguousToken,
-                    ExtractError::TicketNotUpgrade => DenyReason::TicketNotUpgrade,
-                };
-                return self.fail(reason, ctx.ip, None);
-            }
+            Err(e) => return self.fail(e.into(), ctx.ip, None),
         };
         let verified = match cred {
             Credential::Jwt(t) => self.verifier.verify(&t, metrics).await,

@@ -15,6 +15,8 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     pub allowed: Counter,
     denied: Vec<Counter>,
+    /// `gatepass_rate_limited_total{limit}`, for the reasons that are rate limits.
+    rate_limited: Vec<Option<Counter>>,
     pub latency: Histogram,
     pub cache_hit: Counter,
     pub cache_miss: Counter,
@@ -102,6 +104,17 @@ impl Metrics {
             .iter()
             .map(|r| req("deny", r.code()))
             .collect();
+        let rate_limited = DenyReason::ALL
+            .iter()
+            .map(|r| {
+                r.rate_limit_name().map(|limit| {
+                    counter(
+                        "gatepass_rate_limited_total",
+                        vec![Label::new("limit", limit)],
+                    )
+                })
+            })
+            .collect();
         let cache =
             |r: &'static str| counter("gatepass_token_cache_total", vec![Label::new("result", r)]);
         let tickets =
@@ -115,6 +128,7 @@ impl Metrics {
         Metrics {
             allowed,
             denied,
+            rate_limited,
             latency: recorder.register_histogram(&Key::from_static_name(LATENCY), &META),
             cache_hit: cache("hit"),
             cache_miss: cache("miss"),
@@ -131,12 +145,8 @@ impl Metrics {
 
     pub fn denied(&self, reason: DenyReason) {
         self.denied[reason as usize].increment(1);
-        if let Some(limit) = reason.rate_limit_name() {
-            self.counter(
-                "gatepass_rate_limited_total",
-                vec![Label::new("limit", limit)],
-            )
-            .increment(1);
+        if let Some(c) = &self.rate_limited[reason as usize] {
+            c.increment(1);
         }
     }
 

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 
 use crate::config::{Config, ConfigError};
-use crate::decision::{client_ip, Body, Decision, DenyReason, State};
+use crate::decision::{client_ip, json_response, Body, Decision, DenyReason, State};
 use crate::metrics::Metrics;
 use crate::token;
 
@@ -92,7 +92,7 @@ impl App {
             }
             "/tickets" | "/auth/tickets" => {
                 if req.method() != Method::POST {
-                    let mut r = json(
+                    let mut r = json_response(
                         StatusCode::METHOD_NOT_ALLOWED,
                         r#"{"error":"invalid_request","error_description":"use POST"}"#,
                     );
@@ -104,7 +104,7 @@ impl App {
             }
             "/.well-known/jwks.json" => match &self.state().assertion {
                 Some((signer, _)) => {
-                    let mut r = json(StatusCode::OK, signer.jwks_json().to_owned());
+                    let mut r = json_response(StatusCode::OK, signer.jwks_json().to_owned());
                     r.headers_mut().insert(
                         CONTENT_TYPE,
                         HeaderValue::from_static("application/jwk-set+json"),
@@ -115,20 +115,20 @@ impl App {
                     );
                     r
                 }
-                None => json(
+                None => json_response(
                     StatusCode::NOT_FOUND,
                     r#"{"error":"not_found","error_description":"no [assertion] configured"}"#,
                 ),
             },
-            "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#),
+            "/healthz" => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
             "/readyz" => {
                 let state = self.state();
                 let missing = state.unready_issuers();
                 if missing.is_empty() {
-                    json(StatusCode::OK, r#"{"status":"ready"}"#)
+                    json_response(StatusCode::OK, r#"{"status":"ready"}"#)
                 } else {
                     let body = serde_json::json!({"status": "unavailable", "issuers_without_keys": missing});
-                    json(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
+                    json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
                 }
             }
             "/metrics" => {
@@ -153,7 +153,7 @@ impl App {
                 );
                 r
             }
-            _ => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
+            _ => json_response(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
         }
     }
 
@@ -164,10 +164,7 @@ impl App {
                 self.metrics.allowed.increment(1);
                 state.allow(req.headers(), v.as_deref())
             }
-            Decision::Deny(reason, retry, _) => {
-                self.metrics.denied(reason);
-                reason.response(retry)
-            }
+            Decision::Deny(reason, retry, _) => self.deny(reason, retry),
         }
     }
 
@@ -181,25 +178,12 @@ impl App {
         let verified = match token::bearer(req.headers()) {
             Ok(Some(t)) => state.verifier.verify(t, &self.metrics).await,
             Ok(None) => Err(DenyReason::MissingToken),
-            Err(token::ExtractError::MultipleAuthorization) => {
-                Err(DenyReason::MultipleAuthorization)
-            }
-            Err(_) => Err(DenyReason::UnsupportedScheme),
+            Err(e) => Err(e.into()),
         };
         let verified = match verified {
             Ok(v) => v,
             Err(reason) => {
-                let retry = matches!(
-                    reason.status(),
-                    StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED
-                )
-                .then(|| state.limits.record_failure(ip))
-                .flatten();
-                let reason = if retry.is_some() {
-                    DenyReason::RateLimitedIp
-                } else {
-                    reason
-                };
+                let (reason, retry) = state.count_failure(reason, Some(ip));
                 tracing::info!(reason = reason.code(), client_ip = %ip, path = "/tickets", "ticket refused");
                 return self.deny(reason, retry);
             }
@@ -210,23 +194,13 @@ impl App {
         let ticket = state.tickets.issue(verified).await;
         self.metrics.tickets_issued.increment(1);
         let body = serde_json::json!({"ticket": ticket, "expires_in": state.tickets.ttl_secs});
-        json(StatusCode::OK, body.to_string())
+        json_response(StatusCode::OK, body.to_string())
     }
 
     fn deny(&self, reason: DenyReason, retry: Option<u64>) -> Response<Body> {
         self.metrics.denied(reason);
         reason.response(retry)
     }
-}
-
-fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
 }
 
 /// A TLS acceptor offering h2 and http/1.1 by ALPN.

@@ -16,10 +16,10 @@ use moka::future::Cache;
 use serde_json::{Map, Value};
 
 use crate::claims::ClaimMap;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::decision::DenyReason;
 use crate::jwks::KeySource;
-use crate::keys::{self, KeyError};
+use crate::keys;
 use crate::metrics::Metrics;
 
 /// A verified token: what an allow needs, precomputed once per token. The identity is kept
@@ -127,11 +127,11 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(config: &Config, metrics: &Metrics) -> Result<Verifier, (String, KeyError)> {
+    pub fn new(config: &Config, metrics: &Metrics) -> Result<Verifier, ConfigError> {
         let mut issuers = Vec::with_capacity(config.issuers.len());
         for (i, ic) in config.issuers.iter().enumerate() {
-            let keys =
-                KeySource::new(config, ic, metrics).map_err(|e| (format!("issuers[{i}]"), e))?;
+            let keys = KeySource::new(config, ic, metrics)
+                .map_err(|e| ConfigError::new(format!("issuers[{i}]"), e.to_string()))?;
             issuers.push(Issuer {
                 name: ic.name.clone(),
                 iss: ic.issuer.clone(),

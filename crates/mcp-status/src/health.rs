@@ -250,10 +250,10 @@ impl Registry {
             }
             (Circuit::HalfOpen, false) | (Circuit::Open, false) => open(m, &ts, &mut events),
         }
-        if before != (m.circuit, m.active) {
+        let changed = before != (m.circuit, m.active);
+        if changed {
             self.metrics.circuit(&m.cfg.name, m.circuit.as_str());
         }
-        let changed = before != (m.circuit, m.active);
         drop(mcps);
         if changed {
             events.push(self.system_metrics());
