@@ -193,15 +193,37 @@ async fn echo_backend() -> Echo {
 pub struct Options {
     /// `per_ip_failures` burst; large by default so tests don't trip it by accident.
     pub failure_burst: u32,
+    /// Turn off the shipped entry point's `encodedCharacters` hardening (as Traefik's own
+    /// defaults are), so ambiguous paths reach gatepass.
+    pub permissive_paths: bool,
+    /// Serve `files/` with a stock `python3 -m http.server` (it percent-decodes `%2F`) under
+    /// `/files`, behind the gatepass middleware, with an anonymous `/files/public` rule.
+    pub decoding_backend: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             failure_burst: 10_000,
+            permissive_paths: false,
+            decoding_backend: false,
         }
     }
 }
+
+/// The entry-point options that refuse ambiguous encoded characters.
+pub const ENCODED_CHARACTER_OPTIONS: [&str; 7] = [
+    "allowEncodedSlash",
+    "allowEncodedBackSlash",
+    "allowEncodedNullCharacter",
+    "allowEncodedSemicolon",
+    "allowEncodedPercent",
+    "allowEncodedQuestionMark",
+    "allowEncodedHash",
+];
+
+/// The secret that `files/admin/secret.txt` holds for the decoding backend.
+pub const ADMIN_SECRET: &str = "the admin secret";
 
 /// Traefik + gatepass + mcp-status + echo backend + demo MCP.
 pub struct Stack {
@@ -292,6 +314,9 @@ secret_file = "hs256.key"
 path = "/public-echo"
 anonymous = true
 [[rules]]
+path = "/files/public"
+anonymous = true
+[[rules]]
 path = "/ws/mcp-status"
 roles = ["admin", "developer", "dba", "super_admin"]
 [[rules]]
@@ -358,18 +383,25 @@ disable_after_cycles = 3
         let dynamic = d.join("dynamic");
         std::fs::create_dir_all(&dynamic).unwrap();
         let ca_file = d.join("ca.pem").display().to_string();
-        std::fs::write(
-            d.join("traefik.yml"),
-            render(
-                "traefik.yml",
-                &[
-                    ("WEB_ADDR", &web),
-                    ("DYNAMIC_DIR", &dynamic.display().to_string()),
-                    ("ACCESS_LOG", &d.join("access.log").display().to_string()),
-                ],
-            ),
-        )
-        .unwrap();
+        let mut static_cfg = render(
+            "traefik.yml",
+            &[
+                ("WEB_ADDR", &web),
+                ("DYNAMIC_DIR", &dynamic.display().to_string()),
+                ("ACCESS_LOG", &d.join("access.log").display().to_string()),
+            ],
+        );
+        if opts.permissive_paths {
+            for option in ENCODED_CHARACTER_OPTIONS {
+                let hardened = format!("{option}: false");
+                assert!(
+                    static_cfg.contains(&hardened),
+                    "traefik.yml lacks {hardened}"
+                );
+                static_cfg = static_cfg.replace(&hardened, &format!("{option}: true"));
+            }
+        }
+        std::fs::write(d.join("traefik.yml"), static_cfg).unwrap();
         std::fs::write(
             dynamic.join("dynamic.yml"),
             render(
@@ -391,6 +423,45 @@ disable_after_cycles = 3
             ),
         )
         .unwrap();
+        if opts.decoding_backend {
+            let files = d.join("files");
+            std::fs::create_dir_all(files.join("files/public")).unwrap();
+            std::fs::create_dir_all(files.join("files/admin")).unwrap();
+            std::fs::write(files.join("files/public/readme.txt"), "public").unwrap();
+            std::fs::write(files.join("files/admin/secret.txt"), ADMIN_SECRET).unwrap();
+            let port = free_port();
+            let py = Proc::spawn(
+                "files",
+                Command::new("python3")
+                    .args([
+                        "-m",
+                        "http.server",
+                        &port.to_string(),
+                        "--bind",
+                        "127.0.0.1",
+                        "--directory",
+                    ])
+                    .arg(&files),
+                d,
+            );
+            procs.insert("files", py);
+            let addr = format!("127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(&addr).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "python3 -m http.server did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::fs::write(
+                dynamic.join("files.yml"),
+                format!(
+                    "http:\n  routers:\n    files:\n      entryPoints: [web]\n      rule: \"PathPrefix(`/files`)\"\n      middlewares: [gatepass]\n      service: files\n  services:\n    files:\n      loadBalancer:\n        servers:\n          - url: \"http://{addr}\"\n"
+                ),
+            )
+            .unwrap();
+        }
         let tr = Proc::spawn(
             "traefik",
             Command::new(traefik())

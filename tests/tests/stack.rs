@@ -163,7 +163,11 @@ async fn one_time_ticket_flow() {
 /// 429 after a burst of failures from one client IP, with Retry-After.
 #[tokio::test]
 async fn failure_burst_gets_429() {
-    let stack = Stack::start_with(Options { failure_burst: 3 }).await;
+    let stack = Stack::start_with(Options {
+        failure_burst: 3,
+        ..Default::default()
+    })
+    .await;
     for _ in 0..3 {
         let (status, _) = echo(&stack, "/echo", &[("Authorization", "Bearer x.y.z")]).await;
         assert_eq!(status, 401);
@@ -316,5 +320,84 @@ async fn status_change_reaches_a_websocket_client() {
                 break;
             }
         }
+    }
+}
+
+/// Issue 8 B, through real Traefik with a stock backend that percent-decodes `%2F`
+/// (`python3 -m http.server`): `/files/public/..%2Fadmin/secret.txt` under the anonymous
+/// `/files/public` rule must never serve `/files/admin/secret.txt`. The shipped entry point
+/// refuses it (400 from Traefik, gatepass never asked); with that hardening turned off, as in
+/// Traefik's defaults, gatepass refuses it (400 `invalid_request`). The backend sees neither.
+#[tokio::test]
+async fn ambiguous_paths_never_reach_a_decoding_backend() {
+    for permissive in [false, true] {
+        let stack = Stack::start_with(Options {
+            permissive_paths: permissive,
+            decoding_backend: true,
+            ..Default::default()
+        })
+        .await;
+        let r = client()
+            .get(stack.url("/files/public/readme.txt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "public");
+        let r = client()
+            .get(stack.url("/files/admin/secret.txt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let attacks = [
+            "/files/public/..%2Fadmin/secret.txt",
+            "/files/public/..%2fadmin/secret.txt",
+            "/files/public/..%5Cadmin/secret.txt",
+        ];
+        for path in attacks {
+            let r = client().get(stack.url(path)).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{path} (permissive Traefik: {permissive})");
+            let challenge = r
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = r.text().await.unwrap();
+            assert!(!body.contains(ADMIN_SECRET), "{path}: {body}");
+            if permissive {
+                let json: Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(json["error"], "invalid_request", "{path}");
+                assert_eq!(
+                    challenge.as_deref(),
+                    Some(
+                        r#"Bearer realm="gatepass", error="invalid_request", error_description="the request path has characters a backend may read differently""#
+                    )
+                );
+            } else {
+                assert_eq!(
+                    challenge, None,
+                    "{path}: Traefik refuses before forwardAuth"
+                );
+            }
+        }
+        let metrics = stack.gatepass_metrics().await;
+        let refused: f64 = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    r#"gatepass_requests_total{outcome="deny",reason="ambiguous_path"} "#,
+                )
+            })
+            .map_or(0.0, |v| v.trim().parse().unwrap());
+        assert_eq!(refused, if permissive { 3.0 } else { 0.0 });
+        let files = &stack.procs["files"];
+        wait_for(
+            Duration::from_secs(5),
+            "the backend's request log",
+            || async { files.log_text().contains("GET /files/public/readme.txt") },
+        )
+        .await;
+        let log = files.log_text();
+        assert!(!log.contains("admin"), "the backend was reached:\n{log}");
     }
 }

@@ -37,6 +37,8 @@ pub struct Config {
     pub assertion: Option<AssertionConfig>,
     #[serde(default)]
     pub tickets: TicketsConfig,
+    #[serde(default)]
+    pub paths: PathsConfig,
     /// Directory that relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -72,6 +74,23 @@ pub struct IssuerConfig {
     #[serde(default = "default_leeway")]
     pub leeway: Dur,
     pub signing_key_file: Option<PathBuf>,
+}
+
+impl IssuerConfig {
+    /// The configured key source's name (validation makes it exactly one).
+    pub fn key_source(&self) -> &'static str {
+        if self.secret_file.is_some() {
+            "secret_file"
+        } else if self.secret_env.is_some() {
+            "secret_env"
+        } else if self.public_key_file.is_some() {
+            "public_key_file"
+        } else if self.jwks_file.is_some() {
+            "jwks_file"
+        } else {
+            "jwks_url"
+        }
+    }
 }
 
 fn default_leeway() -> Dur {
@@ -232,6 +251,35 @@ pub struct RateLimitConfig {
     pub per_user: Option<LimitConfig>,
     pub per_ip_failures: Option<LimitConfig>,
     pub upgrades_per_user: Option<LimitConfig>,
+    /// Proxies in front of Traefik (CIDRs); the client is the rightmost
+    /// `X-Forwarded-For` entry outside them.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// A class of percent-encoded (or raw) characters in a path that backends may read
+/// differently from gatepass (SPEC §3.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncodedClass {
+    /// `%2F`
+    Slash,
+    /// `%5C` and a raw `\`
+    Backslash,
+    /// `%3B` and a raw `;`
+    Semicolon,
+    /// `%3F`
+    QuestionMark,
+    /// `%23`
+    Hash,
+    /// `%25`
+    Percent,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    /// Classes re-allowed for backends that need them; all are refused by default.
+    pub allow_encoded: Vec<EncodedClass>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -437,10 +485,7 @@ impl Config {
                 "must be greater than 0",
             ));
         }
-        for (i, r) in self.rules.iter().enumerate() {
-            crate::rules::Rule::compile(r)
-                .map_err(|m| ConfigError::new(format!("rules[{i}].{}", m.0), m.1))?;
-        }
+        crate::rules::Rules::compile(&self.rules, self.default_rule.policy, &self.paths)?;
         for (name, list) in [
             ("websocket.allowed_origins", &self.websocket.allowed_origins),
             ("cors.allowed_origins", &self.cors.allowed_origins),

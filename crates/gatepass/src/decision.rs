@@ -9,6 +9,7 @@ use gatepass_identity::{headers as names, AssertionSigner};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+use ipnet::IpNet;
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
@@ -45,6 +46,7 @@ macro_rules! deny_reasons {
 
 deny_reasons! {
     MissingForwardedHeaders => ("missing_forwarded_headers", UNAUTHORIZED, "invalid_request", "X-Forwarded-Method and X-Forwarded-Uri are required"),
+    AmbiguousPath => ("ambiguous_path", BAD_REQUEST, "invalid_request", "the request path has characters a backend may read differently"),
     MultipleAuthorization => ("multiple_authorization", BAD_REQUEST, "invalid_request", "more than one Authorization header"),
     AmbiguousToken => ("ambiguous_token", BAD_REQUEST, "invalid_request", "more than one token in the request"),
     MissingToken => ("missing_token", UNAUTHORIZED, "unauthorized", "no token presented"),
@@ -100,7 +102,8 @@ impl DenyReason {
         let h = resp.headers_mut();
         let challenge = match (status, self) {
             (_, DenyReason::MissingToken) => Some(r#"Bearer realm="gatepass""#.to_string()),
-            (StatusCode::UNAUTHORIZED, _)
+            // RFC 6750 §3: the error code travels in the challenge, 400 included.
+            (StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST, _)
             | (
                 StatusCode::FORBIDDEN,
                 DenyReason::InsufficientRole | DenyReason::InsufficientPermissions,
@@ -197,14 +200,14 @@ fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn parse(h: &'a HeaderMap) -> Option<Ctx<'a>> {
+    pub fn parse(h: &'a HeaderMap, trusted: &[IpNet]) -> Option<Ctx<'a>> {
         let method = header(h, &X_FORWARDED_METHOD).filter(|m| !m.is_empty())?;
         let uri = header(h, &X_FORWARDED_URI).filter(|u| !u.is_empty())?;
         Some(Ctx {
             method,
             uri,
             host: header(h, &X_FORWARDED_HOST).unwrap_or(""),
-            ip: client_ip(h),
+            ip: client_ip(h, trusted),
             origin: header(h, &http::header::ORIGIN),
             upgrade: h.contains_key(http::header::SEC_WEBSOCKET_KEY)
                 && header(h, &http::header::SEC_WEBSOCKET_VERSION)
@@ -225,15 +228,25 @@ impl std::fmt::Display for LogIp {
     }
 }
 
-/// The last `X-Forwarded-For` entry: the peer Traefik saw.
-pub fn client_ip(h: &HeaderMap) -> Option<IpAddr> {
-    let last = h
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .next_back()?
-        .to_str()
-        .ok()?;
-    last.rsplit(',').next()?.trim().parse().ok()
+/// The client: the rightmost `X-Forwarded-For` entry (over every header line) that is not a
+/// trusted proxy. With no trusted proxies that is the last entry, the peer Traefik appended.
+/// Entries left of the client are written by the client and never read. An entry that is not
+/// an address where the client should be leaves the request to the last trusted hop, so it is
+/// still limited.
+pub fn client_ip(h: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let mut hop = None;
+    for line in h.get_all(&X_FORWARDED_FOR).iter().rev() {
+        for entry in line.to_str().ok()?.rsplit(',') {
+            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+                return hop;
+            };
+            if !trusted.iter().any(|net| net.contains(&ip)) {
+                return Some(ip);
+            }
+            hop = Some(ip);
+        }
+    }
+    hop
 }
 
 /// Everything a decision needs; rebuilt as a whole on reload.
@@ -288,7 +301,7 @@ impl State {
         let sources = token::parse_sources(&config.tokens.sources)
             .map_err(|m| ConfigError::new("tokens.sources", m))?;
         Ok(State {
-            rules: Rules::compile(&config.rules, config.default_rule.policy),
+            rules: Rules::compile(&config.rules, config.default_rule.policy, &config.paths)?,
             limits: Limits::new(&config.rate_limit),
             tickets: Tickets::new(&config.tickets),
             sources,
@@ -332,10 +345,11 @@ impl State {
 
     /// Decides a `/validate` request.
     pub async fn decide(&self, h: &HeaderMap, metrics: &Metrics) -> Decision {
-        let ctx = Ctx::parse(h);
+        let trusted = &self.config.rate_limit.trusted_proxies;
+        let ctx = Ctx::parse(h, trusted);
         let ip = match &ctx {
             Some(c) => c.ip,
-            None => client_ip(h),
+            None => client_ip(h, trusted),
         };
         let (method, uri, host, origin, upgrade) = match &ctx {
             Some(c) => (c.method, c.uri, c.host, c.origin.unwrap_or(""), c.upgrade),
@@ -347,7 +361,7 @@ impl State {
         }
         let decision = match &ctx {
             Some(ctx) => self.decide_ctx(h, ctx, metrics).await,
-            None => self.fail(DenyReason::MissingForwardedHeaders, ip, None),
+            None => self.fail(DenyReason::MissingForwardedHeaders, ip),
         };
         if let Decision::Deny(reason, _, user) = &decision {
             let sub = user.as_ref().map(|u| u.identity().id).unwrap_or_default();
@@ -388,21 +402,21 @@ impl State {
     }
 
     /// A denial; 400/401 count toward the per-IP failure budget.
-    fn fail(
-        &self,
-        reason: DenyReason,
-        ip: Option<IpAddr>,
-        user: Option<&Arc<Verified>>,
-    ) -> Decision {
+    fn fail(&self, reason: DenyReason, ip: Option<IpAddr>) -> Decision {
         let (reason, retry) = self.count_failure(reason, ip);
-        Decision::Deny(reason, retry, user.cloned())
+        Decision::Deny(reason, retry, None)
     }
 
     async fn decide_ctx(&self, h: &HeaderMap, ctx: &Ctx<'_>, metrics: &Metrics) -> Decision {
-        if let Some(ip) = ctx.ip {
-            if let Some(retry) = self.limits.ip_blocked(ip) {
-                return Decision::Deny(DenyReason::RateLimitedIp, Some(retry), None);
-            }
+        // A spent failure budget: only requests that cost no verification are decided as
+        // usual (anonymous routes, tokens already in the cache); everything else is a 429.
+        let blocked = ctx.ip.and_then(|ip| self.limits.ip_blocked(ip));
+        let rate_limited = |retry| Decision::Deny(DenyReason::RateLimitedIp, Some(retry), None);
+        if self.rules.ambiguous(ctx.uri) {
+            return match blocked {
+                Some(retry) => rate_limited(retry),
+                None => self.fail(DenyReason::AmbiguousPath, ctx.ip),
+            };
         }
         let rule = match self.rules.find(ctx.host, ctx.uri, ctx.method) {
             Matched::Rule(r) => Some(r),
@@ -421,7 +435,23 @@ impl State {
         if rule.is_some_and(|r| r.anonymous) {
             return Decision::Allow(None);
         }
+        let marker = &self.config.tokens.websocket_protocol;
+        let cred = token::extract(h, ctx.uri, ctx.upgrade, &self.sources, marker);
+        if let Some(retry) = blocked {
+            let cached = match &cred {
+                Ok(Some(Credential::Jwt(t))) => self.verifier.lookup(t, metrics).await,
+                _ => None,
+            };
+            return match (cached, rule) {
+                (Some(v), Some(rule)) => self.authorize(rule, v, ctx),
+                (Some(v), None) => Decision::Deny(DenyReason::DefaultDeny, None, Some(v)),
+                (None, _) => rate_limited(retry),
+            };
+        }
+        // A preflight carries no credentials (browsers never send them on one); a request
+        // that does is judged by its token.
         if ctx.method.eq_ignore_ascii_case("OPTIONS")
+            && matches!(cred, Ok(None))
             && !h.contains_key(http::header::AUTHORIZATION)
             && h.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
         {
@@ -436,11 +466,10 @@ impl State {
         let Some(rule) = rule else {
             return Decision::Deny(DenyReason::DefaultDeny, None, None);
         };
-        let marker = &self.config.tokens.websocket_protocol;
-        let cred = match token::extract(h, ctx.uri, ctx.upgrade, &self.sources, marker) {
+        let cred = match cred {
             Ok(Some(c)) => c,
-            Ok(None) => return self.fail(DenyReason::MissingToken, ctx.ip, None),
-            Err(e) => return self.fail(e.into(), ctx.ip, None),
+            Ok(None) => return self.fail(DenyReason::MissingToken, ctx.ip),
+            Err(e) => return self.fail(e.into(), ctx.ip),
         };
         let verified = match cred {
             Credential::Jwt(t) => self.verifier.verify(&t, metrics).await,
@@ -452,15 +481,19 @@ impl State {
                 None => Err(DenyReason::TicketInvalid),
             },
         };
-        let verified = match verified {
-            Ok(v) => v,
-            Err(reason) => return self.fail(reason, ctx.ip, None),
-        };
+        match verified {
+            Ok(v) => self.authorize(rule, v, ctx),
+            Err(reason) => self.fail(reason, ctx.ip),
+        }
+    }
+
+    /// Roles, permissions and per-user limits for a verified caller.
+    fn authorize(&self, rule: &rules::Rule, verified: Arc<Verified>, ctx: &Ctx<'_>) -> Decision {
         if !rule.role_ok(verified.role()) {
-            return self.fail(DenyReason::InsufficientRole, ctx.ip, Some(&verified));
+            return Decision::Deny(DenyReason::InsufficientRole, None, Some(verified));
         }
         if !rule.permissions_ok(verified.permissions()) {
-            return self.fail(DenyReason::InsufficientPermissions, ctx.ip, Some(&verified));
+            return Decision::Deny(DenyReason::InsufficientPermissions, None, Some(verified));
         }
         if let Err(retry) = self.limits.check_user(verified.user_key) {
             return Decision::Deny(DenyReason::RateLimitedUser, Some(retry), Some(verified));
@@ -490,5 +523,64 @@ impl State {
             _ => None,
         };
         allow_response(verified, assertion)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(lines: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for l in lines {
+            h.append(X_FORWARDED_FOR, HeaderValue::from_str(l).unwrap());
+        }
+        h
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    /// SPEC §3.8: the rightmost entry outside `trusted_proxies`, over every header line.
+    #[test]
+    fn client_ip_is_the_rightmost_untrusted_entry() {
+        let cdn: Vec<IpNet> = vec![
+            "198.51.100.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ];
+        assert_eq!(client_ip(&xff(&["1.1.1.1, 2.2.2.2"]), &[]), ip("2.2.2.2"));
+        assert_eq!(
+            client_ip(&xff(&["1.1.1.1", "2.2.2.2 , 3.3.3.3"]), &[]),
+            ip("3.3.3.3")
+        );
+        assert_eq!(
+            client_ip(&xff(&["6.6.6.6, 2.2.2.2, 198.51.100.9"]), &cdn),
+            ip("2.2.2.2")
+        );
+        assert_eq!(
+            client_ip(&xff(&["2.2.2.2, 198.51.100.9", "198.51.100.1"]), &cdn),
+            ip("2.2.2.2")
+        );
+        assert_eq!(
+            client_ip(&xff(&["2001:db9::5, 2001:db8::1"]), &cdn),
+            ip("2001:db9::5")
+        );
+        // Whatever the client wrote left of itself is never read.
+        assert_eq!(
+            client_ip(&xff(&["not-an-ip, 2.2.2.2, 198.51.100.9"]), &cdn),
+            ip("2.2.2.2")
+        );
+        // All trusted: the first hop. Garbage where the client should be: the last trusted hop.
+        assert_eq!(
+            client_ip(&xff(&["198.51.100.3, 198.51.100.9"]), &cdn),
+            ip("198.51.100.3")
+        );
+        assert_eq!(
+            client_ip(&xff(&["junk, 198.51.100.9"]), &cdn),
+            ip("198.51.100.9")
+        );
+        assert_eq!(client_ip(&xff(&["junk"]), &[]), None);
+        assert_eq!(client_ip(&HeaderMap::new(), &cdn), None);
     }
 }

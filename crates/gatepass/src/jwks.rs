@@ -52,15 +52,27 @@ impl KeySource {
             .user_agent(concat!("gatepass/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &issuer.ca_file {
             let path = config.path(ca);
-            let pem = std::fs::read(&path).map_err(|e| KeyError::Read {
+            let pem = std::fs::read(&path).map_err(|e| KeyError::CaFile {
                 path: path.clone(),
                 reason: e.kind().to_string(),
             })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|_| KeyError::Read {
-                path,
+            // reqwest parses lazily and skips what it can't read: check the PEM here, so a
+            // file that holds no certificate is a config error, not a silent no-op.
+            let not_pem = || KeyError::CaFile {
+                path: path.clone(),
                 reason: "not a PEM certificate".into(),
-            })?;
-            builder = builder.add_root_certificate(cert);
+            };
+            use tokio_rustls::rustls::pki_types::pem::PemObject;
+            let certs = tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| not_pem())?;
+            if certs.is_empty() {
+                return Err(not_pem());
+            }
+            for der in certs {
+                let cert = reqwest::Certificate::from_der(&der).map_err(|_| not_pem())?;
+                builder = builder.add_root_certificate(cert);
+            }
         }
         let client = builder.build().map_err(|e| KeyError::Read {
             path: url.clone().into(),
@@ -267,7 +279,9 @@ impl RemoteJwks {
         loop {
             self.in_flight.store(true, Ordering::Release);
             let next = match self.fetch_logged().await {
-                Ok(max_age) => self.cfg.refresh_interval.0.max(max_age.unwrap_or_default()),
+                Ok(max_age) => {
+                    next_refresh(self.cfg.refresh_interval.0, max_age, self.cfg.stale_for.0)
+                }
                 // Retry sooner after a failure, but never hammer the IdP.
                 Err(()) => self
                     .cfg
@@ -312,6 +326,16 @@ impl RemoteJwks {
     }
 }
 
+/// When to refresh after a good fetch: `refresh_interval`, or the IdP's longer `max-age`,
+/// but never later than `stale_for / 2`: a long max-age must not let the keys go stale while
+/// the IdP is up.
+fn next_refresh(refresh: Duration, max_age: Option<Duration>, stale_for: Duration) -> Duration {
+    refresh
+        .max(max_age.unwrap_or_default())
+        .min(stale_for / 2)
+        .max(Duration::from_secs(1))
+}
+
 fn parse_max_age(cc: &str) -> Option<Duration> {
     cc.split(',').find_map(|d| {
         let d = d.trim();
@@ -337,5 +361,19 @@ mod tests {
         );
         assert_eq!(parse_max_age("no-cache"), None);
         assert_eq!(parse_max_age("max-age=x"), None);
+    }
+
+    #[test]
+    fn refresh_never_waits_past_half_of_stale_for() {
+        let s = Duration::from_secs;
+        assert_eq!(next_refresh(s(300), None, s(86_400)), s(300));
+        assert_eq!(next_refresh(s(300), Some(s(600)), s(86_400)), s(600));
+        assert_eq!(next_refresh(s(300), Some(s(60)), s(86_400)), s(300));
+        assert_eq!(
+            next_refresh(s(300), Some(s(31_536_000)), s(86_400)),
+            s(43_200)
+        );
+        assert_eq!(next_refresh(s(3600), None, s(600)), s(300));
+        assert_eq!(next_refresh(s(1), Some(s(100)), s(1)), s(1));
     }
 }

@@ -23,6 +23,18 @@ pub enum KeyError {
     NoAlgorithm(String),
     #[error("{0}: not a JWKS document ({1})")]
     Jwks(String, String),
+    #[error("cannot use {path}: {reason}")]
+    CaFile { path: PathBuf, reason: String },
+}
+
+impl KeyError {
+    /// The issuer key that the error is about, for a config error that names it.
+    pub fn config_key(&self, issuer: &IssuerConfig) -> &'static str {
+        match self {
+            KeyError::CaFile { .. } => "ca_file",
+            _ => issuer.key_source(),
+        }
+    }
 }
 
 /// What a key can verify.

@@ -1,7 +1,7 @@
 //! Access rules (SPEC §3.8): first match on host, path prefix (segment boundaries, decoded,
 //! dot-segments removed) and method.
 
-use crate::config::{Policy, RuleConfig};
+use crate::config::{ConfigError, EncodedClass, PathsConfig, Policy, RuleConfig};
 
 /// A compiled rule.
 #[derive(Debug, Clone)]
@@ -17,21 +17,32 @@ pub struct Rule {
     pub path: String,
 }
 
-/// (key, message) for a rule that does not compile.
-pub struct RuleError(pub &'static str, pub String);
+/// A rule that does not compile: the key within the rule, and what is wrong.
+#[derive(Debug)]
+pub struct RuleError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn rule_error(key: &'static str, message: &str) -> RuleError {
+    RuleError {
+        key,
+        message: message.into(),
+    }
+}
 
 impl Rule {
     pub fn compile(c: &RuleConfig) -> Result<Rule, RuleError> {
         if !c.path.starts_with('/') {
-            return Err(RuleError("path", "must start with `/`".into()));
+            return Err(rule_error("path", "must start with `/`"));
         }
         if c.path.contains(['?', '#']) {
-            return Err(RuleError("path", "must not contain `?` or `#`".into()));
+            return Err(rule_error("path", "must not contain `?` or `#`"));
         }
         if c.anonymous && (!c.roles.is_empty() || !c.permissions.is_empty()) {
-            return Err(RuleError(
+            return Err(rule_error(
                 "anonymous",
-                "an anonymous rule cannot also require roles or permissions".into(),
+                "an anonymous rule cannot also require roles or permissions",
             ));
         }
         if let Some(m) = &c.methods {
@@ -39,20 +50,18 @@ impl Rule {
                 || m.iter()
                     .any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()))
             {
-                return Err(RuleError(
-                    "methods",
-                    "must list HTTP methods like GET".into(),
-                ));
+                return Err(rule_error("methods", "must list HTTP methods like GET"));
             }
         }
         let host = match &c.host {
             Some(h) if h.is_empty() || h.contains(['/', ' ']) => {
-                return Err(RuleError(
+                return Err(rule_error(
                     "host",
-                    "must be a host name like app.example.com".into(),
+                    "must be a host name like app.example.com",
                 ))
             }
-            Some(h) => Some(h.to_ascii_lowercase()),
+            // Compared like the request's host: lower case, without one trailing dot.
+            Some(h) => Some(normalize_host(h).to_ascii_lowercase()),
             None => None,
         };
         Ok(Rule {
@@ -110,6 +119,7 @@ pub struct Rules {
     rules: Vec<Rule>,
     default_policy: Policy,
     default_rule: Rule,
+    allow: AllowEncoded,
 }
 
 /// What applies to a request.
@@ -119,14 +129,25 @@ pub enum Matched<'a> {
 }
 
 impl Rules {
-    pub fn compile(configs: &[RuleConfig], default_policy: Policy) -> Rules {
+    /// Compiles every rule; the first one that does not compile is an error (never skipped:
+    /// a dropped rule would let its requests fall through to a weaker one).
+    pub fn compile(
+        configs: &[RuleConfig],
+        default_policy: Policy,
+        paths: &PathsConfig,
+    ) -> Result<Rules, ConfigError> {
         let rules = configs
             .iter()
-            .filter_map(|c| Rule::compile(c).ok())
-            .collect();
-        Rules {
+            .enumerate()
+            .map(|(i, c)| {
+                Rule::compile(c)
+                    .map_err(|e| ConfigError::new(format!("rules[{i}].{}", e.key), e.message))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Rules {
             rules,
             default_policy,
+            allow: AllowEncoded::new(&paths.allow_encoded),
             default_rule: Rule {
                 host: None,
                 segments: Vec::new(),
@@ -136,12 +157,17 @@ impl Rules {
                 anonymous: false,
                 path: "(default)".into(),
             },
-        }
+        })
+    }
+
+    /// True when the path of `uri` may be read differently by a backend (SPEC §3.8).
+    pub fn ambiguous(&self, uri: &str) -> bool {
+        ambiguous_path(path_of(uri), self.allow)
     }
 
     /// First matching rule; `host` may carry a port, `uri` is the raw `X-Forwarded-Uri`.
     pub fn find(&self, host: &str, uri: &str, method: &str) -> Matched<'_> {
-        let host = strip_port(host);
+        let host = normalize_host(host);
         let segments = Segments::of(path_of(uri));
         match self
             .rules
@@ -195,6 +221,91 @@ pub fn query_of(uri: &str) -> Option<&str> {
     let start = uri.find('?')? + 1;
     let end = uri[start..].find('#').map_or(uri.len(), |e| start + e);
     Some(&uri[start..end])
+}
+
+/// Host as Traefik's `Host()` matches it: without `:port` and without one trailing dot
+/// (`admin.example.` is `admin.example`).
+pub fn normalize_host(host: &str) -> &str {
+    let h = strip_port(host);
+    h.strip_suffix('.').unwrap_or(h)
+}
+
+/// The encoded classes `[paths] allow_encoded` re-allows.
+#[derive(Debug, Clone, Copy, Default)]
+struct AllowEncoded {
+    slash: bool,
+    backslash: bool,
+    semicolon: bool,
+    question_mark: bool,
+    hash: bool,
+    percent: bool,
+}
+
+impl AllowEncoded {
+    fn new(classes: &[EncodedClass]) -> AllowEncoded {
+        let has = |c| classes.contains(&c);
+        AllowEncoded {
+            slash: has(EncodedClass::Slash),
+            backslash: has(EncodedClass::Backslash),
+            semicolon: has(EncodedClass::Semicolon),
+            question_mark: has(EncodedClass::QuestionMark),
+            hash: has(EncodedClass::Hash),
+            percent: has(EncodedClass::Percent),
+        }
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// A path that a backend may split or decode differently from the rule matcher: encoded
+/// `/ \ ; ? # %`, raw `\` or `;`, control bytes raw or encoded, a `%` not followed by two
+/// hex digits, or bytes that are not UTF-8 once decoded (overlong forms included). Scans
+/// without allocating unless the path encodes non-ASCII bytes.
+fn ambiguous_path(path: &str, allow: AllowEncoded) -> bool {
+    let b = path.as_bytes();
+    let mut high = false;
+    let mut i = 0;
+    while i < b.len() {
+        let (byte, encoded) = match b[i] {
+            b'%' => {
+                let decoded = match (
+                    b.get(i + 1).copied().and_then(hex),
+                    b.get(i + 2).copied().and_then(hex),
+                ) {
+                    (Some(h), Some(l)) => h << 4 | l,
+                    _ => return true,
+                };
+                i += 3;
+                (decoded, true)
+            }
+            raw => {
+                i += 1;
+                (raw, false)
+            }
+        };
+        let refused = match byte {
+            0x00..=0x1F | 0x7F => true,
+            b'\\' => !allow.backslash,
+            b';' => !allow.semicolon,
+            b'/' => encoded && !allow.slash,
+            b'?' => encoded && !allow.question_mark,
+            b'#' => encoded && !allow.hash,
+            b'%' => encoded && !allow.percent,
+            0x80.. => {
+                high = true;
+                false
+            }
+            _ => false,
+        };
+        if refused {
+            return true;
+        }
+    }
+    high && percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .is_err()
 }
 
 /// Host without `:port` (handles `[v6]:port`).
@@ -266,6 +377,10 @@ mod tests {
         }
     }
 
+    fn compile(c: &[RuleConfig], policy: Policy) -> Rules {
+        Rules::compile(c, policy, &PathsConfig::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn segs(p: &str) -> Vec<String> {
         normalize_path(p)
             .into_iter()
@@ -287,7 +402,7 @@ mod tests {
     fn prefix_on_segment_boundaries() {
         let mut c = rule("/api/v1/mcps");
         c.roles = vec!["admin".into()];
-        let rules = Rules::compile(&[c], Policy::Deny);
+        let rules = compile(&[c], Policy::Deny);
         let hit = |uri: &str| matches!(rules.find("h", uri, "GET"), Matched::Rule(r) if r.path == "/api/v1/mcps");
         assert!(hit("/api/v1/mcps"));
         assert!(hit("/api/v1/mcps/x?y=1"));
@@ -304,7 +419,7 @@ mod tests {
         let mut c = rule("/");
         c.host = Some("App.Example.com".into());
         c.methods = Some(vec!["post".into()]);
-        let rules = Rules::compile(&[c], Policy::Deny);
+        let rules = compile(&[c], Policy::Deny);
         assert!(matches!(
             rules.find("app.example.COM:8443", "/x", "POST"),
             Matched::Rule(_)
@@ -319,15 +434,142 @@ mod tests {
         ));
     }
 
+    /// Issue 8 A: Traefik's `Host(`admin.example`)` also routes `admin.example.`; the rule
+    /// must match it too, or the request falls through to a weaker rule.
+    #[test]
+    fn host_rule_matches_one_trailing_dot() {
+        let mut admin = rule("/");
+        admin.host = Some("admin.example".into());
+        admin.roles = vec!["admin".into()];
+        let rules = compile(&[admin], Policy::Authenticated);
+        for host in [
+            "admin.example",
+            "admin.example.",
+            "ADMIN.example.:8443",
+            "admin.example:80",
+        ] {
+            assert!(
+                matches!(rules.find(host, "/x", "GET"), Matched::Rule(r) if !r.role_ok(b"viewer")),
+                "{host}"
+            );
+        }
+        // Only one dot is Traefik's; two are another name.
+        assert!(
+            matches!(rules.find("admin.example..", "/x", "GET"), Matched::Rule(r) if r.role_ok(b"viewer"))
+        );
+        // A rule written with the dot matches the name without it.
+        let mut dotted = rule("/");
+        dotted.host = Some("admin.example.".into());
+        dotted.roles = vec!["admin".into()];
+        let rules = compile(&[dotted], Policy::Authenticated);
+        assert!(
+            matches!(rules.find("admin.example", "/x", "GET"), Matched::Rule(r) if !r.role_ok(b"viewer"))
+        );
+    }
+
+    /// Issue 8 B: every class SPEC §3.8 lists is refused, in either case, raw or encoded as
+    /// listed; ordinary encodings are not.
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        let rules = compile(&[], Policy::Authenticated);
+        for p in [
+            "/public/..%2Fadmin/secret.txt",
+            "/%2fadmin/x",
+            "/a%5Cb",
+            "/a%5cb",
+            "/a%3Bb",
+            "/a%3bb",
+            "/a%3Fb",
+            "/a%3fb",
+            "/a%23b",
+            "/a%25b",
+            "/a\\b",
+            "/a;b",
+            "/a;jsessionid=1",
+            "/a%00",
+            "/a%1F",
+            "/a%1f",
+            "/a%7F",
+            "/a\tb",
+            "/a%",
+            "/a%4",
+            "/a%zz",
+            // Not UTF-8 once decoded: a lone continuation byte, an overlong `/` and `.`.
+            "/a%80",
+            "/a%C0%AF",
+            "/%C0%AE%C0%AE/admin",
+            "/a%E0%80%AF",
+            "/a%FF",
+        ] {
+            assert!(rules.ambiguous(p), "{p:?} must be refused");
+        }
+        for p in [
+            "/",
+            "/api/v1/mcps",
+            "/a%20b",
+            "/%6Dcps",
+            "/x/%2E%2E/admin",
+            "/caf%C3%A9",
+            "/a?x=%2F;y",
+            "/a?q=1#frag",
+            "/a:b@c!$&'()*+,=",
+        ] {
+            assert!(!rules.ambiguous(p), "{p:?} is not ambiguous");
+        }
+    }
+
+    /// `[paths] allow_encoded` re-allows one class at a time; the decoded character stays
+    /// inside its segment.
+    #[test]
+    fn allow_encoded_reallows_a_class_inside_its_segment() {
+        let mut admin = rule("/admin");
+        admin.roles = vec!["admin".into()];
+        let mut public = rule("/public");
+        public.anonymous = true;
+        let paths = PathsConfig {
+            allow_encoded: vec![EncodedClass::Slash, EncodedClass::Semicolon],
+        };
+        let rules = Rules::compile(&[admin, public], Policy::Authenticated, &paths).unwrap();
+        assert!(!rules.ambiguous("/public/..%2Fadmin/secret.txt"));
+        assert!(!rules.ambiguous("/a;b"));
+        assert!(rules.ambiguous("/a%5Cb"));
+        assert!(rules.ambiguous("/a%00"));
+        // `..%2Fadmin` is one segment: the `..` before it is not a dot-segment of its own.
+        assert!(
+            matches!(rules.find("h", "/public/..%2Fadmin/secret.txt", "GET"), Matched::Rule(r) if r.anonymous)
+        );
+        assert!(
+            matches!(rules.find("h", "/%2Fadmin/x", "GET"), Matched::Rule(r) if r.path == "(default)")
+        );
+    }
+
+    /// Issue 8 item 6: a rule that does not compile is an error, never skipped.
+    #[test]
+    fn a_rule_that_does_not_compile_is_an_error() {
+        let mut bad = rule("/admin");
+        bad.methods = Some(vec!["GET /".into()]);
+        let err = Rules::compile(
+            &[rule("/ok"), bad],
+            Policy::Authenticated,
+            &PathsConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "config error: rules[1].methods: must list HTTP methods like GET"
+        );
+    }
+
     #[test]
     fn first_match_wins_and_default() {
         let mut a = rule("/healthz");
         a.anonymous = true;
         let b = rule("/");
-        let rules = Rules::compile(&[a, b], Policy::Authenticated);
+        let rules = compile(&[a, b], Policy::Authenticated);
         assert!(matches!(rules.find("h", "/healthz", "GET"), Matched::Rule(r) if r.anonymous));
         assert!(matches!(rules.find("h", "/x", "GET"), Matched::Rule(r) if !r.anonymous));
-        let rules = Rules::compile(&[], Policy::Authenticated);
+        let rules = compile(&[], Policy::Authenticated);
         assert!(matches!(rules.find("h", "/x", "GET"), Matched::Rule(r) if r.path == "(default)"));
     }
 
@@ -336,7 +578,7 @@ mod tests {
         let mut c = rule("/");
         c.roles = vec!["data team".into()];
         c.permissions = vec!["a,b".into(), "x".into()];
-        let r = Rule::compile(&c).unwrap_or_else(|e| panic!("{}", e.1));
+        let r = Rule::compile(&c).unwrap_or_else(|e| panic!("{}", e.message));
         assert!(r.role_ok(b"data%20team"));
         assert!(!r.role_ok(b"data"));
         assert!(r.permissions_ok(b"x,a%2Cb"));

@@ -171,11 +171,20 @@ impl App {
     /// `POST /tickets`: a valid bearer token buys a one-time WebSocket ticket.
     async fn ticket(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let state = self.state();
-        let ip = client_ip(req.headers()).unwrap_or(peer.ip());
+        let ip =
+            client_ip(req.headers(), &state.config.rate_limit.trusted_proxies).unwrap_or(peer.ip());
+        let bearer = token::bearer(req.headers());
         if let Some(retry) = state.limits.ip_blocked(ip) {
-            return self.deny(DenyReason::RateLimitedIp, Some(retry));
+            // As in `decide`: a blocked address keeps only what is already verified.
+            let cached = match bearer {
+                Ok(Some(t)) => state.verifier.lookup(t, &self.metrics).await,
+                _ => None,
+            };
+            if cached.is_none() {
+                return self.deny(DenyReason::RateLimitedIp, Some(retry));
+            }
         }
-        let verified = match token::bearer(req.headers()) {
+        let verified = match bearer {
             Ok(Some(t)) => state.verifier.verify(t, &self.metrics).await,
             Ok(None) => Err(DenyReason::MissingToken),
             Err(e) => Err(e.into()),

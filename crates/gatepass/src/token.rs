@@ -63,7 +63,7 @@ pub enum ExtractError {
     MultipleAuthorization,
     /// `Authorization` with another scheme than Bearer, or no token after it (401).
     UnsupportedScheme,
-    /// Several token-shaped subprotocols or repeated query parameters (400).
+    /// Several token-shaped subprotocols, token cookies or repeated query parameters (400).
     Ambiguous,
     /// A ticket on a request that is not a WebSocket upgrade (401; not consumed).
     TicketNotUpgrade,
@@ -85,7 +85,7 @@ pub fn extract<'a>(
             }
             TokenSource::WebsocketProtocol => None,
             TokenSource::Cookie(name) => {
-                cookie(headers, name).map(|t| Credential::Jwt(Cow::Borrowed(t)))
+                cookie(headers, name)?.map(|t| Credential::Jwt(Cow::Borrowed(t)))
             }
             TokenSource::Query(name) if upgrade => query_param(uri, name)?.map(Credential::Jwt),
             TokenSource::Query(_) => None,
@@ -164,17 +164,22 @@ pub fn protocol_token<'a>(
     Ok(first)
 }
 
-/// The first cookie called `name`.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+/// The cookie called `name` (over every `Cookie` line). Several of that name are ambiguous:
+/// gatepass and a backend could each pick a different one.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ExtractError> {
+    let mut found = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-        .filter(|v| !v.is_empty())
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'));
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(ExtractError::Ambiguous);
+    }
+    Ok(first.filter(|v| !v.is_empty()))
 }
 
 /// The percent-decoded value of query parameter `name`; a repeated parameter is ambiguous.

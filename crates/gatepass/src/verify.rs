@@ -130,8 +130,9 @@ impl Verifier {
     pub fn new(config: &Config, metrics: &Metrics) -> Result<Verifier, ConfigError> {
         let mut issuers = Vec::with_capacity(config.issuers.len());
         for (i, ic) in config.issuers.iter().enumerate() {
-            let keys = KeySource::new(config, ic, metrics)
-                .map_err(|e| ConfigError::new(format!("issuers[{i}]"), e.to_string()))?;
+            let keys = KeySource::new(config, ic, metrics).map_err(|e| {
+                ConfigError::new(format!("issuers[{i}].{}", e.config_key(ic)), e.to_string())
+            })?;
             issuers.push(Issuer {
                 name: ic.name.clone(),
                 iss: ic.issuer.clone(),
@@ -159,16 +160,20 @@ impl Verifier {
         token: &str,
         metrics: &Metrics,
     ) -> Result<Arc<Verified>, DenyReason> {
-        if let Some(v) = self.cache.get(token).await {
-            if v.exp > now_secs() {
-                metrics.cache_hit.increment(1);
-                return Ok(v);
-            }
+        if let Some(v) = self.lookup(token, metrics).await {
+            return Ok(v);
         }
         metrics.cache_miss.increment(1);
         let v = Arc::new(self.verify_uncached(token).await?);
         self.cache.insert(token.to_owned(), v.clone()).await;
         Ok(v)
+    }
+
+    /// The token's earlier verification, while it is unexpired; never a signature check.
+    pub async fn lookup(&self, token: &str, metrics: &Metrics) -> Option<Arc<Verified>> {
+        let v = self.cache.get(token).await.filter(|v| v.exp > now_secs())?;
+        metrics.cache_hit.increment(1);
+        Some(v)
     }
 
     /// Number of cached tokens (approximate).
@@ -244,6 +249,9 @@ impl Verifier {
     }
 
     fn build(&self, claims: Map<String, Value>) -> Result<Verified, DenyReason> {
+        if !claim_types_ok(&claims) {
+            return Err(DenyReason::MissingClaim);
+        }
         let exp = claims
             .get("exp")
             .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
@@ -254,6 +262,16 @@ impl Verifier {
             .ok_or(DenyReason::MissingClaim)?;
         Ok(Verified::new(identity, exp))
     }
+}
+
+/// The registered claims have the types the JWT RFCs give them; any other type is malformed
+/// (an `iss` array must never pass for the issuer, a numeric `sub` for a user id).
+fn claim_types_ok(claims: &Map<String, Value>) -> bool {
+    let typed = |names: &[&str], ok: fn(&Value) -> bool| {
+        names.iter().all(|n| claims.get(*n).is_none_or(ok))
+    };
+    typed(&["iss", "sub", "jti", "sid"], Value::is_string)
+        && typed(&["exp", "nbf", "iat"], Value::is_number)
 }
 
 /// `alg` and `kid` only. `jsonwebtoken::decode` parses the full header again, so parsing its

@@ -395,6 +395,101 @@ async fn two_authorization_headers_is_400() {
     );
 }
 
+/// Issue 8 item 1: RFC 6750 §3 puts the error code in the challenge, on a 400 too.
+#[tokio::test]
+async fn every_400_carries_an_invalid_request_challenge() {
+    let s = server().await;
+    let t = hs(&claims_for(ISS));
+    for (f, description) in [
+        (
+            Fwd::get("/x").bearer(&t).bearer(&t),
+            "more than one Authorization header",
+        ),
+        (
+            Fwd::get("/x").h("Cookie", &format!("access_token={t}; access_token={t}")),
+            "more than one token in the request",
+        ),
+        (
+            Fwd::get("/a%2Fb").bearer(&t),
+            "the request path has characters a backend may read differently",
+        ),
+    ] {
+        let g = validate(&s, f).await;
+        g.assert_denied(400, "invalid_request");
+        assert_eq!(g.json()["error_description"], description);
+        assert_eq!(
+            g.h("www-authenticate"),
+            Some(format!(r#"Bearer realm="gatepass", error="invalid_request", error_description="{description}""#).as_str())
+        );
+    }
+}
+
+/// Issue 8 F: several cookies of the token cookie's name are ambiguous (gatepass could read
+/// the first while a backend reads the last), on one `Cookie` line or over several.
+#[tokio::test]
+async fn several_token_cookies_are_400() {
+    let s = server().await;
+    let good = hs(&claims_for(ISS));
+    let g = validate(
+        &s,
+        Fwd::get("/x").h(
+            "Cookie",
+            &format!("access_token={good}; access_token=forged"),
+        ),
+    )
+    .await;
+    g.assert_denied(400, "invalid_request");
+    let g = validate(
+        &s,
+        Fwd::get("/x")
+            .h("Cookie", &format!("access_token={good}"))
+            .h("Cookie", "access_token=forged"),
+    )
+    .await;
+    g.assert_denied(400, "invalid_request");
+    // One token cookie among others is fine.
+    let g = validate(
+        &s,
+        Fwd::get("/x").h("Cookie", &format!("a=1; access_token={good}; b=2")),
+    )
+    .await;
+    assert_eq!(g.status, 200, "{}", g.body);
+}
+
+/// Issue 8 E: `iss`, `sub`, `jti`, `sid` must be strings and `exp`/`nbf`/`iat` numbers. An
+/// `iss` array naming the issuer must not pass (a single issuer is not selected by `iss`).
+#[tokio::test]
+async fn registered_claims_must_have_their_types() {
+    let s = start(&base_config()).await;
+    let cases: [(&str, Value); 7] = [
+        ("iss", json!([ISS, "https://evil.example"])),
+        ("iss", json!({"iss": ISS})),
+        ("sub", json!(42)),
+        ("jti", json!(["a", "b"])),
+        ("sid", json!(7)),
+        ("nbf", json!("0")),
+        ("iat", json!("now")),
+    ];
+    for (name, value) in cases {
+        let mut c = claims("u1", "admin");
+        c[name] = value.clone();
+        let g = validate(&s, Fwd::get("/x").bearer(&hs(&c))).await;
+        g.assert_denied(401, "invalid_token");
+        assert_eq!(
+            g.json()["error_description"],
+            "a required claim is missing or malformed",
+            "{name} = {value}"
+        );
+    }
+    let mut c = claims("u1", "admin");
+    c["jti"] = "j1".into();
+    c["sid"] = "s1".into();
+    assert_eq!(
+        validate(&s, Fwd::get("/x").bearer(&hs(&c))).await.status,
+        200
+    );
+}
+
 #[tokio::test]
 async fn basic_scheme() {
     let s = server().await;

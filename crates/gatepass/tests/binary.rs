@@ -132,9 +132,16 @@ fn bad_config_is_one_line_naming_the_key_and_exit_1() {
     let cases = [
         ("listen = 5\n[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['HS256']\nsecret_file='hs256.key'\n", "config error: listen (line 1): invalid type: integer `5`, expected a string"),
         ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['none']\nsecret_file='hs256.key'\n", "config error: issuers[0].algorithms: `none` is never allowed"),
-        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['RS256']\npublic_key_file='missing.pem'\n", "config error: issuers[0]: cannot read"),
-        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['RS256']\npublic_key_file='hs256.key'\n", "config error: issuers[0]: "),
-        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['HS256']\nsecret_env='GATEPASS_TEST_UNSET_VAR'\n", "config error: issuers[0]: environment variable GATEPASS_TEST_UNSET_VAR is not set or empty"),
+        // Issue 8 item 2: every key-file error names the key, not only the section.
+        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['RS256']\npublic_key_file='missing.pem'\n", "config error: issuers[0].public_key_file: cannot read"),
+        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['RS256']\npublic_key_file='hs256.key'\n", "config error: issuers[0].public_key_file: "),
+        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['HS256']\nsecret_env='GATEPASS_TEST_UNSET_VAR'\n", "config error: issuers[0].secret_env: environment variable GATEPASS_TEST_UNSET_VAR is not set or empty"),
+        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['HS256']\nsecret_file='missing.key'\n", "config error: issuers[0].secret_file: cannot read"),
+        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['RS256']\njwks_file='hs256.key'\n", "config error: issuers[0].jwks_file: "),
+        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['RS256']\njwks_url='https://127.0.0.1:1/jwks'\nca_file='missing-ca.pem'\n", "config error: issuers[0].ca_file: cannot use"),
+        ("[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['RS256']\njwks_url='https://127.0.0.1:1/jwks'\nca_file='hs256.key'\n", "config error: issuers[0].ca_file: cannot use"),
+        ("[tls]\ncert='missing.pem'\nkey='missing-key.pem'\n[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['HS256']\nsecret_file='hs256.key'\n", "config error: tls.cert: "),
+        ("[assertion]\nkey_file='missing.pem'\n[[issuers]]\nname='a'\nissuer='b'\nalgorithms=['HS256']\nsecret_file='hs256.key'\n", "config error: assertion.key_file: cannot read"),
         ("this is not toml", "config error: this is not toml (line 1): "),
         ("", "config error: issuers: at least one [[issuers]] is required"),
     ];
@@ -195,6 +202,13 @@ fn keygen_writes_a_private_pkcs8_key_once() {
         0o600
     );
     assert!(gatepass_identity::AssertionSigner::from_pkcs8_pem(pem.as_bytes()).is_ok());
+    // Issue 8 item 3: standard tools read it (OpenSSL 3.0 refuses the PKCS#8 v2 form).
+    let o = Command::new("openssl")
+        .args(["pkey", "-in", out.to_str().unwrap(), "-noout", "-text"])
+        .output()
+        .expect("openssl is installed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("ED25519 Private-Key:"));
     let (code, _, stderr) = gatepass(&["keygen", "--out", out.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot create"), "{stderr}");

@@ -19,6 +19,8 @@ struct Idp {
     status: AtomicU16,
     hits: AtomicUsize,
     delay_ms: AtomicU64,
+    /// `Cache-Control` sent with the keys; empty for none.
+    cache_control: Mutex<String>,
 }
 
 impl Idp {
@@ -36,6 +38,7 @@ async fn idp(keys: Vec<Value>) -> (String, Arc<Idp>) {
         status: AtomicU16::new(200),
         hits: AtomicUsize::new(0),
         delay_ms: AtomicU64::new(0),
+        cache_control: Mutex::new(String::new()),
     });
     idp.set_keys(keys);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -54,11 +57,14 @@ async fn idp(keys: Vec<Value>) -> (String, Arc<Idp>) {
                             tokio::time::sleep(Duration::from_millis(delay)).await;
                         }
                         let body = state.body.lock().unwrap().clone();
-                        let resp = http::Response::builder()
+                        let mut resp = http::Response::builder()
                             .status(state.status.load(Ordering::SeqCst))
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from(body)))
-                            .unwrap();
+                            .header("content-type", "application/json");
+                        let cc = state.cache_control.lock().unwrap().clone();
+                        if !cc.is_empty() {
+                            resp = resp.header("cache-control", cc);
+                        }
+                        let resp = resp.body(Full::new(Bytes::from(body))).unwrap();
                         Ok::<_, Infallible>(resp)
                     }
                 });
@@ -94,6 +100,40 @@ async fn ready(s: &Server) {
             == 200
     })
     .await;
+}
+
+/// Issue 8 D: an IdP's `Cache-Control: max-age` of a day must not postpone the next fetch
+/// past `stale_for / 2`; otherwise the keys go stale (503 for every new token) while the IdP
+/// is healthy.
+#[tokio::test]
+async fn long_max_age_is_capped_at_half_of_stale_for() {
+    let k = keys();
+    let (url, idp) = idp(vec![jwk(Algorithm::RS256, &k.rsa_priv, "k1")]).await;
+    *idp.cache_control.lock().unwrap() = "public, max-age=86400".into();
+    let s = start(&config(
+        &url,
+        "refresh_interval = \"1s\"\nstale_for = \"3s\"",
+    ))
+    .await;
+    ready(&s).await;
+    let started = std::time::Instant::now();
+    wait_for(
+        Duration::from_secs(5),
+        "refreshes every stale_for / 2",
+        || async { idp.hits() >= 3 },
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "not sooner than stale_for / 2"
+    );
+    // More than stale_for after the first fetch, a new token still verifies.
+    let g = validate(
+        &s,
+        Fwd::get("/x").bearer(&token(Algorithm::RS256, &k.rsa_priv, "k1", "late")),
+    )
+    .await;
+    assert_eq!(g.status, 200, "{}", g.body);
 }
 
 #[tokio::test]

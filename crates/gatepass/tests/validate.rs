@@ -668,8 +668,251 @@ async fn reload_swaps_rules_and_keeps_last_good_on_error() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .starts_with("config error: issuers[0]: cannot read"),
+            .starts_with("config error: issuers[0].secret_file: cannot read"),
         "{err}"
     );
     assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 403);
+}
+
+/// `X-Forwarded-Host` as Traefik sends it for `host`.
+fn at_host(f: Fwd, host: &str) -> Fwd {
+    f.without("X-Forwarded-Host").h("X-Forwarded-Host", host)
+}
+
+/// Issue 8 A: Traefik's `Host(`admin.example`)` also routes `admin.example.`; the host rule
+/// must apply to it, not the default rule (which let any valid token in).
+#[tokio::test]
+async fn trailing_dot_host_matches_the_host_rule() {
+    let cfg = base_config().replacen(
+        "[[rules]]",
+        "[[rules]]\nhost = \"admin.example\"\npath = \"/\"\nroles = [\"admin\"]\n[[rules]]",
+        1,
+    );
+    let s = start(&cfg).await;
+    let viewer = hs(&claims("v1", "viewer"));
+    let admin = hs(&claims("a1", "admin"));
+    for host in ["admin.example", "admin.example.", "ADMIN.Example.:8080"] {
+        let g = validate(&s, at_host(Fwd::get("/x").bearer(&viewer), host)).await;
+        g.assert_denied(403, "insufficient_scope");
+        let g = validate(&s, at_host(Fwd::get("/x").bearer(&admin), host)).await;
+        assert_eq!(g.status, 200, "{host}");
+    }
+    // Elsewhere the default rule still lets a viewer in.
+    assert_eq!(
+        validate(&s, Fwd::get("/x").bearer(&viewer)).await.status,
+        200
+    );
+}
+
+/// Issue 8 B: a path a backend may read differently is 400 before any rule, anonymous rules
+/// included; `[paths] allow_encoded` re-allows a class, and the decoded character then stays
+/// inside its segment.
+#[tokio::test]
+async fn ambiguous_paths_are_400_before_any_rule() {
+    let cfg = base_config().replacen(
+        "[[rules]]",
+        "[[rules]]\npath = \"/public\"\nanonymous = true\n[[rules]]\npath = \"/admin\"\nroles = [\"admin\"]\n[[rules]]",
+        1,
+    );
+    let s = start(&cfg).await;
+    let viewer = hs(&claims("v1", "viewer"));
+    for uri in [
+        "/public/..%2Fadmin/secret.txt",
+        "/public/..%2fadmin/secret.txt",
+        "/%2Fadmin/x",
+        "/public/..%5Cadmin",
+        "/public;/../admin",
+        "/healthz;x",
+        "/public/%00",
+        "/public/%C0%AE%C0%AE/admin",
+        "/public/%25%32%46",
+    ] {
+        let g = validate(&s, Fwd::get(uri)).await;
+        g.assert_denied(400, "invalid_request");
+        let g = validate(&s, Fwd::get(uri).bearer(&viewer)).await;
+        g.assert_denied(400, "invalid_request");
+    }
+    assert_eq!(
+        validate(&s, Fwd::get("/public/a%20b.txt")).await.status,
+        200
+    );
+    assert_eq!(
+        metric(
+            &s,
+            r#"gatepass_requests_total{outcome="deny",reason="ambiguous_path"}"#
+        )
+        .await,
+        18.0
+    );
+    drop(s);
+    let s = start(&(cfg + "\n[paths]\nallow_encoded = [\"slash\"]\n")).await;
+    let g = validate(&s, Fwd::get("/public/..%2Fadmin/secret.txt")).await;
+    assert_eq!(
+        g.status, 200,
+        "one segment `..%2Fadmin` under /public: {}",
+        g.body
+    );
+    // `%2Fadmin` is the one segment `/admin`, not `admin`: the default rule applies (which is
+    // why `slash` is only for backends that do not decode it).
+    let g = validate(&s, Fwd::get("/%2Fadmin/x").bearer(&viewer)).await;
+    assert_eq!(g.status, 200, "{}", g.body);
+    validate(&s, Fwd::get("/public/..%5Cadmin"))
+        .await
+        .assert_denied(400, "invalid_request");
+}
+
+/// Issue 8 item 4: a preflight carries no credentials. An OPTIONS with `Authorization` or the
+/// token cookie is judged by its token like any request.
+#[tokio::test]
+async fn preflight_with_credentials_is_judged_by_its_token() {
+    let s = start(&base_config()).await;
+    let pre = || {
+        Fwd::new("OPTIONS", "/x")
+            .h("Origin", "http://127.0.0.1:8080")
+            .h("Access-Control-Request-Method", "POST")
+    };
+    let good = hs(&claims("u7", "admin"));
+    validate(&s, pre().bearer("garbage"))
+        .await
+        .assert_denied(401, "invalid_token");
+    validate(&s, pre().h("Authorization", "Basic dTpw"))
+        .await
+        .assert_denied(401, "invalid_token");
+    validate(&s, pre().h("Cookie", "access_token=garbage"))
+        .await
+        .assert_denied(401, "invalid_token");
+    for f in [
+        pre().bearer(&good),
+        pre().h("Cookie", &format!("access_token={good}")),
+    ] {
+        let g = validate(&s, f).await;
+        assert_eq!(g.status, 200, "{}", g.body);
+        assert_eq!(g.h(h::USER_ID), Some("u7"));
+    }
+    // A real preflight still passes without a token, with empty identity.
+    let g = validate(&s, pre().h("Cookie", "theme=dark")).await;
+    assert_eq!(g.status, 200);
+    assert_eq!(g.h(h::USER_ID), Some(""));
+}
+
+fn failure_budget(burst: u32) -> String {
+    base_config()
+        + &format!(
+            "\n[rate_limit]\nper_ip_failures = {{ rate = 1, per = \"1m\", burst = {burst} }}\n"
+        )
+}
+
+/// Issue 8 item 5: once `burst` failures spent the budget, the very next request (a fresh,
+/// valid token included) is 429 with `Retry-After`.
+#[tokio::test]
+async fn the_request_after_the_burst_th_failure_is_429() {
+    let s = start(&failure_budget(3)).await;
+    for _ in 0..3 {
+        validate(&s, Fwd::get("/x").bearer("bad.to.ken").ip("192.0.2.20"))
+            .await
+            .assert_denied(401, "invalid_token");
+    }
+    let g = validate(
+        &s,
+        Fwd::get("/x")
+            .bearer(&hs(&claims("u1", "admin")))
+            .ip("192.0.2.20"),
+    )
+    .await;
+    g.assert_denied(429, "rate_limited");
+    let retry: u64 = g.h("retry-after").unwrap().parse().unwrap();
+    assert!((59..=60).contains(&retry), "{retry}");
+}
+
+/// Issue 8 C: behind a CDN every client shares the CDN's address unless it is a trusted
+/// proxy. A blocked address keeps its already-verified tokens and anonymous routes, and
+/// everything else is 429 without a signature check.
+#[tokio::test]
+async fn trusted_proxies_and_a_blocked_ip_keeps_verified_tokens() {
+    let via_cdn = |f: Fwd, client: &str| {
+        f.without("X-Forwarded-For").h(
+            "X-Forwarded-For",
+            &format!("10.9.9.9, {client}, 198.51.100.7"),
+        )
+    };
+    let known = hs(&claims("known", "admin"));
+    // Control: without trusted_proxies the CDN's address is everyone's.
+    let s = start(&failure_budget(2)).await;
+    for _ in 0..2 {
+        validate(
+            &s,
+            via_cdn(Fwd::get("/x").bearer("bad.to.ken"), "203.0.113.1"),
+        )
+        .await;
+    }
+    let g = validate(&s, via_cdn(Fwd::get("/x").bearer(&known), "203.0.113.2")).await;
+    g.assert_denied(429, "rate_limited");
+    drop(s);
+
+    let s = start(
+        &(failure_budget(2).replace(
+            "per_ip_failures",
+            "trusted_proxies = [\"198.51.100.0/24\", \"2001:db8::/32\"]\nper_ip_failures",
+        )),
+    )
+    .await;
+    // `known` is verified from the attacker's address before the budget is spent.
+    assert_eq!(
+        validate(&s, via_cdn(Fwd::get("/x").bearer(&known), "203.0.113.1"))
+            .await
+            .status,
+        200
+    );
+    for _ in 0..2 {
+        validate(
+            &s,
+            via_cdn(Fwd::get("/x").bearer("bad.to.ken"), "203.0.113.1"),
+        )
+        .await
+        .assert_denied(401, "invalid_token");
+    }
+    // Another client behind the same CDN is not affected.
+    let other = hs(&claims("other", "admin"));
+    assert_eq!(
+        validate(&s, via_cdn(Fwd::get("/x").bearer(&other), "203.0.113.2"))
+            .await
+            .status,
+        200
+    );
+    // The blocked client: cached token and anonymous route as usual...
+    let misses = metric(&s, r#"gatepass_token_cache_total{result="miss"}"#).await;
+    let g = validate(&s, via_cdn(Fwd::get("/x").bearer(&known), "203.0.113.1")).await;
+    assert_eq!(g.status, 200, "{}", g.body);
+    assert_eq!(g.h(h::USER_ID), Some("known"));
+    let g = validate(
+        &s,
+        via_cdn(
+            Fwd::new("POST", "/api/v1/mcps").bearer(&known),
+            "203.0.113.1",
+        ),
+    )
+    .await;
+    assert_eq!(g.status, 200, "{}", g.body);
+    assert_eq!(
+        validate(&s, via_cdn(Fwd::get("/healthz"), "203.0.113.1"))
+            .await
+            .status,
+        200
+    );
+    // ...and everything else 429, with no verification at all.
+    let fresh = hs(&claims("fresh", "admin"));
+    for f in [
+        Fwd::get("/x").bearer(&fresh),
+        Fwd::get("/x").bearer("bad.to.ken"),
+        Fwd::get("/x"),
+        Fwd::upgrade("/ws/mcp-status?ticket=abc"),
+    ] {
+        validate(&s, via_cdn(f, "203.0.113.1"))
+            .await
+            .assert_denied(429, "rate_limited");
+    }
+    assert_eq!(
+        metric(&s, r#"gatepass_token_cache_total{result="miss"}"#).await,
+        misses
+    );
 }

@@ -29,6 +29,9 @@ pub struct AssertionClaims {
     pub aud: String,
     /// Unique id of this assertion.
     pub jti: String,
+    /// The user's token `exp` (= `X-User-Expires`), so a forged later expiry header is caught.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_exp: Option<u64>,
 }
 
 /// Why an assertion key could not be loaded, or an assertion was refused.
@@ -85,11 +88,14 @@ fn thumbprint(x: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
-/// Generates a new Ed25519 key as a PKCS#8 PEM (what `gatepass keygen` writes).
+/// Generates a new Ed25519 key as a PKCS#8 v1 PEM (RFC 5208, what `gatepass keygen` writes
+/// and `openssl genpkey -algorithm ed25519` writes too). The v2 form (RFC 5958, with the public
+/// key) is not readable by OpenSSL 3.0 or Python's `cryptography`; both forms are read.
 pub fn generate_ed25519_pkcs8_pem() -> Result<String, AssertionError> {
-    let doc =
-        aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
-            .map_err(|_| AssertionError::Sign)?;
+    let doc = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8v1(
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )
+    .map_err(|_| AssertionError::Sign)?;
     let b64 = STANDARD.encode(doc.as_ref());
     let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
     for chunk in b64.as_bytes().chunks(64) {
@@ -163,6 +169,7 @@ impl AssertionSigner {
             iat: now,
             aud: aud.to_owned(),
             jti: URL_SAFE_NO_PAD.encode(jti),
+            token_exp: identity.expires,
         };
         jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(|_| AssertionError::Sign)
     }
@@ -283,6 +290,7 @@ impl AssertionVerifier {
             || claims.username != identity.username
             || claims.role != identity.role
             || claims.permissions != identity.permissions
+            || claims.token_exp != identity.expires
         {
             return Err(AssertionError::Mismatch);
         }
@@ -332,6 +340,55 @@ mod tests {
             verifier.verify_identity(None, "app.test:8080", &id),
             Err(AssertionError::Missing)
         ));
+    }
+
+    #[test]
+    fn forged_later_expiry_header_is_a_mismatch() {
+        let pem = generate_ed25519_pkcs8_pem().unwrap();
+        let signer = AssertionSigner::from_pkcs8_pem(pem.as_bytes()).unwrap();
+        let verifier = AssertionVerifier::from_jwks_json(signer.jwks_json()).unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        let id = identity();
+        let tok = signer.sign(&id, "h", now, Duration::from_secs(60)).unwrap();
+        assert_eq!(verifier.verify(&tok, "h").unwrap().token_exp, id.expires);
+        let mut later = id.clone();
+        later.expires = id.expires.map(|e| e + 86_400);
+        assert!(matches!(
+            verifier.verify_identity(Some(&tok), "h", &later),
+            Err(AssertionError::Mismatch)
+        ));
+        let mut none = id.clone();
+        none.expires = None;
+        assert!(matches!(
+            verifier.verify_identity(Some(&tok), "h", &none),
+            Err(AssertionError::Mismatch)
+        ));
+    }
+
+    /// Issue 8 item 3: the v1 form (48 bytes: version 0, the Ed25519 OID, the 32-byte seed),
+    /// and the v2 form with the public key is still read.
+    #[test]
+    fn keys_are_written_as_pkcs8_v1_and_both_forms_are_read() {
+        let pem = generate_ed25519_pkcs8_pem().unwrap();
+        let der = pem_der(pem.as_bytes()).unwrap();
+        assert_eq!(der.len(), 48);
+        assert_eq!(
+            der[..16],
+            [
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+                0x04, 0x20
+            ]
+        );
+        assert!(AssertionSigner::from_pkcs8_pem(pem.as_bytes()).is_ok());
+        let v2 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(
+            &aws_lc_rs::rand::SystemRandom::new(),
+        )
+        .unwrap();
+        let v2_pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            STANDARD.encode(v2.as_ref())
+        );
+        assert!(AssertionSigner::from_pkcs8_pem(v2_pem.as_bytes()).is_ok());
     }
 
     #[test]
