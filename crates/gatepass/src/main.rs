@@ -135,15 +135,31 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("cannot start the runtime")
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C, both registered at once (a signal right after "listening" counts);
+/// Ctrl-C alone if SIGTERM cannot be registered.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let ctrl_c = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    if let Err(e) = &term {
+        tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
     }
-    tracing::info!("shutting down: finishing in-flight requests");
+    async move {
+        let ctrl_c = async {
+            match ctrl_c {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        match term {
+            Ok(mut term) => tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => ctrl_c.await,
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use gatepass_identity::{headers, AssertionVerifier, Identity};
+use gatepass_identity::{headers, AssertionClaims, AssertionVerifier, Identity};
 use http::HeaderMap;
 
 use crate::broadcast::View;
@@ -35,6 +35,28 @@ pub struct Auth {
     /// Some(..) when configured; the inner option is empty until the keys are loaded.
     verifier: Option<ArcSwapOption<AssertionVerifier>>,
     jwks_url: Option<String>,
+    /// `jti`s of assertions already used for a state-changing call; each is kept until the
+    /// assertion expires (plus the verifier's leeway), at most `SEEN_JTI_CAPACITY` of them.
+    seen_jti: moka::sync::Cache<String, u64>,
+}
+
+/// Bound of the replay set: with 60 s assertions, ~1600 state-changing calls a second.
+pub const SEEN_JTI_CAPACITY: u64 = 100_000;
+/// The assertion verifier accepts `exp` this many seconds late, so a jti is kept as long.
+const JTI_LEEWAY: Duration = Duration::from_secs(5);
+
+/// A seen jti lives until its assertion's `exp` (the cached value) has passed.
+struct UntilExp;
+
+impl moka::Expiry<String, u64> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _jti: &String,
+        exp: &u64,
+        _at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(exp.saturating_sub(now_secs())) + JTI_LEEWAY)
+    }
 }
 
 impl Auth {
@@ -61,6 +83,10 @@ impl Auth {
             jwks_url: cfg.assertion_jwks_url.clone(),
             cfg,
             verifier,
+            seen_jti: moka::sync::Cache::builder()
+                .max_capacity(SEEN_JTI_CAPACITY)
+                .expire_after(UntilExp)
+                .build(),
         })
     }
 
@@ -101,21 +127,52 @@ impl Auth {
     }
 
     /// The caller's identity; `host` is the request's Host (the assertion audience).
+    /// Assertions may be reused here (GET, WebSocket upgrades): gatepass reuses them for
+    /// safe methods.
     pub fn identify(&self, h: &HeaderMap, host: &str) -> Result<Identity, Denied> {
+        self.verified(h, host).map(|(identity, _)| identity)
+    }
+
+    /// `identify` for a state-changing call: an assertion `jti` is accepted once.
+    pub fn identify_once(&self, h: &HeaderMap, host: &str) -> Result<Identity, Denied> {
+        let (identity, claims) = self.verified(h, host)?;
+        if let Some(c) = claims {
+            if !self
+                .seen_jti
+                .entry(c.jti.clone())
+                .or_insert(c.exp)
+                .is_fresh()
+            {
+                tracing::warn!(user = %identity.id, jti = %c.jti, "assertion replayed");
+                return Err(Denied::Unauthenticated);
+            }
+        }
+        Ok(identity)
+    }
+
+    fn verified(
+        &self,
+        h: &HeaderMap,
+        host: &str,
+    ) -> Result<(Identity, Option<AssertionClaims>), Denied> {
         let identity = Identity::from_headers(h).map_err(|_| Denied::Unauthenticated)?;
+        let mut claims = None;
         if let Some(slot) = &self.verifier {
             let guard = slot.load();
             let verifier = guard.as_ref().ok_or(Denied::Unauthenticated)?;
             let aud = self.cfg.assertion_audience.as_deref().unwrap_or(host);
             let assertion = h.get(headers::USER_ASSERTION).and_then(|v| v.to_str().ok());
-            verifier
-                .verify_identity(assertion, aud, &identity)
-                .map_err(|_| Denied::Unauthenticated)?;
+            // A mismatched `X-User-Expires` (claims.token_exp) is refused here too.
+            claims = Some(
+                verifier
+                    .verify_identity(assertion, aud, &identity)
+                    .map_err(|_| Denied::Unauthenticated)?,
+            );
         }
         if identity.expires.is_some_and(|e| e <= now_secs()) {
             return Err(Denied::Expired);
         }
-        Ok(identity)
+        Ok((identity, claims))
     }
 
     /// Role checks on top of `identify`.

@@ -13,6 +13,41 @@ pub mod ws;
 pub use config::Config;
 pub use server::{run, serve, App};
 
+/// `mcp-status check-config`: validates the config and loads the key file it names (as
+/// `serve` would, without binding or fetching anything), and returns the effective config
+/// (defaults filled in) as TOML, with URL credentials and query strings redacted.
+pub fn check_config(config: &Config) -> Result<String, config::ConfigError> {
+    auth::Auth::new(config)?;
+    let mut c = config.clone();
+    if let Some(u) = &mut c.auth.assertion_jwks_url {
+        *u = redact_url(u);
+    }
+    for m in &mut c.mcps {
+        m.health_url = redact_url(&m.health_url);
+    }
+    toml::to_string(&c).map_err(|e| config::ConfigError::new("config", e.to_string()))
+}
+
+/// `https://user:pw@host/p?token=x` → `https://<redacted>@host/p?<redacted>`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("<redacted>@{host}"),
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, q)) => {
+            let fragment = q.find('#').map_or("", |i| &q[i..]);
+            format!("{path}?<redacted>{fragment}")
+        }
+        None => tail.to_string(),
+    };
+    let sep = if url.contains("://") { "://" } else { "" };
+    format!("{scheme}{sep}{authority}{tail}")
+}
+
 /// Tracing to stderr, filtered by `MCP_STATUS_LOG` (default `info`).
 pub fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_STATUS_LOG")
@@ -24,5 +59,19 @@ pub fn init_tracing(json: bool) {
         b.json().flatten_event(true).init();
     } else {
         b.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_url_secrets() {
+        use super::redact_url;
+        assert_eq!(
+            redact_url("https://u:pw@h:1/p?token=x#f"),
+            "https://<redacted>@h:1/p?<redacted>#f"
+        );
+        assert_eq!(redact_url("http://h/health"), "http://h/health");
+        assert_eq!(redact_url("http://h?k=v"), "http://h?<redacted>");
     }
 }

@@ -33,6 +33,11 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         log_format: Format,
     },
+    /// Validate the config and its key file; print the effective config (secrets redacted).
+    CheckConfig {
+        #[arg(long, env = "MCP_STATUS_CONFIG")]
+        config: PathBuf,
+    },
     /// A demo MCP health endpoint (GET /health; POST /up, /down, /toggle).
     DemoMcp {
         #[arg(long)]
@@ -77,6 +82,11 @@ fn real_main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Cmd::CheckConfig { config } => {
+            let config = Config::load(&config)?;
+            print!("{}", mcp_status::check_config(&config)?);
+            Ok(())
+        }
         Cmd::DemoMcp { listen, flap, down } => rt()?.block_on(async move {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -96,13 +106,30 @@ fn real_main() -> anyhow::Result<()> {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C, both registered at once (a signal right after "listening" counts);
+/// Ctrl-C alone if SIGTERM cannot be registered.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let ctrl_c = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    if let Err(e) = &term {
+        tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+    }
+    async move {
+        let ctrl_c = async {
+            match ctrl_c {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        match term {
+            Ok(mut term) => tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => ctrl_c.await,
+        }
     }
 }

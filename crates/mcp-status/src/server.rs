@@ -18,7 +18,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 use crate::auth::{Auth, Denied, User};
 use crate::broadcast::{close, CloseReason, Hub};
@@ -32,6 +32,9 @@ pub type Body = Full<Bytes>;
 /// The subprotocol marker gatepass uses; selected when offered, the token entry never is.
 pub const MARKER: &str = "jwt-auth";
 
+/// Upper bound of each shutdown phase (HTTP connections, then WebSocket tasks).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 
 pub struct App {
@@ -40,9 +43,9 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
-    /// Each WebSocket task holds a clone; shutdown waits until all are dropped.
-    ws_tasks: mpsc::Sender<()>,
-    ws_done: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    /// Each WebSocket task holds a receiver; shutdown waits until all are dropped
+    /// (`closed()`). The app itself holds none, so with no socket the wait ends at once.
+    ws_tasks: watch::Sender<()>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -69,14 +72,13 @@ impl App {
         ));
         let registry = Arc::new(Registry::new(&config.mcps, hub.clone(), metrics.clone()));
         let auth = Arc::new(Auth::new(&config)?);
-        let (ws_tasks, ws_done) = mpsc::channel(1);
+        let (ws_tasks, _) = watch::channel(());
         let app = Arc::new(App {
             hub,
             registry,
             auth,
             metrics,
             ws_tasks,
-            ws_done: tokio::sync::Mutex::new(ws_done),
             tasks: Default::default(),
             config,
         });
@@ -152,6 +154,12 @@ impl App {
         self.auth.authorize(identity)
     }
 
+    /// `api_user` for a state-changing call: a replayed assertion is refused.
+    fn api_user_once(&self, h: &HeaderMap) -> Result<User, Denied> {
+        let identity = self.auth.identify_once(h, Self::host(h))?;
+        self.auth.authorize(identity)
+    }
+
     /// The API's answer to a refused caller.
     fn denied(d: Denied) -> Response<Body> {
         match d {
@@ -173,7 +181,7 @@ impl App {
             Some((n, "disable")) => (n, false),
             _ => return json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
         };
-        let user = match self.api_user(h) {
+        let user = match self.api_user_once(h) {
             Ok(u) => u,
             Err(d) => return Self::denied(d),
         };
@@ -260,7 +268,7 @@ impl App {
                 .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(MARKER));
         }
         let app = self.clone();
-        let guard = self.ws_tasks.clone();
+        let guard = self.ws_tasks.subscribe();
         tokio::spawn(async move {
             let _guard = guard;
             if let Ok(ws) = fut.await {
@@ -318,13 +326,10 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     }
     drop(listener);
     app.hub.close_all(close::SHUTDOWN);
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
-    // Wait for WebSocket tasks: recv returns None once every task's sender is dropped.
-    let mut done = app.ws_done.lock().await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while done.recv().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    // Wait for WebSocket tasks (each has sent its 1001 and seen the client's reply, or given
+    // up): `closed` completes once every task's receiver is dropped, at once with none.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, app.ws_tasks.closed()).await;
 }
 
 /// Entry point shared by `main` and the tests.

@@ -100,18 +100,21 @@ fn deadline(exp: Option<u64>) -> Option<tokio::time::Instant> {
     Some(tokio::time::Instant::now() + left)
 }
 
+type Sink = futures_util::stream::SplitSink<HyperWebsocketStream, Message>;
+
+/// Sends queued messages, then our close frame; hands the sink back for the final drain.
 async fn writer(
-    mut sink: futures_util::stream::SplitSink<HyperWebsocketStream, Message>,
+    mut sink: Sink,
     mut rx: mpsc::Receiver<Message>,
     mut close_rx: watch::Receiver<Option<CloseReason>>,
-) {
+) -> Option<Sink> {
     loop {
         tokio::select! {
             biased;
             _ = close_rx.changed() => break,
             m = rx.recv() => match m {
                 // A slow client blocks only this task; the broadcaster never waits for it.
-                Some(m) => if sink.send(m).await.is_err() { return },
+                Some(m) => if sink.send(m).await.is_err() { return None },
                 None => break,
             },
         }
@@ -125,6 +128,26 @@ async fn writer(
     }
     // Flushes a queued close reply and shuts the sink down.
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    Some(sink)
+}
+
+/// After a 1009 the rest of the oversized message is still arriving: dropping the socket with
+/// unread bytes makes the kernel send a reset, and the client loses our close frame (1006).
+/// So: FIN our side, then read and discard raw bytes (fixed buffer) until the client closes,
+/// for at most `linger`.
+async fn drain_raw(ws: &mut HyperWebsocketStream, linger: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = ws.get_mut();
+    let _ = tokio::time::timeout(linger, async {
+        let _ = io.shutdown().await;
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = io.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn connection(
@@ -217,11 +240,18 @@ async fn connection(
             client_ip = %audit.client_ip, "websocket closed");
     }
     drop(tx);
-    if tokio::time::timeout(Duration::from_secs(4), &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
+    let sink = match tokio::time::timeout(Duration::from_secs(4), &mut writer).await {
+        Ok(Ok(sink)) => sink,
+        _ => {
+            writer.abort();
+            None
+        }
+    };
+    if used == Some(close::TOO_BIG) {
+        if let Some(mut ws) = sink.and_then(|sink| stream.reunite(sink).ok()) {
+            drain_raw(&mut ws, Duration::from_secs(2)).await;
+        }
+        return;
     }
     // RFC 6455: after our Close, wait (bounded) for the peer's before dropping TCP, so a client
     // still reading buffered frames gets the close frame rather than a reset.

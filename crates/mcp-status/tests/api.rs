@@ -274,3 +274,128 @@ async fn dashboard_health_and_metrics_endpoints() {
     let r = client().get(s.url("/ws/mcp-status")).send().await.unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// A server that requires assertions (public key file), with one MCP; and its signer.
+async fn asserted_server() -> (Server, gatepass_identity::AssertionSigner) {
+    let (url, _) = demo_mcp(true).await;
+    let signer = gatepass_identity::AssertionSigner::from_pkcs8_pem(
+        gatepass_identity::generate_ed25519_pkcs8_pem()
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let pem = public_pem(&signer);
+    let cfg = format!(
+        "[auth]\nassertion_public_key_file = \"assertion.pub.pem\"\n\n{}",
+        mcp("oracle_mcp", &url, "1h")
+    );
+    let s = start_with(&cfg, |d| {
+        std::fs::write(d.join("assertion.pub.pem"), &pem).unwrap()
+    })
+    .await;
+    (s, signer)
+}
+
+fn unauthorized() -> Value {
+    serde_json::json!({"error": "unauthorized", "error_description": "authentication required"})
+}
+
+/// G(a): a valid assertion with a forged (later) `X-User-Expires` is refused: the assertion's
+/// `token_exp` must equal the header. Socket: 1008 `Authentication required`; API: 401.
+#[tokio::test]
+async fn forged_later_expiry_header_with_a_valid_assertion_is_refused() {
+    let (s, signer) = asserted_server().await;
+    let exp = now() + 600;
+    let honest = who("alice", "admin")
+        .expires(exp)
+        .asserted(&signer, &s.host());
+    // The honest headers get in, on both paths.
+    let (mut ws, _) = connect(&s, &honest.headers()).await;
+    assert_eq!(next_json(&mut ws).await["type"], "initial_status");
+    let get = reqwest::Method::GET;
+    assert_eq!(
+        api(&s, get.clone(), "/api/v1/mcps", Some(&honest)).await.0,
+        200
+    );
+    for forged_exp in [exp + 86_400, exp + 1, exp - 1] {
+        let forged = honest.clone().expires(forged_exp);
+        let (mut ws, _) = connect(&s, &forged.headers()).await;
+        assert_eq!(
+            closed(&mut ws).await,
+            (1008, "Authentication required".into()),
+            "X-User-Expires {forged_exp} vs token_exp {exp}"
+        );
+        assert_eq!(
+            api(&s, get.clone(), "/api/v1/mcps", Some(&forged)).await,
+            (401, unauthorized())
+        );
+        assert_eq!(
+            api(
+                &s,
+                reqwest::Method::POST,
+                "/api/v1/mcps/oracle_mcp/disable",
+                Some(&forged)
+            )
+            .await,
+            (401, unauthorized())
+        );
+    }
+    // No X-User-Expires at all, while the assertion names one: refused as well.
+    let mut no_exp = honest.clone();
+    no_exp.identity.expires = None;
+    let (mut ws, _) = connect(&s, &no_exp.headers()).await;
+    assert_eq!(
+        closed(&mut ws).await,
+        (1008, "Authentication required".into())
+    );
+}
+
+/// G(b): an assertion `jti` is accepted once for a state-changing call; GETs and WebSocket
+/// upgrades may reuse it (gatepass reuses assertions for safe methods).
+#[tokio::test]
+async fn replayed_assertion_on_a_post_is_401() {
+    let (s, signer) = asserted_server().await;
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+    let once = who("alice", "admin").asserted(&signer, &s.host());
+    // Safe uses first, several times: none consumes the jti.
+    for _ in 0..2 {
+        assert_eq!(
+            api(&s, get.clone(), "/api/v1/mcps", Some(&once)).await.0,
+            200
+        );
+        let (mut ws, _) = connect(&s, &once.headers()).await;
+        assert_eq!(next_json(&mut ws).await["type"], "initial_status");
+    }
+    let (status, body) = api(
+        &s,
+        post.clone(),
+        "/api/v1/mcps/oracle_mcp/disable",
+        Some(&once),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "inactive");
+    // The same assertion again, on the same or another state-changing route: 401.
+    for path in [
+        "/api/v1/mcps/oracle_mcp/disable",
+        "/api/v1/mcps/oracle_mcp/enable",
+    ] {
+        assert_eq!(
+            api(&s, post.clone(), path, Some(&once)).await,
+            (401, unauthorized()),
+            "{path}"
+        );
+    }
+    // The refused replay changed nothing.
+    let (_, body) = api(&s, get.clone(), "/api/v1/mcps", Some(&once)).await;
+    assert_eq!(body["mcps"][0]["status"], "inactive");
+    // Safe methods still accept the used assertion.
+    let (mut ws, _) = connect(&s, &once.headers()).await;
+    assert_eq!(next_json(&mut ws).await["type"], "initial_status");
+    // A fresh assertion (new jti) for the same user is fine.
+    let fresh = who("alice", "admin").asserted(&signer, &s.host());
+    let (status, body) = api(&s, post, "/api/v1/mcps/oracle_mcp/enable", Some(&fresh)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "active");
+}

@@ -1,8 +1,8 @@
-//! The real `mcp-status` binary: config errors and the demo MCP subcommand.
+//! The real `mcp-status` binary: config errors, `check-config`, SIGTERM and the demo MCP.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-status");
 
@@ -96,4 +96,136 @@ fn demo_mcp_flips_and_stops_on_sigterm() {
     }
     let _ = child.kill();
     panic!("demo-mcp did not exit on SIGTERM");
+}
+
+#[test]
+fn check_config_prints_the_effective_config_or_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[auth]\nassertion_jwks_url = \"https://ops:hunter2@gatepass.test/.well-known/jwks.json\"\n\n\
+         [[mcps]]\nname = \"oracle_mcp\"\nhealth_url = \"http://mcp.test:7001/health?token=s3cret\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The effective config: defaults filled in, secrets redacted, and valid TOML for `serve`.
+    for want in [
+        "listen = \"127.0.0.1:9092\"",
+        "[limits]",
+        "max_message_bytes = 1048576",
+        "idle_timeout = \"5m\"",
+        "assertion_jwks_url = \"https://<redacted>@gatepass.test/.well-known/jwks.json\"",
+        "health_url = \"http://mcp.test:7001/health?<redacted>\"",
+        "[[mcps]]",
+        "failure_threshold = 3",
+    ] {
+        assert!(stdout.contains(want), "{want:?} not in\n{stdout}");
+    }
+    assert!(
+        !stdout.contains("hunter2") && !stdout.contains("s3cret"),
+        "{stdout}"
+    );
+    let effective = dir.path().join("effective.toml");
+    std::fs::write(&effective, stdout.as_bytes()).unwrap();
+    mcp_status::Config::load(&effective).unwrap();
+
+    for (text, expected) in [
+        (
+            "[limits]\nmax_message_bytes = 0\n",
+            "mcp-status: config error: limits.max_message_bytes: must be greater than 0",
+        ),
+        (
+            "[auth]\nassertion_public_key_file = \"missing.pem\"\n",
+            "mcp-status: config error: auth.assertion_public_key_file: cannot read",
+        ),
+        (
+            "[limits]\nmax_mesage_bytes = 1\n",
+            "mcp-status: config error: max_mesage_bytes (line 2): unknown field `max_mesage_bytes`",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["check-config", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(expected),
+            "got {stderr:?}, want {expected:?}"
+        );
+    }
+}
+
+/// `serve` with no socket open exits 0 within a second of SIGTERM (it used to wait out the
+/// whole 10 s drain).
+#[test]
+fn serve_exits_0_within_a_second_of_sigterm_with_no_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "").unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("MCP_STATUS_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ready once it logs that it listens; keep draining stderr afterwards.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("mcp-status listening") => break,
+            Some(Ok(_)) => continue,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no listening line: {other:?}");
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Some(s) = child.try_wait().unwrap() {
+            let took = start.elapsed();
+            assert_eq!(s.code(), Some(0));
+            assert!(
+                took < Duration::from_secs(1),
+                "exited {took:?} after SIGTERM"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve did not exit within 5 s of SIGTERM");
 }

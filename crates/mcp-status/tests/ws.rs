@@ -238,6 +238,38 @@ async fn oversized_message_closes_1009() {
     assert_eq!(closed(&mut ws).await, (1009, "Message too big".into()));
 }
 
+/// A message just over `max_message_bytes` gets the 1009 close frame, then the drop. Before,
+/// the server dropped TCP with the rest of the message unread: the kernel reset the
+/// connection and the client never saw a close frame (1006).
+#[tokio::test]
+async fn message_just_over_the_limit_gets_close_1009_message_too_big() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    // The default limit (1 MiB): one byte over.
+    let s = server("").await;
+    let limit = s.app.config.limits.max_message_bytes;
+    assert_eq!(limit, 1024 * 1024);
+    for _ in 0..3 {
+        let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+        next_json(&mut ws).await;
+        send_text(&mut ws, &"x".repeat(limit + 1)).await;
+        assert_eq!(closed(&mut ws).await, (1009, "Message too big".into()));
+    }
+    // A small limit: one byte over in one frame, and in two fragments that each fit.
+    let s = server("max_message_bytes = 1024").await;
+    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+    next_json(&mut ws).await;
+    send_text(&mut ws, &"x".repeat(1025)).await;
+    assert_eq!(closed(&mut ws).await, (1009, "Message too big".into()));
+    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+    next_json(&mut ws).await;
+    let first = Frame::message(vec![b'x'; 600], OpCode::Data(Data::Text), false);
+    let last = Frame::message(vec![b'x'; 425], OpCode::Data(Data::Continue), true);
+    ws.send(Message::Frame(first)).await.unwrap();
+    ws.send(Message::Frame(last)).await.unwrap();
+    assert_eq!(closed(&mut ws).await, (1009, "Message too big".into()));
+}
+
 #[tokio::test]
 async fn idle_timeout_closes_1001() {
     let s = server("idle_timeout = \"300ms\"\nheartbeat_interval = \"1h\"").await;
@@ -366,6 +398,50 @@ async fn shutdown_closes_1001_server_shutting_down() {
     stop.await.unwrap();
 }
 
+/// No socket open: shutdown completes at once (it used to wait the full 10 s drain, since the
+/// app itself held a sender of the WebSocket task channel).
+#[tokio::test]
+async fn shutdown_with_no_socket_finishes_within_a_second() {
+    let s = server("").await;
+    // Served and idle: one API round trip, no socket.
+    assert_eq!(
+        client()
+            .get(s.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let start = Instant::now();
+    s.shutdown().await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(1), "shutdown took {took:?}");
+}
+
+/// One socket open: it gets 1001 `Server shutting down`, and the server is done right after
+/// the client answers the close, not after the 10 s drain.
+#[tokio::test]
+async fn shutdown_with_a_socket_finishes_right_after_1001() {
+    let s = server("").await;
+    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
+    next_json(&mut ws).await;
+    let stop = tokio::spawn(s.shutdown());
+    assert_eq!(closed(&mut ws).await, (1001, "Server shutting down".into()));
+    let closed_at = Instant::now();
+    // A well-behaved client: keeps reading, which sends its close reply, until TCP ends.
+    tokio::spawn(async move { while ws.next().await.is_some() {} });
+    tokio::time::timeout(Duration::from_secs(5), stop)
+        .await
+        .expect("server stopped")
+        .unwrap();
+    let took = closed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "server finished {took:?} after the 1001"
+    );
+}
+
 #[tokio::test]
 async fn assertion_missing_forged_or_mismatched_is_refused() {
     let (base, _) = config("").await;
@@ -435,22 +511,6 @@ async fn assertion_missing_forged_or_mismatched_is_refused() {
         }
         assert_eq!(req.send().await.unwrap().status(), 401, "{what}");
     }
-}
-
-/// The Ed25519 public key of `signer` as an SPKI PEM (what operators point
-/// `assertion_public_key_file` at).
-fn public_pem(signer: &AssertionSigner) -> String {
-    use base64::Engine;
-    let jwks: serde_json::Value = serde_json::from_str(signer.jwks_json()).unwrap();
-    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(jwks["keys"][0]["x"].as_str().unwrap())
-        .unwrap();
-    let mut der = vec![
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    der.extend_from_slice(&x);
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n")
 }
 
 #[tokio::test]

@@ -259,3 +259,19 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .map(|v| v.trim().parse().unwrap())
         .unwrap_or(0.0)
 }
+
+/// The Ed25519 public key of `signer` as an SPKI PEM (what operators point
+/// `assertion_public_key_file` at).
+pub fn public_pem(signer: &AssertionSigner) -> String {
+    use base64::Engine;
+    let jwks: serde_json::Value = serde_json::from_str(signer.jwks_json()).unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jwks["keys"][0]["x"].as_str().unwrap())
+        .unwrap();
+    let mut der = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    der.extend_from_slice(&x);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n")
+}
