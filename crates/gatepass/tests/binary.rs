@@ -270,8 +270,14 @@ async fn mint_serve_reload_and_graceful_exit() {
         200
     );
 
-    let (code, _) = p.stop();
+    let (code, log) = p.stop();
     assert_eq!(code, 0);
+    // Issue 9: stderr is a pipe, so plain text: no colour codes in log files.
+    assert!(log.contains("gatepass listening"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI escape in a non-terminal log:\n{log:?}"
+    );
 }
 
 #[tokio::test]

@@ -28,6 +28,8 @@ pub enum Denied {
     Expired,
     /// Role not in `allowed_roles`.
     Forbidden,
+    /// The assertion keys are not loaded yet: nobody can be checked (503, not 401).
+    Unavailable,
 }
 
 pub struct Auth {
@@ -90,29 +92,48 @@ impl Auth {
         })
     }
 
-    /// Loads (and periodically refreshes) the assertion JWKS; retries quickly until the
-    /// first success, since every request is refused until then.
+    /// Loads (and periodically refreshes) the assertion JWKS. Until the first success every
+    /// request is refused, so it retries fast at first (100 ms, doubling to 1 s): at start
+    /// gatepass (or Traefik in front of it) is often a moment behind.
     pub async fn refresh_jwks(self: Arc<Self>) {
         let (Some(url), Some(slot)) = (self.jwks_url.clone(), self.verifier.as_ref()) else {
             return;
         };
+        let mut retry = Duration::from_millis(100);
         loop {
             let next = match AssertionVerifier::from_jwks_url(&url, Duration::from_secs(2)).await {
                 Ok(v) => {
+                    if slot.load().is_none() {
+                        tracing::info!("assertion keys loaded");
+                    }
                     slot.store(Some(Arc::new(v)));
                     Duration::from_secs(300)
                 }
+                Err(e) if slot.load().is_some() => {
+                    tracing::warn!(error = %e, "assertion JWKS unavailable; keeping the last keys");
+                    Duration::from_secs(30)
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "assertion JWKS unavailable");
-                    if slot.load().is_some() {
-                        Duration::from_secs(30)
+                    // Quiet while the stack comes up; loud once it takes a while.
+                    if retry >= Duration::from_secs(1) {
+                        tracing::warn!(error = %e, "assertion JWKS unavailable");
                     } else {
-                        Duration::from_secs(1)
+                        tracing::debug!(error = %e, "assertion JWKS not reachable yet");
                     }
+                    let now = retry;
+                    retry = (retry * 2).min(Duration::from_secs(1));
+                    now
                 }
             };
             tokio::time::sleep(next).await;
         }
+    }
+
+    /// False while an assertion key is required but not loaded yet.
+    pub fn ready(&self) -> bool {
+        self.verifier
+            .as_ref()
+            .is_none_or(|slot| slot.load().is_some())
     }
 
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
@@ -159,7 +180,7 @@ impl Auth {
         let mut claims = None;
         if let Some(slot) = &self.verifier {
             let guard = slot.load();
-            let verifier = guard.as_ref().ok_or(Denied::Unauthenticated)?;
+            let verifier = guard.as_ref().ok_or(Denied::Unavailable)?;
             let aud = self.cfg.assertion_audience.as_deref().unwrap_or(host);
             let assertion = h.get(headers::USER_ASSERTION).and_then(|v| v.to_str().ok());
             // A mismatched `X-User-Expires` (claims.token_exp) is refused here too.

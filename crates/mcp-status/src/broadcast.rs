@@ -62,6 +62,14 @@ pub enum Event {
         circuit_breakers_open: usize,
         timestamp: String,
     },
+    /// After every poll (an addition to the SPEC's messages): the dashboard's "last check"
+    /// and health move with each check, not only with circuit changes.
+    HealthCheck {
+        mcp_id: u32,
+        mcp_name: String,
+        healthy: bool,
+        last_health_check: String,
+    },
 }
 
 impl Event {
@@ -106,6 +114,15 @@ impl Event {
             } => json!({
                 "type": "system_metrics", "active_mcps": active_mcps, "total_mcps": total_mcps,
                 "circuit_breakers_open": circuit_breakers_open, "timestamp": timestamp}),
+            Event::HealthCheck {
+                mcp_id,
+                mcp_name,
+                healthy,
+                last_health_check,
+            } => json!({
+                "type": "health_check", "mcp_id": mcp_id, "mcp_name": mcp_name,
+                "health_status": if *healthy { "healthy" } else { "unhealthy" },
+                "last_health_check": last_health_check, "timestamp": last_health_check}),
         }
     }
 }

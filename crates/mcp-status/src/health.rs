@@ -218,7 +218,12 @@ impl Registry {
         let ts = now_rfc3339();
         m.last_check = Some(SystemTime::now());
         m.healthy = Some(ok);
-        let mut events = Vec::new();
+        let mut events = vec![Event::HealthCheck {
+            mcp_id: m.id,
+            mcp_name: m.cfg.name.clone(),
+            healthy: ok,
+            last_health_check: ts.clone(),
+        }];
         let before = (m.circuit, m.active);
         match (m.circuit, ok) {
             (Circuit::Closed, true) => m.failures = 0,
@@ -409,17 +414,23 @@ mod tests {
     #[test]
     fn breaker_state_machine() {
         let r = registry();
-        assert!(kinds(&r.apply(0, false)).is_empty());
+        // Every check is reported, whatever the breaker does.
+        assert_eq!(kinds(&r.apply(0, false)), ["health_check"]);
         assert_eq!(
             kinds(&r.apply(0, false)),
-            ["health:circuit_open", "system_metrics"]
+            ["health_check", "health:circuit_open", "system_metrics"]
         );
         assert_eq!(r.get("m").unwrap().circuit, Circuit::Open);
         // Half-open probe fails: second cycle, auto-disabled.
         r.lock()[0].circuit = Circuit::HalfOpen;
         assert_eq!(
             kinds(&r.apply(0, false)),
-            ["health:circuit_open", "status:inactive", "system_metrics"]
+            [
+                "health_check",
+                "health:circuit_open",
+                "status:inactive",
+                "system_metrics"
+            ]
         );
         let m = r.get("m").unwrap();
         assert!(!m.active);
@@ -427,11 +438,24 @@ mod tests {
         r.lock()[0].circuit = Circuit::HalfOpen;
         assert_eq!(
             kinds(&r.apply(0, true)),
-            ["health:recovery", "status:active", "system_metrics"]
+            [
+                "health_check",
+                "health:recovery",
+                "status:active",
+                "system_metrics"
+            ]
         );
         let m = r.get("m").unwrap();
         assert!(m.active);
         assert_eq!(m.circuit, Circuit::Closed);
+        let check = r.apply(0, true)[0].to_json(View::Redacted);
+        assert_eq!(check["type"], "health_check");
+        assert_eq!(check["mcp_name"], "m");
+        assert_eq!(check["health_status"], "healthy");
+        assert_eq!(
+            check["last_health_check"],
+            r.get("m").unwrap().to_json(View::Full)["last_health_check"]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, SEC_WEBSOCKET_PROTOCOL};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST, SEC_WEBSOCKET_PROTOCOL};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{Auth, Denied, User};
-use crate::broadcast::{close, CloseReason, Hub};
+use crate::broadcast::{close, CloseReason, Hub, View};
 use crate::config::{Config, ConfigError};
 use crate::health::Registry;
 use crate::metrics::Metrics;
@@ -122,6 +122,7 @@ impl App {
                 r
             }
             (&Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
+            (&Method::GET, "/readyz") => self.readyz(),
             (&Method::GET, "/metrics") => {
                 let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 r.headers_mut().insert(
@@ -138,10 +139,41 @@ impl App {
                 ),
                 Err(d) => Self::denied(d),
             },
+            (&Method::GET, "/api/v1/me") => match self.api_user(req.headers()) {
+                Ok(u) => json_response(
+                    StatusCode::OK,
+                    json!({"id": u.identity.id, "username": u.identity.username,
+                        "role": u.identity.role, "admin": u.admin, "full_view": u.view == View::Full}),
+                ),
+                Err(d) => Self::denied(d),
+            },
             (&Method::POST, p) if p.starts_with("/api/v1/mcps/") => {
                 self.api_change(req.headers(), p)
             }
-            _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
+            (_, p) => match allowed_methods(p) {
+                Some(allow) => {
+                    let mut r = json_response(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        json!({"error": "method_not_allowed", "error_description": format!("use {allow}")}),
+                    );
+                    r.headers_mut()
+                        .insert(ALLOW, HeaderValue::from_static(allow));
+                    r
+                }
+                None => json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
+            },
+        }
+    }
+
+    /// 200 once the assertion keys (when required) are loaded, else 503 naming what is missing.
+    fn readyz(&self) -> Response<Body> {
+        if self.auth.ready() {
+            json_response(StatusCode::OK, json!({"status": "ok"}))
+        } else {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "unavailable", "assertion_keys": "not loaded"}),
+            )
         }
     }
 
@@ -160,16 +192,20 @@ impl App {
         self.auth.authorize(identity)
     }
 
-    /// The API's answer to a refused caller.
+    /// The API's answer to a refused caller, in gatepass's vocabulary (RFC 6750 codes).
     fn denied(d: Denied) -> Response<Body> {
         match d {
             Denied::Forbidden => json_response(
                 StatusCode::FORBIDDEN,
-                json!({"error": "forbidden", "error_description": "role not allowed"}),
+                json!({"error": "insufficient_scope", "error_description": "role not allowed for this route"}),
             ),
             Denied::Unauthenticated | Denied::Expired => json_response(
                 StatusCode::UNAUTHORIZED,
                 json!({"error": "unauthorized", "error_description": "authentication required"}),
+            ),
+            Denied::Unavailable => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "temporarily_unavailable", "error_description": "assertion keys are not loaded yet"}),
             ),
         }
     }
@@ -188,7 +224,7 @@ impl App {
         if !user.admin {
             return json_response(
                 StatusCode::FORBIDDEN,
-                json!({"error": "forbidden", "error_description": "admin role required"}),
+                json!({"error": "insufficient_scope", "error_description": "admin role required"}),
             );
         }
         match self
@@ -220,6 +256,11 @@ impl App {
     }
 
     fn upgrade(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        // Without the assertion keys nobody can be checked: refuse the handshake with 503
+        // (retry later) rather than accept and close it as unauthenticated.
+        if !self.auth.ready() {
+            return Self::denied(Denied::Unavailable);
+        }
         let offered_marker = req
             .headers()
             .get_all(SEC_WEBSOCKET_PROTOCOL)
@@ -276,6 +317,20 @@ impl App {
             }
         });
         resp
+    }
+}
+
+/// The methods a known path accepts, for a 405's `Allow`.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/" | "/index.html" => Some("GET, HEAD"),
+        "/healthz" | "/readyz" | "/metrics" | "/api/v1/mcps" | "/api/v1/me" => Some("GET"),
+        p if p.starts_with("/api/v1/mcps/")
+            && (p.ends_with("/enable") || p.ends_with("/disable")) =>
+        {
+            Some("POST")
+        }
+        _ => None,
     }
 }
 

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -254,8 +256,18 @@ async fn dashboard_health_and_metrics_endpoints() {
         html.contains("new WebSocket("),
         "the dashboard connects by itself"
     );
-    for external in ["<script src", "<link ", "@import", "url(http"] {
+    for external in [
+        "<script src",
+        "@import",
+        "url(http",
+        "href=\"http",
+        "href=\"//",
+    ] {
         assert!(!html.contains(external), "external asset: {external}");
+    }
+    // Every <link> (the favicon) is inline.
+    for link in html.split("<link ").skip(1) {
+        assert!(link.contains("href=\"data:"), "external <link {link:.60}");
     }
     let r = client().get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -398,4 +410,243 @@ async fn replayed_assertion_on_a_post_is_401() {
     let (status, body) = api(&s, post, "/api/v1/mcps/oracle_mcp/enable", Some(&fresh)).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "active");
+}
+
+/// Issue 9: every poll is reported (`health_check`), so "last check" and health move with
+/// each check, and an unhealthy check shows before the circuit opens.
+#[tokio::test]
+async fn every_health_check_is_broadcast() {
+    let (url, switch) = demo_mcp(true).await;
+    let s = start(
+        &mcp("oracle_mcp", &url, "50ms").replace("failure_threshold = 2", "failure_threshold = 5"),
+    )
+    .await;
+    let (mut ws, _) = connect(&s, &who("a", "admin").headers()).await;
+    assert_eq!(next_json(&mut ws).await["type"], "initial_status");
+    for _ in 0..2 {
+        let v = until(&mut ws, "health_check", |v| v["type"] == "health_check").await;
+        assert_eq!(v["mcp_name"], "oracle_mcp");
+        assert_eq!(v["mcp_id"], 1);
+        assert_eq!(v["health_status"], "healthy");
+        assert!(
+            v["last_health_check"].as_str().unwrap().ends_with('Z'),
+            "{v}"
+        );
+    }
+    switch.set(false);
+    let v = until(&mut ws, "an unhealthy check", |v| {
+        v["type"] == "health_check" && v["health_status"] == "unhealthy"
+    })
+    .await;
+    assert_eq!(v["mcp_name"], "oracle_mcp");
+    // The circuit is still closed (threshold 5): the check alone carried the news.
+    let (_, body) = api(
+        &s,
+        reqwest::Method::GET,
+        "/api/v1/mcps",
+        Some(&who("a", "admin")),
+    )
+    .await;
+    assert_eq!(body["mcps"][0]["health_status"], "unhealthy");
+}
+
+/// Issue 9: `GET /api/v1/me` tells the page who it is; 403s use gatepass's vocabulary.
+#[tokio::test]
+async fn me_and_one_error_vocabulary() {
+    let (url, _) = demo_mcp(true).await;
+    let s = start(&mcp("oracle_mcp", &url, "1h")).await;
+    let get = reqwest::Method::GET;
+    let (status, body) = api(&s, get.clone(), "/api/v1/me", Some(&who("alice", "admin"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        serde_json::json!({"id": "alice", "username": "alice-name", "role": "admin", "admin": true, "full_view": true})
+    );
+    let (status, body) = api(
+        &s,
+        get.clone(),
+        "/api/v1/me",
+        Some(&who("dev", "developer")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["admin"].clone(), body["full_view"].clone()),
+        (false.into(), false.into())
+    );
+    let forbidden = serde_json::json!({"error": "insufficient_scope", "error_description": "role not allowed for this route"});
+    assert_eq!(
+        api(&s, get.clone(), "/api/v1/me", Some(&who("v", "viewer"))).await,
+        (403, forbidden.clone())
+    );
+    assert_eq!(
+        api(&s, get.clone(), "/api/v1/mcps", Some(&who("v", "viewer"))).await,
+        (403, forbidden)
+    );
+    assert_eq!(
+        api(&s, get, "/api/v1/me", None).await,
+        (401, unauthorized())
+    );
+    assert_eq!(
+        api(
+            &s,
+            reqwest::Method::POST,
+            "/api/v1/mcps/oracle_mcp/disable",
+            Some(&who("dev", "developer"))
+        )
+        .await,
+        (
+            403,
+            serde_json::json!({"error": "insufficient_scope", "error_description": "admin role required"})
+        )
+    );
+}
+
+/// Issue 9: a wrong method on a known path is 405 with `Allow`; an unknown path is 404.
+#[tokio::test]
+async fn wrong_method_on_a_known_path_is_405_with_allow() {
+    let (url, _) = demo_mcp(true).await;
+    let s = start(&mcp("oracle_mcp", &url, "1h")).await;
+    for (method, path, allow) in [
+        (reqwest::Method::DELETE, "/api/v1/mcps", "GET"),
+        (reqwest::Method::POST, "/api/v1/me", "GET"),
+        (
+            reqwest::Method::GET,
+            "/api/v1/mcps/oracle_mcp/enable",
+            "POST",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/mcps/oracle_mcp/disable",
+            "POST",
+        ),
+        (reqwest::Method::POST, "/healthz", "GET"),
+        (reqwest::Method::POST, "/readyz", "GET"),
+        (reqwest::Method::POST, "/", "GET, HEAD"),
+    ] {
+        let r = client()
+            .request(method.clone(), s.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+    let r = client().get(s.url("/api/v1/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+/// A JWKS endpoint that answers 503 until switched on.
+async fn switchable_jwks(body: String) -> (String, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().unwrap()
+    );
+    let on = Arc::new(AtomicBool::new(false));
+    let state = on.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let (state, body) = (state.clone(), body.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let up = state.load(Ordering::SeqCst);
+                    let body = body.clone();
+                    async move {
+                        let r = http::Response::builder()
+                            .status(if up { 200 } else { 503 })
+                            .body(http_body_util::Full::new(bytes::Bytes::from(if up {
+                                body
+                            } else {
+                                String::new()
+                            })))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    (url, on)
+}
+
+/// Issue 9: until the assertion keys are loaded mcp-status is not ready: `/readyz` 503, the
+/// API and the handshake 503 `temporarily_unavailable` (not 401). It retries fast, so it is
+/// ready within about a second of the keys appearing.
+#[tokio::test]
+async fn not_ready_and_503_until_the_assertion_keys_load() {
+    let (url, _) = demo_mcp(true).await;
+    let signer = gatepass_identity::AssertionSigner::from_pkcs8_pem(
+        gatepass_identity::generate_ed25519_pkcs8_pem()
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let (jwks_url, on) = switchable_jwks(signer.jwks_json().to_string()).await;
+    let s = start(&format!(
+        "[auth]\nassertion_jwks_url = \"{jwks_url}\"\n\n{}",
+        mcp("oracle_mcp", &url, "1h")
+    ))
+    .await;
+    let r = client().get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "unavailable", "assertion_keys": "not loaded"})
+    );
+    let admin = who("a", "admin").asserted(&signer, &s.host());
+    let unavailable = serde_json::json!({"error": "temporarily_unavailable", "error_description": "assertion keys are not loaded yet"});
+    assert_eq!(
+        api(&s, reqwest::Method::GET, "/api/v1/mcps", Some(&admin)).await,
+        (503, unavailable)
+    );
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/ws/mcp-status", s.addr),
+    )
+    .unwrap();
+    for (k, v) in admin.headers() {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(&v).unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
+        other => panic!(
+            "expected a 503 handshake, got {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+    on.store(true, Ordering::SeqCst);
+    let since = std::time::Instant::now();
+    wait_for(
+        Duration::from_secs(3),
+        "ready once the keys load",
+        || async {
+            client()
+                .get(s.url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        },
+    )
+    .await;
+    assert!(
+        since.elapsed() < Duration::from_millis(1500),
+        "retries at most 1 s apart"
+    );
+    assert_eq!(
+        api(&s, reqwest::Method::GET, "/api/v1/mcps", Some(&admin))
+            .await
+            .0,
+        200
+    );
 }

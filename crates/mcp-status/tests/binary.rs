@@ -197,7 +197,14 @@ fn serve_exits_0_within_a_second_of_sigterm_with_no_socket() {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     loop {
         match lines.next() {
-            Some(Ok(l)) if l.contains("mcp-status listening") => break,
+            Some(Ok(l)) if l.contains("mcp-status listening") => {
+                // Issue 9: stderr is a pipe here, so no colour codes (they litter log files).
+                assert!(
+                    !l.contains('\x1b'),
+                    "ANSI escape in a non-terminal log: {l:?}"
+                );
+                break;
+            }
             Some(Ok(_)) => continue,
             other => {
                 let _ = child.kill();

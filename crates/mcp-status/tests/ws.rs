@@ -471,16 +471,19 @@ async fn assertion_missing_forged_or_mismatched_is_refused() {
     let s = start(&cfg).await;
     let host = s.host();
     let good = who("u", "admin");
-    // Wait until the JWKS is loaded: a valid assertion gets in.
-    wait_for(Duration::from_secs(10), "assertion keys", || {
-        let h = good.clone().asserted(&signer, &host).headers();
-        let s = &s;
-        async move {
-            let (mut ws, _) = connect(s, &h).await;
-            matches!(ws.next().await, Some(Ok(Message::Text(t))) if t.contains("initial_status"))
-        }
+    // Wait until the JWKS is loaded (`/readyz`); then a valid assertion gets in.
+    wait_for(Duration::from_secs(10), "assertion keys", || async {
+        client()
+            .get(s.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
     })
     .await;
+    let (mut ws, _) = connect(&s, &good.clone().asserted(&signer, &host).headers()).await;
+    assert_eq!(next_json(&mut ws).await["type"], "initial_status");
     let other = AssertionSigner::from_pkcs8_pem(
         gatepass_identity::generate_ed25519_pkcs8_pem()
             .unwrap()

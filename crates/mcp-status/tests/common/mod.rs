@@ -165,8 +165,19 @@ pub async fn connect(s: &Server, headers: &[(String, String)]) -> (Ws, Option<St
     (ws, proto)
 }
 
-/// Next text message as JSON (pings and pongs skipped).
+/// Next text message as JSON: pings, pongs and the per-poll `health_check` skipped, so a
+/// test about other messages never races the poller.
 pub async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let v = next_any_json(ws).await;
+        if v["type"] != "health_check" {
+            return v;
+        }
+    }
+}
+
+/// Next text message as JSON, `health_check` included (pings and pongs skipped).
+pub async fn next_any_json(ws: &mut Ws) -> Value {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -202,7 +213,7 @@ pub async fn until(ws: &mut Ws, what: &str, pred: impl Fn(&Value) -> bool) -> Va
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        let v = next_json(ws).await;
+        let v = next_any_json(ws).await;
         if pred(&v) {
             return v;
         }
