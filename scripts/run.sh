@@ -17,22 +17,24 @@ WEB="127.0.0.1:$WEB_PORT"
 # True while $1 still runs the program $2 that this script started: an interrupted start can
 # leave run/pids behind, and by then the PID may belong to another process.
 ours() {
-  [ -r "/proc/$1/cmdline" ] && tr '\0' '\n' < "/proc/$1/cmdline" | head -n 1 | grep -qxF -- "$2"
+  local argv0
+  argv0=$({ tr '\0' '\n' < "/proc/$1/cmdline"; } 2>/dev/null | head -n 1) || return 1
+  [ "$argv0" = "$2" ]
 }
 
 stop_all() {
   [ -f "$PIDS" ] || return 0
-  local pid name exe
+  local pid name exe signalled=()
   # TERM everything first, then wait: the services drain in parallel.
   while read -r pid name exe; do
     if ours "$pid" "$exe"; then
-      kill -TERM "$pid" 2>/dev/null || true
+      kill -TERM "$pid" 2>/dev/null && signalled+=("$pid $name $exe")
     elif kill -0 "$pid" 2>/dev/null; then
       echo "not stopping $pid: it no longer runs $name ($exe)"
     fi
   done < "$PIDS"
-  while read -r pid name exe; do
-    ours "$pid" "$exe" || continue
+  for entry in "${signalled[@]}"; do
+    read -r pid name exe <<< "$entry"
     for _ in $(seq 1 100); do ours "$pid" "$exe" || break; sleep 0.05; done
     if ours "$pid" "$exe"; then
       kill -KILL "$pid" 2>/dev/null || true
@@ -40,7 +42,7 @@ stop_all() {
     else
       echo "stopped $name ($pid)"
     fi
-  done < "$PIDS"
+  done
   rm -f "$PIDS"
 }
 
@@ -172,12 +174,21 @@ start gatepass "$GP" serve --config "$RUN/gatepass.toml"
 start mcp-status "$MS" serve --config "$RUN/mcp-status.toml"
 start traefik "$TRAEFIK" "--configFile=$PWD/$RUN/traefik.yml"
 
+# "Up" means every part is ready, not just listening: gatepass has its keys, mcp-status has
+# the assertion keys (fetched through Traefik), and Traefik routes to both.
+ready_now() {
+  curl -fsS --cacert "$RUN/certs/ca.pem" "https://127.0.0.1:$GATEPASS_PORT/readyz" > /dev/null 2>&1 &&
+    curl -fsS "http://127.0.0.1:$MCP_PORT/readyz" > /dev/null 2>&1 &&
+    curl -fsS "http://$WEB/" > /dev/null 2>&1 &&
+    curl -fsS "http://$WEB/.well-known/jwks.json" > /dev/null 2>&1
+}
 ready=""
-for _ in $(seq 1 150); do
-  if curl -fsS "http://$WEB/" > /dev/null 2>&1 && curl -fsS "http://$WEB/.well-known/jwks.json" > /dev/null 2>&1; then
-    ready=1; break
-  fi
-  sleep 0.2
+for _ in $(seq 1 300); do
+  if ready_now; then ready=1; break; fi
+  for p in $(cut -d' ' -f1 "$PIDS"); do
+    kill -0 "$p" 2>/dev/null || { echo "A process exited during start ($(grep "^$p " "$PIDS"))" >&2; break 2; }
+  done
+  sleep 0.1
 done
 if [ -z "$ready" ]; then
   echo "The stack did not come up; logs are in $RUN/logs/" >&2
@@ -191,16 +202,16 @@ VIEWER=$("$GP" mint --config "$RUN/gatepass.toml" --issuer local --sub bob --use
 
 cat <<MSG
 
-The stack is up (logs in $RUN/logs/, configs in $RUN/):
+The stack is up and ready (logs in $RUN/logs/, configs in $RUN/):
   Traefik      http://$WEB   (routes /, /ws/mcp-status, /api/v1, /auth/tickets, /.well-known/jwks.json)
   gatepass     https://127.0.0.1:$GATEPASS_PORT  (TLS, HTTP/2; CA $RUN/certs/ca.pem)
-  mcp-status   http://127.0.0.1:$MCP_PORT
+  mcp-status   http://127.0.0.1:$MCP_PORT  (/readyz, /metrics)
   demo MCPs    http://127.0.0.1:$DEMO1_PORT/health (steady), http://127.0.0.1:$DEMO2_PORT/health (flaps every 20s)
 
-Admin token (alice):
+Admin token (alice, role admin, valid 8 h: the stream, the full view, enable/disable):
   $ADMIN
 
-Viewer token (bob, no access to the status stream):
+Viewer token (bob, role viewer: refused by the stream and the API, 403):
   $VIEWER
 
 Dashboard (token in the fragment, never sent to a server):
@@ -218,6 +229,7 @@ Python (websockets):
   .venv/bin/python examples/python/ws_client.py --url ws://$WEB/ws/mcp-status --token $ADMIN
   .venv/bin/python examples/python/ws_client.py --url ws://$WEB/ws/mcp-status --token $ADMIN --ticket
 
+Contract checks against this stack: make contract
 Ctrl-C stops everything (or 'make stop' from another terminal).
 MSG
 wait

@@ -6,6 +6,11 @@ for a one-time ticket with --ticket); it never goes into the URL.
 
     python ws_client.py --url ws://127.0.0.1:8080/ws/mcp-status --token TOKEN [--ticket] [--count N]
 
+When the server closes the stream it prints the close code and reason to stderr (e.g.
+`closed 1001 Server shutting down`, `closed 4001 Token expired`; `closed 1006` when the
+connection dropped without a close frame). Exit status: 0 after --count messages, on a 1000
+normal closure, or on Ctrl-C; 1 for a refused handshake or any other close.
+
 Needs the `websockets` package (`make run` installs it into .venv).
 """
 import argparse
@@ -15,6 +20,7 @@ import sys
 import urllib.request
 
 import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 
 def buy_ticket(ws_url: str, token: str) -> str:
@@ -23,6 +29,13 @@ def buy_ticket(ws_url: str, token: str) -> str:
                                  headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=5) as resp:
         return json.load(resp)["ticket"]
+
+
+def close_of(e: ConnectionClosed) -> tuple[int, str]:
+    """The close code and reason the server sent; 1006 when no close frame arrived."""
+    if e.rcvd is not None:
+        return e.rcvd.code, e.rcvd.reason
+    return 1006, ""
 
 
 async def main() -> int:
@@ -43,19 +56,25 @@ async def main() -> int:
         async with websockets.connect(url, subprotocols=protocols) as ws:
             print(f"connected, subprotocol={ws.subprotocol}", file=sys.stderr)
             seen = 0
-            async for message in ws:
+            while True:
+                # recv() rather than `async for`, which ends quietly on 1000 *and* 1001.
+                message = await ws.recv()
                 print(message, flush=True)
                 seen += 1
                 if args.count and seen >= args.count:
                     return 0
-    except websockets.exceptions.InvalidStatus as e:
+    except InvalidStatus as e:
         print(f"refused: HTTP {e.response.status_code}", file=sys.stderr)
         return 1
-    except websockets.exceptions.ConnectionClosed as e:
-        print(f"closed: {e.code} {e.reason}", file=sys.stderr)
-        return 1
-    return 0
+    except ConnectionClosed as e:
+        code, reason = close_of(e)
+        print(f"closed {code} {reason}".rstrip(), file=sys.stderr, flush=True)
+        return 0 if code == 1000 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    try:
+        sys.exit(asyncio.run(main()))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(0)

@@ -1,5 +1,8 @@
 //! The dashboard in a real browser (Debian Chromium driven by playwright-core), through the
-//! real Traefik stack: a token is supplied, and a status row changes when a demo MCP flips.
+//! real Traefik stack: a token is supplied, the header counters come with the initial status,
+//! "last check" follows the health checks, a status row changes when a demo MCP flips, an admin
+//! disables and enables it, and refused tokens (garbage: 401, viewer: 403) get a clear message
+//! and no retry loop. See tests/browser/dashboard.mjs for the steps.
 
 use std::process::Command;
 
@@ -20,6 +23,7 @@ async fn dashboard_shows_a_status_change_in_chromium() {
     let shot = stack.dir.path().join("dashboard.png");
     let out = tokio::task::spawn_blocking({
         let url = stack.url("/");
+        let viewer = token("browser-viewer", "viewer");
         let token = token("browser", "admin");
         let down = format!("{}/down", stack.demo_url);
         let up = format!("{}/up", stack.demo_url);
@@ -29,6 +33,7 @@ async fn dashboard_shows_a_status_change_in_chromium() {
                 .arg(root().join("tests/browser/dashboard.mjs"))
                 .env("DASHBOARD_URL", url)
                 .env("TOKEN", token)
+                .env("VIEWER_TOKEN", viewer)
                 .env("FLIP_DOWN_URL", down)
                 .env("FLIP_UP_URL", up)
                 .env("CHROMIUM", chromium)
@@ -47,7 +52,7 @@ async fn dashboard_shows_a_status_change_in_chromium() {
         stack.logs()
     );
     assert!(
-        stdout.contains("ok: dashboard connected, row changed on flip, ticket path works"),
+        stdout.contains("ok: dashboard connected, row changed on flip, ticket path works, refusals shown, admin controls work"),
         "{stdout}"
     );
     assert!(

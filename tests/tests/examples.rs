@@ -20,7 +20,7 @@ async fn python_client_with_subprotocol_and_ticket() {
         "run `make test` (it creates .venv)",
     );
     let script = root().join("examples/python/ws_client.py");
-    let stack = Stack::start().await;
+    let mut stack = Stack::start().await;
     let url = stack.ws_url("/ws/mcp-status");
     let admin = token("py", "admin");
     for extra in [&[][..], &["--ticket"][..]] {
@@ -48,6 +48,47 @@ async fn python_client_with_subprotocol_and_ticket() {
     });
     assert!(!ok);
     assert!(stderr.contains("refused: HTTP 403"), "{stderr}");
+
+    // Streaming until the server goes away: mcp-status's shutdown closes with 1001, which the
+    // client prints, and exits non-zero (only 1000 or Ctrl-C is a clean end).
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .args(["--url", &url, "--token", &admin])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    tokio::task::block_in_place(|| std::io::BufRead::read_line(&mut reader, &mut first)).unwrap();
+    assert!(first.contains("\"initial_status\""), "{first}");
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let mut err_pipe = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err_pipe, &mut s);
+        s
+    });
+    stack.procs.get_mut("mcp-status").unwrap().stop();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the client did not exit after the server closed");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let stderr = stderr.join().unwrap();
+    assert!(
+        stderr.contains("closed 1001 Server shutting down"),
+        "{stderr}\n{}",
+        stack.logs()
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

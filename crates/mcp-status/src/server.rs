@@ -117,7 +117,7 @@ impl App {
                 );
                 h.insert(
                     "content-security-policy",
-                    HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:"),
+                    HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self' ws: wss:"),
                 );
                 r
             }
