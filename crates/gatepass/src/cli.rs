@@ -7,9 +7,9 @@ use std::str::FromStr;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey, Header};
 
 use crate::config::{Config, ConfigError, Dur};
-use crate::decision::State;
 use crate::keys;
 use crate::metrics::Metrics;
+use crate::state::State;
 
 /// What `gatepass mint` puts in a token.
 #[derive(Debug, Clone, Default)]

@@ -1,183 +1,20 @@
-//! The ForwardAuth decision (SPEC §3.4) and its responses. Denial reasons are one enum, so the
-//! metric label, the log line and the response body can't disagree.
+//! The ForwardAuth decision (SPEC §3.4): from the `X-Forwarded-*` description of a request to
+//! an allow or a denial, in the order of checks the README lists; and the ticket purchase.
+//! Both log their denials through one function.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use gatepass_identity::{headers as names, AssertionSigner};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use gatepass_identity::headers as names;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 use ipnet::IpNet;
 
-use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::ratelimit::Limits;
-use crate::rules::{self, Matched, Rules};
-use crate::tickets::Tickets;
-use crate::token::{self, Credential, ExtractError, TokenSource};
-use crate::verify::{now_secs, Verified, Verifier};
-
-pub type Body = Full<Bytes>;
-
-/// Declares `DenyReason` from one table, so the variant list, `ALL` and the
-/// (code, status, error, description) of each reason are written once.
-macro_rules! deny_reasons {
-    ($($variant:ident => ($code:literal, $status:ident, $error:literal, $desc:literal),)+) => {
-        /// Why a request was refused.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum DenyReason {
-            $($variant,)+
-        }
-
-        impl DenyReason {
-            pub const ALL: &'static [DenyReason] = &[$(DenyReason::$variant,)+];
-
-            /// (metric/log code, status, OAuth error, description).
-            fn parts(self) -> (&'static str, StatusCode, &'static str, &'static str) {
-                match self {
-                    $(DenyReason::$variant => ($code, StatusCode::$status, $error, $desc),)+
-                }
-            }
-        }
-    };
-}
-
-deny_reasons! {
-    MissingForwardedHeaders => ("missing_forwarded_headers", UNAUTHORIZED, "invalid_request", "X-Forwarded-Method and X-Forwarded-Uri are required"),
-    AmbiguousPath => ("ambiguous_path", BAD_REQUEST, "invalid_request", "the request path has characters a backend may read differently"),
-    MultipleAuthorization => ("multiple_authorization", BAD_REQUEST, "invalid_request", "more than one Authorization header"),
-    AmbiguousToken => ("ambiguous_token", BAD_REQUEST, "invalid_request", "more than one token in the request"),
-    MissingToken => ("missing_token", UNAUTHORIZED, "unauthorized", "no token presented"),
-    UnsupportedScheme => ("unsupported_scheme", UNAUTHORIZED, "invalid_token", "Authorization must use the Bearer scheme"),
-    TokenTooLarge => ("token_too_large", UNAUTHORIZED, "invalid_token", "token is too large"),
-    MalformedToken => ("malformed_token", UNAUTHORIZED, "invalid_token", "token is malformed"),
-    AlgorithmNotAllowed => ("algorithm_not_allowed", UNAUTHORIZED, "invalid_token", "token algorithm is not allowed"),
-    UnknownIssuer => ("unknown_issuer", UNAUTHORIZED, "invalid_token", "token issuer is not trusted"),
-    UnknownKey => ("unknown_key", UNAUTHORIZED, "invalid_token", "no key matches the token"),
-    BadSignature => ("bad_signature", UNAUTHORIZED, "invalid_token", "token signature is invalid"),
-    Expired => ("expired", UNAUTHORIZED, "invalid_token", "token expired"),
-    NotYetValid => ("not_yet_valid", UNAUTHORIZED, "invalid_token", "token is not valid yet"),
-    WrongIssuer => ("wrong_issuer", UNAUTHORIZED, "invalid_token", "token issuer does not match"),
-    WrongAudience => ("wrong_audience", UNAUTHORIZED, "invalid_token", "token audience is not accepted"),
-    MissingClaim => ("missing_claim", UNAUTHORIZED, "invalid_token", "a required claim is missing or malformed"),
-    TicketInvalid => ("ticket_invalid", UNAUTHORIZED, "invalid_token", "ticket is unknown, used or expired"),
-    TicketNotUpgrade => ("ticket_not_upgrade", UNAUTHORIZED, "invalid_token", "tickets are only valid on WebSocket upgrades"),
-    InsufficientRole => ("insufficient_role", FORBIDDEN, "insufficient_scope", "role not allowed for this route"),
-    InsufficientPermissions => ("insufficient_permissions", FORBIDDEN, "insufficient_scope", "missing permissions for this route"),
-    OriginNotAllowed => ("origin_not_allowed", FORBIDDEN, "access_denied", "origin not allowed"),
-    CorsOriginNotAllowed => ("cors_origin_not_allowed", FORBIDDEN, "access_denied", "CORS origin not allowed"),
-    DefaultDeny => ("default_deny", FORBIDDEN, "access_denied", "no rule allows this request"),
-    RateLimitedUser => ("rate_limited_user", TOO_MANY_REQUESTS, "rate_limited", "too many requests for this user"),
-    RateLimitedUpgrades => ("rate_limited_upgrades", TOO_MANY_REQUESTS, "rate_limited", "too many WebSocket connections for this user"),
-    RateLimitedIp => ("rate_limited_ip", TOO_MANY_REQUESTS, "rate_limited", "too many failed attempts from this address"),
-    KeysUnavailable => ("keys_unavailable", SERVICE_UNAVAILABLE, "temporarily_unavailable", "signing keys are unavailable"),
-}
-
-impl DenyReason {
-    pub fn code(self) -> &'static str {
-        self.parts().0
-    }
-
-    pub fn status(self) -> StatusCode {
-        self.parts().1
-    }
-
-    pub fn rate_limit_name(self) -> Option<&'static str> {
-        match self {
-            DenyReason::RateLimitedUser => Some("per_user"),
-            DenyReason::RateLimitedUpgrades => Some("upgrades_per_user"),
-            DenyReason::RateLimitedIp => Some("per_ip_failures"),
-            _ => None,
-        }
-    }
-
-    /// The response for this denial.
-    pub fn response(self, retry_after: Option<u64>) -> Response<Body> {
-        let (_, status, error, description) = self.parts();
-        let body =
-            serde_json::json!({"error": error, "error_description": description}).to_string();
-        let mut resp = json_response(status, body);
-        let h = resp.headers_mut();
-        let challenge = match (status, self) {
-            (_, DenyReason::MissingToken) => Some(r#"Bearer realm="gatepass""#.to_string()),
-            // RFC 6750 §3: the error code travels in the challenge, 400 included.
-            (StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST, _)
-            | (
-                StatusCode::FORBIDDEN,
-                DenyReason::InsufficientRole | DenyReason::InsufficientPermissions,
-            ) => Some(format!(
-                r#"Bearer realm="gatepass", error="{error}", error_description="{description}""#
-            )),
-            _ => None,
-        };
-        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            h.insert(WWW_AUTHENTICATE, c);
-        }
-        if let Some(secs) = retry_after {
-            h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        }
-        resp
-    }
-}
-
-impl From<ExtractError> for DenyReason {
-    fn from(e: ExtractError) -> DenyReason {
-        match e {
-            ExtractError::MultipleAuthorization => DenyReason::MultipleAuthorization,
-            ExtractError::UnsupportedScheme => DenyReason::UnsupportedScheme,
-            ExtractError::Ambiguous => DenyReason::AmbiguousToken,
-            ExtractError::TicketNotUpgrade => DenyReason::TicketNotUpgrade,
-        }
-    }
-}
-
-/// A JSON response that is never cached: every denial and every gatepass endpoint's answer.
-pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-const IDENTITY_NAMES: [HeaderName; 5] = [
-    HeaderName::from_static(names::USER_ID),
-    HeaderName::from_static(names::USER_USERNAME),
-    HeaderName::from_static(names::USER_ROLE),
-    HeaderName::from_static(names::USER_PERMISSIONS),
-    HeaderName::from_static(names::USER_EXPIRES),
-];
-const ASSERTION_NAME: HeaderName = HeaderName::from_static(names::USER_ASSERTION);
-
-/// An allow: 200, empty body, `no-store`, every identity header (empty when anonymous).
-pub fn allow_response(
-    verified: Option<&Verified>,
-    assertion: Option<HeaderValue>,
-) -> Response<Body> {
-    let mut resp = Response::new(Body::default());
-    let h = resp.headers_mut();
-    h.reserve(8);
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    for (i, name) in IDENTITY_NAMES.iter().enumerate() {
-        let value = verified.map_or(HeaderValue::from_static(""), |v| v.headers[i].clone());
-        h.insert(name.clone(), value);
-    }
-    if let Some(a) = assertion {
-        h.insert(ASSERTION_NAME, a);
-    }
-    resp
-}
-
-/// The outcome of `/validate`.
-pub enum Decision {
-    Allow(Option<Arc<Verified>>),
-    /// Reason, `Retry-After` seconds, and the user when the token was valid.
-    Deny(DenyReason, Option<u64>, Option<Arc<Verified>>),
-}
+use crate::outcome::{allow_response, Body, Decision, Denial, DenyReason};
+use crate::rules::{self, Matched};
+use crate::state::State;
+use crate::token::{self, Credential};
+use crate::verify::{now_secs, Verified};
 
 /// The request as Traefik described it in `X-Forwarded-*`.
 pub struct Ctx<'a> {
@@ -249,100 +86,7 @@ pub fn client_ip(h: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
     hop
 }
 
-/// Everything a decision needs; rebuilt as a whole on reload.
-pub struct State {
-    pub config: Config,
-    pub verifier: Verifier,
-    pub rules: Rules,
-    pub sources: Vec<TokenSource>,
-    pub limits: Limits,
-    pub tickets: Tickets,
-    pub assertion: Option<(AssertionSigner, std::time::Duration)>,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl Drop for State {
-    fn drop(&mut self) {
-        if let Ok(tasks) = self.tasks.get_mut() {
-            for t in tasks.iter() {
-                t.abort();
-            }
-        }
-    }
-}
-
 impl State {
-    /// Loads every key and certificate the config names. Must run inside a Tokio runtime.
-    pub fn build(config: Config, metrics: &Metrics) -> Result<State, ConfigError> {
-        let verifier = Verifier::new(&config, metrics)?;
-        let assertion = match &config.assertion {
-            Some(a) => {
-                let path = config.path(&a.key_file);
-                let pem = std::fs::read(&path).map_err(|e| {
-                    ConfigError::new(
-                        "assertion.key_file",
-                        format!("cannot read {}: {}", path.display(), e.kind()),
-                    )
-                })?;
-                let signer = AssertionSigner::from_pkcs8_pem(&pem)
-                    .map_err(|e| ConfigError::new("assertion.key_file", e.to_string()))?;
-                Some((signer, a.ttl.0))
-            }
-            None => None,
-        };
-        let tls = match &config.tls {
-            Some(t) => Some(crate::server::tls_acceptor(
-                &config.path(&t.cert),
-                &config.path(&t.key),
-            )?),
-            None => None,
-        };
-        let sources = token::parse_sources(&config.tokens.sources)
-            .map_err(|m| ConfigError::new("tokens.sources", m))?;
-        Ok(State {
-            rules: Rules::compile(&config.rules, config.default_rule.policy, &config.paths)?,
-            limits: Limits::new(&config.rate_limit),
-            tickets: Tickets::new(&config.tickets),
-            sources,
-            verifier,
-            assertion,
-            tls,
-            tasks: Default::default(),
-            config,
-        })
-    }
-
-    /// Starts key refreshers and limiter upkeep; they stop when the state is dropped.
-    pub fn start(&self, this: std::sync::Weak<arc_swap::ArcSwap<State>>) {
-        let Ok(mut tasks) = self.tasks.lock() else {
-            return;
-        };
-        for issuer in &self.verifier.issuers {
-            if let Some(t) = issuer.keys.spawn_upkeep() {
-                tasks.push(t);
-            }
-        }
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
-            loop {
-                tick.tick().await;
-                let Some(app) = this.upgrade() else { return };
-                app.load().limits.upkeep();
-            }
-        }));
-    }
-
-    /// Issuers without usable keys.
-    pub fn unready_issuers(&self) -> Vec<&str> {
-        self.verifier
-            .issuers
-            .iter()
-            .filter(|i| i.keys.current().is_none_or(|k| k.keys.is_empty()))
-            .map(|i| i.name.as_str())
-            .collect()
-    }
-
     /// Decides a `/validate` request.
     pub async fn decide(&self, h: &HeaderMap, metrics: &Metrics) -> Decision {
         let trusted = &self.config.rate_limit.trusted_proxies;
@@ -363,20 +107,8 @@ impl State {
             Some(ctx) => self.decide_ctx(h, ctx, metrics).await,
             None => self.fail(DenyReason::MissingForwardedHeaders, ip),
         };
-        if let Decision::Deny(reason, _, user) = &decision {
-            let sub = user.as_ref().map(|u| u.identity().id).unwrap_or_default();
-            tracing::info!(
-                reason = reason.code(),
-                sub = sub.as_str(),
-                status = reason.status().as_u16(),
-                client_ip = %LogIp(ip),
-                method,
-                host,
-                path = rules::path_of(uri),
-                origin,
-                upgrade,
-                "request denied"
-            );
+        if let Decision::Deny(d) = &decision {
+            log_denial(d, ip, method, host, rules::path_of(uri), origin, upgrade);
         }
         decision
     }
@@ -403,15 +135,19 @@ impl State {
 
     /// A denial; 400/401 count toward the per-IP failure budget.
     fn fail(&self, reason: DenyReason, ip: Option<IpAddr>) -> Decision {
-        let (reason, retry) = self.count_failure(reason, ip);
-        Decision::Deny(reason, retry, None)
+        let (reason, retry_after) = self.count_failure(reason, ip);
+        Decision::Deny(Denial {
+            reason,
+            retry_after,
+            user: None,
+        })
     }
 
     async fn decide_ctx(&self, h: &HeaderMap, ctx: &Ctx<'_>, metrics: &Metrics) -> Decision {
         // A spent failure budget: only requests that cost no verification are decided as
         // usual (anonymous routes, tokens already in the cache); everything else is a 429.
         let blocked = ctx.ip.and_then(|ip| self.limits.ip_blocked(ip));
-        let rate_limited = |retry| Decision::Deny(DenyReason::RateLimitedIp, Some(retry), None);
+        let rate_limited = |retry| Decision::rate_limited(DenyReason::RateLimitedIp, retry, None);
         if self.rules.ambiguous(ctx.uri) {
             return match blocked {
                 Some(retry) => rate_limited(retry),
@@ -429,7 +165,7 @@ impl State {
                 None => ws.allow_missing_origin,
             };
             if !ok {
-                return Decision::Deny(DenyReason::OriginNotAllowed, None, None);
+                return Decision::deny(DenyReason::OriginNotAllowed);
             }
         }
         if rule.is_some_and(|r| r.anonymous) {
@@ -444,7 +180,7 @@ impl State {
             };
             return match (cached, rule) {
                 (Some(v), Some(rule)) => self.authorize(rule, v, ctx),
-                (Some(v), None) => Decision::Deny(DenyReason::DefaultDeny, None, Some(v)),
+                (Some(v), None) => denied_user(DenyReason::DefaultDeny, v),
                 (None, _) => rate_limited(retry),
             };
         }
@@ -459,12 +195,12 @@ impl State {
                 return if rules::origin_allowed(&self.config.cors.allowed_origins, origin) {
                     Decision::Allow(None)
                 } else {
-                    Decision::Deny(DenyReason::CorsOriginNotAllowed, None, None)
+                    Decision::deny(DenyReason::CorsOriginNotAllowed)
                 };
             }
         }
         let Some(rule) = rule else {
-            return Decision::Deny(DenyReason::DefaultDeny, None, None);
+            return Decision::deny(DenyReason::DefaultDeny);
         };
         let cred = match cred {
             Ok(Some(c)) => c,
@@ -490,24 +226,65 @@ impl State {
     /// Roles, permissions and per-user limits for a verified caller.
     fn authorize(&self, rule: &rules::Rule, verified: Arc<Verified>, ctx: &Ctx<'_>) -> Decision {
         if !rule.role_ok(verified.role()) {
-            return Decision::Deny(DenyReason::InsufficientRole, None, Some(verified));
+            return denied_user(DenyReason::InsufficientRole, verified);
         }
         if !rule.permissions_ok(verified.permissions()) {
-            return Decision::Deny(DenyReason::InsufficientPermissions, None, Some(verified));
+            return denied_user(DenyReason::InsufficientPermissions, verified);
         }
         if let Err(retry) = self.limits.check_user(verified.user_key) {
-            return Decision::Deny(DenyReason::RateLimitedUser, Some(retry), Some(verified));
+            return Decision::rate_limited(DenyReason::RateLimitedUser, retry, Some(verified));
         }
         if ctx.upgrade {
             if let Err(retry) = self.limits.check_upgrade(verified.user_key) {
-                return Decision::Deny(
+                return Decision::rate_limited(
                     DenyReason::RateLimitedUpgrades,
-                    Some(retry),
+                    retry,
                     Some(verified),
                 );
             }
         }
         Decision::Allow(Some(verified))
+    }
+
+    /// `POST /tickets`: a valid bearer token (and the per-user limit) buys a ticket. The same
+    /// failure budget and blocked-address rule as `decide`; `peer` stands in for a missing
+    /// `X-Forwarded-For`.
+    pub async fn decide_ticket(&self, h: &HeaderMap, peer: IpAddr, metrics: &Metrics) -> Decision {
+        let ip = client_ip(h, &self.config.rate_limit.trusted_proxies).unwrap_or(peer);
+        let bearer = token::bearer(h);
+        let cached = match bearer {
+            Ok(Some(t)) => self.verifier.lookup(t, metrics).await,
+            _ => None,
+        };
+        let decision = match (self.limits.ip_blocked(ip), cached) {
+            // As in `decide`: a blocked address keeps only what is already verified.
+            (Some(retry), None) => Decision::rate_limited(DenyReason::RateLimitedIp, retry, None),
+            (_, Some(v)) => self.ticket_limits(v),
+            (None, None) => {
+                let verified = match bearer {
+                    Ok(Some(t)) => self.verifier.verify(t, metrics).await,
+                    Ok(None) => Err(DenyReason::MissingToken),
+                    Err(e) => Err(e.into()),
+                };
+                match verified {
+                    Ok(v) => self.ticket_limits(v),
+                    Err(reason) => self.fail(reason, Some(ip)),
+                }
+            }
+        };
+        if let Decision::Deny(d) = &decision {
+            log_denial(d, Some(ip), "POST", "", "/tickets", "", false);
+        }
+        decision
+    }
+
+    fn ticket_limits(&self, verified: Arc<Verified>) -> Decision {
+        match self.limits.check_user(verified.user_key) {
+            Ok(()) => Decision::Allow(Some(verified)),
+            Err(retry) => {
+                Decision::rate_limited(DenyReason::RateLimitedUser, retry, Some(verified))
+            }
+        }
     }
 
     /// The allow response, with a fresh assertion when configured.
@@ -524,6 +301,40 @@ impl State {
         };
         allow_response(verified, assertion)
     }
+}
+
+fn denied_user(reason: DenyReason, user: Arc<Verified>) -> Decision {
+    Decision::Deny(Denial {
+        reason,
+        retry_after: None,
+        user: Some(user),
+    })
+}
+
+/// The one denial log line (SPEC §3.7): reason, client IP, method, path without the query,
+/// `sub` when the token was valid, origin. Never a token.
+fn log_denial(
+    d: &Denial,
+    ip: Option<IpAddr>,
+    method: &str,
+    host: &str,
+    path: &str,
+    origin: &str,
+    upgrade: bool,
+) {
+    let sub = d.user.as_ref().map(|u| u.identity().id).unwrap_or_default();
+    tracing::info!(
+        reason = d.reason.code(),
+        sub = sub.as_str(),
+        status = d.reason.status().as_u16(),
+        client_ip = %LogIp(ip),
+        method,
+        host,
+        path,
+        origin,
+        upgrade,
+        "request denied"
+    );
 }
 
 #[cfg(test)]

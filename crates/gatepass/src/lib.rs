@@ -8,11 +8,15 @@ pub mod decision;
 pub mod jwks;
 pub mod keys;
 pub mod metrics;
+pub mod outcome;
 pub mod ratelimit;
 pub mod rules;
 pub mod server;
+pub mod state;
 pub mod tickets;
+pub mod tls;
 pub mod token;
+pub mod verified;
 pub mod verify;
 
 pub use config::{Config, ConfigError};

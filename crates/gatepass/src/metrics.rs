@@ -5,7 +5,7 @@
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
-use crate::decision::DenyReason;
+use crate::outcome::DenyReason;
 
 const LATENCY: &str = "gatepass_decision_duration_seconds";
 const META: Metadata<'static> = Metadata::new("gatepass", Level::INFO, Some("gatepass::metrics"));

@@ -343,19 +343,6 @@ pub fn normalize_path(path: &str) -> Vec<Vec<u8>> {
     out
 }
 
-/// True for `scheme://host[:port]` with nothing after.
-pub fn is_origin(s: &str) -> bool {
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return false;
-    };
-    !scheme.is_empty()
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-        && !rest.is_empty()
-        && !rest.contains(['/', '?', '#', ' ', '@'])
-}
-
 /// Origin allow-list: exact (case-insensitive) match, or `*`.
 pub fn origin_allowed(list: &[String], origin: &str) -> bool {
     list.iter()
@@ -592,9 +579,9 @@ mod tests {
         assert_eq!(strip_port("a.b:80"), "a.b");
         assert_eq!(strip_port("[::1]:80"), "::1");
         assert_eq!(strip_port("a.b"), "a.b");
-        assert!(is_origin("http://127.0.0.1:8080"));
-        assert!(!is_origin("http://a/b"));
-        assert!(!is_origin("a.b"));
+        assert!(crate::config::is_origin("http://127.0.0.1:8080"));
+        assert!(!crate::config::is_origin("http://a/b"));
+        assert!(!crate::config::is_origin("a.b"));
         assert!(origin_allowed(&["HTTP://A.b".into()], "http://a.b"));
         assert!(!origin_allowed(&["http://a.b".into()], "http://a.b.evil"));
         assert_eq!(query_of("/p?a=1&b=2#f"), Some("a=1&b=2"));

@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,12 +19,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use metrics::Label;
 use tokio::net::TcpListener;
-use tokio_rustls::rustls;
 
 use crate::config::{Config, ConfigError};
-use crate::decision::{client_ip, json_response, Body, Decision, DenyReason, State};
 use crate::metrics::Metrics;
-use crate::token;
+use crate::outcome::{json_response, Body, Decision, DenyReason};
+use crate::state::State;
 
 /// Longer than Traefik's 90 s idle pool timeout, so gatepass never closes a connection that
 /// Traefik is about to reuse. For HTTP/1 this is also the header read timeout.
@@ -164,42 +162,21 @@ impl App {
                 self.metrics.allowed.increment(1);
                 state.allow(req.headers(), v.as_deref())
             }
-            Decision::Deny(reason, retry, _) => self.deny(reason, retry),
+            Decision::Deny(d) => self.deny(d.reason, d.retry_after),
         }
     }
 
     /// `POST /tickets`: a valid bearer token buys a one-time WebSocket ticket.
     async fn ticket(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let state = self.state();
-        let ip =
-            client_ip(req.headers(), &state.config.rate_limit.trusted_proxies).unwrap_or(peer.ip());
-        let bearer = token::bearer(req.headers());
-        if let Some(retry) = state.limits.ip_blocked(ip) {
-            // As in `decide`: a blocked address keeps only what is already verified.
-            let cached = match bearer {
-                Ok(Some(t)) => state.verifier.lookup(t, &self.metrics).await,
-                _ => None,
-            };
-            if cached.is_none() {
-                return self.deny(DenyReason::RateLimitedIp, Some(retry));
-            }
-        }
-        let verified = match bearer {
-            Ok(Some(t)) => state.verifier.verify(t, &self.metrics).await,
-            Ok(None) => Err(DenyReason::MissingToken),
-            Err(e) => Err(e.into()),
+        let verified = match state
+            .decide_ticket(req.headers(), peer.ip(), &self.metrics)
+            .await
+        {
+            Decision::Allow(Some(v)) => v,
+            Decision::Allow(None) => return self.deny(DenyReason::MissingToken, None),
+            Decision::Deny(d) => return self.deny(d.reason, d.retry_after),
         };
-        let verified = match verified {
-            Ok(v) => v,
-            Err(reason) => {
-                let (reason, retry) = state.count_failure(reason, Some(ip));
-                tracing::info!(reason = reason.code(), client_ip = %ip, path = "/tickets", "ticket refused");
-                return self.deny(reason, retry);
-            }
-        };
-        if let Err(retry) = state.limits.check_user(verified.user_key) {
-            return self.deny(DenyReason::RateLimitedUser, Some(retry));
-        }
         let ticket = state.tickets.issue(verified).await;
         self.metrics.tickets_issued.increment(1);
         let body = serde_json::json!({"ticket": ticket, "expires_in": state.tickets.ttl_secs});
@@ -210,32 +187,6 @@ impl App {
         self.metrics.denied(reason);
         reason.response(retry)
     }
-}
-
-/// A TLS acceptor offering h2 and http/1.1 by ALPN.
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ConfigError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| ConfigError::new("tls.cert", format!("{}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(ConfigError::new(
-            "tls.cert",
-            format!("{}: no certificate", cert.display()),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ConfigError::new("tls.key", format!("{}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::new("tls", e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ConfigError::new("tls.key", e.to_string()))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
 fn builder() -> auto::Builder<TokioExecutor> {

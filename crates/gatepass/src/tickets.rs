@@ -8,7 +8,7 @@ use base64::Engine;
 use moka::future::Cache;
 
 use crate::config::TicketsConfig;
-use crate::verify::{now_secs, Verified};
+use crate::verified::{now_secs, Verified};
 
 /// Length of an encoded ticket (32 bytes, base64url without padding).
 const TICKET_LEN: usize = 43;

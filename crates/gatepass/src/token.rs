@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use http::header::{AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL};
 use http::HeaderMap;
 
+use crate::outcome::DenyReason;
+
 /// A configured token source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
@@ -67,6 +69,17 @@ pub enum ExtractError {
     Ambiguous,
     /// A ticket on a request that is not a WebSocket upgrade (401; not consumed).
     TicketNotUpgrade,
+}
+
+impl From<ExtractError> for DenyReason {
+    fn from(e: ExtractError) -> DenyReason {
+        match e {
+            ExtractError::MultipleAuthorization => DenyReason::MultipleAuthorization,
+            ExtractError::UnsupportedScheme => DenyReason::UnsupportedScheme,
+            ExtractError::Ambiguous => DenyReason::AmbiguousToken,
+            ExtractError::TicketNotUpgrade => DenyReason::TicketNotUpgrade,
+        }
+    }
 }
 
 /// Finds the credential, in the configured order.

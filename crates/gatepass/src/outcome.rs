@@ -1,0 +1,191 @@
+//! What a decision can come to, and the responses for it. Denial reasons are one table, so
+//! the metric label, the log line and the response body can't disagree. The bottom of the
+//! request path: nothing here imports another gatepass module but `verified`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gatepass_identity::headers as names;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::verified::Verified;
+
+pub type Body = Full<Bytes>;
+
+/// Declares `DenyReason` from one table, so the variant list, `ALL` and the
+/// (code, status, error, description) of each reason are written once.
+macro_rules! deny_reasons {
+    ($($variant:ident => ($code:literal, $status:ident, $error:literal, $desc:literal),)+) => {
+        /// Why a request was refused.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum DenyReason {
+            $($variant,)+
+        }
+
+        impl DenyReason {
+            pub const ALL: &'static [DenyReason] = &[$(DenyReason::$variant,)+];
+
+            /// (metric/log code, status, OAuth error, description).
+            fn parts(self) -> (&'static str, StatusCode, &'static str, &'static str) {
+                match self {
+                    $(DenyReason::$variant => ($code, StatusCode::$status, $error, $desc),)+
+                }
+            }
+        }
+    };
+}
+
+deny_reasons! {
+    MissingForwardedHeaders => ("missing_forwarded_headers", UNAUTHORIZED, "invalid_request", "X-Forwarded-Method and X-Forwarded-Uri are required"),
+    AmbiguousPath => ("ambiguous_path", BAD_REQUEST, "invalid_request", "the request path has characters a backend may read differently"),
+    MultipleAuthorization => ("multiple_authorization", BAD_REQUEST, "invalid_request", "more than one Authorization header"),
+    AmbiguousToken => ("ambiguous_token", BAD_REQUEST, "invalid_request", "more than one token in the request"),
+    MissingToken => ("missing_token", UNAUTHORIZED, "unauthorized", "no token presented"),
+    UnsupportedScheme => ("unsupported_scheme", UNAUTHORIZED, "invalid_token", "Authorization must use the Bearer scheme"),
+    TokenTooLarge => ("token_too_large", UNAUTHORIZED, "invalid_token", "token is too large"),
+    MalformedToken => ("malformed_token", UNAUTHORIZED, "invalid_token", "token is malformed"),
+    AlgorithmNotAllowed => ("algorithm_not_allowed", UNAUTHORIZED, "invalid_token", "token algorithm is not allowed"),
+    UnknownIssuer => ("unknown_issuer", UNAUTHORIZED, "invalid_token", "token issuer is not trusted"),
+    UnknownKey => ("unknown_key", UNAUTHORIZED, "invalid_token", "no key matches the token"),
+    BadSignature => ("bad_signature", UNAUTHORIZED, "invalid_token", "token signature is invalid"),
+    Expired => ("expired", UNAUTHORIZED, "invalid_token", "token expired"),
+    NotYetValid => ("not_yet_valid", UNAUTHORIZED, "invalid_token", "token is not valid yet"),
+    WrongIssuer => ("wrong_issuer", UNAUTHORIZED, "invalid_token", "token issuer does not match"),
+    WrongAudience => ("wrong_audience", UNAUTHORIZED, "invalid_token", "token audience is not accepted"),
+    MissingClaim => ("missing_claim", UNAUTHORIZED, "invalid_token", "a required claim is missing or malformed"),
+    TicketInvalid => ("ticket_invalid", UNAUTHORIZED, "invalid_token", "ticket is unknown, used or expired"),
+    TicketNotUpgrade => ("ticket_not_upgrade", UNAUTHORIZED, "invalid_token", "tickets are only valid on WebSocket upgrades"),
+    InsufficientRole => ("insufficient_role", FORBIDDEN, "insufficient_scope", "role not allowed for this route"),
+    InsufficientPermissions => ("insufficient_permissions", FORBIDDEN, "insufficient_scope", "missing permissions for this route"),
+    OriginNotAllowed => ("origin_not_allowed", FORBIDDEN, "access_denied", "origin not allowed"),
+    CorsOriginNotAllowed => ("cors_origin_not_allowed", FORBIDDEN, "access_denied", "CORS origin not allowed"),
+    DefaultDeny => ("default_deny", FORBIDDEN, "access_denied", "no rule allows this request"),
+    RateLimitedUser => ("rate_limited_user", TOO_MANY_REQUESTS, "rate_limited", "too many requests for this user"),
+    RateLimitedUpgrades => ("rate_limited_upgrades", TOO_MANY_REQUESTS, "rate_limited", "too many WebSocket connections for this user"),
+    RateLimitedIp => ("rate_limited_ip", TOO_MANY_REQUESTS, "rate_limited", "too many failed attempts from this address"),
+    KeysUnavailable => ("keys_unavailable", SERVICE_UNAVAILABLE, "temporarily_unavailable", "signing keys are unavailable"),
+}
+
+impl DenyReason {
+    pub fn code(self) -> &'static str {
+        self.parts().0
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.parts().1
+    }
+
+    pub fn rate_limit_name(self) -> Option<&'static str> {
+        match self {
+            DenyReason::RateLimitedUser => Some("per_user"),
+            DenyReason::RateLimitedUpgrades => Some("upgrades_per_user"),
+            DenyReason::RateLimitedIp => Some("per_ip_failures"),
+            _ => None,
+        }
+    }
+
+    /// The response for this denial.
+    pub fn response(self, retry_after: Option<u64>) -> Response<Body> {
+        let (_, status, error, description) = self.parts();
+        let body =
+            serde_json::json!({"error": error, "error_description": description}).to_string();
+        let mut resp = json_response(status, body);
+        let h = resp.headers_mut();
+        let challenge = match (status, self) {
+            (_, DenyReason::MissingToken) => Some(r#"Bearer realm="gatepass""#.to_string()),
+            // RFC 6750 §3: the error code travels in the challenge, 400 included.
+            (StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST, _)
+            | (
+                StatusCode::FORBIDDEN,
+                DenyReason::InsufficientRole | DenyReason::InsufficientPermissions,
+            ) => Some(format!(
+                r#"Bearer realm="gatepass", error="{error}", error_description="{description}""#
+            )),
+            _ => None,
+        };
+        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            h.insert(WWW_AUTHENTICATE, c);
+        }
+        if let Some(secs) = retry_after {
+            h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        resp
+    }
+}
+
+/// A JSON response that is never cached: every denial and every gatepass endpoint's answer.
+pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+const IDENTITY_NAMES: [HeaderName; 5] = [
+    HeaderName::from_static(names::USER_ID),
+    HeaderName::from_static(names::USER_USERNAME),
+    HeaderName::from_static(names::USER_ROLE),
+    HeaderName::from_static(names::USER_PERMISSIONS),
+    HeaderName::from_static(names::USER_EXPIRES),
+];
+const ASSERTION_NAME: HeaderName = HeaderName::from_static(names::USER_ASSERTION);
+
+/// An allow: 200, empty body, `no-store`, every identity header (empty when anonymous).
+pub fn allow_response(
+    verified: Option<&Verified>,
+    assertion: Option<HeaderValue>,
+) -> Response<Body> {
+    let mut resp = Response::new(Body::default());
+    let h = resp.headers_mut();
+    h.reserve(8);
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (i, name) in IDENTITY_NAMES.iter().enumerate() {
+        let value = verified.map_or(HeaderValue::from_static(""), |v| v.headers[i].clone());
+        h.insert(name.clone(), value);
+    }
+    if let Some(a) = assertion {
+        h.insert(ASSERTION_NAME, a);
+    }
+    resp
+}
+
+/// The outcome of `/validate` (and of a ticket purchase).
+pub enum Decision {
+    /// Allowed; `None` for anonymous routes and CORS preflights (empty identity).
+    Allow(Option<Arc<Verified>>),
+    Deny(Denial),
+}
+
+/// A refusal: why, when to retry (429), and who, when the token was valid (for the log).
+pub struct Denial {
+    pub reason: DenyReason,
+    pub retry_after: Option<u64>,
+    pub user: Option<Arc<Verified>>,
+}
+
+impl Decision {
+    pub fn deny(reason: DenyReason) -> Decision {
+        Decision::Deny(Denial {
+            reason,
+            retry_after: None,
+            user: None,
+        })
+    }
+
+    pub fn rate_limited(
+        reason: DenyReason,
+        retry_after: u64,
+        user: Option<Arc<Verified>>,
+    ) -> Decision {
+        Decision::Deny(Denial {
+            reason,
+            retry_after: Some(retry_after),
+            user,
+        })
+    }
+}

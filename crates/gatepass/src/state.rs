@@ -1,0 +1,143 @@
+//! Everything a decision needs, built once from a config (keys, rules, token sources,
+//! limits, tickets, assertion signer, TLS): after parsing, the only place config errors arise.
+//! Rebuilt as a whole on reload.
+
+use gatepass_identity::AssertionSigner;
+
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::ratelimit::Limits;
+use crate::rules::Rules;
+use crate::tickets::Tickets;
+use crate::token::{self, TokenSource};
+use crate::verify::Verifier;
+
+/// Everything a decision needs; rebuilt as a whole on reload.
+pub struct State {
+    pub config: Config,
+    pub verifier: Verifier,
+    pub rules: Rules,
+    pub sources: Vec<TokenSource>,
+    pub limits: Limits,
+    pub tickets: Tickets,
+    pub assertion: Option<(AssertionSigner, std::time::Duration)>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.get_mut() {
+            for t in tasks.iter() {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl State {
+    /// Loads every key and certificate the config names. Must run inside a Tokio runtime.
+    pub fn build(config: Config, metrics: &Metrics) -> Result<State, ConfigError> {
+        // Rules and token sources first: they need no files, so their errors come first.
+        let rules = Rules::compile(&config.rules, config.default_rule.policy, &config.paths)?;
+        let sources = token::parse_sources(&config.tokens.sources)
+            .map_err(|m| ConfigError::new("tokens.sources", m))?;
+        let verifier = Verifier::new(&config, metrics)?;
+        let assertion = match &config.assertion {
+            Some(a) => {
+                let path = config.path(&a.key_file);
+                let pem = std::fs::read(&path).map_err(|e| {
+                    ConfigError::new(
+                        "assertion.key_file",
+                        format!("cannot read {}: {}", path.display(), e.kind()),
+                    )
+                })?;
+                let signer = AssertionSigner::from_pkcs8_pem(&pem)
+                    .map_err(|e| ConfigError::new("assertion.key_file", e.to_string()))?;
+                Some((signer, a.ttl.0))
+            }
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(t) => Some(crate::tls::acceptor(
+                &config.path(&t.cert),
+                &config.path(&t.key),
+            )?),
+            None => None,
+        };
+        Ok(State {
+            rules,
+            limits: Limits::new(&config.rate_limit),
+            tickets: Tickets::new(&config.tickets),
+            sources,
+            verifier,
+            assertion,
+            tls,
+            tasks: Default::default(),
+            config,
+        })
+    }
+
+    /// Starts key refreshers and limiter upkeep; they stop when the state is dropped.
+    pub fn start(&self, this: std::sync::Weak<arc_swap::ArcSwap<State>>) {
+        let Ok(mut tasks) = self.tasks.lock() else {
+            return;
+        };
+        for issuer in &self.verifier.issuers {
+            if let Some(t) = issuer.keys.spawn_upkeep() {
+                tasks.push(t);
+            }
+        }
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let Some(app) = this.upgrade() else { return };
+                app.load().limits.upkeep();
+            }
+        }));
+    }
+
+    /// Issuers without usable keys.
+    pub fn unready_issuers(&self) -> Vec<&str> {
+        self.verifier
+            .issuers
+            .iter()
+            .filter(|i| i.keys.current().is_none_or(|k| k.keys.is_empty()))
+            .map(|i| i.name.as_str())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_err(extra: &str) -> String {
+        let text = format!(
+            "[[issuers]]\nname = \"local\"\nissuer = \"https://auth.example.test\"\nalgorithms = [\"HS256\"]\nsecret_env = \"GATEPASS_STATE_TEST_UNSET\"\n{extra}"
+        );
+        let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        match State::build(config, &Metrics::new()) {
+            Ok(_) => panic!("built"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Rules and token sources compile here, once; their errors name the key.
+    #[tokio::test]
+    async fn rule_and_source_errors_name_the_key() {
+        assert_eq!(
+            build_err("[[rules]]\npath = \"api\"\n"),
+            "config error: rules[0].path: must start with `/`"
+        );
+        assert_eq!(
+            build_err("[tokens]\nsources = [\"header:x\"]\n"),
+            "config error: tokens.sources: unknown token source `header:x` (bearer, websocket_protocol, cookie:NAME, query:NAME, ticket)"
+        );
+        assert_eq!(
+            build_err(""),
+            "config error: issuers[0].secret_env: environment variable GATEPASS_STATE_TEST_UNSET is not set or empty"
+        );
+    }
+}
