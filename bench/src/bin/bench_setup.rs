@@ -30,22 +30,12 @@ fn main() {
     std::fs::create_dir_all(d).unwrap();
     std::fs::write(d.join("hs256.key"), SECRET).unwrap();
     // TLS for the h2 row: a CA and a certificate for 127.0.0.1.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    // A subject of its own: with rcgen's default the leaf would look self-signed.
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "gatepass bench CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(d.join("gatepass.pem"), leaf.pem()).unwrap();
-    std::fs::write(d.join("gatepass-key.pem"), leaf_key.serialize_pem()).unwrap();
+    gatepass_testkit::DevCa::new("gatepass bench CA").write(
+        d,
+        "ca.pem",
+        "gatepass.pem",
+        "gatepass-key.pem",
+    );
 
     for alg in ALGS {
         let key = Key::generate(alg);

@@ -139,15 +139,5 @@ pub enum LogFormat {
 
 /// Tracing to stderr, filtered by `GATEPASS_LOG` (default `info`).
 pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEPASS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: log files (`make run`'s run/logs/) stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    gatepass_service::init_tracing("GATEPASS_LOG", format == LogFormat::Json);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use gatepass_identity::config::{ConfigError, Dur};
+pub use gatepass_service::config::{ConfigError, Dur};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -159,7 +159,7 @@ impl Default for TokensConfig {
             .iter()
             .map(|s| s.to_string())
             .collect(),
-            websocket_protocol: "jwt-auth".into(),
+            websocket_protocol: gatepass_identity::WEBSOCKET_PROTOCOL_MARKER.into(),
             max_token_bytes: 16 * 1024,
         }
     }
@@ -316,27 +316,9 @@ pub const ALGORITHMS: &[&str] = &[
     "ES384", "EdDSA",
 ];
 
-impl Config {
-    /// Reads, parses and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let (text, base_dir) = gatepass_identity::config::read_file(path)?;
-        let mut config = Config::parse(&text)?;
-        config.base_dir = base_dir;
-        config.source = Some(path.to_path_buf());
-        Ok(config)
-    }
-
-    /// Parses and validates TOML text; relative paths resolve against the current directory.
-    pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = gatepass_identity::config::from_toml(text)?;
-        config.base_dir = PathBuf::from(".");
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Resolves a configured path against the config file's directory.
-    pub fn path(&self, p: &Path) -> PathBuf {
-        gatepass_identity::config::resolve(&self.base_dir, p)
+impl gatepass_service::config::ConfigFile for Config {
+    fn set_base_dir(&mut self, dir: PathBuf) {
+        self.base_dir = dir;
     }
 
     /// Checks every section; each error is one line naming the key. Compiling rules and
@@ -352,6 +334,25 @@ impl Config {
         self.validate_limits()?;
         self.validate_assertion_and_tickets()?;
         Ok(())
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = gatepass_service::config::load(path)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text; relative paths resolve against the current directory.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        gatepass_service::config::parse(text)
+    }
+
+    /// Resolves a configured path against the config file's directory.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        gatepass_service::config::resolve(&self.base_dir, p)
     }
 
     fn validate_listen(&self) -> Result<(), ConfigError> {

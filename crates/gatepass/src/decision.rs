@@ -30,6 +30,7 @@ pub struct Ctx<'a> {
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+#[cfg(test)]
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
@@ -70,21 +71,7 @@ impl std::fmt::Display for LogIp {
 /// Entries left of the client are written by the client and never read. An entry that is not
 /// an address where the client should be leaves the request to the last trusted hop, so it is
 /// still limited.
-pub fn client_ip(h: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
-    let mut hop = None;
-    for line in h.get_all(&X_FORWARDED_FOR).iter().rev() {
-        for entry in line.to_str().ok()?.rsplit(',') {
-            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
-                return hop;
-            };
-            if !trusted.iter().any(|net| net.contains(&ip)) {
-                return Some(ip);
-            }
-            hop = Some(ip);
-        }
-    }
-    hop
-}
+pub use gatepass_identity::client_ip;
 
 impl State {
     /// Decides a `/validate` request.
@@ -351,6 +338,215 @@ mod tests {
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
+    }
+
+    const SECRET: &str = "unit-test-secret-0123456789abcdef0123";
+
+    /// A state from config text, with the HS256 secret in a temporary file.
+    fn state(extra: &str) -> (State, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("hs.key");
+        std::fs::write(&key, SECRET).unwrap();
+        let text = format!(
+            "[[issuers]]\nname = \"t\"\nissuer = \"https://t.test\"\nalgorithms = [\"HS256\"]\nsecret_file = \"{}\"\n\n{extra}",
+            key.display()
+        );
+        let config = crate::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        (State::build(config, &Metrics::new()).unwrap(), dir)
+    }
+
+    fn token(role: &str) -> String {
+        let now = now_secs();
+        let claims = serde_json::json!({"iss": "https://t.test", "sub": "u1", "role": role,
+            "exp": now + 600, "iat": now});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    /// Forwarded headers for `method uri`, plus `extra`.
+    fn req(method: &str, uri: &str, extra: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-forwarded-method", method),
+            ("x-forwarded-uri", uri),
+            ("x-forwarded-host", "app.test"),
+            ("x-forwarded-for", "192.0.2.1"),
+        ]
+        .iter()
+        .chain(extra)
+        {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    async fn outcome(s: &State, h: &HeaderMap) -> Result<Option<String>, DenyReason> {
+        match s.decide(h, &Metrics::new()).await {
+            Decision::Allow(v) => Ok(v.map(|v| v.identity().id)),
+            Decision::Deny(d) => Err(d.reason),
+        }
+    }
+
+    const RULES: &str = "[[rules]]\npath = \"/public\"\nanonymous = true\n[[rules]]\npath = \"/admin\"\nroles = [\"admin\"]\n[[rules]]\npath = \"/ws\"\n[websocket]\nallowed_origins = [\"https://app.test\"]\n[cors]\nallowed_origins = [\"https://app.test\"]\n[default_rule]\npolicy = \"deny\"\n";
+
+    /// The order of checks the README lists: each request fails two checks and gets the
+    /// earlier one's answer.
+    #[tokio::test]
+    async fn checks_run_in_the_documented_order() {
+        let (s, _dir) = state(RULES);
+        let upgrade = [("sec-websocket-key", "k"), ("sec-websocket-version", "13")];
+        let bad = [("authorization", "Bearer not.a.jwt")];
+        // Forwarded headers before anything.
+        let mut h = req("GET", "/admin", &bad);
+        h.remove("x-forwarded-uri");
+        assert_eq!(
+            outcome(&s, &h).await,
+            Err(DenyReason::MissingForwardedHeaders)
+        );
+        // Ambiguous path before the rule (anonymous included) and before the token.
+        assert_eq!(
+            outcome(&s, &req("GET", "/public/..%2Fadmin", &bad)).await,
+            Err(DenyReason::AmbiguousPath)
+        );
+        // Origin (upgrades) before anonymous and before the token.
+        let foreign = [
+            upgrade[0],
+            upgrade[1],
+            ("origin", "https://evil.test"),
+            bad[0],
+        ];
+        assert_eq!(
+            outcome(&s, &req("GET", "/public", &foreign)).await,
+            Err(DenyReason::OriginNotAllowed)
+        );
+        // Anonymous before the token: a bad token on an anonymous route is ignored.
+        assert_eq!(outcome(&s, &req("GET", "/public/x", &bad)).await, Ok(None));
+        // A credential-free preflight before the default rule; one with a token is a request.
+        let pre = [
+            ("origin", "https://app.test"),
+            ("access-control-request-method", "POST"),
+        ];
+        assert_eq!(
+            outcome(&s, &req("OPTIONS", "/elsewhere", &pre)).await,
+            Ok(None)
+        );
+        let pre_bad = [pre[0], pre[1], bad[0]];
+        assert_eq!(
+            outcome(&s, &req("OPTIONS", "/elsewhere", &pre_bad)).await,
+            Err(DenyReason::DefaultDeny)
+        );
+        // Default deny before the token.
+        assert_eq!(
+            outcome(&s, &req("GET", "/elsewhere", &bad)).await,
+            Err(DenyReason::DefaultDeny)
+        );
+        // Token before roles; roles last.
+        assert_eq!(
+            outcome(&s, &req("GET", "/admin", &bad)).await,
+            Err(DenyReason::MalformedToken)
+        );
+        let viewer = format!("Bearer {}", token("viewer"));
+        assert_eq!(
+            outcome(&s, &req("GET", "/admin", &[("authorization", &viewer)])).await,
+            Err(DenyReason::InsufficientRole)
+        );
+        let admin = format!("Bearer {}", token("admin"));
+        assert_eq!(
+            outcome(&s, &req("GET", "/admin", &[("authorization", &admin)])).await,
+            Ok(Some("u1".into()))
+        );
+    }
+
+    /// Every denial reason answers with its status, the JSON body and the challenge rules.
+    #[test]
+    fn every_denial_reason_has_one_response_shape() {
+        for &reason in DenyReason::ALL {
+            let r = reason.response(Some(7));
+            assert_eq!(r.status(), reason.status(), "{reason:?}");
+            let h = r.headers();
+            assert_eq!(h["content-type"], "application/json");
+            assert_eq!(h["cache-control"], "no-store");
+            assert_eq!(h["retry-after"], "7");
+            let challenge = h
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_string());
+            let status = reason.status().as_u16();
+            match (status, reason) {
+                (_, DenyReason::MissingToken) => {
+                    assert_eq!(challenge.as_deref(), Some(r#"Bearer realm="gatepass""#))
+                }
+                (400 | 401, _)
+                | (403, DenyReason::InsufficientRole | DenyReason::InsufficientPermissions) => {
+                    let c = challenge.unwrap_or_else(|| panic!("{reason:?} has no challenge"));
+                    assert!(c.starts_with(r#"Bearer realm="gatepass", error=""#), "{c}");
+                }
+                _ => assert_eq!(challenge, None, "{reason:?}"),
+            }
+            for name in gatepass_identity::headers::ALL {
+                assert!(h.get(name).is_none(), "{reason:?} carries {name}");
+            }
+        }
+        let codes: std::collections::HashSet<_> =
+            DenyReason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(
+            codes.len(),
+            DenyReason::ALL.len(),
+            "metric labels are unique"
+        );
+    }
+
+    /// The ticket purchase: a missing, bad or good bearer token; failures count like `decide`.
+    #[tokio::test]
+    async fn ticket_purchase_decision() {
+        let (s, _dir) =
+            state("[rate_limit]\nper_ip_failures = { rate = 1, per = \"1m\", burst = 2 }\n");
+        let m = Metrics::new();
+        let peer: IpAddr = "198.51.100.4".parse().unwrap();
+        let reason = |d: Decision| match d {
+            Decision::Deny(d) => Some(d.reason),
+            Decision::Allow(_) => None,
+        };
+        let good = format!("Bearer {}", token("admin"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_str(&good).unwrap());
+        assert!(
+            matches!(s.decide_ticket(&h, peer, &m).await, Decision::Allow(Some(v)) if v.identity().id == "u1")
+        );
+        assert_eq!(
+            reason(s.decide_ticket(&HeaderMap::new(), peer, &m).await),
+            Some(DenyReason::MissingToken)
+        );
+        let mut bad = HeaderMap::new();
+        bad.insert("authorization", HeaderValue::from_static("Bearer x.y.z"));
+        assert_eq!(
+            reason(s.decide_ticket(&bad, peer, &m).await),
+            Some(DenyReason::MalformedToken)
+        );
+        // The budget (2) is spent: a fresh token is refused, the verified one still buys.
+        assert_eq!(
+            reason(s.decide_ticket(&bad, peer, &m).await),
+            Some(DenyReason::RateLimitedIp)
+        );
+        let mut fresh = HeaderMap::new();
+        fresh.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {}", token("other"))).unwrap(),
+        );
+        assert_eq!(
+            reason(s.decide_ticket(&fresh, peer, &m).await),
+            Some(DenyReason::RateLimitedIp)
+        );
+        assert!(matches!(
+            s.decide_ticket(&h, peer, &m).await,
+            Decision::Allow(Some(_))
+        ));
     }
 
     /// SPEC §3.8: the rightmost entry outside `trusted_proxies`, over every header line.

@@ -1,10 +1,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use gatepass::cli::{self, LogFormat, MintRequest};
 use gatepass::config::{Config, Dur};
+use gatepass_service::runtime;
 
 #[derive(Parser)]
 #[command(
@@ -66,13 +66,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    match real_main() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gatepass: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    gatepass_service::exit_code("gatepass", real_main())
 }
 
 fn real_main() -> anyhow::Result<()> {
@@ -83,19 +77,14 @@ fn real_main() -> anyhow::Result<()> {
             log_format,
         } => {
             let mut config = Config::load(&config)?;
-            if let Some(l) = listen {
-                config.listen = l;
-            }
+            config.listen = listen.unwrap_or(config.listen);
             cli::init_tracing(match log_format {
                 Format::Text => LogFormat::Text,
                 Format::Json => LogFormat::Json,
             });
-            runtime()?.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(&config.listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {}", config.listen))?;
-                gatepass::run(listener, config, shutdown_signal()).await?;
-                Ok(())
+            let addr = config.listen.clone();
+            gatepass_service::serve_blocking(&addr, |listener| {
+                gatepass::run(listener, config, shutdown_signal())
             })
         }
         Cmd::CheckConfig { config } => {
@@ -131,35 +120,11 @@ fn real_main() -> anyhow::Result<()> {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Runtime::new().context("cannot start the runtime")
-}
-
-/// SIGTERM or Ctrl-C, both registered at once (a signal right after "listening" counts);
-/// Ctrl-C alone if SIGTERM cannot be registered.
+/// The shared shutdown signal, logging when it arrives.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let ctrl_c = signal(SignalKind::interrupt());
-    let term = signal(SignalKind::terminate());
-    if let Err(e) = &term {
-        tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-    }
+    let signal = gatepass_service::shutdown_signal();
     async move {
-        let ctrl_c = async {
-            match ctrl_c {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        match term {
-            Ok(mut term) => tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            },
-            Err(_) => ctrl_c.await,
-        }
+        signal.await;
         tracing::info!("shutting down: finishing in-flight requests");
     }
 }

@@ -344,10 +344,7 @@ pub fn normalize_path(path: &str) -> Vec<Vec<u8>> {
 }
 
 /// Origin allow-list: exact (case-insensitive) match, or `*`.
-pub fn origin_allowed(list: &[String], origin: &str) -> bool {
-    list.iter()
-        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
-}
+pub use gatepass_identity::origin_allowed;
 
 #[cfg(test)]
 mod tests {

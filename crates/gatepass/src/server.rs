@@ -1,7 +1,6 @@
 //! The HTTP server: endpoints (SPEC §3.3), TLS with h2 + http/1.1 ALPN, plain HTTP/1.1 and h2c,
 //! reload and graceful shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,14 +8,13 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use gatepass_service::{Server, Transport};
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use metrics::Label;
 use tokio::net::TcpListener;
 
@@ -190,12 +188,8 @@ impl App {
 }
 
 fn builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(IDLE_TIMEOUT)
-        .keep_alive(true)
-        .max_buf_size(MAX_HEADER_BYTES);
+    let mut b = gatepass_service::server::builder(IDLE_TIMEOUT);
+    b.http1().keep_alive(true).max_buf_size(MAX_HEADER_BYTES);
     b.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
@@ -207,66 +201,30 @@ fn builder() -> auto::Builder<TokioExecutor> {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let builder = builder();
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            res = listener.accept() => match res {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let tls = app.state().tls.clone();
-        let svc_app = app.clone();
-        let svc = service_fn(move |req| {
-            let app = svc_app.clone();
-            async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
-        });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let svc_metrics = app.clone();
-        tokio::spawn(async move {
-            match tls {
-                Some(acceptor) => {
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                            .await
-                    else {
-                        return;
-                    };
-                    let m = &svc_metrics.metrics;
-                    match stream.get_ref().1.alpn_protocol() {
-                        Some(b"h2") => m.conn_h2.increment(1),
-                        Some(b"http/1.1") => m.conn_http11.increment(1),
-                        _ => m.conn_tls_other.increment(1),
-                    }
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                }
-                None => {
-                    svc_metrics.metrics.conn_plain.increment(1);
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                }
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("connections still open after drain timeout"),
+    let (tls_app, conn_app) = (app.clone(), app.clone());
+    let drained = Server::new(move |req, peer, _| {
+        let app = app.clone();
+        async move { app.handle(req, peer).await }
+    })
+    .builder(builder())
+    // Read per connection: a reload's new certificate applies to new connections.
+    .tls(move || tls_app.state().tls.clone())
+    .on_connection(move |transport| {
+        let m = &conn_app.metrics;
+        match transport {
+            Transport::Plain => &m.conn_plain,
+            Transport::H2 => &m.conn_h2,
+            Transport::Http11 => &m.conn_http11,
+            Transport::TlsOther => &m.conn_tls_other,
+        }
+        .increment(1)
+    })
+    .serve(listener, shutdown)
+    .await
+    .drain(DRAIN_TIMEOUT)
+    .await;
+    if !drained {
+        tracing::warn!("connections still open after drain timeout");
     }
 }
 

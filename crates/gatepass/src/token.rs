@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL};
+use http::header::{AUTHORIZATION, COOKIE};
 use http::HeaderMap;
 
 use crate::outcome::DenyReason;
@@ -158,14 +158,7 @@ pub fn protocol_token<'a>(
     headers: &'a HeaderMap,
     marker: &str,
 ) -> Result<Option<&'a str>, ExtractError> {
-    let entries = || {
-        headers
-            .get_all(SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-    };
+    let entries = || gatepass_identity::subprotocols(headers);
     if !entries().any(|e| e == marker) {
         return Ok(None);
     }

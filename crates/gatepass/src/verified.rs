@@ -75,6 +75,4 @@ pub fn user_key(id: &str) -> u64 {
     STATE.get_or_init(Default::default).hash_one(id)
 }
 
-pub fn now_secs() -> u64 {
-    jsonwebtoken::get_current_timestamp()
-}
+pub use gatepass_identity::now_secs;

@@ -14,8 +14,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_gatepass");
 
 fn dir_with_keys() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hs256.key"), format!("{HS_SECRET}\n")).unwrap();
-    std::fs::write(dir.path().join("assertion.pem"), &keys().assertion_key).unwrap();
+    for (name, contents) in key_files() {
+        std::fs::write(dir.path().join(name), contents).unwrap();
+    }
     dir
 }
 

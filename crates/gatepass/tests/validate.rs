@@ -37,14 +37,9 @@ async fn allow_has_every_identity_header_empty_body_and_no_store() {
 #[tokio::test]
 async fn assertion_verifies_against_published_jwks_with_host_as_audience() {
     let s = start(&base_config()).await;
-    let g = validate(&s, Fwd::get("/x").bearer(&hs(&claims("u1", "admin")))).await;
+    let g = validate(&s, Fwd::get("/x").bearer(&user("u1", "admin"))).await;
     assert_eq!(g.status, 200);
-    let jwks = got(client()
-        .get(s.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let jwks = s.get("/.well-known/jwks.json").await;
     assert_eq!(jwks.status, 200);
     let verifier = AssertionVerifier::from_jwks_json(&jwks.body).unwrap();
     let mut map = http::HeaderMap::new();
@@ -73,7 +68,7 @@ async fn assertion_verifies_against_published_jwks_with_host_as_audience() {
 #[tokio::test]
 async fn missing_forwarded_headers_fail_closed() {
     let s = start(&base_config()).await;
-    let tok = hs(&claims("u1", "admin"));
+    let tok = user("u1", "admin");
     for missing in ["X-Forwarded-Uri", "X-Forwarded-Method"] {
         let g = validate(&s, Fwd::get("/x").bearer(&tok).without(missing)).await;
         g.assert_denied(401, "invalid_request");
@@ -84,7 +79,7 @@ async fn missing_forwarded_headers_fail_closed() {
 async fn decision_uses_forwarded_headers_not_the_validate_request() {
     let s = start(&base_config()).await;
     // /validate is called with GET; the original POST to /api/v1/mcps needs admin.
-    let tok = hs(&claims("u1", "developer"));
+    let tok = user("u1", "developer");
     let g = validate(&s, Fwd::new("POST", "/api/v1/mcps").bearer(&tok)).await;
     g.assert_denied(403, "insufficient_scope");
     assert_eq!(
@@ -95,11 +90,9 @@ async fn decision_uses_forwarded_headers_not_the_validate_request() {
     );
     let g = validate(&s, Fwd::new("GET", "/api/v1/mcps").bearer(&tok)).await;
     assert_eq!(g.status, 200);
-    let admin = hs(&claims("u2", "admin"));
+    let admin = user("u2", "admin");
     assert_eq!(
-        validate(&s, Fwd::new("DELETE", "/api/v1/mcps/x").bearer(&admin))
-            .await
-            .status,
+        status_of(&s, Fwd::new("DELETE", "/api/v1/mcps/x").bearer(&admin)).await,
         200
     );
     // Dot-segments and prefix boundaries.
@@ -112,22 +105,16 @@ async fn decision_uses_forwarded_headers_not_the_validate_request() {
 #[tokio::test]
 async fn permissions_all_of() {
     let s = start(&base_config()).await;
-    let g = validate(
-        &s,
-        Fwd::get("/api/v1/write").bearer(&hs(&claims("u1", "admin"))),
-    )
-    .await;
-    g.assert_denied(403, "insufficient_scope");
-    assert_eq!(
-        g.json()["error_description"],
-        "missing permissions for this route"
+    let g = validate(&s, Fwd::get("/api/v1/write").bearer(&user("u1", "admin"))).await;
+    g.assert_denied_with(
+        403,
+        "insufficient_scope",
+        "missing permissions for this route",
     );
     let mut c = claims("u1", "viewer");
     c["permissions"] = json!("mcp:write mcp:read");
     assert_eq!(
-        validate(&s, Fwd::get("/api/v1/write").bearer(&hs(&c)))
-            .await
-            .status,
+        status_of(&s, Fwd::get("/api/v1/write").bearer(&hs(&c))).await,
         200
     );
 }
@@ -166,19 +153,10 @@ async fn anonymous_route_has_empty_identity_and_ignores_tokens() {
 async fn default_rule_deny() {
     let cfg = base_config() + "\n[default_rule]\npolicy = \"deny\"\n";
     let s = start(&cfg).await;
-    let g = validate(
-        &s,
-        Fwd::get("/unlisted").bearer(&hs(&claims("u1", "admin"))),
-    )
-    .await;
+    let g = validate(&s, Fwd::get("/unlisted").bearer(&user("u1", "admin"))).await;
     g.assert_denied(403, "access_denied");
     assert_eq!(
-        validate(
-            &s,
-            Fwd::get("/ws/mcp-status").bearer(&hs(&claims("u1", "admin")))
-        )
-        .await
-        .status,
+        status_of(&s, Fwd::get("/ws/mcp-status").bearer(&user("u1", "admin"))).await,
         200
     );
 }
@@ -186,7 +164,7 @@ async fn default_rule_deny() {
 #[tokio::test]
 async fn websocket_upgrade_origin_and_subprotocol_token() {
     let s = start(&base_config()).await;
-    let tok = hs(&claims("u1", "developer"));
+    let tok = user("u1", "developer");
     let proto = format!("jwt-auth, {tok}");
     let ok = validate(
         &s,
@@ -201,7 +179,7 @@ async fn websocket_upgrade_origin_and_subprotocol_token() {
     let split = Fwd::upgrade("/ws/mcp-status")
         .h("Sec-Websocket-Protocol", &tok)
         .h("Sec-Websocket-Protocol", "jwt-auth, chat.v2");
-    assert_eq!(validate(&s, split).await.status, 200);
+    assert_eq!(status_of(&s, split).await, 200);
     // Foreign origin: 403 whatever the token.
     let g = validate(
         &s,
@@ -210,8 +188,7 @@ async fn websocket_upgrade_origin_and_subprotocol_token() {
             .h("Sec-Websocket-Protocol", &proto),
     )
     .await;
-    g.assert_denied(403, "access_denied");
-    assert_eq!(g.json()["error_description"], "origin not allowed");
+    g.assert_denied_with(403, "access_denied", "origin not allowed");
     // Origin is checked first, even on an anonymous route.
     let g = validate(
         &s,
@@ -227,7 +204,7 @@ async fn websocket_upgrade_origin_and_subprotocol_token() {
     .await;
     g.assert_denied(401, "unauthorized");
     // Role rule on the socket path.
-    let viewer = format!("jwt-auth, {}", hs(&claims("u2", "viewer")));
+    let viewer = format!("jwt-auth, {}", user("u2", "viewer"));
     let g = validate(
         &s,
         Fwd::upgrade("/ws/mcp-status").h("Sec-Websocket-Protocol", &viewer),
@@ -243,7 +220,7 @@ async fn missing_origin_can_be_refused() {
         "allow_missing_origin = false",
     );
     let s = start(&cfg).await;
-    let tok = hs(&claims("u1", "admin"));
+    let tok = user("u1", "admin");
     let g = validate(&s, Fwd::upgrade("/ws/mcp-status").bearer(&tok)).await;
     g.assert_denied(403, "access_denied");
     let g = validate(
@@ -260,7 +237,7 @@ async fn missing_origin_can_be_refused() {
 async fn cookie_and_query_sources() {
     let cfg = base_config() + "\n[tokens]\nsources = [\"bearer\", \"websocket_protocol\", \"cookie:access_token\", \"query:access_token\", \"ticket\"]\n";
     let s = start(&cfg).await;
-    let tok = hs(&claims("u1", "admin"));
+    let tok = user("u1", "admin");
     let g = validate(
         &s,
         Fwd::get("/x").h("Cookie", &format!("theme=dark; access_token={tok}")),
@@ -268,7 +245,7 @@ async fn cookie_and_query_sources() {
     .await;
     assert_eq!(g.status, 200);
     let uri = format!("/ws/mcp-status?access_token={tok}");
-    assert_eq!(validate(&s, Fwd::upgrade(&uri)).await.status, 200);
+    assert_eq!(status_of(&s, Fwd::upgrade(&uri)).await, 200);
     // Query tokens are honoured on upgrades only.
     validate(&s, Fwd::get(&uri))
         .await
@@ -303,7 +280,7 @@ async fn cors_preflight() {
 #[tokio::test]
 async fn spoofed_identity_headers_are_ignored_and_counted() {
     let s = start(&base_config()).await;
-    let tok = hs(&claims("low", "viewer"));
+    let tok = user("low", "viewer");
     for (name, value) in [
         ("X-User-Role", "super_admin"),
         ("x-user-id", "root"),
@@ -325,32 +302,20 @@ async fn spoofed_identity_headers_are_ignored_and_counted() {
     }
     let g = validate(&s, Fwd::get("/x").h("X-User-Id", "root")).await;
     assert_eq!(g.status, 401);
-    assert_eq!(metric(&s, "gatepass_spoofed_headers_total").await, 9.0);
+    assert_metric(&s, "gatepass_spoofed_headers_total", 9.0).await;
 }
 
 #[tokio::test]
 async fn repeated_token_is_a_cache_hit() {
     let s = start(&base_config()).await;
-    let tok = hs(&claims("u1", "admin"));
+    let tok = user("u1", "admin");
     for _ in 0..5 {
-        assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 200);
+        assert_eq!(status_of(&s, Fwd::get("/x").bearer(&tok)).await, 200);
     }
-    assert_eq!(
-        metric(&s, r#"gatepass_token_cache_total{result="miss"}"#).await,
-        1.0
-    );
-    assert_eq!(
-        metric(&s, r#"gatepass_token_cache_total{result="hit"}"#).await,
-        4.0
-    );
-    assert_eq!(
-        metric(
-            &s,
-            r#"gatepass_requests_total{outcome="allow",reason="ok"}"#
-        )
-        .await,
-        5.0
-    );
+    assert_metric(&s, r#"gatepass_token_cache_total{result="miss"}"#, 1.0).await;
+    assert_metric(&s, r#"gatepass_token_cache_total{result="hit"}"#, 4.0).await;
+    let series = r#"gatepass_requests_total{outcome="allow",reason="ok"}"#;
+    assert_metric(&s, series, 5.0).await;
 }
 
 #[tokio::test]
@@ -359,14 +324,13 @@ async fn cached_token_still_expires() {
     let mut c = claims("u1", "admin");
     c["exp"] = (now() + 2).into();
     let tok = hs(&c);
-    assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 200);
+    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&tok)).await, 200);
     wait_for(Duration::from_secs(5), "token expiry", || async {
-        validate(&s, Fwd::get("/x").bearer(&tok)).await.status == 401
+        status_of(&s, Fwd::get("/x").bearer(&tok)).await == 401
     })
     .await;
     let g = validate(&s, Fwd::get("/x").bearer(&tok)).await;
-    g.assert_denied(401, "invalid_token");
-    assert_eq!(g.json()["error_description"], "token expired");
+    g.assert_denied_with(401, "invalid_token", "token expired");
 }
 
 #[tokio::test]
@@ -376,9 +340,7 @@ async fn failed_attempts_per_ip_get_429_after_burst() {
     let s = start(&cfg).await;
     for _ in 0..3 {
         assert_eq!(
-            validate(&s, Fwd::get("/x").bearer("bad.to.ken").ip("192.0.2.9"))
-                .await
-                .status,
+            status_of(&s, Fwd::get("/x").bearer("bad.to.ken").ip("192.0.2.9")).await,
             401
         );
     }
@@ -387,18 +349,14 @@ async fn failed_attempts_per_ip_get_429_after_burst() {
     let retry: u64 = g.h("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     // Blocked: even a valid token from that IP gets 429 until the budget refills.
-    let good = hs(&claims("u1", "admin"));
+    let good = user("u1", "admin");
     assert_eq!(
-        validate(&s, Fwd::get("/x").bearer(&good).ip("192.0.2.9"))
-            .await
-            .status,
+        status_of(&s, Fwd::get("/x").bearer(&good).ip("192.0.2.9")).await,
         429
     );
     // Other IPs are unaffected.
     assert_eq!(
-        validate(&s, Fwd::get("/x").bearer(&good).ip("192.0.2.10"))
-            .await
-            .status,
+        status_of(&s, Fwd::get("/x").bearer(&good).ip("192.0.2.10")).await,
         200
     );
     assert!(
@@ -416,15 +374,14 @@ async fn per_user_and_upgrade_limits() {
     let cfg = base_config()
         + "\n[rate_limit]\nper_user = { rate = 1, per = \"1m\", burst = 3 }\nupgrades_per_user = { rate = 1, per = \"1m\", burst = 1 }\n";
     let s = start(&cfg).await;
-    let tok = hs(&claims("u1", "admin"));
+    let tok = user("u1", "admin");
     let proto = format!("jwt-auth, {tok}");
     assert_eq!(
-        validate(
+        status_of(
             &s,
             Fwd::upgrade("/ws/mcp-status").h("Sec-Websocket-Protocol", &proto)
         )
-        .await
-        .status,
+        .await,
         200
     );
     let g = validate(
@@ -434,18 +391,12 @@ async fn per_user_and_upgrade_limits() {
     .await;
     g.assert_denied(429, "rate_limited");
     assert!(g.h("retry-after").is_some());
-    assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 200);
+    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&tok)).await, 200);
     let g = validate(&s, Fwd::get("/x").bearer(&tok)).await;
-    g.assert_denied(429, "rate_limited");
-    assert_eq!(
-        g.json()["error_description"],
-        "too many requests for this user"
-    );
+    g.assert_denied_with(429, "rate_limited", "too many requests for this user");
     // Another user has their own budget.
     assert_eq!(
-        validate(&s, Fwd::get("/x").bearer(&hs(&claims("u2", "admin"))))
-            .await
-            .status,
+        status_of(&s, Fwd::get("/x").bearer(&user("u2", "admin"))).await,
         200
     );
 }
@@ -453,14 +404,8 @@ async fn per_user_and_upgrade_limits() {
 #[tokio::test]
 async fn tickets_are_single_use_upgrade_only() {
     let s = start(&base_config()).await;
-    let tok = hs(&claims("u7", "dba"));
-    let r = got(client()
-        .post(s.url("/tickets"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let tok = user("u7", "dba");
+    let r = s.tickets(reqwest::Method::POST, Some(&tok)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.h("cache-control"), Some("no-store"));
     let ticket = r.json()["ticket"].as_str().unwrap().to_string();
@@ -476,20 +421,10 @@ async fn tickets_are_single_use_upgrade_only() {
     assert_eq!(g.h(h::USER_ID), Some("u7"));
     assert_eq!(g.h(h::USER_ROLE), Some("dba"));
     let g = validate(&s, Fwd::upgrade(&uri)).await;
-    g.assert_denied(401, "invalid_token");
-    assert_eq!(
-        g.json()["error_description"],
-        "ticket is unknown, used or expired"
-    );
+    g.assert_denied_with(401, "invalid_token", "ticket is unknown, used or expired");
     // Two concurrent upgrades with one ticket: exactly one wins.
     for _ in 0..5 {
-        let r = got(client()
-            .post(s.url("/tickets"))
-            .bearer_auth(&tok)
-            .send()
-            .await
-            .unwrap())
-        .await;
+        let r = s.tickets(reqwest::Method::POST, Some(&tok)).await;
         let uri = format!(
             "/ws/mcp-status?ticket={}",
             r.json()["ticket"].as_str().unwrap()
@@ -503,36 +438,24 @@ async fn tickets_are_single_use_upgrade_only() {
         assert_eq!(statuses, [200, 401]);
     }
     // Buying a ticket needs a valid bearer, over POST.
-    let r = got(client().post(s.url("/tickets")).send().await.unwrap()).await;
+    let r = s.tickets(reqwest::Method::POST, None).await;
     r.assert_denied(401, "unauthorized");
-    let r = got(client()
-        .post(s.url("/tickets"))
-        .bearer_auth("x.y.z")
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let r = s.tickets(reqwest::Method::POST, Some("x.y.z")).await;
     r.assert_denied(401, "invalid_token");
-    let r = got(client()
-        .get(s.url("/tickets"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let r = s.tickets(reqwest::Method::GET, Some(&tok)).await;
     assert_eq!(r.status, 405);
 }
 
 #[tokio::test]
 async fn health_ready_metrics_endpoints() {
     let s = start(&base_config()).await;
-    let g = got(client().get(s.url("/healthz")).send().await.unwrap()).await;
+    let g = s.get("/healthz").await;
     assert_eq!((g.status, g.body.as_str()), (200, r#"{"status":"ok"}"#));
-    let g = got(client().get(s.url("/readyz")).send().await.unwrap()).await;
+    let g = s.get("/readyz").await;
     assert_eq!((g.status, g.body.as_str()), (200, r#"{"status":"ready"}"#));
-    validate(&s, Fwd::get("/x").bearer(&hs(&claims("u1", "admin")))).await;
+    validate(&s, Fwd::get("/x").bearer(&user("u1", "admin"))).await;
     validate(&s, Fwd::get("/x")).await;
-    let m = got(client().get(s.url("/metrics")).send().await.unwrap()).await;
+    let m = s.get("/metrics").await;
     assert_eq!(m.status, 200);
     assert!(m.h("content-type").unwrap().starts_with("text/plain"));
     for series in [
@@ -545,7 +468,7 @@ async fn health_ready_metrics_endpoints() {
     ] {
         assert!(m.body.contains(series), "missing {series} in\n{}", m.body);
     }
-    let g = got(client().get(s.url("/nope")).send().await.unwrap()).await;
+    let g = s.get("/nope").await;
     assert_eq!(g.status, 404);
 }
 
@@ -561,10 +484,7 @@ async fn h2c_prior_knowledge_is_served() {
         .get(s.url("/validate"))
         .header("X-Forwarded-Method", "GET")
         .header("X-Forwarded-Uri", "/x")
-        .header(
-            "Authorization",
-            format!("Bearer {}", hs(&claims("u1", "admin"))),
-        )
+        .header("Authorization", format!("Bearer {}", user("u1", "admin")))
         .send()
         .await
         .unwrap();
@@ -586,7 +506,7 @@ async fn tls_negotiates_h2_and_http11_by_alpn() {
     })
     .await;
     let url = format!("https://127.0.0.1:{}/validate", s.addr.port());
-    let tok = hs(&claims("u1", "admin"));
+    let tok = user("u1", "admin");
     for (h2, version) in [
         (true, reqwest::Version::HTTP_2),
         (false, reqwest::Version::HTTP_11),
@@ -648,22 +568,22 @@ async fn graceful_shutdown_finishes_and_stops_accepting() {
 
 #[tokio::test]
 async fn reload_swaps_rules_and_keeps_last_good_on_error() {
-    let s = start(&base_config()).await;
-    let tok = hs(&claims("u1", "admin"));
-    assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 200);
+    let s = start_app(&base_config()).await;
+    let tok = user("u1", "admin");
+    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&tok)).await, 200);
     let path = s.write(
         "gatepass.toml",
         &(base_config() + "\n[default_rule]\npolicy = \"deny\"\n"),
     );
-    s.app
+    s.app()
         .reload(gatepass::Config::load(&path).unwrap())
         .unwrap();
-    assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 403);
+    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&tok)).await, 403);
     // A config whose key file is missing is refused; the last good one stays.
     let bad = base_config().replace("hs256.key", "missing.key");
     let path = s.write("gatepass.toml", &bad);
     let err = s
-        .app
+        .app()
         .reload(gatepass::Config::load(&path).unwrap())
         .unwrap_err();
     assert!(
@@ -671,7 +591,7 @@ async fn reload_swaps_rules_and_keeps_last_good_on_error() {
             .starts_with("config error: issuers[0].secret_file: cannot read"),
         "{err}"
     );
-    assert_eq!(validate(&s, Fwd::get("/x").bearer(&tok)).await.status, 403);
+    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&tok)).await, 403);
 }
 
 /// `X-Forwarded-Host` as Traefik sends it for `host`.
@@ -689,8 +609,8 @@ async fn trailing_dot_host_matches_the_host_rule() {
         1,
     );
     let s = start(&cfg).await;
-    let viewer = hs(&claims("v1", "viewer"));
-    let admin = hs(&claims("a1", "admin"));
+    let viewer = user("v1", "viewer");
+    let admin = user("a1", "admin");
     for host in ["admin.example", "admin.example.", "ADMIN.Example.:8080"] {
         let g = validate(&s, at_host(Fwd::get("/x").bearer(&viewer), host)).await;
         g.assert_denied(403, "insufficient_scope");
@@ -698,10 +618,7 @@ async fn trailing_dot_host_matches_the_host_rule() {
         assert_eq!(g.status, 200, "{host}");
     }
     // Elsewhere the default rule still lets a viewer in.
-    assert_eq!(
-        validate(&s, Fwd::get("/x").bearer(&viewer)).await.status,
-        200
-    );
+    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&viewer)).await, 200);
 }
 
 /// Issue 8 B: a path a backend may read differently is 400 before any rule, anonymous rules
@@ -715,7 +632,7 @@ async fn ambiguous_paths_are_400_before_any_rule() {
         1,
     );
     let s = start(&cfg).await;
-    let viewer = hs(&claims("v1", "viewer"));
+    let viewer = user("v1", "viewer");
     for uri in [
         "/public/..%2Fadmin/secret.txt",
         "/public/..%2fadmin/secret.txt",
@@ -732,18 +649,9 @@ async fn ambiguous_paths_are_400_before_any_rule() {
         let g = validate(&s, Fwd::get(uri).bearer(&viewer)).await;
         g.assert_denied(400, "invalid_request");
     }
-    assert_eq!(
-        validate(&s, Fwd::get("/public/a%20b.txt")).await.status,
-        200
-    );
-    assert_eq!(
-        metric(
-            &s,
-            r#"gatepass_requests_total{outcome="deny",reason="ambiguous_path"}"#
-        )
-        .await,
-        18.0
-    );
+    assert_eq!(status_of(&s, Fwd::get("/public/a%20b.txt")).await, 200);
+    let series = r#"gatepass_requests_total{outcome="deny",reason="ambiguous_path"}"#;
+    assert_metric(&s, series, 18.0).await;
     drop(s);
     let s = start(&(cfg + "\n[paths]\nallow_encoded = [\"slash\"]\n")).await;
     let g = validate(&s, Fwd::get("/public/..%2Fadmin/secret.txt")).await;
@@ -771,7 +679,7 @@ async fn preflight_with_credentials_is_judged_by_its_token() {
             .h("Origin", "http://127.0.0.1:8080")
             .h("Access-Control-Request-Method", "POST")
     };
-    let good = hs(&claims("u7", "admin"));
+    let good = user("u7", "admin");
     validate(&s, pre().bearer("garbage"))
         .await
         .assert_denied(401, "invalid_token");
@@ -814,9 +722,7 @@ async fn the_request_after_the_burst_th_failure_is_429() {
     }
     let g = validate(
         &s,
-        Fwd::get("/x")
-            .bearer(&hs(&claims("u1", "admin")))
-            .ip("192.0.2.20"),
+        Fwd::get("/x").bearer(&user("u1", "admin")).ip("192.0.2.20"),
     )
     .await;
     g.assert_denied(429, "rate_limited");
@@ -835,7 +741,7 @@ async fn trusted_proxies_and_a_blocked_ip_keeps_verified_tokens() {
             &format!("10.9.9.9, {client}, 198.51.100.7"),
         )
     };
-    let known = hs(&claims("known", "admin"));
+    let known = user("known", "admin");
     // Control: without trusted_proxies the CDN's address is everyone's.
     let s = start(&failure_budget(2)).await;
     for _ in 0..2 {
@@ -858,9 +764,7 @@ async fn trusted_proxies_and_a_blocked_ip_keeps_verified_tokens() {
     .await;
     // `known` is verified from the attacker's address before the budget is spent.
     assert_eq!(
-        validate(&s, via_cdn(Fwd::get("/x").bearer(&known), "203.0.113.1"))
-            .await
-            .status,
+        status_of(&s, via_cdn(Fwd::get("/x").bearer(&known), "203.0.113.1")).await,
         200
     );
     for _ in 0..2 {
@@ -872,11 +776,9 @@ async fn trusted_proxies_and_a_blocked_ip_keeps_verified_tokens() {
         .assert_denied(401, "invalid_token");
     }
     // Another client behind the same CDN is not affected.
-    let other = hs(&claims("other", "admin"));
+    let other = user("other", "admin");
     assert_eq!(
-        validate(&s, via_cdn(Fwd::get("/x").bearer(&other), "203.0.113.2"))
-            .await
-            .status,
+        status_of(&s, via_cdn(Fwd::get("/x").bearer(&other), "203.0.113.2")).await,
         200
     );
     // The blocked client: cached token and anonymous route as usual...
@@ -894,13 +796,11 @@ async fn trusted_proxies_and_a_blocked_ip_keeps_verified_tokens() {
     .await;
     assert_eq!(g.status, 200, "{}", g.body);
     assert_eq!(
-        validate(&s, via_cdn(Fwd::get("/healthz"), "203.0.113.1"))
-            .await
-            .status,
+        status_of(&s, via_cdn(Fwd::get("/healthz"), "203.0.113.1")).await,
         200
     );
     // ...and everything else 429, with no verification at all.
-    let fresh = hs(&claims("fresh", "admin"));
+    let fresh = user("fresh", "admin");
     for f in [
         Fwd::get("/x").bearer(&fresh),
         Fwd::get("/x").bearer("bad.to.ken"),
@@ -911,8 +811,5 @@ async fn trusted_proxies_and_a_blocked_ip_keeps_verified_tokens() {
             .await
             .assert_denied(429, "rate_limited");
     }
-    assert_eq!(
-        metric(&s, r#"gatepass_token_cache_total{result="miss"}"#).await,
-        misses
-    );
+    assert_metric(&s, r#"gatepass_token_cache_total{result="miss"}"#, misses).await;
 }

@@ -233,7 +233,8 @@ impl AssertionVerifier {
         Self::with_keys(keys)
     }
 
-    /// Fetches gatepass's `/.well-known/jwks.json`.
+    /// Fetches gatepass's `/.well-known/jwks.json` (feature `jwks-fetch`).
+    #[cfg(feature = "jwks-fetch")]
     pub async fn from_jwks_url(url: &str, timeout: Duration) -> Result<Self, AssertionError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)

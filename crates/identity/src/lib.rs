@@ -5,18 +5,27 @@
 //! header names, how their values are encoded, how a downstream parses them
 //! ([`Identity::from_headers`]), and the signed identity assertion
 //! ([`AssertionSigner`], [`AssertionVerifier`]) that lets a downstream reject headers that
-//! did not come from gatepass.
+//! did not come from gatepass. [`request`] reads the forwarded request as gatepass does: the
+//! WebSocket subprotocol marker, the Origin allow-list and the client address.
+//!
+//! Feature `jwks-fetch` adds [`AssertionVerifier::from_jwks_url`] (HTTP via reqwest).
+
+#![warn(missing_docs)]
 
 mod assertion;
-pub mod config;
 mod encoding;
 pub mod headers;
+pub mod request;
 
 pub use assertion::{
     generate_ed25519_pkcs8_pem, AssertionClaims, AssertionError, AssertionSigner, AssertionVerifier,
 };
 pub use encoding::{
     decode_list, decode_value, encode_into, encode_list, encode_value, EncodingError,
+};
+pub use request::{
+    client_ip, now_secs, offers_subprotocol, origin_allowed, subprotocols,
+    WEBSOCKET_PROTOCOL_MARKER,
 };
 
 use http::HeaderMap;

@@ -139,11 +139,7 @@ impl Auth {
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         match origin {
             None => true,
-            Some(o) => self
-                .cfg
-                .allowed_origins
-                .iter()
-                .any(|a| a == "*" || a.eq_ignore_ascii_case(o)),
+            Some(o) => gatepass_identity::origin_allowed(&self.cfg.allowed_origins, o),
         }
     }
 
@@ -214,9 +210,4 @@ impl Auth {
     }
 }
 
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use gatepass_identity::now_secs;

@@ -21,22 +21,38 @@ pub enum View {
 
 /// Close codes and reasons (SPEC §4.3), exactly as sent.
 pub mod close {
-    pub const AUTH: (u16, &str) = (1008, "Authentication required");
-    pub const FORBIDDEN: (u16, &str) = (1008, "Insufficient permissions");
-    pub const ORIGIN: (u16, &str) = (4003, "Origin not allowed");
-    pub const USER_LIMIT: (u16, &str) = (4008, "Too many connections");
-    pub const CAPACITY: (u16, &str) = (1013, "Server at capacity");
-    pub const EXPIRED: (u16, &str) = (4001, "Token expired");
-    pub const RATE: (u16, &str) = (4029, "Rate limit exceeded");
-    pub const TOO_BIG: (u16, &str) = (1009, "Message too big");
-    pub const IDLE: (u16, &str) = (1001, "Idle timeout");
-    pub const HEARTBEAT: (u16, &str) = (1001, "Heartbeat timeout");
-    pub const SLOW: (u16, &str) = (1008, "Client too slow");
-    pub const SHUTDOWN: (u16, &str) = (1001, "Server shutting down");
-    pub const NORMAL: (u16, &str) = (1000, "");
+    use super::CloseReason;
+
+    pub const AUTH: CloseReason = CloseReason::new(1008, "Authentication required");
+    pub const FORBIDDEN: CloseReason = CloseReason::new(1008, "Insufficient permissions");
+    pub const ORIGIN: CloseReason = CloseReason::new(4003, "Origin not allowed");
+    pub const USER_LIMIT: CloseReason = CloseReason::new(4008, "Too many connections");
+    pub const CAPACITY: CloseReason = CloseReason::new(1013, "Server at capacity");
+    pub const EXPIRED: CloseReason = CloseReason::new(4001, "Token expired");
+    pub const RATE: CloseReason = CloseReason::new(4029, "Rate limit exceeded");
+    pub const TOO_BIG: CloseReason = CloseReason::new(1009, "Message too big");
+    pub const IDLE: CloseReason = CloseReason::new(1001, "Idle timeout");
+    pub const HEARTBEAT: CloseReason = CloseReason::new(1001, "Heartbeat timeout");
+    pub const SLOW: CloseReason = CloseReason::new(1008, "Client too slow");
+    pub const SHUTDOWN: CloseReason = CloseReason::new(1001, "Server shutting down");
+    pub const NORMAL: CloseReason = CloseReason::new(1000, "");
 }
 
-pub type CloseReason = (u16, &'static str);
+/// A WebSocket close: the code and the reason text sent with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    /// RFC 6455 close code.
+    pub code: u16,
+    /// Reason text, sent as is.
+    pub reason: &'static str,
+}
+
+impl CloseReason {
+    /// A close with `code` and `reason`.
+    pub const fn new(code: u16, reason: &'static str) -> CloseReason {
+        CloseReason { code, reason }
+    }
+}
 
 /// A server → client event.
 #[derive(Debug, Clone)]

@@ -5,17 +5,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use gatepass_identity::config::{ConfigError, Dur};
+pub use gatepass_service::config::{ConfigError, Dur};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Address to listen on; `serve --listen` overrides it.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Who may connect and how the identity headers are checked.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Connection, message and queue limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The MCP servers whose health is polled and broadcast.
     #[serde(default)]
     pub mcps: Vec<McpConfig>,
     /// Directory relative paths resolve against.
@@ -23,6 +27,7 @@ pub struct Config {
     pub base_dir: PathBuf,
 }
 
+/// Loopback, the port the README's stack gives mcp-status.
 fn default_listen() -> String {
     "127.0.0.1:9092".into()
 }
@@ -34,12 +39,19 @@ fn strings(xs: &[&str]) -> Vec<String> {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// Roles (`X-User-Role`) allowed in at all.
     pub allowed_roles: Vec<String>,
+    /// Roles that see reasons and messages; the others get the redacted view.
     pub full_view_roles: Vec<String>,
+    /// Roles that may enable and disable MCPs.
     pub admin_roles: Vec<String>,
+    /// gatepass's JWKS, to check `X-User-Assertion` (not with `assertion_public_key_file`).
     pub assertion_jwks_url: Option<String>,
+    /// An Ed25519 public key PEM, to check `X-User-Assertion` (not with the JWKS URL).
     pub assertion_public_key_file: Option<PathBuf>,
+    /// The audience an assertion must name; the request's Host when unset.
     pub assertion_audience: Option<String>,
+    /// Origins allowed to open the WebSocket (`*` for any); a request without Origin passes.
     pub allowed_origins: Vec<String>,
 }
 
@@ -118,23 +130,9 @@ fn three() -> u32 {
     3
 }
 
-impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let (text, base_dir) = gatepass_identity::config::read_file(path)?;
-        let mut c = Config::parse(&text)?;
-        c.base_dir = base_dir;
-        Ok(c)
-    }
-
-    pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let mut c: Config = gatepass_identity::config::from_toml(text)?;
-        c.base_dir = ".".into();
-        c.validate()?;
-        Ok(c)
-    }
-
-    pub fn path(&self, p: &Path) -> PathBuf {
-        gatepass_identity::config::resolve(&self.base_dir, p)
+impl gatepass_service::config::ConfigFile for Config {
+    fn set_base_dir(&mut self, dir: PathBuf) {
+        self.base_dir = dir;
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -233,6 +231,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        gatepass_service::config::load(path)
+    }
+
+    pub fn path(&self, p: &Path) -> PathBuf {
+        gatepass_service::config::resolve(&self.base_dir, p)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        gatepass_service::config::parse(text)
     }
 }
 

@@ -1,6 +1,7 @@
 //! mcp-status: the WebSocket service behind gatepass. It trusts only gatepass's identity
 //! headers (checked against the assertion when configured) and broadcasts MCP health.
 
+pub mod app;
 pub mod auth;
 pub mod broadcast;
 pub mod config;
@@ -10,8 +11,9 @@ pub mod metrics;
 pub mod server;
 pub mod ws;
 
+pub use app::App;
 pub use config::Config;
-pub use server::{run, serve, App};
+pub use server::{run, serve};
 
 /// `mcp-status check-config`: validates the config and loads the key file it names (as
 /// `serve` would, without binding or fetching anything), and returns the effective config
@@ -50,18 +52,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// Tracing to stderr, filtered by `MCP_STATUS_LOG` (default `info`).
 pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_STATUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: log files (`make run`'s run/logs/) stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if json {
-        b.json().flatten_event(true).init();
-    } else {
-        b.init();
-    }
+    gatepass_service::init_tracing("MCP_STATUS_LOG", json);
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use gatepass_service::{runtime, shutdown_signal};
 use mcp_status::config::{Config, Dur};
 
 #[derive(Parser)]
@@ -52,17 +52,10 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    match real_main() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mcp-status: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    gatepass_service::exit_code("mcp-status", real_main())
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let rt = || tokio::runtime::Runtime::new().context("cannot start the runtime");
     match Cli::parse().cmd {
         Cmd::Serve {
             config,
@@ -70,16 +63,11 @@ fn real_main() -> anyhow::Result<()> {
             log_format,
         } => {
             let mut config = Config::load(&config)?;
-            if let Some(l) = listen {
-                config.listen = l;
-            }
+            config.listen = listen.unwrap_or(config.listen);
             mcp_status::init_tracing(matches!(log_format, Format::Json));
-            rt()?.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(&config.listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {}", config.listen))?;
-                mcp_status::run(listener, config, shutdown_signal()).await?;
-                Ok(())
+            let addr = config.listen.clone();
+            gatepass_service::serve_blocking(&addr, |listener| {
+                mcp_status::run(listener, config, shutdown_signal())
             })
         }
         Cmd::CheckConfig { config } => {
@@ -87,10 +75,8 @@ fn real_main() -> anyhow::Result<()> {
             print!("{}", mcp_status::check_config(&config)?);
             Ok(())
         }
-        Cmd::DemoMcp { listen, flap, down } => rt()?.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(&listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
+        Cmd::DemoMcp { listen, flap, down } => runtime()?.block_on(async move {
+            let listener = gatepass_service::bind(&listen).await?;
             eprintln!("demo MCP on http://{}/health", listener.local_addr()?);
             let serve = mcp_status::demo::serve(
                 listener,
@@ -103,33 +89,5 @@ fn real_main() -> anyhow::Result<()> {
             }
             Ok(())
         }),
-    }
-}
-
-/// SIGTERM or Ctrl-C, both registered at once (a signal right after "listening" counts);
-/// Ctrl-C alone if SIGTERM cannot be registered.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let ctrl_c = signal(SignalKind::interrupt());
-    let term = signal(SignalKind::terminate());
-    if let Err(e) = &term {
-        tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-    }
-    async move {
-        let ctrl_c = async {
-            match ctrl_c {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        match term {
-            Ok(mut term) => tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            },
-            Err(_) => ctrl_c.await,
-        }
     }
 }

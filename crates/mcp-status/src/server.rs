@@ -1,110 +1,38 @@
 //! HTTP routes (SPEC §4.2), the WebSocket upgrade, and graceful shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use gatepass_identity::headers;
+use gatepass_service::Server;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST, SEC_WEBSOCKET_PROTOCOL};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::auth::{Auth, Denied, User};
-use crate::broadcast::{close, CloseReason, Hub, View};
+pub use crate::app::App;
+use crate::auth::{Denied, User};
+use crate::broadcast::{close, CloseReason, View};
 use crate::config::{Config, ConfigError};
-use crate::health::Registry;
-use crate::metrics::Metrics;
 use crate::ws::{self, Audit};
 
 pub type Body = Full<Bytes>;
 
 /// The subprotocol marker gatepass uses; selected when offered, the token entry never is.
-pub const MARKER: &str = "jwt-auth";
+pub const MARKER: &str = gatepass_identity::WEBSOCKET_PROTOCOL_MARKER;
 
 /// Upper bound of each shutdown phase (HTTP connections, then WebSocket tasks).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 
-pub struct App {
-    pub config: Config,
-    pub hub: Arc<Hub>,
-    pub registry: Arc<Registry>,
-    pub auth: Arc<Auth>,
-    pub metrics: Arc<Metrics>,
-    /// Each WebSocket task holds a receiver; shutdown waits until all are dropped
-    /// (`closed()`). The app itself holds none, so with no socket the wait ends at once.
-    ws_tasks: watch::Sender<()>,
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        if let Ok(tasks) = self.tasks.get_mut() {
-            for t in tasks.iter() {
-                t.abort();
-            }
-        }
-    }
-}
-
 impl App {
-    /// Builds the app and starts the health pollers (inside a Tokio runtime).
-    pub fn new(config: Config) -> Result<Arc<App>, ConfigError> {
-        let metrics = Arc::new(Metrics::new());
-        let l = &config.limits;
-        let hub = Arc::new(Hub::new(
-            l.max_connections,
-            l.max_connections_per_user,
-            l.send_queue,
-            metrics.clone(),
-        ));
-        let registry = Arc::new(Registry::new(&config.mcps, hub.clone(), metrics.clone()));
-        let auth = Arc::new(Auth::new(&config)?);
-        let (ws_tasks, _) = watch::channel(());
-        let app = Arc::new(App {
-            hub,
-            registry,
-            auth,
-            metrics,
-            ws_tasks,
-            tasks: Default::default(),
-            config,
-        });
-        let mut tasks = Vec::new();
-        for i in 0..app.config.mcps.len() {
-            tasks.push(tokio::spawn(app.registry.clone().run_poller(i)));
-        }
-        tasks.push(tokio::spawn(app.auth.clone().refresh_jwks()));
-        let (registry, hub, every) = (
-            app.registry.clone(),
-            app.hub.clone(),
-            app.config.limits.metrics_interval.0,
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            loop {
-                tick.tick().await;
-                hub.publish(&registry.system_metrics());
-            }
-        }));
-        if let Ok(mut t) = app.tasks.lock() {
-            *t = tasks;
-        }
-        Ok(app)
-    }
-
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path();
         match (req.method(), path) {
@@ -261,13 +189,7 @@ impl App {
         if !self.auth.ready() {
             return Self::denied(Denied::Unavailable);
         }
-        let offered_marker = req
-            .headers()
-            .get_all(SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|p| p.trim() == MARKER);
+        let offered_marker = gatepass_identity::offers_subprotocol(req.headers(), MARKER);
         let h = req.headers();
         let verdict = self.verdict(h);
         let header = |n: &str| {
@@ -277,8 +199,8 @@ impl App {
                 .to_string()
         };
         let audit = Audit {
-            user: header(gatepass_identity::headers::USER_ID),
-            role: header(gatepass_identity::headers::USER_ROLE),
+            user: header(headers::USER_ID),
+            role: header(headers::USER_ROLE),
             origin: header("origin"),
             client_ip: header("x-forwarded-for")
                 .rsplit(',')
@@ -346,42 +268,13 @@ pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Bo
 
 /// Serves until `shutdown`, then closes every socket with 1001 and drains.
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(120));
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let svc_app = app.clone();
-        let svc = service_fn(move |req| {
-            let app = svc_app.clone();
-            async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _ = watcher.watch(conn).await;
-        });
-    }
-    drop(listener);
+    let svc_app = app.clone();
+    let draining = Server::new(move |req, peer, _| svc_app.clone().handle(req, peer))
+        .with_upgrades()
+        .serve(listener, shutdown)
+        .await;
     app.hub.close_all(close::SHUTDOWN);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    draining.drain(DRAIN_TIMEOUT).await;
     // Wait for WebSocket tasks (each has sent its 1001 and seen the client's reply, or given
     // up): `closed` completes once every task's receiver is dropped, at once with none.
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, app.ws_tasks.closed()).await;

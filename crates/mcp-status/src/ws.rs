@@ -12,9 +12,9 @@ use hyper_tungstenite::HyperWebsocketStream;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
+use crate::app::App;
 use crate::auth::User;
 use crate::broadcast::{close, text, CloseReason, Refused};
-use crate::server::App;
 
 /// Who, from where: for the audit log.
 #[derive(Debug, Clone, Default)]
@@ -27,8 +27,8 @@ pub struct Audit {
 
 fn frame(reason: CloseReason) -> Message {
     Message::Close(Some(CloseFrame {
-        code: CloseCode::from(reason.0),
-        reason: reason.1.into(),
+        code: CloseCode::from(reason.code),
+        reason: reason.reason.into(),
     }))
 }
 
@@ -56,8 +56,8 @@ pub async fn serve(
         }
         Err(reason) => reason,
     };
-    app.metrics.closed(refused.0);
-    tracing::warn!(code = refused.0, reason = refused.1, user = %audit.user, role = %audit.role,
+    app.metrics.closed(refused.code);
+    tracing::warn!(code = refused.code, reason = refused.reason, user = %audit.user, role = %audit.role,
         origin = %audit.origin, client_ip = %audit.client_ip, "websocket refused");
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.send(frame(refused))).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
@@ -233,10 +233,10 @@ async fn connection(
         closer.close(r);
     }
     let used = *close_rx.borrow();
-    let code = used.map_or(1006, |r| r.0);
+    let code = used.map_or(1006, |r| r.code);
     app.metrics.closed(code);
     if code != 1000 {
-        tracing::info!(code, reason = used.map_or("connection lost", |r| r.1), user = %audit.user,
+        tracing::info!(code, reason = used.map_or("connection lost", |r| r.reason), user = %audit.user,
             client_ip = %audit.client_ip, "websocket closed");
     }
     drop(tx);

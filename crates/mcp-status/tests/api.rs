@@ -2,11 +2,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use gatepass_testkit::Stub;
+use reqwest::Method;
 use serde_json::Value;
 
 fn mcp(name: &str, url: &str, interval: &str) -> String {
@@ -27,80 +27,57 @@ async fn api(s: &Server, method: reqwest::Method, path: &str, w: Option<&Who>) -
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+async fn get(s: &Server, path: &str, w: Option<&Who>) -> (u16, Value) {
+    api(s, Method::GET, path, w).await
+}
+
+async fn post(s: &Server, path: &str, w: Option<&Who>) -> (u16, Value) {
+    api(s, Method::POST, path, w).await
+}
+
+/// The MCP list as `w` sees it.
+async fn mcps(s: &Server, w: &Who) -> (u16, Value) {
+    get(s, "/api/v1/mcps", Some(w)).await
+}
+
+/// A server with one demo MCP `oracle_mcp` polled every `interval`, and its switch.
+async fn oracle(interval: &str) -> (Server, mcp_status::demo::Switch) {
+    let (url, switch) = demo_mcp(true).await;
+    (start(&mcp("oracle_mcp", &url, interval)).await, switch)
+}
+
+const DISABLE: &str = "/api/v1/mcps/oracle_mcp/disable";
+const ENABLE: &str = "/api/v1/mcps/oracle_mcp/enable";
+
 #[tokio::test]
 async fn api_requires_identity_and_role() {
-    let (url, _) = demo_mcp(true).await;
-    let s = start(&mcp("oracle_mcp", &url, "1h")).await;
-    let get = reqwest::Method::GET;
-    assert_eq!(api(&s, get.clone(), "/api/v1/mcps", None).await.0, 401);
-    assert_eq!(
-        api(&s, get.clone(), "/api/v1/mcps", Some(&who("v", "viewer")))
-            .await
-            .0,
-        403
-    );
-    let (status, body) = api(
-        &s,
-        get.clone(),
-        "/api/v1/mcps",
-        Some(&who("d", "developer")),
-    )
-    .await;
+    let (s, _) = oracle("1h").await;
+    assert_eq!(get(&s, "/api/v1/mcps", None).await.0, 401);
+    assert_eq!(mcps(&s, &who("v", "viewer")).await.0, 403);
+    let (status, body) = mcps(&s, &who("d", "developer")).await;
     assert_eq!(status, 200);
     assert_eq!(body["mcps"][0]["name"], "oracle_mcp");
     assert!(
         body["mcps"][0].get("circuit_state").is_none(),
         "developers get the redacted view"
     );
-    let (_, body) = api(&s, get, "/api/v1/mcps", Some(&who("a", "dba"))).await;
+    let (_, body) = mcps(&s, &who("a", "dba")).await;
     assert_eq!(body["mcps"][0]["circuit_state"], "CLOSED");
 }
 
 #[tokio::test]
 async fn admin_enable_disable_broadcasts_and_sticks() {
-    let (url, switch) = demo_mcp(true).await;
-    let s = start(&mcp("oracle_mcp", &url, "50ms")).await;
-    let (mut ws, _) = connect(&s, &who("d", "developer").headers()).await;
-    next_json(&mut ws).await;
-    let post = reqwest::Method::POST;
-    let (status, _) = api(
-        &s,
-        post.clone(),
-        "/api/v1/mcps/oracle_mcp/disable",
-        Some(&who("d", "developer")),
-    )
-    .await;
-    assert_eq!(status, 403);
-    assert_eq!(
-        api(&s, post.clone(), "/api/v1/mcps/oracle_mcp/disable", None)
-            .await
-            .0,
-        401
-    );
-    assert_eq!(
-        api(
-            &s,
-            post.clone(),
-            "/api/v1/mcps/nope/disable",
-            Some(&who("a", "admin"))
-        )
-        .await
-        .0,
-        404
-    );
-    let (status, body) = api(
-        &s,
-        post.clone(),
-        "/api/v1/mcps/oracle_mcp/disable",
-        Some(&who("alice", "admin")),
-    )
-    .await;
+    let (s, switch) = oracle("50ms").await;
+    let (mut ws, _) = socket(&s, &who("d", "developer")).await;
+    let alice = who("alice", "admin");
+    assert_eq!(post(&s, DISABLE, Some(&who("d", "developer"))).await.0, 403);
+    assert_eq!(post(&s, DISABLE, None).await.0, 401);
+    let nope = "/api/v1/mcps/nope/disable";
+    assert_eq!(post(&s, nope, Some(&who("a", "admin"))).await.0, 404);
+    let (status, body) = post(&s, DISABLE, Some(&alice)).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "inactive");
-    let change = until(&mut ws, "manual disable", |v| {
-        v["type"] == "mcp_status_change"
-    })
-    .await;
+    let change = until_type(&mut ws, "manual disable", "mcp_status_change").await;
     assert_eq!(change["new_status"], "inactive");
     assert_eq!(change["old_status"], "active");
     assert!(change.get("reason").is_none(), "redacted view");
@@ -110,51 +87,28 @@ async fn admin_enable_disable_broadcasts_and_sticks() {
     let polls_before = metric_value(&metrics(&s).await, series);
     // Six poll intervals pass with no check: proving an absence takes time.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, body) = api(
-        &s,
-        reqwest::Method::GET,
-        "/api/v1/mcps",
-        Some(&who("alice", "admin")),
-    )
-    .await;
+    let (_, body) = mcps(&s, &alice).await;
     assert_eq!(body["mcps"][0]["status"], "inactive");
     assert_eq!(metric_value(&metrics(&s).await, series), polls_before);
-    let (_, body) = api(
-        &s,
-        post,
-        "/api/v1/mcps/oracle_mcp/enable",
-        Some(&who("alice", "admin")),
-    )
-    .await;
+    let (_, body) = post(&s, ENABLE, Some(&alice)).await;
     assert_eq!(body["status"], "active");
-    let change = until(&mut ws, "manual enable", |v| {
-        v["type"] == "mcp_status_change"
-    })
-    .await;
+    let change = until_type(&mut ws, "manual enable", "mcp_status_change").await;
     assert_eq!(change["new_status"], "active");
 }
 
 #[tokio::test]
 async fn circuit_breaker_auto_disable_and_recovery() {
-    let (url, switch) = demo_mcp(true).await;
-    let s = start(&mcp("oracle_mcp", &url, "50ms")).await;
-    let (mut ws, _) = connect(&s, &who("a", "admin").headers()).await;
-    let first = next_json(&mut ws).await;
+    let (s, switch) = oracle("50ms").await;
+    let (mut ws, first) = socket(&s, &who("a", "admin")).await;
     assert_eq!(first["type"], "initial_status");
     wait_for(Duration::from_secs(5), "first healthy check", || async {
-        let (_, b) = api(
-            &s,
-            reqwest::Method::GET,
-            "/api/v1/mcps",
-            Some(&who("a", "admin")),
-        )
-        .await;
+        let (_, b) = mcps(&s, &who("a", "admin")).await;
         b["mcps"][0]["health_status"] == "healthy" && b["mcps"][0]["last_health_check"].is_string()
     })
     .await;
 
     switch.set(false);
-    let ev = until(&mut ws, "circuit_open", |v| v["type"] == "health_event").await;
+    let ev = until_type(&mut ws, "circuit_open", "health_event").await;
     assert_eq!(ev["event"], "circuit_open");
     assert_eq!(ev["mcp_name"], "oracle_mcp");
     assert_eq!(ev["mcp_id"], 1);
@@ -162,23 +116,17 @@ async fn circuit_breaker_auto_disable_and_recovery() {
         ev["message"],
         "Circuit breaker opened after 2 consecutive failures"
     );
-    let m = until(&mut ws, "system_metrics", |v| v["type"] == "system_metrics").await;
+    let m = until_type(&mut ws, "system_metrics", "system_metrics").await;
     assert_eq!(m["circuit_breakers_open"], 1);
-    let ev = until(&mut ws, "half_open", |v| v["type"] == "health_event").await;
+    let ev = until_type(&mut ws, "half_open", "health_event").await;
     assert_eq!(ev["event"], "half_open");
-    let ev = until(&mut ws, "second circuit_open", |v| {
-        v["type"] == "health_event"
-    })
-    .await;
+    let ev = until_type(&mut ws, "second circuit_open", "health_event").await;
     assert_eq!(ev["event"], "circuit_open");
-    let change = until(&mut ws, "auto-disable", |v| {
-        v["type"] == "mcp_status_change"
-    })
-    .await;
+    let change = until_type(&mut ws, "auto-disable", "mcp_status_change").await;
     assert_eq!(change["old_status"], "active");
     assert_eq!(change["new_status"], "inactive");
     assert_eq!(change["reason"], "Auto-disabled after 2 failure cycles");
-    let m = until(&mut ws, "system_metrics", |v| v["type"] == "system_metrics").await;
+    let m = until_type(&mut ws, "system_metrics", "system_metrics").await;
     assert_eq!(m["active_mcps"], 0);
     assert_eq!(m["total_mcps"], 1);
 
@@ -189,7 +137,7 @@ async fn circuit_breaker_auto_disable_and_recovery() {
     })
     .await;
     assert_eq!(ev["message"], "MCP recovered after circuit breaker timeout");
-    let change = until(&mut ws, "re-enable", |v| v["type"] == "mcp_status_change").await;
+    let change = until_type(&mut ws, "re-enable", "mcp_status_change").await;
     assert_eq!(change["new_status"], "active");
     assert_eq!(change["reason"], "Recovered after health check");
     let text = metrics(&s).await;
@@ -205,24 +153,14 @@ async fn circuit_breaker_auto_disable_and_recovery() {
 #[tokio::test]
 async fn hanging_health_endpoint_times_out_without_overlapping_checks() {
     // Accepts connections and never answers: every check must end by its timeout.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let a = accepted.clone();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((sock, _)) = listener.accept().await {
-            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            held.push(sock);
-        }
-    });
-    let s = start(&mcp("slow_mcp", &format!("http://{addr}/health"), "10ms")).await;
-    let (mut ws, _) = connect(&s, &who("a", "admin").headers()).await;
-    next_json(&mut ws).await;
-    let ev = until(&mut ws, "circuit_open", |v| v["type"] == "health_event").await;
+    let hang = Stub::start().await;
+    hang.set_delay(Duration::from_secs(3600));
+    let s = start(&mcp("slow_mcp", &hang.url("/health"), "10ms")).await;
+    let (mut ws, _) = socket(&s, &who("a", "admin")).await;
+    let ev = until_type(&mut ws, "circuit_open", "health_event").await;
     assert_eq!(ev["event"], "circuit_open");
     // Two checks of 200 ms each, one after the other: far fewer connections than 10 ms polls.
-    let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let n = hang.connections();
     assert!((2..=4).contains(&n), "{n} checks started");
 }
 
@@ -234,13 +172,9 @@ async fn system_metrics_every_interval() {
         mcp("m", &url, "1h")
     );
     let s = start(&cfg).await;
-    let (mut ws, _) = connect(&s, &who("a", "admin").headers()).await;
-    next_json(&mut ws).await;
+    let (mut ws, _) = socket(&s, &who("a", "admin")).await;
     for _ in 0..2 {
-        let m = until(&mut ws, "periodic system_metrics", |v| {
-            v["type"] == "system_metrics"
-        })
-        .await;
+        let m = until_type(&mut ws, "periodic system_metrics", "system_metrics").await;
         assert_eq!(m["total_mcps"], 1);
     }
 }
@@ -271,8 +205,7 @@ async fn dashboard_health_and_metrics_endpoints() {
     }
     let r = client().get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let (mut ws, _) = connect(&s, &who("a", "admin").headers()).await;
-    next_json(&mut ws).await;
+    let (_ws, _) = socket(&s, &who("a", "admin")).await;
     let text = metrics(&s).await;
     assert!(
         text.contains("mcp_status_connections{role=\"admin\"} 1"),
@@ -290,12 +223,7 @@ async fn dashboard_health_and_metrics_endpoints() {
 /// A server that requires assertions (public key file), with one MCP; and its signer.
 async fn asserted_server() -> (Server, gatepass_identity::AssertionSigner) {
     let (url, _) = demo_mcp(true).await;
-    let signer = gatepass_identity::AssertionSigner::from_pkcs8_pem(
-        gatepass_identity::generate_ed25519_pkcs8_pem()
-            .unwrap()
-            .as_bytes(),
-    )
-    .unwrap();
+    let signer = signer();
     let pem = public_pem(&signer);
     let cfg = format!(
         "[auth]\nassertion_public_key_file = \"assertion.pub.pem\"\n\n{}",
@@ -322,13 +250,8 @@ async fn forged_later_expiry_header_with_a_valid_assertion_is_refused() {
         .expires(exp)
         .asserted(&signer, &s.host());
     // The honest headers get in, on both paths.
-    let (mut ws, _) = connect(&s, &honest.headers()).await;
-    assert_eq!(next_json(&mut ws).await["type"], "initial_status");
-    let get = reqwest::Method::GET;
-    assert_eq!(
-        api(&s, get.clone(), "/api/v1/mcps", Some(&honest)).await.0,
-        200
-    );
+    assert_eq!(socket(&s, &honest).await.1["type"], "initial_status");
+    assert_eq!(mcps(&s, &honest).await.0, 200);
     for forged_exp in [exp + 86_400, exp + 1, exp - 1] {
         let forged = honest.clone().expires(forged_exp);
         let (mut ws, _) = connect(&s, &forged.headers()).await;
@@ -337,29 +260,16 @@ async fn forged_later_expiry_header_with_a_valid_assertion_is_refused() {
             (1008, "Authentication required".into()),
             "X-User-Expires {forged_exp} vs token_exp {exp}"
         );
+        assert_eq!(mcps(&s, &forged).await, (401, unauthorized()));
         assert_eq!(
-            api(&s, get.clone(), "/api/v1/mcps", Some(&forged)).await,
-            (401, unauthorized())
-        );
-        assert_eq!(
-            api(
-                &s,
-                reqwest::Method::POST,
-                "/api/v1/mcps/oracle_mcp/disable",
-                Some(&forged)
-            )
-            .await,
+            post(&s, DISABLE, Some(&forged)).await,
             (401, unauthorized())
         );
     }
     // No X-User-Expires at all, while the assertion names one: refused as well.
     let mut no_exp = honest.clone();
     no_exp.identity.expires = None;
-    let (mut ws, _) = connect(&s, &no_exp.headers()).await;
-    assert_eq!(
-        closed(&mut ws).await,
-        (1008, "Authentication required".into())
-    );
+    assert_closed(&s, &no_exp.headers(), 1008, "Authentication required").await;
 }
 
 /// G(b): an assertion `jti` is accepted once for a state-changing call; GETs and WebSocket
@@ -367,47 +277,31 @@ async fn forged_later_expiry_header_with_a_valid_assertion_is_refused() {
 #[tokio::test]
 async fn replayed_assertion_on_a_post_is_401() {
     let (s, signer) = asserted_server().await;
-    let post = reqwest::Method::POST;
-    let get = reqwest::Method::GET;
     let once = who("alice", "admin").asserted(&signer, &s.host());
     // Safe uses first, several times: none consumes the jti.
     for _ in 0..2 {
-        assert_eq!(
-            api(&s, get.clone(), "/api/v1/mcps", Some(&once)).await.0,
-            200
-        );
-        let (mut ws, _) = connect(&s, &once.headers()).await;
-        assert_eq!(next_json(&mut ws).await["type"], "initial_status");
+        assert_eq!(mcps(&s, &once).await.0, 200);
+        assert_eq!(socket(&s, &once).await.1["type"], "initial_status");
     }
-    let (status, body) = api(
-        &s,
-        post.clone(),
-        "/api/v1/mcps/oracle_mcp/disable",
-        Some(&once),
-    )
-    .await;
+    let (status, body) = post(&s, DISABLE, Some(&once)).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "inactive");
     // The same assertion again, on the same or another state-changing route: 401.
-    for path in [
-        "/api/v1/mcps/oracle_mcp/disable",
-        "/api/v1/mcps/oracle_mcp/enable",
-    ] {
+    for path in [DISABLE, ENABLE] {
         assert_eq!(
-            api(&s, post.clone(), path, Some(&once)).await,
+            post(&s, path, Some(&once)).await,
             (401, unauthorized()),
             "{path}"
         );
     }
     // The refused replay changed nothing.
-    let (_, body) = api(&s, get.clone(), "/api/v1/mcps", Some(&once)).await;
+    let (_, body) = mcps(&s, &once).await;
     assert_eq!(body["mcps"][0]["status"], "inactive");
     // Safe methods still accept the used assertion.
-    let (mut ws, _) = connect(&s, &once.headers()).await;
-    assert_eq!(next_json(&mut ws).await["type"], "initial_status");
+    assert_eq!(socket(&s, &once).await.1["type"], "initial_status");
     // A fresh assertion (new jti) for the same user is fine.
     let fresh = who("alice", "admin").asserted(&signer, &s.host());
-    let (status, body) = api(&s, post, "/api/v1/mcps/oracle_mcp/enable", Some(&fresh)).await;
+    let (status, body) = post(&s, ENABLE, Some(&fresh)).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "active");
 }
@@ -421,10 +315,10 @@ async fn every_health_check_is_broadcast() {
         &mcp("oracle_mcp", &url, "50ms").replace("failure_threshold = 2", "failure_threshold = 5"),
     )
     .await;
-    let (mut ws, _) = connect(&s, &who("a", "admin").headers()).await;
-    assert_eq!(next_json(&mut ws).await["type"], "initial_status");
+    let (mut ws, first) = socket(&s, &who("a", "admin")).await;
+    assert_eq!(first["type"], "initial_status");
     for _ in 0..2 {
-        let v = until(&mut ws, "health_check", |v| v["type"] == "health_check").await;
+        let v = until_type(&mut ws, "health_check", "health_check").await;
         assert_eq!(v["mcp_name"], "oracle_mcp");
         assert_eq!(v["mcp_id"], 1);
         assert_eq!(v["health_status"], "healthy");
@@ -440,61 +334,36 @@ async fn every_health_check_is_broadcast() {
     .await;
     assert_eq!(v["mcp_name"], "oracle_mcp");
     // The circuit is still closed (threshold 5): the check alone carried the news.
-    let (_, body) = api(
-        &s,
-        reqwest::Method::GET,
-        "/api/v1/mcps",
-        Some(&who("a", "admin")),
-    )
-    .await;
+    let (_, body) = mcps(&s, &who("a", "admin")).await;
     assert_eq!(body["mcps"][0]["health_status"], "unhealthy");
 }
 
 /// Issue 9: `GET /api/v1/me` tells the page who it is; 403s use gatepass's vocabulary.
 #[tokio::test]
 async fn me_and_one_error_vocabulary() {
-    let (url, _) = demo_mcp(true).await;
-    let s = start(&mcp("oracle_mcp", &url, "1h")).await;
-    let get = reqwest::Method::GET;
-    let (status, body) = api(&s, get.clone(), "/api/v1/me", Some(&who("alice", "admin"))).await;
+    let (s, _) = oracle("1h").await;
+    let (status, body) = get(&s, "/api/v1/me", Some(&who("alice", "admin"))).await;
     assert_eq!(status, 200);
     assert_eq!(
         body,
         serde_json::json!({"id": "alice", "username": "alice-name", "role": "admin", "admin": true, "full_view": true})
     );
-    let (status, body) = api(
-        &s,
-        get.clone(),
-        "/api/v1/me",
-        Some(&who("dev", "developer")),
-    )
-    .await;
+    let (status, body) = get(&s, "/api/v1/me", Some(&who("dev", "developer"))).await;
     assert_eq!(status, 200);
     assert_eq!(
         (body["admin"].clone(), body["full_view"].clone()),
         (false.into(), false.into())
     );
     let forbidden = serde_json::json!({"error": "insufficient_scope", "error_description": "role not allowed for this route"});
+    let viewer = who("v", "viewer");
     assert_eq!(
-        api(&s, get.clone(), "/api/v1/me", Some(&who("v", "viewer"))).await,
+        get(&s, "/api/v1/me", Some(&viewer)).await,
         (403, forbidden.clone())
     );
+    assert_eq!(mcps(&s, &viewer).await, (403, forbidden));
+    assert_eq!(get(&s, "/api/v1/me", None).await, (401, unauthorized()));
     assert_eq!(
-        api(&s, get.clone(), "/api/v1/mcps", Some(&who("v", "viewer"))).await,
-        (403, forbidden)
-    );
-    assert_eq!(
-        api(&s, get, "/api/v1/me", None).await,
-        (401, unauthorized())
-    );
-    assert_eq!(
-        api(
-            &s,
-            reqwest::Method::POST,
-            "/api/v1/mcps/oracle_mcp/disable",
-            Some(&who("dev", "developer"))
-        )
-        .await,
+        post(&s, DISABLE, Some(&who("dev", "developer"))).await,
         (
             403,
             serde_json::json!({"error": "insufficient_scope", "error_description": "admin role required"})
@@ -505,8 +374,7 @@ async fn me_and_one_error_vocabulary() {
 /// Issue 9: a wrong method on a known path is 405 with `Allow`; an unknown path is 404.
 #[tokio::test]
 async fn wrong_method_on_a_known_path_is_405_with_allow() {
-    let (url, _) = demo_mcp(true).await;
-    let s = start(&mcp("oracle_mcp", &url, "1h")).await;
+    let (s, _) = oracle("1h").await;
     for (method, path, allow) in [
         (reqwest::Method::DELETE, "/api/v1/mcps", "GET"),
         (reqwest::Method::POST, "/api/v1/me", "GET"),
@@ -538,56 +406,17 @@ async fn wrong_method_on_a_known_path_is_405_with_allow() {
     assert_eq!(r.status(), 404);
 }
 
-/// A JWKS endpoint that answers 503 until switched on.
-async fn switchable_jwks(body: String) -> (String, Arc<AtomicBool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/.well-known/jwks.json",
-        listener.local_addr().unwrap()
-    );
-    let on = Arc::new(AtomicBool::new(false));
-    let state = on.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let (state, body) = (state.clone(), body.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| {
-                    let up = state.load(Ordering::SeqCst);
-                    let body = body.clone();
-                    async move {
-                        let r = http::Response::builder()
-                            .status(if up { 200 } else { 503 })
-                            .body(http_body_util::Full::new(bytes::Bytes::from(if up {
-                                body
-                            } else {
-                                String::new()
-                            })))
-                            .unwrap();
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
-                    .await;
-            });
-        }
-    });
-    (url, on)
-}
-
 /// Issue 9: until the assertion keys are loaded mcp-status is not ready: `/readyz` 503, the
 /// API and the handshake 503 `temporarily_unavailable` (not 401). It retries fast, so it is
 /// ready within about a second of the keys appearing.
 #[tokio::test]
 async fn not_ready_and_503_until_the_assertion_keys_load() {
     let (url, _) = demo_mcp(true).await;
-    let signer = gatepass_identity::AssertionSigner::from_pkcs8_pem(
-        gatepass_identity::generate_ed25519_pkcs8_pem()
-            .unwrap()
-            .as_bytes(),
-    )
-    .unwrap();
-    let (jwks_url, on) = switchable_jwks(signer.jwks_json().to_string()).await;
+    let signer = signer();
+    // A JWKS endpoint that answers 503 (empty) until switched on.
+    let jwks = Stub::start().await;
+    jwks.set_status(503);
+    let jwks_url = jwks.url("/.well-known/jwks.json");
     let s = start(&format!(
         "[auth]\nassertion_jwks_url = \"{jwks_url}\"\n\n{}",
         mcp("oracle_mcp", &url, "1h")
@@ -602,51 +431,17 @@ async fn not_ready_and_503_until_the_assertion_keys_load() {
     );
     let admin = who("a", "admin").asserted(&signer, &s.host());
     let unavailable = serde_json::json!({"error": "temporarily_unavailable", "error_description": "assertion keys are not loaded yet"});
-    assert_eq!(
-        api(&s, reqwest::Method::GET, "/api/v1/mcps", Some(&admin)).await,
-        (503, unavailable)
-    );
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        format!("ws://{}/ws/mcp-status", s.addr),
-    )
-    .unwrap();
-    for (k, v) in admin.headers() {
-        req.headers_mut().insert(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            http::HeaderValue::from_str(&v).unwrap(),
-        );
+    assert_eq!(mcps(&s, &admin).await, (503, unavailable));
+    match try_connect(&s, &admin.headers()).await {
+        Err(status) => assert_eq!(status, 503),
+        Ok(_) => panic!("expected a 503 handshake, got 101"),
     }
-    match tokio_tungstenite::connect_async(req).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
-        other => panic!(
-            "expected a 503 handshake, got {:?}",
-            other.map(|(_, r)| r.status())
-        ),
-    }
-    on.store(true, Ordering::SeqCst);
+    jwks.set_body(signer.jwks_json()).set_status(200);
     let since = std::time::Instant::now();
-    wait_for(
-        Duration::from_secs(3),
-        "ready once the keys load",
-        || async {
-            client()
-                .get(s.url("/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                == 200
-        },
-    )
-    .await;
+    wait_ready(&s, Duration::from_secs(3), "ready once the keys load").await;
     assert!(
         since.elapsed() < Duration::from_millis(1500),
         "retries at most 1 s apart"
     );
-    assert_eq!(
-        api(&s, reqwest::Method::GET, "/api/v1/mcps", Some(&admin))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(mcps(&s, &admin).await.0, 200);
 }

@@ -6,6 +6,26 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-status");
 
+/// `mcp-status serve --config PATH --listen 127.0.0.1:0`.
+fn serve(config: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0"]);
+    cmd
+}
+
+/// Exit 1 and one line on stderr that starts with `expected`.
+fn assert_one_line_error(out: &std::process::Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(expected),
+        "got {stderr:?}, want {expected:?}"
+    );
+}
+
 #[test]
 fn bad_config_is_one_line_naming_the_key_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
@@ -29,23 +49,8 @@ fn bad_config_is_one_line_naming_the_key_and_exit_1() {
     ] {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, text).unwrap();
-        let out = Command::new(BIN)
-            .args([
-                "serve",
-                "--config",
-                path.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.starts_with(expected),
-            "got {stderr:?}, want {expected:?}"
-        );
+        let out = serve(&path).output().unwrap();
+        assert_one_line_error(&out, expected);
     }
 }
 
@@ -159,18 +164,12 @@ fn check_config_prints_the_effective_config_or_names_the_bad_key() {
             .args(["check-config", "--config", path.to_str().unwrap()])
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(
             out.stdout.is_empty(),
             "{}",
             String::from_utf8_lossy(&out.stdout)
         );
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.starts_with(expected),
-            "got {stderr:?}, want {expected:?}"
-        );
+        assert_one_line_error(&out, expected);
     }
 }
 
@@ -181,14 +180,7 @@ fn serve_exits_0_within_a_second_of_sigterm_with_no_socket() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, "").unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
+    let mut child = serve(&path)
         .env("MCP_STATUS_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use gatepass_identity::AssertionSigner;
 use mcp_status::broadcast::Event;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -90,18 +89,10 @@ async fn full_and_redacted_views() {
 #[tokio::test]
 async fn missing_identity_closes_1008_authentication_required() {
     let s = server("").await;
-    let (mut ws, _) = connect(&s, &nobody()).await;
-    assert_eq!(
-        closed(&mut ws).await,
-        (1008, "Authentication required".into())
-    );
+    assert_closed(&s, &nobody(), 1008, "Authentication required").await;
     // Malformed identity is the same.
     let bad = who("u", "admin").h("x-user-id", "second");
-    let (mut ws, _) = connect(&s, &bad.headers()).await;
-    assert_eq!(
-        closed(&mut ws).await,
-        (1008, "Authentication required".into())
-    );
+    assert_closed(&s, &bad.headers(), 1008, "Authentication required").await;
     assert!(metrics(&s)
         .await
         .contains("mcp_status_closes_total{code=\"1008\"} 2"));
@@ -110,11 +101,8 @@ async fn missing_identity_closes_1008_authentication_required() {
 #[tokio::test]
 async fn role_outside_allowed_roles_closes_1008_insufficient_permissions() {
     let s = server("").await;
-    let (mut ws, _) = connect(&s, &who("v", "viewer").headers()).await;
-    assert_eq!(
-        closed(&mut ws).await,
-        (1008, "Insufficient permissions".into())
-    );
+    let h = who("v", "viewer").headers();
+    assert_closed(&s, &h, 1008, "Insufficient permissions").await;
 }
 
 #[tokio::test]
@@ -139,12 +127,10 @@ async fn per_user_limit_closes_4008_and_global_limit_1013() {
     let (mut a2, _) = connect(&s, &who("a", "admin").headers()).await;
     next_json(&mut a1).await;
     next_json(&mut a2).await;
-    let (mut a3, _) = connect(&s, &who("a", "admin").headers()).await;
-    assert_eq!(closed(&mut a3).await, (4008, "Too many connections".into()));
-    let (mut b1, _) = connect(&s, &who("b", "dba").headers()).await;
-    next_json(&mut b1).await;
-    let (mut c1, _) = connect(&s, &who("c", "dba").headers()).await;
-    assert_eq!(closed(&mut c1).await, (1013, "Server at capacity".into()));
+    let h = who("a", "admin").headers();
+    assert_closed(&s, &h, 4008, "Too many connections").await;
+    let (_b1, _) = socket(&s, &who("b", "dba")).await;
+    assert_closed(&s, &who("c", "dba").headers(), 1013, "Server at capacity").await;
     // A slot frees when a connection ends.
     a1.close(Some(normal())).await.unwrap();
     assert_eq!(closed(&mut a1).await.0, 1000);
@@ -171,15 +157,14 @@ async fn token_expiry_closes_4001_within_a_second() {
         "closed {late:?} after expiry"
     );
     // Already expired at the handshake.
-    let (mut ws, _) = connect(&s, &who("u", "admin").expires(now() - 1).headers()).await;
-    assert_eq!(closed(&mut ws).await, (4001, "Token expired".into()));
+    let h = who("u", "admin").expires(now() - 1).headers();
+    assert_closed(&s, &h, 4001, "Token expired").await;
 }
 
 #[tokio::test]
 async fn message_rate_closes_4029_and_pings_count() {
     let s = server("messages_per_second = 3\nmessages_per_minute = 100").await;
-    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
-    next_json(&mut ws).await;
+    let (mut ws, _) = socket(&s, &who("u", "admin")).await;
     ws.send(Message::Ping(Default::default())).await.unwrap();
     send_text(&mut ws, "ping").await;
     send_text(&mut ws, "{\"type\":\"ping\"}").await;
@@ -187,8 +172,7 @@ async fn message_rate_closes_4029_and_pings_count() {
     assert_eq!(closed(&mut ws).await, (4029, "Rate limit exceeded".into()));
     // Per-minute limit too.
     let s = server("messages_per_second = 100\nmessages_per_minute = 2").await;
-    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
-    next_json(&mut ws).await;
+    let (mut ws, _) = socket(&s, &who("u", "admin")).await;
     for _ in 0..3 {
         send_text(&mut ws, "junk").await;
     }
@@ -198,8 +182,7 @@ async fn message_rate_closes_4029_and_pings_count() {
 #[tokio::test]
 async fn ping_pong_and_errors() {
     let s = server("").await;
-    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
-    next_json(&mut ws).await;
+    let (mut ws, _) = socket(&s, &who("u", "admin")).await;
     send_text(&mut ws, "ping").await;
     let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
@@ -232,8 +215,7 @@ async fn ping_pong_and_errors() {
 #[tokio::test]
 async fn oversized_message_closes_1009() {
     let s = server("max_message_bytes = 1024").await;
-    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
-    next_json(&mut ws).await;
+    let (mut ws, _) = socket(&s, &who("u", "admin")).await;
     send_text(&mut ws, &"x".repeat(2000)).await;
     assert_eq!(closed(&mut ws).await, (1009, "Message too big".into()));
 }
@@ -250,19 +232,16 @@ async fn message_just_over_the_limit_gets_close_1009_message_too_big() {
     let limit = s.app.config.limits.max_message_bytes;
     assert_eq!(limit, 1024 * 1024);
     for _ in 0..3 {
-        let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
-        next_json(&mut ws).await;
+        let (mut ws, _) = socket(&s, &who("u", "admin")).await;
         send_text(&mut ws, &"x".repeat(limit + 1)).await;
         assert_eq!(closed(&mut ws).await, (1009, "Message too big".into()));
     }
     // A small limit: one byte over in one frame, and in two fragments that each fit.
     let s = server("max_message_bytes = 1024").await;
-    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
-    next_json(&mut ws).await;
+    let (mut ws, _) = socket(&s, &who("u", "admin")).await;
     send_text(&mut ws, &"x".repeat(1025)).await;
     assert_eq!(closed(&mut ws).await, (1009, "Message too big".into()));
-    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
-    next_json(&mut ws).await;
+    let (mut ws, _) = socket(&s, &who("u", "admin")).await;
     let first = Frame::message(vec![b'x'; 600], OpCode::Data(Data::Text), false);
     let last = Frame::message(vec![b'x'; 425], OpCode::Data(Data::Continue), true);
     ws.send(Message::Frame(first)).await.unwrap();
@@ -285,8 +264,7 @@ async fn client_frames_keep_an_idle_connection_open() {
     let s =
         server("idle_timeout = \"400ms\"\nheartbeat_interval = \"1h\"\nmessages_per_second = 100")
             .await;
-    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
-    next_json(&mut ws).await;
+    let (mut ws, _) = socket(&s, &who("u", "admin")).await;
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(1200) {
         send_text(&mut ws, r#"{"type":"ping"}"#).await;
@@ -328,8 +306,7 @@ async fn two_unanswered_pings_close_1001_heartbeat_timeout() {
 #[tokio::test]
 async fn answered_pings_keep_the_connection() {
     let s = server("idle_timeout = \"1h\"\nheartbeat_interval = \"100ms\"").await;
-    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
-    next_json(&mut ws).await;
+    let (mut ws, _) = socket(&s, &who("u", "admin")).await;
     // Reading answers pings automatically; after 10 intervals the socket is still open.
     let start = Instant::now();
     let mut pings = 0;
@@ -354,8 +331,7 @@ async fn answered_pings_keep_the_connection() {
 async fn slow_client_is_closed_and_never_delays_others() {
     let s = server("send_queue = 8").await;
     let (mut slow, _) = connect(&s, &who("slow", "admin").headers()).await;
-    let (mut fast, _) = connect(&s, &who("fast", "admin").headers()).await;
-    next_json(&mut fast).await;
+    let (mut fast, _) = socket(&s, &who("fast", "admin")).await;
     next_json(&mut slow).await;
     // `slow` stops reading. Each event is 16 KiB; the fast client reads every one before the
     // next is published, so it can never fall behind.
@@ -391,8 +367,7 @@ async fn slow_client_is_closed_and_never_delays_others() {
 #[tokio::test]
 async fn shutdown_closes_1001_server_shutting_down() {
     let s = server("").await;
-    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
-    next_json(&mut ws).await;
+    let (mut ws, _) = socket(&s, &who("u", "admin")).await;
     let stop = tokio::spawn(s.shutdown());
     assert_eq!(closed(&mut ws).await, (1001, "Server shutting down".into()));
     stop.await.unwrap();
@@ -424,8 +399,7 @@ async fn shutdown_with_no_socket_finishes_within_a_second() {
 #[tokio::test]
 async fn shutdown_with_a_socket_finishes_right_after_1001() {
     let s = server("").await;
-    let (mut ws, _) = connect(&s, &who("u", "admin").headers()).await;
-    next_json(&mut ws).await;
+    let (mut ws, _) = socket(&s, &who("u", "admin")).await;
     let stop = tokio::spawn(s.shutdown());
     assert_eq!(closed(&mut ws).await, (1001, "Server shutting down".into()));
     let closed_at = Instant::now();
@@ -445,25 +419,11 @@ async fn shutdown_with_a_socket_finishes_right_after_1001() {
 #[tokio::test]
 async fn assertion_missing_forged_or_mismatched_is_refused() {
     let (base, _) = config("").await;
-    let pem = gatepass_identity::generate_ed25519_pkcs8_pem().unwrap();
-    let signer = AssertionSigner::from_pkcs8_pem(pem.as_bytes()).unwrap();
+    let signer = signer();
     // The verifier takes the public key as PEM: derive it via a JWKS round trip is not
     // possible for PEM, so serve gatepass's JWKS from a tiny HTTP server instead.
-    let jwks = signer.jwks_json().to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let jwks_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let body = jwks.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = sock.read(&mut buf).await;
-                let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
+    let jwks = gatepass_testkit::Stub::json(signer.jwks_json()).await;
+    let jwks_addr = jwks.addr;
     let cfg = base.replace(
         "[auth]\n",
         &format!("[auth]\nassertion_jwks_url = \"http://{jwks_addr}/.well-known/jwks.json\"\n"),
@@ -472,24 +432,10 @@ async fn assertion_missing_forged_or_mismatched_is_refused() {
     let host = s.host();
     let good = who("u", "admin");
     // Wait until the JWKS is loaded (`/readyz`); then a valid assertion gets in.
-    wait_for(Duration::from_secs(10), "assertion keys", || async {
-        client()
-            .get(s.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-    })
-    .await;
+    wait_ready(&s, Duration::from_secs(10), "assertion keys").await;
     let (mut ws, _) = connect(&s, &good.clone().asserted(&signer, &host).headers()).await;
     assert_eq!(next_json(&mut ws).await["type"], "initial_status");
-    let other = AssertionSigner::from_pkcs8_pem(
-        gatepass_identity::generate_ed25519_pkcs8_pem()
-            .unwrap()
-            .as_bytes(),
-    )
-    .unwrap();
+    let other = common::signer();
     let mut mismatched = good.clone().asserted(&signer, &host);
     mismatched.identity.role = "super_admin".into();
     for (what, headers) in [
@@ -536,12 +482,7 @@ async fn assertion_from_public_key_file() {
         "{err}"
     );
 
-    let signer = AssertionSigner::from_pkcs8_pem(
-        gatepass_identity::generate_ed25519_pkcs8_pem()
-            .unwrap()
-            .as_bytes(),
-    )
-    .unwrap();
+    let signer = signer();
     let pem = public_pem(&signer);
     let s = start_with(&cfg, |d| {
         std::fs::write(d.join("assertion.pub.pem"), &pem).unwrap()
@@ -553,9 +494,6 @@ async fn assertion_from_public_key_file() {
     )
     .await;
     assert_eq!(next_json(&mut ws).await["type"], "initial_status");
-    let (mut ws, _) = connect(&s, &who("u", "developer").headers()).await;
-    assert_eq!(
-        closed(&mut ws).await,
-        (1008, "Authentication required".into())
-    );
+    let h = who("u", "developer").headers();
+    assert_closed(&s, &h, 1008, "Authentication required").await;
 }

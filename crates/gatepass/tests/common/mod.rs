@@ -1,13 +1,14 @@
 //! Test harness: real gatepass `run` on 127.0.0.1:0, real keys, real HTTP clients, and the
 //! exact headers Traefik sends to a forwardAuth address (SPEC §2).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{json, Value};
+pub use gatepass_testkit::{client, encoding_key, jwk, now, sign as sign_with, wait_for};
+use gatepass_testkit::{keypair as pair, Background};
+use serde_json::Value;
 
 pub const ISS: &str = "https://auth.example.test";
 pub const HS_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
@@ -24,11 +25,6 @@ pub struct Keys {
     pub ed_pub: String,
     pub other_rsa_priv: String,
     pub assertion_key: String,
-}
-
-fn pair(alg: &'static rcgen::SignatureAlgorithm) -> (String, String) {
-    let k = rcgen::KeyPair::generate_for(alg).expect("keygen");
-    (k.serialize_pem(), k.public_key_pem())
 }
 
 pub fn keys() -> &'static Keys {
@@ -54,54 +50,32 @@ pub fn keys() -> &'static Keys {
     })
 }
 
-pub fn now() -> u64 {
-    jsonwebtoken::get_current_timestamp()
-}
-
 /// Standard claims for `sub` with `role`.
 pub fn claims(sub: &str, role: &str) -> Value {
-    json!({
-        "iss": ISS,
-        "sub": sub,
-        "exp": now() + 3600,
-        "iat": now(),
-        "preferred_username": format!("{sub}-name"),
-        "role": role,
-        "permissions": ["mcp:read"],
-    })
-}
-
-pub fn encoding_key(alg: Algorithm, pem_or_secret: &str) -> EncodingKey {
-    match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            EncodingKey::from_secret(pem_or_secret.as_bytes())
-        }
-        Algorithm::ES256 | Algorithm::ES384 => {
-            EncodingKey::from_ec_pem(pem_or_secret.as_bytes()).unwrap()
-        }
-        Algorithm::EdDSA => EncodingKey::from_ed_pem(pem_or_secret.as_bytes()).unwrap(),
-        _ => EncodingKey::from_rsa_pem(pem_or_secret.as_bytes()).unwrap(),
-    }
-}
-
-pub fn sign_with(alg: Algorithm, key: &str, kid: Option<&str>, claims: &Value) -> String {
-    let mut h = Header::new(alg);
-    h.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&h, claims, &encoding_key(alg, key)).unwrap()
+    gatepass_testkit::claims(ISS, sub, role)
 }
 
 /// HS256 token for the default `local` issuer.
 pub fn hs(claims: &Value) -> String {
-    sign_with(Algorithm::HS256, HS_SECRET, None, claims)
+    gatepass_testkit::hs256(HS_SECRET, claims)
 }
 
-/// A JWK (JSON) for a private key, with `kid`.
-pub fn jwk(alg: Algorithm, priv_pem: &str, kid: &str) -> Value {
-    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding_key(alg, priv_pem), alg).unwrap();
-    let mut v = serde_json::to_value(jwk).unwrap();
-    v["kid"] = kid.into();
-    v["use"] = "sig".into();
-    v
+/// An HS256 token for `sub` with `role` from the default issuer.
+pub fn user(sub: &str, role: &str) -> String {
+    hs(&claims(sub, role))
+}
+
+/// The key files every harness directory holds (what `base_config` and the issuers name).
+pub fn key_files() -> Vec<(&'static str, String)> {
+    let k = keys();
+    vec![
+        ("hs256.key", format!("{HS_SECRET}\n")),
+        ("assertion.pem", k.assertion_key.clone()),
+        ("rsa.pub.pem", k.rsa_pub.clone()),
+        ("ec256.pub.pem", k.ec256_pub.clone()),
+        ("ec384.pub.pem", k.ec384_pub.clone()),
+        ("ed.pub.pem", k.ed_pub.clone()),
+    ]
 }
 
 /// The base config: HS256 issuer `local` from a secret file, the SPEC's rules, assertion on.
@@ -117,14 +91,7 @@ leeway = "5s"
 [[rules]]
 path = "/healthz"
 anonymous = true
-[[rules]]
-path = "/ws/mcp-status"
-roles = ["admin", "developer", "dba", "super_admin"]
-[[rules]]
-path = "/api/v1/mcps"
-methods = ["POST", "PUT", "DELETE"]
-roles = ["admin", "super_admin"]
-[[rules]]
+{rules}[[rules]]
 path = "/api/v1/write"
 permissions = ["mcp:read", "mcp:write"]
 
@@ -139,34 +106,30 @@ allowed_origins = ["http://127.0.0.1:8080"]
 key_file = "assertion.pem"
 ttl = "60s"
 "#
-    .to_string()
+    .replace("{rules}", gatepass_testkit::SPEC_RULES)
 }
 
 /// A running gatepass.
 pub struct Server {
     pub addr: std::net::SocketAddr,
     pub dir: tempfile::TempDir,
-    pub app: std::sync::Arc<gatepass::App>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    app: Option<Arc<gatepass::App>>,
+    bg: Background,
 }
 
 impl Server {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        self.bg.url(path)
+    }
+
+    /// The `App` handle; only servers from [`start_app`] have one.
+    pub fn app(&self) -> &Arc<gatepass::App> {
+        self.app.as_ref().expect("started with start_app")
     }
 
     /// Stops accepting and waits for in-flight requests.
-    pub async fn shutdown(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(35), t)
-                .await
-                .expect("drained")
-                .unwrap();
-        }
+    pub async fn shutdown(self) {
+        self.bg.shutdown(Duration::from_secs(35)).await
     }
 
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
@@ -176,54 +139,51 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-/// Writes the key files and `config`, loads it, and serves on 127.0.0.1:0.
+/// Writes the key files and `config`, loads it, and runs `gatepass::run` on 127.0.0.1:0,
+/// as `main` does.
 pub async fn start(config: &str) -> Server {
     start_with(config, |_| {}).await
 }
 
 pub async fn start_with(config: &str, prepare: impl FnOnce(&std::path::Path)) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let k = keys();
-    std::fs::write(dir.path().join("hs256.key"), format!("{HS_SECRET}\n")).unwrap();
-    std::fs::write(dir.path().join("assertion.pem"), &k.assertion_key).unwrap();
-    std::fs::write(dir.path().join("rsa.pub.pem"), &k.rsa_pub).unwrap();
-    std::fs::write(dir.path().join("ec256.pub.pem"), &k.ec256_pub).unwrap();
-    std::fs::write(dir.path().join("ec384.pub.pem"), &k.ec384_pub).unwrap();
-    std::fs::write(dir.path().join("ed.pub.pem"), &k.ed_pub).unwrap();
-    prepare(dir.path());
-    let path = dir.path().join("gatepass.toml");
-    std::fs::write(&path, config).unwrap();
-    let cfg = gatepass::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let app = gatepass::App::new(cfg).unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let serve_app = app.clone();
-    let task = tokio::spawn(async move {
-        gatepass::serve(listener, serve_app, async {
-            let _ = rx.await;
-        })
-        .await
-    });
+    let (dir, cfg) = load(config, prepare);
+    let bg = Background::spawn(|listener, stop| async move {
+        gatepass::run(listener, cfg, stop)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
+    .await;
     Server {
-        addr,
+        addr: bg.addr,
         dir,
-        app,
-        stop: Some(tx),
-        task: Some(task),
+        app: None,
+        bg,
     }
 }
 
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+/// Like [`start`], keeping the `App` handle (for `reload`): `App::new` + `gatepass::serve`.
+pub async fn start_app(config: &str) -> Server {
+    let (dir, cfg) = load(config, |_| {});
+    let app = gatepass::App::new(cfg).unwrap_or_else(|e| panic!("{e}"));
+    let serve_app = app.clone();
+    let bg = Background::spawn(|listener, stop| gatepass::serve(listener, serve_app, stop)).await;
+    Server {
+        addr: bg.addr,
+        dir,
+        app: Some(app),
+        bg,
+    }
+}
+
+fn load(
+    config: &str,
+    prepare: impl FnOnce(&std::path::Path),
+) -> (tempfile::TempDir, gatepass::Config) {
+    let files = key_files();
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
+    let (dir, path) = gatepass_testkit::config_dir("gatepass.toml", config, &files, prepare);
+    let cfg = gatepass::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    (dir, cfg)
 }
 
 /// A forwardAuth request as Traefik sends it: GET, no body, `X-Forwarded-*` only.
@@ -311,6 +271,17 @@ impl Got {
         serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
     }
 
+    /// [`Got::assert_denied`], and the `error_description`.
+    pub fn assert_denied_with(&self, status: u16, error: &str, description: &str) {
+        self.assert_denied(status, error);
+        assert_eq!(
+            self.json()["error_description"],
+            description,
+            "body: {}",
+            self.body
+        );
+    }
+
     /// Asserts the exact denial shape of SPEC §3.4.
     pub fn assert_denied(&self, status: u16, error: &str) {
         assert_eq!(self.status, status, "body: {}", self.body);
@@ -339,19 +310,24 @@ pub async fn validate(s: &Server, f: Fwd) -> Got {
     got(f.send(s).await).await
 }
 
-/// Polls `cond` until it holds, failing after `timeout`.
-pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return;
+/// The status `/validate` answers `f` with.
+pub async fn status_of(s: &Server, f: Fwd) -> u16 {
+    validate(s, f).await.status
+}
+
+impl Server {
+    /// A plain GET to `path`.
+    pub async fn get(&self, path: &str) -> Got {
+        got(client().get(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// `method /tickets`, with `bearer` as the token when given.
+    pub async fn tickets(&self, method: reqwest::Method, bearer: Option<&str>) -> Got {
+        let mut req = client().request(method, self.url("/tickets"));
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        got(req.send().await.unwrap()).await
     }
 }
 
@@ -366,21 +342,15 @@ pub async fn eventually_accepted(s: &Server, what: &str, mut mint: impl FnMut(us
     .await;
 }
 
+/// Asserts the value of a metric line.
+pub async fn assert_metric(s: &Server, series: &str, value: f64) {
+    assert_eq!(metric(s, series).await, value, "{series}");
+}
+
 /// The value of a metric line (exact name and labels), 0 when absent.
 pub async fn metric(s: &Server, series: &str) -> f64 {
-    let text = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
+    gatepass_testkit::metric(
+        &gatepass_testkit::get_text(&s.url("/metrics")).await,
+        series,
+    )
 }

@@ -1,8 +1,11 @@
 //! Harness: mcp-status `serve` on 127.0.0.1:0, real tokio-tungstenite clients, demo MCPs.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use gatepass_testkit::Background;
+pub use gatepass_testkit::{client, metric as metric_value, now, wait_for};
 
 use futures_util::{SinkExt, StreamExt};
 use gatepass_identity::{headers, AssertionSigner, Identity};
@@ -15,19 +18,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 pub struct Server {
     pub addr: std::net::SocketAddr,
     pub app: Arc<mcp_status::App>,
     pub dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    bg: Background,
 }
 
 impl Server {
@@ -35,26 +30,10 @@ impl Server {
         self.addr.to_string()
     }
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        self.bg.url(path)
     }
-    pub async fn shutdown(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), t)
-                .await
-                .expect("drained")
-                .unwrap();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+    pub async fn shutdown(self) {
+        self.bg.shutdown(Duration::from_secs(30)).await
     }
 }
 
@@ -63,29 +42,23 @@ pub async fn start(config: &str) -> Server {
 }
 
 pub async fn start_with(config: &str, prepare: impl FnOnce(&std::path::Path)) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    prepare(dir.path());
-    let path = dir.path().join("mcp-status.toml");
-    std::fs::write(&path, config).unwrap();
+    let (dir, path) = gatepass_testkit::config_dir("mcp-status.toml", config, &[], prepare);
     let cfg = mcp_status::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let app = mcp_status::App::new(cfg).unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let a = app.clone();
-    let task = tokio::spawn(async move {
-        mcp_status::serve(listener, a, async {
-            let _ = rx.await;
-        })
-        .await
-    });
+    let bg = Background::spawn(|listener, stop| mcp_status::serve(listener, a, stop)).await;
     Server {
-        addr,
+        addr: bg.addr,
         app,
         dir,
-        stop: Some(tx),
-        task: Some(task),
+        bg,
     }
+}
+
+/// An assertion signer with a fresh Ed25519 key.
+pub fn signer() -> AssertionSigner {
+    let pem = gatepass_identity::generate_ed25519_pkcs8_pem().unwrap();
+    AssertionSigner::from_pkcs8_pem(pem.as_bytes()).unwrap()
 }
 
 /// Identity headers as gatepass sets them.
@@ -145,6 +118,16 @@ pub fn nobody() -> Vec<(String, String)> {
 
 /// Connects with these headers; returns the socket and the selected subprotocol.
 pub async fn connect(s: &Server, headers: &[(String, String)]) -> (Ws, Option<String>) {
+    try_connect(s, headers)
+        .await
+        .unwrap_or_else(|status| panic!("handshake refused with {status}"))
+}
+
+/// Connects with these headers; `Err(status)` when the upgrade is refused.
+pub async fn try_connect(
+    s: &Server,
+    headers: &[(String, String)],
+) -> Result<(Ws, Option<String>), u16> {
     let mut req = format!("ws://{}/ws/mcp-status", s.addr)
         .into_client_request()
         .unwrap();
@@ -154,15 +137,32 @@ pub async fn connect(s: &Server, headers: &[(String, String)]) -> (Ws, Option<St
             HeaderValue::from_str(v).unwrap(),
         );
     }
-    let (ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("handshake");
+    let (ws, resp) = match tokio_tungstenite::connect_async(req).await {
+        Ok(x) => x,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            return Err(resp.status().as_u16())
+        }
+        Err(e) => panic!("handshake: {e}"),
+    };
     assert_eq!(resp.status(), 101);
     let proto = resp
         .headers()
         .get("sec-websocket-protocol")
         .map(|v| v.to_str().unwrap().to_string());
-    (ws, proto)
+    Ok((ws, proto))
+}
+
+/// Connects as `w` and reads the first message (skipping `health_check`s).
+pub async fn socket(s: &Server, w: &Who) -> (Ws, Value) {
+    let (mut ws, _) = connect(s, &w.headers()).await;
+    let first = next_json(&mut ws).await;
+    (ws, first)
+}
+
+/// Connects as `w` and asserts the server closes with `code` and `reason`.
+pub async fn assert_closed(s: &Server, headers: &[(String, String)], code: u16, reason: &str) {
+    let (mut ws, _) = connect(s, headers).await;
+    assert_eq!(closed(&mut ws).await, (code, reason.into()));
 }
 
 /// Next text message as JSON: pings, pongs and the per-poll `health_check` skipped, so a
@@ -220,12 +220,13 @@ pub async fn until(ws: &mut Ws, what: &str, pred: impl Fn(&Value) -> bool) -> Va
     }
 }
 
-pub async fn send_text(ws: &mut Ws, t: &str) {
-    ws.send(Message::Text(t.into())).await.unwrap();
+/// Reads messages until one of type `ty`.
+pub async fn until_type(ws: &mut Ws, what: &str, ty: &str) -> Value {
+    until(ws, what, |v| v["type"] == ty).await
 }
 
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+pub async fn send_text(ws: &mut Ws, t: &str) {
+    ws.send(Message::Text(t.into())).await.unwrap();
 }
 
 /// A demo MCP health endpoint; returns its health URL and its switch.
@@ -237,38 +238,13 @@ pub async fn demo_mcp(healthy: bool) -> (String, mcp_status::demo::Switch) {
     (format!("http://{addr}/health"), switch)
 }
 
-pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 pub async fn metrics(s: &Server) -> String {
-    client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    gatepass_testkit::get_text(&s.url("/metrics")).await
 }
 
-/// The value of one series (exact name and labels) in a metrics page; 0 when absent.
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
+/// Waits (at most `timeout`) until `/readyz` is 200.
+pub async fn wait_ready(s: &Server, timeout: Duration, what: &str) {
+    gatepass_testkit::wait_for_200(timeout, what, &s.url("/readyz")).await;
 }
 
 /// The Ed25519 public key of `signer` as an SPKI PEM (what operators point

@@ -1,5 +1,5 @@
-//! Configuration helpers shared by gatepass and mcp-status, so both read durations and report
-//! config errors the same way: one line naming the key.
+//! Configuration file helpers shared by gatepass and mcp-status, so both read durations and
+//! report config errors the same way: one line naming the key.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -117,6 +117,31 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
 /// Parses TOML into `T`, mapping errors to one line naming the key.
 pub fn from_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| toml_error(text, &e))
+}
+
+/// A service's config file: validated after parsing, its relative paths resolved against the
+/// file's directory.
+pub trait ConfigFile: serde::de::DeserializeOwned {
+    /// Sets the directory relative paths resolve against.
+    fn set_base_dir(&mut self, dir: PathBuf);
+    /// Checks the parsed values; the first problem found.
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// Parses and validates TOML text; relative paths resolve against the current directory.
+pub fn parse<T: ConfigFile>(text: &str) -> Result<T, ConfigError> {
+    let mut config: T = from_toml(text)?;
+    config.set_base_dir(PathBuf::from("."));
+    config.validate()?;
+    Ok(config)
+}
+
+/// Reads, parses and validates a config file; relative paths resolve against its directory.
+pub fn load<T: ConfigFile>(path: &Path) -> Result<T, ConfigError> {
+    let (text, base_dir) = read_file(path)?;
+    let mut config: T = parse(&text)?;
+    config.set_base_dir(base_dir);
+    Ok(config)
 }
 
 /// Turns a TOML/serde error into one line naming the key at the error's position.

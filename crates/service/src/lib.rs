@@ -1,0 +1,17 @@
+//! What gatepass and mcp-status share as services, so each binary keeps only its own logic:
+//! config file loading and its one-line errors ([`config`]), tracing setup
+//! ([`init_tracing`]), the runtime and shutdown signal ([`runtime`], [`shutdown_signal`]),
+//! background tasks aborted with their owner ([`Tasks`]), and the HTTP accept loop with a
+//! bounded graceful drain ([`server::Server`]).
+
+pub mod config;
+mod logging;
+mod runtime;
+pub mod server;
+mod tasks;
+
+pub use config::{ConfigError, Dur};
+pub use logging::init_tracing;
+pub use runtime::{bind, exit_code, runtime, serve_blocking, shutdown_signal};
+pub use server::{Draining, Server, Transport};
+pub use tasks::Tasks;

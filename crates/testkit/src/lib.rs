@@ -1,0 +1,463 @@
+//! Helpers shared by the workspace's tests and benches: one polling helper, token minting, a
+//! dev CA, a configurable stub HTTP server, metric reading, free ports, a background server
+//! handle and process helpers. No dependency on gatepass or mcp-status themselves.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+// ---- polling -------------------------------------------------------------------------------
+
+/// Polls `cond` every 20 ms until it holds; fails the test after `timeout`.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- tokens --------------------------------------------------------------------------------
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// The standard claims of the tests: `sub` with `role`, `mcp:read`, valid for an hour.
+pub fn claims(iss: &str, sub: &str, role: &str) -> Value {
+    json!({
+        "iss": iss,
+        "sub": sub,
+        "exp": now() + 3600,
+        "iat": now(),
+        "preferred_username": format!("{sub}-name"),
+        "role": role,
+        "permissions": ["mcp:read"],
+    })
+}
+
+/// The signing key for `alg` from a private PEM (or the secret, for HMAC).
+pub fn encoding_key(alg: Algorithm, pem_or_secret: &str) -> EncodingKey {
+    let bytes = pem_or_secret.as_bytes();
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => EncodingKey::from_secret(bytes),
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(bytes).unwrap(),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(bytes).unwrap(),
+        _ => EncodingKey::from_rsa_pem(bytes).unwrap(),
+    }
+}
+
+/// A JWT of `claims` signed with `alg`, `kid` in the header when given.
+pub fn sign(alg: Algorithm, key: &str, kid: Option<&str>, claims: &Value) -> String {
+    let mut h = Header::new(alg);
+    h.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&h, claims, &encoding_key(alg, key)).unwrap()
+}
+
+/// An HS256 JWT of `claims`.
+pub fn hs256(secret: &str, claims: &Value) -> String {
+    sign(Algorithm::HS256, secret, None, claims)
+}
+
+/// The public JWK (JSON) of a private key, with `kid` and `use = sig`.
+pub fn jwk(alg: Algorithm, priv_pem: &str, kid: &str) -> Value {
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding_key(alg, priv_pem), alg).unwrap();
+    let mut v = serde_json::to_value(jwk).unwrap();
+    v["kid"] = kid.into();
+    v["use"] = "sig".into();
+    v
+}
+
+/// A `{"keys": [...]}` document.
+pub fn jwks(keys: Vec<Value>) -> String {
+    json!({ "keys": keys }).to_string()
+}
+
+/// A fresh key pair as (private PKCS#8 PEM, public SPKI PEM).
+pub fn keypair(alg: &'static rcgen::SignatureAlgorithm) -> (String, String) {
+    let k = rcgen::KeyPair::generate_for(alg).expect("keygen");
+    (k.serialize_pem(), k.public_key_pem())
+}
+
+// ---- dev CA --------------------------------------------------------------------------------
+
+/// A private CA and a leaf certificate it signed for 127.0.0.1 and localhost.
+pub struct DevCa {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl DevCa {
+    /// `name` is the CA's common name: a subject of its own, so the leaf never looks
+    /// self-signed (rcgen's default subject is the same for both).
+    pub fn new(name: &str) -> DevCa {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        DevCa {
+            ca_pem: ca.pem(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
+        }
+    }
+
+    /// Writes the CA, the certificate and its key into `dir` under these names.
+    pub fn write(&self, dir: &Path, ca: &str, cert: &str, key: &str) {
+        std::fs::write(dir.join(ca), &self.ca_pem).unwrap();
+        std::fs::write(dir.join(cert), &self.cert_pem).unwrap();
+        std::fs::write(dir.join(key), &self.key_pem).unwrap();
+    }
+}
+
+// ---- stub HTTP server ----------------------------------------------------------------------
+
+#[derive(Default)]
+struct StubState {
+    status: AtomicU16,
+    body: Mutex<String>,
+    headers: Mutex<Vec<(String, String)>>,
+    delay_ms: AtomicU64,
+    echo: AtomicBool,
+    hits: AtomicUsize,
+    connections: AtomicUsize,
+}
+
+/// A controllable HTTP/1.1 server on 127.0.0.1: every request gets the current status, body
+/// and headers after the current delay (or, in echo mode, its own path and headers as JSON).
+/// Counts requests and accepted connections.
+#[derive(Clone)]
+pub struct Stub {
+    pub addr: SocketAddr,
+    state: Arc<StubState>,
+}
+
+impl Stub {
+    /// 200, empty body, no extra headers.
+    pub async fn start() -> Stub {
+        let state = Arc::new(StubState::default());
+        state.status.store(200, Ordering::SeqCst);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                shared.connections.fetch_add(1, Ordering::SeqCst);
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| respond(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        Stub { addr, state }
+    }
+
+    /// Answers every request with `{"path": ..., "headers": [[name, value], ...]}`.
+    pub async fn echo() -> Stub {
+        let s = Stub::start().await;
+        s.state.echo.store(true, Ordering::SeqCst);
+        s
+    }
+
+    /// Serves `body` as `application/json`.
+    pub async fn json(body: impl Into<String>) -> Stub {
+        let s = Stub::start().await;
+        s.set_body(body)
+            .set_header("content-type", "application/json");
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn set_status(&self, status: u16) -> &Self {
+        self.state.status.store(status, Ordering::SeqCst);
+        self
+    }
+
+    pub fn set_body(&self, body: impl Into<String>) -> &Self {
+        *self.state.body.lock().unwrap() = body.into();
+        self
+    }
+
+    /// Sets (replaces) a response header; an empty value removes it.
+    pub fn set_header(&self, name: &str, value: &str) -> &Self {
+        let mut h = self.state.headers.lock().unwrap();
+        h.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        if !value.is_empty() {
+            h.push((name.into(), value.into()));
+        }
+        self
+    }
+
+    pub fn set_delay(&self, delay: Duration) -> &Self {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+        self
+    }
+
+    /// Requests received.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn respond(
+    state: Arc<StubState>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if state.echo.load(Ordering::SeqCst) {
+        let headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_string(), v)
+            })
+            .collect();
+        let body = json!({"path": req.uri().path(), "headers": headers}).to_string();
+        return Ok(http::Response::new(Full::new(Bytes::from(body))));
+    }
+    let mut resp = http::Response::builder().status(state.status.load(Ordering::SeqCst));
+    for (k, v) in state.headers.lock().unwrap().iter() {
+        resp = resp.header(k.as_str(), v.as_str());
+    }
+    let body = state.body.lock().unwrap().clone();
+    Ok(resp.body(Full::new(Bytes::from(body))).unwrap())
+}
+
+// ---- HTTP client and metrics ---------------------------------------------------------------
+
+/// A client that never uses a proxy from the environment.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// The status of a GET to `url`.
+pub async fn get_status(url: &str) -> u16 {
+    client().get(url).send().await.unwrap().status().as_u16()
+}
+
+/// Sends `req` and returns the response body.
+pub async fn body_text(req: reqwest::RequestBuilder) -> String {
+    req.send().await.unwrap().text().await.unwrap()
+}
+
+/// The body of a GET to `url`.
+pub async fn get_text(url: &str) -> String {
+    body_text(client().get(url)).await
+}
+
+/// The rules of SPEC §3 that every test configuration shares.
+pub const SPEC_RULES: &str = r#"[[rules]]
+path = "/ws/mcp-status"
+roles = ["admin", "developer", "dba", "super_admin"]
+[[rules]]
+path = "/api/v1/mcps"
+methods = ["POST", "PUT", "DELETE"]
+roles = ["admin", "super_admin"]
+"#;
+
+/// Waits until a GET to `url` answers 200.
+pub async fn wait_for_200(timeout: Duration, what: &str, url: &str) {
+    wait_for(timeout, what, || async { get_status(url).await == 200 }).await;
+}
+
+/// The value of one series (exact name and labels) in a Prometheus page; 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+// ---- ports and background servers ----------------------------------------------------------
+
+/// A port that was free a moment ago (for programs that cannot take port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Resolves when the owning [`Background`] stops or is dropped.
+pub struct Shutdown(tokio::sync::oneshot::Receiver<()>);
+
+impl Future for Shutdown {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+/// A server task on 127.0.0.1:0, stopped by its shutdown future (on `shutdown` or drop).
+pub struct Background {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Binds 127.0.0.1:0 and spawns `serve(listener, shutdown)`.
+    pub async fn spawn<F, Fut>(serve: F) -> Background
+    where
+        F: FnOnce(tokio::net::TcpListener, Shutdown) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(serve(listener, Shutdown(rx)));
+        Background {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Signals shutdown and waits (at most `drain`) for the task to finish.
+    pub async fn shutdown(mut self, drain: Duration) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(drain, t)
+                .await
+                .expect("drained")
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// A temporary directory with `files` written, then `prepare` run on it, then `config`
+/// written as `name`; returns the directory and the config's path.
+pub fn config_dir(
+    name: &str,
+    config: &str,
+    files: &[(&str, &str)],
+    prepare: impl FnOnce(&Path),
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, contents) in files {
+        std::fs::write(dir.path().join(file), contents).unwrap();
+    }
+    prepare(dir.path());
+    let path = dir.path().join(name);
+    std::fs::write(&path, config).unwrap();
+    (dir, path)
+}
+
+// ---- processes -----------------------------------------------------------------------------
+
+/// The `127.0.0.1:PORT` named in a log line (text `addr=127.0.0.1:PORT` or JSON).
+pub fn loopback_addr(line: &str) -> Option<String> {
+    let at = line.find("127.0.0.1:")?;
+    let port: String = line[at + 10..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!port.is_empty()).then(|| format!("127.0.0.1:{port}"))
+}
+
+/// Sends `sig` (such as `-TERM`) to the process `pid`; true when `kill` succeeded.
+pub fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Waits up to `timeout` for `child` to exit, polling every 10 ms.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGTERM, then SIGKILL after `grace`; the exit status when it exited by itself.
+pub fn stop(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(s)) = child.try_wait() {
+        return Some(s);
+    }
+    signal(child.id(), "-TERM");
+    let status = wait_exit(child, grace);
+    if status.is_none() {
+        kill(child);
+    }
+    status
+}
+
+/// SIGKILL and reap, if still running.
+pub fn kill(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
