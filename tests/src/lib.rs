@@ -389,19 +389,14 @@ disable_after_cycles = 3
     async fn wait_ready(&self) {
         let c = client();
         let deadline = Instant::now() + Duration::from_secs(30);
+        // The status of a GET to `path`; 0 while nothing answers.
+        let status = |path: &str| {
+            let req = c.get(self.url(path));
+            async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+        };
         loop {
-            let dash = c
-                .get(self.url("/"))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0);
-            let jwks = c
-                .get(self.url("/.well-known/jwks.json"))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0);
+            let dash = status("/").await;
+            let jwks = status("/.well-known/jwks.json").await;
             if dash == 200 && jwks == 200 {
                 let (ws, _) = self.ws(&token("ready", "admin"), &[]).await;
                 if let Ok(mut ws) = ws {

@@ -20,6 +20,16 @@ async fn echo(stack: &Stack, path: &str, headers: &[(&str, &str)]) -> (u16, Valu
     )
 }
 
+/// `method path` through Traefik, with `bearer` as the token when given.
+async fn call(stack: &Stack, method: &str, path: &str, bearer: Option<&str>) -> reqwest::Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = client().request(method, stack.url(path));
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
 /// The status of `/echo` with `t` as the bearer token.
 async fn echo_as(stack: &Stack, t: &str) -> u16 {
     let bearer = format!("Bearer {t}");
@@ -130,12 +140,7 @@ async fn websocket_upgrades_through_traefik() {
 #[tokio::test]
 async fn one_time_ticket_flow() {
     let stack = Stack::start().await;
-    let r = client()
-        .post(stack.url("/auth/tickets"))
-        .bearer_auth(token("t", "dba"))
-        .send()
-        .await
-        .unwrap();
+    let r = call(&stack, "POST", "/auth/tickets", Some(&token("t", "dba"))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
     let body: Value = r.json().await.unwrap();
@@ -147,11 +152,7 @@ async fn one_time_ticket_flow() {
     assert_eq!(first_type(&mut ws).await.as_deref(), Some("initial_status"));
     let (r, _) = stack.ws_raw(&path, Some("jwt-auth"), &[]).await;
     assert_eq!(r.err(), Some(401), "second use");
-    let r = client()
-        .post(stack.url("/auth/tickets"))
-        .send()
-        .await
-        .unwrap();
+    let r = call(&stack, "POST", "/auth/tickets", None).await;
     assert_eq!(r.status(), 401);
     wait_for(Duration::from_secs(5), "access log lines", || async {
         stack.access_log().lines().count() >= 3
@@ -177,12 +178,7 @@ async fn failure_burst_gets_429() {
         let (status, _) = echo(&stack, "/echo", &[("Authorization", "Bearer x.y.z")]).await;
         assert_eq!(status, 401);
     }
-    let r = client()
-        .get(stack.url("/echo"))
-        .bearer_auth("x.y.z")
-        .send()
-        .await
-        .unwrap();
+    let r = call(&stack, "GET", "/echo", Some("x.y.z")).await;
     assert_eq!(r.status(), 429);
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
@@ -223,12 +219,13 @@ async fn direct_requests_with_forged_headers_are_refused() {
     }
     assert_eq!(req.send().await.unwrap().status(), 401);
     // Through Traefik the same caller, with a real token, is served.
-    let r = client()
-        .get(stack.url("/api/v1/mcps"))
-        .bearer_auth(token("d", "developer"))
-        .send()
-        .await
-        .unwrap();
+    let r = call(
+        &stack,
+        "GET",
+        "/api/v1/mcps",
+        Some(&token("d", "developer")),
+    )
+    .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -241,12 +238,7 @@ async fn gatepass_down_means_500_and_no_backend_call() {
     let code = stack.procs.get_mut("gatepass").unwrap().stop();
     assert_eq!(code, Some(0), "gatepass exits 0 on SIGTERM");
     let hits = stack.echo.hits();
-    let r = client()
-        .get(stack.url("/echo"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let r = call(&stack, "GET", "/echo", Some(&t)).await;
     assert_eq!(r.status(), 500);
     assert_eq!(stack.echo.hits(), hits);
 }
@@ -326,18 +318,10 @@ async fn ambiguous_paths_never_reach_a_decoding_backend() {
             ..Default::default()
         })
         .await;
-        let r = client()
-            .get(stack.url("/files/public/readme.txt"))
-            .send()
-            .await
-            .unwrap();
+        let r = call(&stack, "GET", "/files/public/readme.txt", None).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.text().await.unwrap(), "public");
-        let r = client()
-            .get(stack.url("/files/admin/secret.txt"))
-            .send()
-            .await
-            .unwrap();
+        let r = call(&stack, "GET", "/files/admin/secret.txt", None).await;
         assert_eq!(r.status(), 401);
         let attacks = [
             "/files/public/..%2Fadmin/secret.txt",

@@ -11,15 +11,42 @@ use crate::keys;
 use crate::metrics::Metrics;
 use crate::state::State;
 
-/// What `gatepass mint` puts in a token.
-#[derive(Debug, Clone, Default)]
+/// `gatepass mint`'s flags: the config whose issuer signs, and the token.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MintArgs {
+    #[command(flatten)]
+    pub config: gatepass_service::ConfigArg,
+    #[command(flatten)]
+    pub token: MintRequest,
+}
+
+/// `gatepass keygen`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeygenArgs {
+    /// Where to write the PKCS#8 PEM (never overwritten).
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+}
+
+/// What `gatepass mint` puts in a token (its command-line flags).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct MintRequest {
+    /// The `[[issuers]]` name whose key signs it.
+    #[arg(long)]
     pub issuer: String,
+    #[arg(long)]
     pub sub: String,
+    #[arg(long)]
     pub username: Option<String>,
+    #[arg(long)]
     pub role: Option<String>,
+    /// Comma-separated.
+    #[arg(long, value_delimiter = ',')]
     pub permissions: Vec<String>,
+    /// Lifetime (default 1h).
+    #[arg(long, value_parser = Dur::parse)]
     pub ttl: Option<Dur>,
+    #[arg(long)]
     pub aud: Option<String>,
 }
 
@@ -129,15 +156,4 @@ pub fn check_config(config: &Config) -> Result<String, ConfigError> {
     toml::to_string(config).map_err(|e| ConfigError::new("config", e.to_string()))
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-/// Tracing to stderr, filtered by `GATEPASS_LOG` (default `info`).
-pub fn init_tracing(format: LogFormat) {
-    gatepass_service::init_tracing("GATEPASS_LOG", format == LogFormat::Json);
-}
+pub use gatepass_service::LogFormat;

@@ -76,6 +76,12 @@ pub struct IssuerConfig {
     pub signing_key_file: Option<PathBuf>,
 }
 
+impl gatepass_service::Listen for Config {
+    fn listen(&mut self) -> &mut String {
+        &mut self.listen
+    }
+}
+
 impl IssuerConfig {
     /// The configured key source's name (validation makes it exactly one).
     pub fn key_source(&self) -> &'static str {
@@ -117,13 +123,16 @@ impl Default for JwksConfig {
     }
 }
 
+/// Dotted claim paths (`realm_access.roles`), tried in order: the first present wins.
+pub type ClaimPaths = Vec<String>;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClaimsConfig {
-    pub user_id: Vec<String>,
-    pub username: Vec<String>,
-    pub role: Vec<String>,
-    pub permissions: Vec<String>,
+    pub user_id: ClaimPaths,
+    pub username: ClaimPaths,
+    pub role: ClaimPaths,
+    pub permissions: ClaimPaths,
 }
 
 impl Default for ClaimsConfig {

@@ -258,53 +258,35 @@ mod tests {
             )),
             Some(JWT.into())
         );
-        assert_eq!(
-            extract(
-                &h(&[
+        let cookie = format!("access_token={JWT}");
+        for (pairs, want) in [
+            (
+                vec![
                     ("authorization", "Bearer a.b.c"),
-                    ("authorization", "Bearer d.e.f")
-                ]),
-                "/",
-                false,
-                &s,
-                "jwt-auth"
+                    ("authorization", "Bearer d.e.f"),
+                ],
+                ExtractError::MultipleAuthorization,
             ),
-            Err(ExtractError::MultipleAuthorization)
-        );
-        assert_eq!(
-            extract(
-                &h(&[("authorization", "Basic dXNlcjpwYXNz")]),
-                "/",
-                false,
-                &s,
-                "jwt-auth"
+            (
+                vec![("authorization", "Basic dXNlcjpwYXNz")],
+                ExtractError::UnsupportedScheme,
             ),
-            Err(ExtractError::UnsupportedScheme)
-        );
-        assert_eq!(
-            extract(
-                &h(&[("authorization", "Bearer ")]),
-                "/",
-                false,
-                &s,
-                "jwt-auth"
+            (
+                vec![("authorization", "Bearer ")],
+                ExtractError::UnsupportedScheme,
             ),
-            Err(ExtractError::UnsupportedScheme)
-        );
-        // A bad bearer never falls through to a good cookie.
-        assert_eq!(
-            extract(
-                &h(&[
-                    ("authorization", "Basic x"),
-                    ("cookie", &format!("access_token={JWT}"))
-                ]),
-                "/",
-                false,
-                &s,
-                "jwt-auth"
+            // A bad bearer never falls through to a good cookie.
+            (
+                vec![("authorization", "Basic x"), ("cookie", cookie.as_str())],
+                ExtractError::UnsupportedScheme,
             ),
-            Err(ExtractError::UnsupportedScheme)
-        );
+        ] {
+            assert_eq!(
+                extract(&h(&pairs), "/", false, &s, "jwt-auth"),
+                Err(want),
+                "{pairs:?}"
+            );
+        }
     }
 
     #[test]

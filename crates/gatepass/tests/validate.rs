@@ -91,10 +91,7 @@ async fn decision_uses_forwarded_headers_not_the_validate_request() {
     let g = validate(&s, Fwd::new("GET", "/api/v1/mcps").bearer(&tok)).await;
     assert_eq!(g.status, 200);
     let admin = user("u2", "admin");
-    assert_eq!(
-        status_of(&s, Fwd::new("DELETE", "/api/v1/mcps/x").bearer(&admin)).await,
-        200
-    );
+    assert_status(&s, Fwd::new("DELETE", "/api/v1/mcps/x").bearer(&admin), 200).await;
     // Dot-segments and prefix boundaries.
     let g = validate(&s, Fwd::new("POST", "/api/v1/other/../mcps").bearer(&tok)).await;
     assert_eq!(g.status, 403);
@@ -113,10 +110,7 @@ async fn permissions_all_of() {
     );
     let mut c = claims("u1", "viewer");
     c["permissions"] = json!("mcp:write mcp:read");
-    assert_eq!(
-        status_of(&s, Fwd::get("/api/v1/write").bearer(&hs(&c))).await,
-        200
-    );
+    assert_status(&s, Fwd::get("/api/v1/write").bearer(&hs(&c)), 200).await;
 }
 
 #[tokio::test]
@@ -155,10 +149,12 @@ async fn default_rule_deny() {
     let s = start(&cfg).await;
     let g = validate(&s, Fwd::get("/unlisted").bearer(&user("u1", "admin"))).await;
     g.assert_denied(403, "access_denied");
-    assert_eq!(
-        status_of(&s, Fwd::get("/ws/mcp-status").bearer(&user("u1", "admin"))).await,
-        200
-    );
+    assert_status(
+        &s,
+        Fwd::get("/ws/mcp-status").bearer(&user("u1", "admin")),
+        200,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -166,28 +162,21 @@ async fn websocket_upgrade_origin_and_subprotocol_token() {
     let s = start(&base_config()).await;
     let tok = user("u1", "developer");
     let proto = format!("jwt-auth, {tok}");
-    let ok = validate(
-        &s,
+    let upgrade_from = |origin: &str| {
         Fwd::upgrade("/ws/mcp-status")
-            .h("Origin", "http://127.0.0.1:8080")
-            .h("Sec-Websocket-Protocol", &proto),
-    )
-    .await;
+            .h("Origin", origin)
+            .h("Sec-Websocket-Protocol", &proto)
+    };
+    let ok = validate(&s, upgrade_from("http://127.0.0.1:8080")).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.h(h::USER_ID), Some("u1"));
     // Split over several header lines, token first, extra protocol.
     let split = Fwd::upgrade("/ws/mcp-status")
         .h("Sec-Websocket-Protocol", &tok)
         .h("Sec-Websocket-Protocol", "jwt-auth, chat.v2");
-    assert_eq!(status_of(&s, split).await, 200);
+    assert_status(&s, split, 200).await;
     // Foreign origin: 403 whatever the token.
-    let g = validate(
-        &s,
-        Fwd::upgrade("/ws/mcp-status")
-            .h("Origin", "https://evil.example")
-            .h("Sec-Websocket-Protocol", &proto),
-    )
-    .await;
+    let g = validate(&s, upgrade_from("https://evil.example")).await;
     g.assert_denied_with(403, "access_denied", "origin not allowed");
     // Origin is checked first, even on an anonymous route.
     let g = validate(
@@ -245,7 +234,7 @@ async fn cookie_and_query_sources() {
     .await;
     assert_eq!(g.status, 200);
     let uri = format!("/ws/mcp-status?access_token={tok}");
-    assert_eq!(status_of(&s, Fwd::upgrade(&uri)).await, 200);
+    assert_status(&s, Fwd::upgrade(&uri), 200).await;
     // Query tokens are honoured on upgrades only.
     validate(&s, Fwd::get(&uri))
         .await
@@ -310,7 +299,7 @@ async fn repeated_token_is_a_cache_hit() {
     let s = start(&base_config()).await;
     let tok = user("u1", "admin");
     for _ in 0..5 {
-        assert_eq!(status_of(&s, Fwd::get("/x").bearer(&tok)).await, 200);
+        assert_status(&s, Fwd::get("/x").bearer(&tok), 200).await;
     }
     assert_metric(&s, r#"gatepass_token_cache_total{result="miss"}"#, 1.0).await;
     assert_metric(&s, r#"gatepass_token_cache_total{result="hit"}"#, 4.0).await;
@@ -324,7 +313,7 @@ async fn cached_token_still_expires() {
     let mut c = claims("u1", "admin");
     c["exp"] = (now() + 2).into();
     let tok = hs(&c);
-    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&tok)).await, 200);
+    assert_status(&s, Fwd::get("/x").bearer(&tok), 200).await;
     wait_for(Duration::from_secs(5), "token expiry", || async {
         status_of(&s, Fwd::get("/x").bearer(&tok)).await == 401
     })
@@ -339,10 +328,7 @@ async fn failed_attempts_per_ip_get_429_after_burst() {
         base_config() + "\n[rate_limit]\nper_ip_failures = { rate = 1, per = \"1m\", burst = 3 }\n";
     let s = start(&cfg).await;
     for _ in 0..3 {
-        assert_eq!(
-            status_of(&s, Fwd::get("/x").bearer("bad.to.ken").ip("192.0.2.9")).await,
-            401
-        );
+        assert_status(&s, Fwd::get("/x").bearer("bad.to.ken").ip("192.0.2.9"), 401).await;
     }
     let g = validate(&s, Fwd::get("/x").bearer("bad.to.ken").ip("192.0.2.9")).await;
     g.assert_denied(429, "rate_limited");
@@ -350,15 +336,9 @@ async fn failed_attempts_per_ip_get_429_after_burst() {
     assert!((1..=60).contains(&retry), "{retry}");
     // Blocked: even a valid token from that IP gets 429 until the budget refills.
     let good = user("u1", "admin");
-    assert_eq!(
-        status_of(&s, Fwd::get("/x").bearer(&good).ip("192.0.2.9")).await,
-        429
-    );
+    assert_status(&s, Fwd::get("/x").bearer(&good).ip("192.0.2.9"), 429).await;
     // Other IPs are unaffected.
-    assert_eq!(
-        status_of(&s, Fwd::get("/x").bearer(&good).ip("192.0.2.10")).await,
-        200
-    );
+    assert_status(&s, Fwd::get("/x").bearer(&good).ip("192.0.2.10"), 200).await;
     assert!(
         metric(
             &s,
@@ -376,14 +356,12 @@ async fn per_user_and_upgrade_limits() {
     let s = start(&cfg).await;
     let tok = user("u1", "admin");
     let proto = format!("jwt-auth, {tok}");
-    assert_eq!(
-        status_of(
-            &s,
-            Fwd::upgrade("/ws/mcp-status").h("Sec-Websocket-Protocol", &proto)
-        )
-        .await,
-        200
-    );
+    assert_status(
+        &s,
+        Fwd::upgrade("/ws/mcp-status").h("Sec-Websocket-Protocol", &proto),
+        200,
+    )
+    .await;
     let g = validate(
         &s,
         Fwd::upgrade("/ws/mcp-status").h("Sec-Websocket-Protocol", &proto),
@@ -391,14 +369,11 @@ async fn per_user_and_upgrade_limits() {
     .await;
     g.assert_denied(429, "rate_limited");
     assert!(g.h("retry-after").is_some());
-    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&tok)).await, 200);
+    assert_status(&s, Fwd::get("/x").bearer(&tok), 200).await;
     let g = validate(&s, Fwd::get("/x").bearer(&tok)).await;
     g.assert_denied_with(429, "rate_limited", "too many requests for this user");
     // Another user has their own budget.
-    assert_eq!(
-        status_of(&s, Fwd::get("/x").bearer(&user("u2", "admin"))).await,
-        200
-    );
+    assert_status(&s, Fwd::get("/x").bearer(&user("u2", "admin")), 200).await;
 }
 
 #[tokio::test]
@@ -570,7 +545,7 @@ async fn graceful_shutdown_finishes_and_stops_accepting() {
 async fn reload_swaps_rules_and_keeps_last_good_on_error() {
     let s = start_app(&base_config()).await;
     let tok = user("u1", "admin");
-    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&tok)).await, 200);
+    assert_status(&s, Fwd::get("/x").bearer(&tok), 200).await;
     let path = s.write(
         "gatepass.toml",
         &(base_config() + "\n[default_rule]\npolicy = \"deny\"\n"),
@@ -578,7 +553,7 @@ async fn reload_swaps_rules_and_keeps_last_good_on_error() {
     s.app()
         .reload(gatepass::Config::load(&path).unwrap())
         .unwrap();
-    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&tok)).await, 403);
+    assert_status(&s, Fwd::get("/x").bearer(&tok), 403).await;
     // A config whose key file is missing is refused; the last good one stays.
     let bad = base_config().replace("hs256.key", "missing.key");
     let path = s.write("gatepass.toml", &bad);
@@ -591,7 +566,12 @@ async fn reload_swaps_rules_and_keeps_last_good_on_error() {
             .starts_with("config error: issuers[0].secret_file: cannot read"),
         "{err}"
     );
-    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&tok)).await, 403);
+    assert_status(&s, Fwd::get("/x").bearer(&tok), 403).await;
+}
+
+/// [`base_config`] with `rules` (TOML `[[rules]]` tables) ahead of its own, so they match first.
+fn rules_first(rules: &str) -> String {
+    base_config().replacen("[[rules]]", &format!("{rules}[[rules]]"), 1)
 }
 
 /// `X-Forwarded-Host` as Traefik sends it for `host`.
@@ -603,11 +583,8 @@ fn at_host(f: Fwd, host: &str) -> Fwd {
 /// must apply to it, not the default rule (which let any valid token in).
 #[tokio::test]
 async fn trailing_dot_host_matches_the_host_rule() {
-    let cfg = base_config().replacen(
-        "[[rules]]",
-        "[[rules]]\nhost = \"admin.example\"\npath = \"/\"\nroles = [\"admin\"]\n[[rules]]",
-        1,
-    );
+    let cfg =
+        rules_first("[[rules]]\nhost = \"admin.example\"\npath = \"/\"\nroles = [\"admin\"]\n");
     let s = start(&cfg).await;
     let viewer = user("v1", "viewer");
     let admin = user("a1", "admin");
@@ -618,7 +595,7 @@ async fn trailing_dot_host_matches_the_host_rule() {
         assert_eq!(g.status, 200, "{host}");
     }
     // Elsewhere the default rule still lets a viewer in.
-    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&viewer)).await, 200);
+    assert_status(&s, Fwd::get("/x").bearer(&viewer), 200).await;
 }
 
 /// Issue 8 B: a path a backend may read differently is 400 before any rule, anonymous rules
@@ -626,10 +603,8 @@ async fn trailing_dot_host_matches_the_host_rule() {
 /// inside its segment.
 #[tokio::test]
 async fn ambiguous_paths_are_400_before_any_rule() {
-    let cfg = base_config().replacen(
-        "[[rules]]",
-        "[[rules]]\npath = \"/public\"\nanonymous = true\n[[rules]]\npath = \"/admin\"\nroles = [\"admin\"]\n[[rules]]",
-        1,
+    let cfg = rules_first(
+        "[[rules]]\npath = \"/public\"\nanonymous = true\n[[rules]]\npath = \"/admin\"\nroles = [\"admin\"]\n",
     );
     let s = start(&cfg).await;
     let viewer = user("v1", "viewer");
@@ -649,7 +624,7 @@ async fn ambiguous_paths_are_400_before_any_rule() {
         let g = validate(&s, Fwd::get(uri).bearer(&viewer)).await;
         g.assert_denied(400, "invalid_request");
     }
-    assert_eq!(status_of(&s, Fwd::get("/public/a%20b.txt")).await, 200);
+    assert_status(&s, Fwd::get("/public/a%20b.txt"), 200).await;
     let series = r#"gatepass_requests_total{outcome="deny",reason="ambiguous_path"}"#;
     assert_metric(&s, series, 18.0).await;
     drop(s);
@@ -763,10 +738,12 @@ async fn trusted_proxies_and_a_blocked_ip_keeps_verified_tokens() {
     )
     .await;
     // `known` is verified from the attacker's address before the budget is spent.
-    assert_eq!(
-        status_of(&s, via_cdn(Fwd::get("/x").bearer(&known), "203.0.113.1")).await,
-        200
-    );
+    assert_status(
+        &s,
+        via_cdn(Fwd::get("/x").bearer(&known), "203.0.113.1"),
+        200,
+    )
+    .await;
     for _ in 0..2 {
         validate(
             &s,
@@ -777,10 +754,12 @@ async fn trusted_proxies_and_a_blocked_ip_keeps_verified_tokens() {
     }
     // Another client behind the same CDN is not affected.
     let other = user("other", "admin");
-    assert_eq!(
-        status_of(&s, via_cdn(Fwd::get("/x").bearer(&other), "203.0.113.2")).await,
-        200
-    );
+    assert_status(
+        &s,
+        via_cdn(Fwd::get("/x").bearer(&other), "203.0.113.2"),
+        200,
+    )
+    .await;
     // The blocked client: cached token and anonymous route as usual...
     let misses = metric(&s, r#"gatepass_token_cache_total{result="miss"}"#).await;
     let g = validate(&s, via_cdn(Fwd::get("/x").bearer(&known), "203.0.113.1")).await;
@@ -795,10 +774,7 @@ async fn trusted_proxies_and_a_blocked_ip_keeps_verified_tokens() {
     )
     .await;
     assert_eq!(g.status, 200, "{}", g.body);
-    assert_eq!(
-        status_of(&s, via_cdn(Fwd::get("/healthz"), "203.0.113.1")).await,
-        200
-    );
+    assert_status(&s, via_cdn(Fwd::get("/healthz"), "203.0.113.1"), 200).await;
     // ...and everything else 429, with no verification at all.
     let fresh = user("fresh", "admin");
     for f in [

@@ -313,11 +313,21 @@ mod tests {
         }
     }
 
+    /// A signer with a freshly generated key.
+    fn fresh_signer() -> AssertionSigner {
+        AssertionSigner::from_pkcs8_pem(generate_ed25519_pkcs8_pem().unwrap().as_bytes()).unwrap()
+    }
+
+    /// A fresh signer and a verifier built from its JWKS.
+    fn signer_and_verifier() -> (AssertionSigner, AssertionVerifier) {
+        let signer = fresh_signer();
+        let verifier = AssertionVerifier::from_jwks_json(signer.jwks_json()).unwrap();
+        (signer, verifier)
+    }
+
     #[test]
     fn sign_and_verify_via_jwks() {
-        let pem = generate_ed25519_pkcs8_pem().unwrap();
-        let signer = AssertionSigner::from_pkcs8_pem(pem.as_bytes()).unwrap();
-        let verifier = AssertionVerifier::from_jwks_json(signer.jwks_json()).unwrap();
+        let (signer, verifier) = signer_and_verifier();
         let now = jsonwebtoken::get_current_timestamp();
         let id = identity();
         let tok = signer
@@ -345,9 +355,7 @@ mod tests {
 
     #[test]
     fn forged_later_expiry_header_is_a_mismatch() {
-        let pem = generate_ed25519_pkcs8_pem().unwrap();
-        let signer = AssertionSigner::from_pkcs8_pem(pem.as_bytes()).unwrap();
-        let verifier = AssertionVerifier::from_jwks_json(signer.jwks_json()).unwrap();
+        let (signer, verifier) = signer_and_verifier();
         let now = jsonwebtoken::get_current_timestamp();
         let id = identity();
         let tok = signer.sign(&id, "h", now, Duration::from_secs(60)).unwrap();
@@ -394,9 +402,7 @@ mod tests {
 
     #[test]
     fn exp_capped_by_token() {
-        let pem = generate_ed25519_pkcs8_pem().unwrap();
-        let signer = AssertionSigner::from_pkcs8_pem(pem.as_bytes()).unwrap();
-        let verifier = AssertionVerifier::from_jwks_json(signer.jwks_json()).unwrap();
+        let (signer, verifier) = signer_and_verifier();
         let now = jsonwebtoken::get_current_timestamp();
         let mut id = identity();
         id.expires = Some(now + 10);
@@ -406,10 +412,8 @@ mod tests {
 
     #[test]
     fn foreign_key_rejected() {
-        let a = AssertionSigner::from_pkcs8_pem(generate_ed25519_pkcs8_pem().unwrap().as_bytes())
-            .unwrap();
-        let b = AssertionSigner::from_pkcs8_pem(generate_ed25519_pkcs8_pem().unwrap().as_bytes())
-            .unwrap();
+        let a = fresh_signer();
+        let b = fresh_signer();
         let verifier = AssertionVerifier::from_jwks_json(a.jwks_json()).unwrap();
         let tok = b
             .sign(

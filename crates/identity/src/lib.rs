@@ -136,6 +136,13 @@ mod tests {
         m
     }
 
+    /// [`full`] after `edit`, read back.
+    fn from_full(edit: impl FnOnce(&mut HeaderMap)) -> Result<Identity, IdentityError> {
+        let mut m = full();
+        edit(&mut m);
+        Identity::from_headers(&m)
+    }
+
     #[test]
     fn round_trip() {
         let id = Identity::from_headers(&full()).unwrap();
@@ -146,28 +153,22 @@ mod tests {
 
     #[test]
     fn missing_and_empty_id() {
-        let mut m = full();
-        m.remove(headers::USER_ROLE);
-        assert_eq!(
-            Identity::from_headers(&m),
-            Err(IdentityError::Missing(headers::USER_ROLE))
-        );
-        let mut m = full();
-        m.insert(headers::USER_ID, HeaderValue::from_static(""));
-        assert_eq!(
-            Identity::from_headers(&m),
-            Err(IdentityError::Missing(headers::USER_ID))
-        );
+        let no_role = from_full(|m| {
+            m.remove(headers::USER_ROLE);
+        });
+        assert_eq!(no_role, Err(IdentityError::Missing(headers::USER_ROLE)));
+        let empty_id = from_full(|m| {
+            m.insert(headers::USER_ID, HeaderValue::from_static(""));
+        });
+        assert_eq!(empty_id, Err(IdentityError::Missing(headers::USER_ID)));
     }
 
     #[test]
     fn duplicate_rejected() {
-        let mut m = full();
-        m.append(headers::USER_ROLE, HeaderValue::from_static("super_admin"));
-        assert_eq!(
-            Identity::from_headers(&m),
-            Err(IdentityError::Duplicate(headers::USER_ROLE))
-        );
+        let two_roles = from_full(|m| {
+            m.append(headers::USER_ROLE, HeaderValue::from_static("super_admin"));
+        });
+        assert_eq!(two_roles, Err(IdentityError::Duplicate(headers::USER_ROLE)));
     }
 
     #[test]

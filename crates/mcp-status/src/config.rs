@@ -7,44 +7,58 @@ use serde::{Deserialize, Serialize};
 
 pub use gatepass_service::config::{ConfigError, Dur};
 
+/// Every section is optional; what is left out takes its default.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address to listen on; `serve --listen` overrides it.
-    #[serde(default = "default_listen")]
     pub listen: String,
     /// Who may connect and how the identity headers are checked.
-    #[serde(default)]
     pub auth: AuthConfig,
     /// Connection, message and queue limits.
-    #[serde(default)]
     pub limits: LimitsConfig,
     /// The MCP servers whose health is polled and broadcast.
-    #[serde(default)]
     pub mcps: Vec<McpConfig>,
     /// Directory relative paths resolve against.
     #[serde(skip)]
     pub base_dir: PathBuf,
 }
 
-/// Loopback, the port the README's stack gives mcp-status.
-fn default_listen() -> String {
-    "127.0.0.1:9092".into()
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            // Loopback, the port the README's stack gives mcp-status.
+            listen: "127.0.0.1:9092".into(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            mcps: Vec::new(),
+            base_dir: PathBuf::new(),
+        }
+    }
 }
 
 fn strings(xs: &[&str]) -> Vec<String> {
     xs.iter().map(|s| s.to_string()).collect()
 }
 
+impl gatepass_service::Listen for Config {
+    fn listen(&mut self) -> &mut String {
+        &mut self.listen
+    }
+}
+
+/// `X-User-Role` values; any of them matches.
+pub type Roles = Vec<String>;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Roles (`X-User-Role`) allowed in at all.
-    pub allowed_roles: Vec<String>,
+    pub allowed_roles: Roles,
     /// Roles that see reasons and messages; the others get the redacted view.
-    pub full_view_roles: Vec<String>,
+    pub full_view_roles: Roles,
     /// Roles that may enable and disable MCPs.
-    pub admin_roles: Vec<String>,
+    pub admin_roles: Roles,
     /// gatepass's JWKS, to check `X-User-Assertion` (not with `assertion_public_key_file`).
     pub assertion_jwks_url: Option<String>,
     /// An Ed25519 public key PEM, to check `X-User-Assertion` (not with the JWKS URL).

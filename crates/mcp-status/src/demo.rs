@@ -96,3 +96,30 @@ pub async fn serve(listener: TcpListener, switch: Switch, flap: Option<Duration>
         });
     }
 }
+
+/// `mcp-status demo-mcp`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    #[arg(long)]
+    pub listen: String,
+    /// Toggle health by itself at this interval (e.g. 20s).
+    #[arg(long, value_parser = crate::config::Dur::parse)]
+    pub flap: Option<crate::config::Dur>,
+    /// Start unhealthy.
+    #[arg(long)]
+    pub down: bool,
+}
+
+/// `mcp-status demo-mcp`: serves a demo health endpoint until SIGTERM or Ctrl-C.
+pub fn run_command(args: DemoArgs) -> anyhow::Result<()> {
+    gatepass_service::runtime()?.block_on(async move {
+        let listener = gatepass_service::bind(&args.listen).await?;
+        eprintln!("demo MCP on http://{}/health", listener.local_addr()?);
+        let demo = serve(listener, Switch::new(!args.down), args.flap.map(|d| d.0));
+        tokio::select! {
+            _ = demo => {}
+            _ = gatepass_service::shutdown_signal() => {}
+        }
+        Ok(())
+    })
+}

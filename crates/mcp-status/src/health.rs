@@ -421,32 +421,35 @@ mod tests {
             ["health_check", "health:circuit_open", "system_metrics"]
         );
         assert_eq!(r.get("m").unwrap().circuit, Circuit::Open);
-        // Half-open probe fails: second cycle, auto-disabled.
-        r.lock()[0].circuit = Circuit::HalfOpen;
-        assert_eq!(
-            kinds(&r.apply(0, false)),
-            [
-                "health_check",
-                "health:circuit_open",
-                "status:inactive",
-                "system_metrics"
-            ]
-        );
+        for (probe_ok, want, active) in [
+            // Half-open probe fails: second cycle, auto-disabled.
+            (
+                false,
+                [
+                    "health_check",
+                    "health:circuit_open",
+                    "status:inactive",
+                    "system_metrics",
+                ],
+                false,
+            ),
+            // Probe succeeds: recovery and back to active.
+            (
+                true,
+                [
+                    "health_check",
+                    "health:recovery",
+                    "status:active",
+                    "system_metrics",
+                ],
+                true,
+            ),
+        ] {
+            r.lock()[0].circuit = Circuit::HalfOpen;
+            assert_eq!(kinds(&r.apply(0, probe_ok)), want);
+            assert_eq!(r.get("m").unwrap().active, active, "probe ok: {probe_ok}");
+        }
         let m = r.get("m").unwrap();
-        assert!(!m.active);
-        // Probe succeeds: recovery and back to active.
-        r.lock()[0].circuit = Circuit::HalfOpen;
-        assert_eq!(
-            kinds(&r.apply(0, true)),
-            [
-                "health_check",
-                "health:recovery",
-                "status:active",
-                "system_metrics"
-            ]
-        );
-        let m = r.get("m").unwrap();
-        assert!(m.active);
         assert_eq!(m.circuit, Circuit::Closed);
         let check = r.apply(0, true)[0].to_json(View::Redacted);
         assert_eq!(check["type"], "health_check");

@@ -50,11 +50,6 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}{sep}{authority}{tail}")
 }
 
-/// Tracing to stderr, filtered by `MCP_STATUS_LOG` (default `info`).
-pub fn init_tracing(json: bool) {
-    gatepass_service::init_tracing("MCP_STATUS_LOG", json);
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

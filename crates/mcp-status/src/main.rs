@@ -1,93 +1,28 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use gatepass_service::{runtime, shutdown_signal};
-use mcp_status::config::{Config, Dur};
+use clap::Subcommand;
+use gatepass_service::{Binary, ConfigArg, ServeArgs};
+use mcp_status::config::Config;
 
-#[derive(Parser)]
-#[command(
-    name = "mcp-status",
-    version,
-    about = "Live MCP server status over WebSocket, behind gatepass"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
+const MCP_STATUS: Binary = Binary::new("mcp-status", "MCP_STATUS", env!("CARGO_PKG_DESCRIPTION"));
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Text,
-    Json,
+fn main() -> ExitCode {
+    MCP_STATUS.main(|cmd| match cmd {
+        Cmd::Serve(args) => args.serve(&MCP_STATUS, Config::load, mcp_status::run),
+        Cmd::CheckConfig(arg) => {
+            print!("{}", mcp_status::check_config(&Config::load(&arg.config)?)?);
+            Ok(())
+        }
+        Cmd::DemoMcp(args) => mcp_status::demo::run_command(args),
+    })
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the dashboard, the WebSocket, the API, /healthz and /metrics.
-    Serve {
-        #[arg(long, env = "MCP_STATUS_CONFIG")]
-        config: PathBuf,
-        #[arg(long, env = "MCP_STATUS_LISTEN")]
-        listen: Option<String>,
-        #[arg(long, value_enum, default_value = "text")]
-        log_format: Format,
-    },
+    Serve(ServeArgs),
     /// Validate the config and its key file; print the effective config (secrets redacted).
-    CheckConfig {
-        #[arg(long, env = "MCP_STATUS_CONFIG")]
-        config: PathBuf,
-    },
+    CheckConfig(ConfigArg),
     /// A demo MCP health endpoint (GET /health; POST /up, /down, /toggle).
-    DemoMcp {
-        #[arg(long)]
-        listen: String,
-        /// Toggle health by itself at this interval (e.g. 20s).
-        #[arg(long, value_parser = Dur::parse)]
-        flap: Option<Dur>,
-        /// Start unhealthy.
-        #[arg(long)]
-        down: bool,
-    },
-}
-
-fn main() -> ExitCode {
-    gatepass_service::exit_code("mcp-status", real_main())
-}
-
-fn real_main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
-        Cmd::Serve {
-            config,
-            listen,
-            log_format,
-        } => {
-            let mut config = Config::load(&config)?;
-            config.listen = listen.unwrap_or(config.listen);
-            mcp_status::init_tracing(matches!(log_format, Format::Json));
-            let addr = config.listen.clone();
-            gatepass_service::serve_blocking(&addr, |listener| {
-                mcp_status::run(listener, config, shutdown_signal())
-            })
-        }
-        Cmd::CheckConfig { config } => {
-            let config = Config::load(&config)?;
-            print!("{}", mcp_status::check_config(&config)?);
-            Ok(())
-        }
-        Cmd::DemoMcp { listen, flap, down } => runtime()?.block_on(async move {
-            let listener = gatepass_service::bind(&listen).await?;
-            eprintln!("demo MCP on http://{}/health", listener.local_addr()?);
-            let serve = mcp_status::demo::serve(
-                listener,
-                mcp_status::demo::Switch::new(!down),
-                flap.map(|d| d.0),
-            );
-            tokio::select! {
-                _ = serve => {}
-                _ = shutdown_signal() => {}
-            }
-            Ok(())
-        }),
-    }
+    DemoMcp(mcp_status::demo::DemoArgs),
 }

@@ -36,26 +36,20 @@ async fn server(limits: &str) -> Server {
 async fn selects_jwt_auth_never_the_token_and_sends_initial_status_first() {
     let s = server("").await;
     let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln";
-    let (mut ws, proto) = connect(
-        &s,
-        &who("u1", "admin")
-            .h("Sec-WebSocket-Protocol", &format!("jwt-auth, {token}"))
-            .headers(),
-    )
-    .await;
+    // An admin's headers offering `protocols`.
+    let offering = |id: &str, protocols: &str| {
+        who(id, "admin")
+            .h("Sec-WebSocket-Protocol", protocols)
+            .headers()
+    };
+    let (mut ws, proto) = connect(&s, &offering("u1", &format!("jwt-auth, {token}"))).await;
     assert_eq!(proto.as_deref(), Some("jwt-auth"));
     let first = next_json(&mut ws).await;
     assert_eq!(first["type"], "initial_status");
     assert_eq!(first["mcps"][0]["name"], "oracle_mcp");
     assert_eq!(first["mcps"][0]["id"], 1);
     // Token first, marker second: still only the marker.
-    let (_ws, proto) = connect(
-        &s,
-        &who("u2", "admin")
-            .h("Sec-WebSocket-Protocol", &format!("{token}, jwt-auth"))
-            .headers(),
-    )
-    .await;
+    let (_ws, proto) = connect(&s, &offering("u2", &format!("{token}, jwt-auth"))).await;
     assert_eq!(proto.as_deref(), Some("jwt-auth"));
     // Nothing offered: nothing selected.
     let (_ws, proto) = connect(&s, &who("u3", "admin").headers()).await;
@@ -364,11 +358,17 @@ async fn slow_client_is_closed_and_never_delays_others() {
     assert_eq!(closed(&mut slow).await, (1008, "Client too slow".into()));
 }
 
+/// A server with one admin socket open (its initial status read), shutting down in the
+/// background.
+async fn shutdown_with_a_socket() -> (Ws, tokio::task::JoinHandle<()>) {
+    let s = server("").await;
+    let (ws, _) = socket(&s, &who("u", "admin")).await;
+    (ws, tokio::spawn(s.shutdown()))
+}
+
 #[tokio::test]
 async fn shutdown_closes_1001_server_shutting_down() {
-    let s = server("").await;
-    let (mut ws, _) = socket(&s, &who("u", "admin")).await;
-    let stop = tokio::spawn(s.shutdown());
+    let (mut ws, stop) = shutdown_with_a_socket().await;
     assert_eq!(closed(&mut ws).await, (1001, "Server shutting down".into()));
     stop.await.unwrap();
 }
@@ -398,9 +398,7 @@ async fn shutdown_with_no_socket_finishes_within_a_second() {
 /// the client answers the close, not after the 10 s drain.
 #[tokio::test]
 async fn shutdown_with_a_socket_finishes_right_after_1001() {
-    let s = server("").await;
-    let (mut ws, _) = socket(&s, &who("u", "admin")).await;
-    let stop = tokio::spawn(s.shutdown());
+    let (mut ws, stop) = shutdown_with_a_socket().await;
     assert_eq!(closed(&mut ws).await, (1001, "Server shutting down".into()));
     let closed_at = Instant::now();
     // A well-behaved client: keeps reading, which sends its close reply, until TCP ends.

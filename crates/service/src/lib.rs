@@ -12,6 +12,9 @@ mod tasks;
 
 pub use config::{ConfigError, Dur};
 pub use logging::init_tracing;
-pub use runtime::{bind, exit_code, runtime, serve_blocking, shutdown_signal};
+pub use runtime::{
+    bind, exit_code, runtime, serve_blocking, shutdown_signal, Binary, Cli, ConfigArg, Listen,
+    LogFormat, ServeArgs, ShutdownSignal,
+};
 pub use server::{Draining, Server, Transport};
 pub use tasks::Tasks;

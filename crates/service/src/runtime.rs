@@ -71,3 +71,147 @@ where
         Ok(())
     })
 }
+
+/// `--log-format` of both binaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colour only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A config `serve` can run: it names the address to listen on.
+pub trait Listen {
+    /// The listen address, which `--listen` replaces.
+    fn listen(&mut self) -> &mut String;
+}
+
+/// `--config FILE`; [`Binary::main`] also reads it from `<PREFIX>_CONFIG`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The TOML config file.
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+}
+
+/// The `serve` subcommand's flags, the same for both binaries.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Listen address, over the config's `listen`.
+    #[arg(long)]
+    pub listen: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// The `serve` subcommand of both binaries: loads the config with `load`, puts `--listen`
+    /// over its address, starts tracing filtered by `<PREFIX>_LOG`, then runs `run` with the
+    /// bound listener on a new runtime until SIGTERM or Ctrl-C (logged).
+    pub fn serve<C, F, E>(
+        self,
+        binary: &Binary,
+        load: impl FnOnce(&std::path::Path) -> Result<C, E>,
+        run: impl FnOnce(tokio::net::TcpListener, C, ShutdownSignal) -> F,
+    ) -> anyhow::Result<()>
+    where
+        C: Listen,
+        F: Future<Output = Result<(), E>>,
+        anyhow::Error: From<E>,
+    {
+        let mut config = load(&self.config.config)?;
+        if let Some(addr) = self.listen {
+            *config.listen() = addr;
+        }
+        let log_env = format!("{}_LOG", binary.env_prefix);
+        crate::init_tracing(&log_env, self.log_format == LogFormat::Json);
+        let addr = config.listen().clone();
+        serve_blocking(&addr, |listener| {
+            let shutdown = ShutdownSignal(Box::pin(async {
+                shutdown_signal().await;
+                tracing::info!("shutting down: finishing in-flight requests");
+            }));
+            run(listener, config, shutdown)
+        })
+    }
+}
+
+/// The command line of a binary: its subcommands `C`; name, about and version come from the
+/// [`Binary`].
+#[derive(clap::Parser)]
+pub struct Cli<C: clap::Subcommand> {
+    #[command(subcommand)]
+    pub cmd: C,
+}
+
+/// A binary: its name (also the prefix of its error line), its `--help` line, and the
+/// prefix of its environment variables (`<PREFIX>_CONFIG`, `<PREFIX>_LISTEN`,
+/// `<PREFIX>_LOG`).
+pub struct Binary {
+    name: &'static str,
+    env_prefix: &'static str,
+    about: &'static str,
+}
+
+impl Binary {
+    /// `about` is the `--help` line (e.g. the crate's `CARGO_PKG_DESCRIPTION`); the version is
+    /// the workspace's.
+    pub const fn new(name: &'static str, env_prefix: &'static str, about: &'static str) -> Binary {
+        Binary {
+            name,
+            env_prefix,
+            about,
+        }
+    }
+
+    /// `main` for this binary: parses the command line and runs `main` on the subcommand; an
+    /// error is one line `name: error` on stderr and exit code 1.
+    pub fn main<C: clap::Subcommand>(
+        &self,
+        main: impl FnOnce(C) -> anyhow::Result<()>,
+    ) -> std::process::ExitCode {
+        let cli: Cli<C> = self.parse();
+        exit_code(self.name, main(cli.cmd))
+    }
+
+    /// Parses the command line; `--config` (every subcommand) and `serve --listen` also read
+    /// `<PREFIX>_CONFIG` and `<PREFIX>_LISTEN`.
+    fn parse<C: clap::Subcommand>(&self) -> Cli<C> {
+        use clap::{CommandFactory, FromArgMatches};
+        // Leaked once per process: clap's `env` wants `'static` names.
+        let env = |name: &str| -> &'static str {
+            Box::leak(format!("{}_{name}", self.env_prefix).into_boxed_str())
+        };
+        let (config_env, listen_env) = (env("CONFIG"), env("LISTEN"));
+        let cmd = Cli::<C>::command()
+            .name(self.name)
+            .about(self.about)
+            .version(env!("CARGO_PKG_VERSION"))
+            .mut_subcommands(|sub| {
+                let serve = sub.get_name() == "serve";
+                sub.mut_args(|arg| match arg.get_id().as_str() {
+                    "config" => arg.env(config_env),
+                    "listen" if serve => arg.env(listen_env),
+                    _ => arg,
+                })
+            });
+        Cli::<C>::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// The shutdown future `ServeArgs::serve` hands to `run`: SIGTERM or Ctrl-C.
+pub struct ShutdownSignal(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl Future for ShutdownSignal {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}

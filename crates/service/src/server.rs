@@ -68,6 +68,17 @@ pub fn builder(header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// A response body a [`Server`] can send (what hyper needs of it, named once).
+pub trait ResponseBody:
+    Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
 type TlsSource = Box<dyn Fn() -> Option<TlsAcceptor> + Send + Sync>;
 type ConnectionHook = Arc<dyn Fn(Transport) + Send + Sync>;
 
@@ -98,9 +109,7 @@ impl<S, F, B> Server<S>
 where
     S: Fn(Request<Incoming>, SocketAddr, Transport) -> F + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: ResponseBody,
 {
     /// A server with [`builder`]`(`[`HEADER_READ_TIMEOUT`]`)`, no TLS and no upgrades.
     pub fn new(service: S) -> Server<S> {
@@ -205,9 +214,7 @@ impl<S, F, B> Conn<S>
 where
     S: Fn(Request<Incoming>, SocketAddr, Transport) -> F + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: ResponseBody,
 {
     async fn run<I>(self, io: I, transport: Transport)
     where

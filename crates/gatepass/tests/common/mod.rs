@@ -315,6 +315,12 @@ pub async fn status_of(s: &Server, f: Fwd) -> u16 {
     validate(s, f).await.status
 }
 
+/// Asserts that `/validate` answers `f` with `want`.
+pub async fn assert_status(s: &Server, f: Fwd, want: u16) {
+    let what = format!("{:?}", f.headers);
+    assert_eq!(status_of(s, f).await, want, "{what}");
+}
+
 impl Server {
     /// A plain GET to `path`.
     pub async fn get(&self, path: &str) -> Got {
