@@ -211,3 +211,99 @@ impl Auth {
 }
 
 pub use gatepass_identity::now_secs;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatepass_identity::{AssertionSigner, AssertionVerifier};
+    use http::{HeaderName, HeaderValue};
+
+    fn auth(toml: &str) -> Auth {
+        Auth::new(&Config::parse(toml).unwrap_or_else(|e| panic!("{e}"))).unwrap()
+    }
+
+    fn person(role: &str, expires: u64) -> Identity {
+        Identity {
+            id: "u1".into(),
+            username: "alice".into(),
+            role: role.into(),
+            permissions: vec!["mcp:read".into()],
+            expires: Some(expires),
+        }
+    }
+
+    fn headers(id: &Identity, assertion: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in headers::IDENTITY.iter().zip(id.header_values()) {
+            h.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_str(&value).unwrap(),
+            );
+        }
+        if let Some(a) = assertion {
+            h.insert(headers::USER_ASSERTION, HeaderValue::from_str(a).unwrap());
+        }
+        h
+    }
+
+    /// With an assertion key: identity only from the headers, and only when the assertion
+    /// (signature, audience, every header, `token_exp`) matches; 503-worthy until keys load;
+    /// a `jti` is accepted once for a state-changing call.
+    #[test]
+    fn identity_needs_a_matching_assertion() {
+        let a = auth("[auth]\nassertion_jwks_url = \"http://127.0.0.1:1/jwks.json\"\n");
+        let now = now_secs();
+        let id = person("admin", now + 600);
+        assert!(!a.ready());
+        assert_eq!(a.identify(&headers(&id, None), "h"), Err(Denied::Unavailable));
+        let signer = AssertionSigner::from_pkcs8_pem(
+            gatepass_identity::generate_ed25519_pkcs8_pem()
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        let verifier = AssertionVerifier::from_jwks_json(signer.jwks_json()).unwrap();
+        a.verifier
+            .as_ref()
+            .unwrap()
+            .store(Some(Arc::new(verifier)));
+        assert!(a.ready());
+        let good = signer.sign(&id, "h", now, Duration::from_secs(60)).unwrap();
+        assert_eq!(a.identify(&headers(&id, Some(&good)), "h"), Ok(id.clone()));
+        let mut forged = id.clone();
+        forged.role = "super_admin".into();
+        let mut later = id.clone();
+        later.expires = Some(now + 86_400);
+        for (what, h, host) in [
+            ("no assertion", headers(&id, None), "h"),
+            ("another host", headers(&id, Some(&good)), "other"),
+            ("forged role", headers(&forged, Some(&good)), "h"),
+            ("later expiry", headers(&later, Some(&good)), "h"),
+            ("no identity", HeaderMap::new(), "h"),
+        ] {
+            assert_eq!(a.identify(&h, host), Err(Denied::Unauthenticated), "{what}");
+        }
+        let h = headers(&id, Some(&good));
+        assert_eq!(a.identify_once(&h, "h"), Ok(id.clone()));
+        assert_eq!(a.identify_once(&h, "h"), Err(Denied::Unauthenticated));
+        assert_eq!(a.identify(&h, "h"), Ok(id), "reads may reuse it");
+    }
+
+    /// Without an assertion key: the headers alone, expiry enforced, roles decide view and
+    /// admin.
+    #[test]
+    fn roles_decide_view_and_admin() {
+        let a = auth("");
+        let now = now_secs();
+        let expired = person("admin", now - 1);
+        assert_eq!(a.identify(&headers(&expired, None), "h"), Err(Denied::Expired));
+        let user = |role: &str| a.authorize(person(role, now + 60));
+        assert_eq!(user("viewer").map(|u| u.view), Err(Denied::Forbidden));
+        let dev = user("developer").unwrap();
+        assert_eq!((dev.view, dev.admin), (View::Redacted, false));
+        let dba = user("dba").unwrap();
+        assert_eq!((dba.view, dba.admin), (View::Full, false));
+        let admin = user("admin").unwrap();
+        assert_eq!((admin.view, admin.admin), (View::Full, true));
+    }
+}
