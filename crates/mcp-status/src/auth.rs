@@ -255,7 +255,10 @@ mod tests {
         let now = now_secs();
         let id = person("admin", now + 600);
         assert!(!a.ready());
-        assert_eq!(a.identify(&headers(&id, None), "h"), Err(Denied::Unavailable));
+        assert_eq!(
+            a.identify(&headers(&id, None), "h"),
+            Err(Denied::Unavailable)
+        );
         let signer = AssertionSigner::from_pkcs8_pem(
             gatepass_identity::generate_ed25519_pkcs8_pem()
                 .unwrap()
@@ -263,10 +266,7 @@ mod tests {
         )
         .unwrap();
         let verifier = AssertionVerifier::from_jwks_json(signer.jwks_json()).unwrap();
-        a.verifier
-            .as_ref()
-            .unwrap()
-            .store(Some(Arc::new(verifier)));
+        a.verifier.as_ref().unwrap().store(Some(Arc::new(verifier)));
         assert!(a.ready());
         let good = signer.sign(&id, "h", now, Duration::from_secs(60)).unwrap();
         assert_eq!(a.identify(&headers(&id, Some(&good)), "h"), Ok(id.clone()));
@@ -296,7 +296,10 @@ mod tests {
         let a = auth("");
         let now = now_secs();
         let expired = person("admin", now - 1);
-        assert_eq!(a.identify(&headers(&expired, None), "h"), Err(Denied::Expired));
+        assert_eq!(
+            a.identify(&headers(&expired, None), "h"),
+            Err(Denied::Expired)
+        );
         let user = |role: &str| a.authorize(person(role, now + 60));
         assert_eq!(user("viewer").map(|u| u.view), Err(Denied::Forbidden));
         let dev = user("developer").unwrap();
