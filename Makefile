@@ -10,7 +10,7 @@ TRAEFIK_STAMP := $(VENV)/.stamp-traefik-$(TRAEFIK_VERSION)-websockets-$(WEBSOCKE
 BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run stop test check contract bench wrk deps traefik chromium build release fmt lint clean
+.PHONY: run stop test check contract bench wrk deps traefik chromium redis build release fmt lint clean
 
 run: traefik
 	./scripts/run.sh
@@ -32,7 +32,7 @@ test: deps lint
 
 # The fast loop: fmt, clippy, the module-layer check and `cargo test` over the default members
 # (identity, service, gatepass, mcp-status, testkit: no Traefik, no browser, no .venv).
-check:
+check: redis
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	python3 scripts/check_layers.py
@@ -55,6 +55,10 @@ $(TRAEFIK_STAMP):
 	$(VENV)/bin/traefik version | grep -q '$(TRAEFIK_VERSION)'
 	touch $@
 
+# Debian's redis-server for the shared-state tests (each test starts its own on a free port).
+redis:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q redis-server; }
+
 # Debian's Chromium for the browser test (playwright never downloads a browser here).
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
@@ -62,7 +66,7 @@ chromium:
 $(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json
 	npm ci --prefix tests/browser --no-audit --no-fund
 
-deps: traefik chromium $(BROWSER_DEPS)
+deps: traefik chromium redis $(BROWSER_DEPS)
 
 build:
 	$(CARGO) build --workspace

@@ -461,3 +461,132 @@ pub fn kill(child: &mut Child) {
         let _ = child.wait();
     }
 }
+
+/// A real `redis-server` (Debian's package) on 127.0.0.1 and a free port, with no
+/// persistence; stopped by its PID on `stop` and on drop. `restart` keeps the port, so
+/// clients can prove they reconnect by themselves.
+pub struct RedisServer {
+    port: u16,
+    password: Option<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one without a password.
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(None)
+    }
+
+    /// Starts one that requires `password` (`requirepass`).
+    pub fn start_with(password: Option<&str>) -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            password: password.map(str::to_owned),
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    /// `redis://127.0.0.1:PORT/0` (no credentials in it).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+        ]);
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (make test installs Debian's redis-server)");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Ready once it answers PING (a bare TCP accept can come before it serves).
+        loop {
+            if redis_ping(&addr) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it (SIGTERM, then SIGKILL) and waits until the port is closed.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child, Duration::from_secs(5));
+        }
+    }
+
+    /// Stops it and starts a fresh one (empty) on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(&mut child);
+        }
+    }
+}
+
+/// True when a Redis server at `addr` answers `PING` (`+PONG`, or `-NOAUTH` when it wants a
+/// password: it is serving either way).
+fn redis_ping(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if n > 0 && (buf[0] == b'+' || buf[0] == b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The helper really starts, stops and restarts a server on one port.
+    #[test]
+    fn redis_server_starts_stops_and_restarts_on_its_port() {
+        let mut r = RedisServer::start();
+        let addr = format!("127.0.0.1:{}", r.port());
+        assert!(redis_ping(&addr));
+        assert_eq!(r.url(), format!("redis://{addr}/0"));
+        r.stop();
+        assert!(!redis_ping(&addr), "stopped");
+        r.restart();
+        assert!(redis_ping(&addr), "restarted on the same port");
+    }
+}
