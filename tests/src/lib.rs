@@ -76,8 +76,13 @@ impl Proc {
 
     /// `NAME serve --config DIR/NAME.toml --listen 127.0.0.1:0`.
     fn serve(name: &'static str, dir: &Path) -> Proc {
-        let config = dir.join(format!("{name}.toml"));
-        let mut cmd = Command::new(bin(name));
+        Proc::serve_as(name, name, dir)
+    }
+
+    /// `BIN serve --config DIR/BIN.toml --listen 127.0.0.1:0`, logged as `name`.
+    fn serve_as(name: &'static str, binary: &str, dir: &Path) -> Proc {
+        let config = dir.join(format!("{binary}.toml"));
+        let mut cmd = Command::new(bin(binary));
         cmd.args(["serve", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0"]);
@@ -131,6 +136,11 @@ pub struct Options {
     /// Serve `files/` with a stock `python3 -m http.server` (it percent-decodes `%2F`) under
     /// `/files`, behind the gatepass middleware, with an anonymous `/files/public` rule.
     pub decoding_backend: bool,
+    /// gatepass replicas. Above 1, Traefik's forwardAuth calls an `auth` entry point that
+    /// load-balances them (round robin), as `/auth/tickets` does.
+    pub gatepass_replicas: usize,
+    /// A `[state]` table for gatepass (e.g. the Redis backend), appended to its config.
+    pub gatepass_state: Option<String>,
 }
 
 impl Default for Options {
@@ -139,9 +149,14 @@ impl Default for Options {
             failure_burst: 10_000,
             permissive_paths: false,
             decoding_backend: false,
+            gatepass_replicas: 1,
+            gatepass_state: None,
         }
     }
 }
+
+/// Process names of the gatepass replicas (`procs` keys).
+pub const GATEPASS_REPLICAS: [&str; 3] = ["gatepass", "gatepass-2", "gatepass-3"];
 
 /// The entry-point options that refuse ambiguous encoded characters.
 pub const ENCODED_CHARACTER_OPTIONS: [&str; 7] = [
@@ -163,6 +178,8 @@ pub struct Stack {
     /// Traefik's entry point, `127.0.0.1:PORT`.
     pub web: String,
     pub gatepass_addr: String,
+    /// Every replica's address (`gatepass_addr` is the first).
+    pub gatepass_addrs: Vec<String>,
     pub mcp_addr: String,
     pub ca_pem: String,
     /// The echo backend: answers with the request's path and headers as JSON, counts hits.
@@ -237,9 +254,12 @@ per_ip_failures = {{ rate = 1, per = "1m", burst = {burst} }}
 
 [assertion]
 key_file = "assertion.pem"
+
+{state}
 "#,
                 burst = opts.failure_burst,
                 rules = gatepass_testkit::SPEC_RULES,
+                state = opts.gatepass_state.as_deref().unwrap_or(""),
             ),
         )
         .unwrap();
@@ -264,11 +284,15 @@ disable_after_cycles = 3
         .unwrap();
 
         let mut procs = HashMap::new();
-        let mut gp = Proc::serve("gatepass", d);
+        let mut gatepass_addrs = Vec::new();
+        for name in &GATEPASS_REPLICAS[..opts.gatepass_replicas.clamp(1, GATEPASS_REPLICAS.len())] {
+            let mut gp = Proc::serve_as(name, "gatepass", d);
+            gatepass_addrs.push(gp.listening_addr());
+            procs.insert(*name, gp);
+        }
+        let gatepass_addr = gatepass_addrs[0].clone();
         let mut ms = Proc::serve("mcp-status", d);
-        let gatepass_addr = gp.listening_addr();
         let mcp_addr = ms.listening_addr();
-        procs.insert("gatepass", gp);
         procs.insert("mcp-status", ms);
 
         let dynamic = d.join("dynamic");
@@ -292,19 +316,47 @@ disable_after_cycles = 3
                 static_cfg = static_cfg.replace(&hardened, &format!("{option}: true"));
             }
         }
+        let mut dynamic_cfg = render(
+            "dynamic.yml",
+            &[
+                ("GATEPASS_ADDR", &gatepass_addr),
+                ("MCP_STATUS_ADDR", &mcp_addr),
+                ("CA_FILE", &ca_file),
+            ],
+        );
+        if gatepass_addrs.len() > 1 {
+            // forwardAuth takes one URL: point it at an entry point of Traefik's own that
+            // load-balances the replicas. It trusts the X-Forwarded-* that Traefik itself set.
+            let auth = format!("127.0.0.1:{}", free_port());
+            static_cfg = static_cfg.replacen(
+                "entryPoints:\n",
+                &format!("entryPoints:\n  auth:\n    address: \"{auth}\"\n    forwardedHeaders:\n      trustedIPs: [\"127.0.0.1/32\"]\n"),
+                1,
+            );
+            let single = format!("https://{gatepass_addr}/validate");
+            assert!(
+                dynamic_cfg.contains(&single),
+                "forwardAuth address in dynamic.yml"
+            );
+            dynamic_cfg = dynamic_cfg.replace(&single, &format!("http://{auth}/validate"));
+            let servers: String = gatepass_addrs
+                .iter()
+                .map(|a| format!("          - url: \"https://{a}\"\n"))
+                .collect();
+            let one = format!("          - url: \"https://{gatepass_addr}\"\n");
+            assert!(
+                dynamic_cfg.contains(&one),
+                "gatepass service in dynamic.yml"
+            );
+            dynamic_cfg = dynamic_cfg.replace(&one, &servers);
+            std::fs::write(
+                dynamic.join("gatepass-pool.yml"),
+                "http:\n  routers:\n    gatepass-validate:\n      entryPoints: [auth]\n      rule: \"PathPrefix(`/`)\"\n      service: gatepass\n",
+            )
+            .unwrap();
+        }
         std::fs::write(d.join("traefik.yml"), static_cfg).unwrap();
-        std::fs::write(
-            dynamic.join("dynamic.yml"),
-            render(
-                "dynamic.yml",
-                &[
-                    ("GATEPASS_ADDR", &gatepass_addr),
-                    ("MCP_STATUS_ADDR", &mcp_addr),
-                    ("CA_FILE", &ca_file),
-                ],
-            ),
-        )
-        .unwrap();
+        std::fs::write(dynamic.join("dynamic.yml"), dynamic_cfg).unwrap();
         // Test-only routes to the echo backend, behind the same middleware.
         std::fs::write(
             dynamic.join("echo.yml"),
@@ -365,6 +417,7 @@ disable_after_cycles = 3
             dir,
             web,
             gatepass_addr,
+            gatepass_addrs,
             mcp_addr,
             ca_pem,
             echo,
@@ -453,14 +506,24 @@ disable_after_cycles = 3
 
     /// gatepass's /metrics, over TLS with the stack's CA and HTTP/1.1.
     pub async fn gatepass_metrics(&self) -> String {
+        self.replica_metrics(0).await
+    }
+
+    /// A client for gatepass's own TLS address (the stack's CA, HTTP/1.1).
+    pub fn gatepass_client(&self) -> reqwest::Client {
         let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
-        let c = reqwest::Client::builder()
+        reqwest::Client::builder()
             .no_proxy()
             .http1_only()
             .add_root_certificate(ca)
             .build()
-            .unwrap();
-        gatepass_testkit::body_text(c.get(format!("https://{}/metrics", self.gatepass_addr))).await
+            .unwrap()
+    }
+
+    /// The /metrics of gatepass replica `i`.
+    pub async fn replica_metrics(&self, i: usize) -> String {
+        let url = format!("https://{}/metrics", self.gatepass_addrs[i]);
+        gatepass_testkit::body_text(self.gatepass_client().get(url)).await
     }
 }
 
