@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use gatepass_service::config::{ConfigError, Dur};
+pub use gatepass_service::state::{Backend, OnUnavailable, StateConfig};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +40,9 @@ pub struct Config {
     pub tickets: TicketsConfig,
     #[serde(default)]
     pub paths: PathsConfig,
+    /// Where tickets and rate limits live: in process, or Redis shared by replicas.
+    #[serde(default)]
+    pub state: StateConfig,
     /// Directory that relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -342,6 +346,7 @@ impl gatepass_service::config::ConfigFile for Config {
         self.validate_origins()?;
         self.validate_limits()?;
         self.validate_assertion_and_tickets()?;
+        self.state.validate()?;
         Ok(())
     }
 }
@@ -657,6 +662,18 @@ secret_env = "X"
             err("[rate_limit]\nper_user = { rate = 0, per = \"1s\", burst = 1 }\n"),
             "config error: rate_limit.per_user: rate, burst and per must be greater than 0"
         );
+        assert_eq!(
+            err("[state]\non_unavailable = \"open\"\n"),
+            "config error: state.on_unavailable: must be `local` or `deny`"
+        );
+        assert_eq!(
+            err("[state]\nbackend = \"redis\"\nurl = \"localhost:6379\"\n"),
+            "config error: state.url: must be a URL like redis://127.0.0.1:6379/0 (rediss:// for TLS)"
+        );
+        assert!(err("[state]\nkey_prefixx = \"a\"\n").contains("unknown field `key_prefixx`"));
+        let c = Config::parse(&format!("{MINIMAL}[state]\nbackend = \"redis\"\n")).unwrap();
+        assert!(c.state.is_redis());
+        assert_eq!(c.state.on_unavailable, OnUnavailable::Local);
     }
 
     #[test]

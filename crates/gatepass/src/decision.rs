@@ -11,6 +11,7 @@ use ipnet::IpNet;
 
 use crate::metrics::Metrics;
 use crate::outcome::{allow_response, Body, Decision, Denial, DenyReason};
+use crate::ratelimit::{Refusal, Unavailable};
 use crate::rules::{self, Matched};
 use crate::state::State;
 use crate::token::{self, Credential};
@@ -90,7 +91,7 @@ impl State {
         }
         let decision = match &ctx {
             Some(ctx) => self.decide_ctx(h, ctx, metrics).await,
-            None => self.fail(DenyReason::MissingForwardedHeaders, ip),
+            None => self.fail(DenyReason::MissingForwardedHeaders, ip).await,
         };
         if let Decision::Deny(d) = &decision {
             log_denial(d, ip, method, host, rules::path_of(uri), origin, upgrade);
@@ -99,8 +100,9 @@ impl State {
     }
 
     /// Counts a 400/401 toward the client IP's failure budget; the answer that exceeds the
-    /// budget becomes a 429 with its `Retry-After`.
-    pub fn count_failure(
+    /// budget becomes a 429 with its `Retry-After`. A failure that can't be counted (shared
+    /// state down, `on_unavailable = "deny"`) is a 503.
+    pub async fn count_failure(
         &self,
         reason: DenyReason,
         ip: Option<IpAddr>,
@@ -109,18 +111,19 @@ impl State {
             reason.status(),
             StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED
         );
-        match ip
-            .filter(|_| counted)
-            .and_then(|ip| self.limits.record_failure(ip))
-        {
-            Some(retry) => (DenyReason::RateLimitedIp, Some(retry)),
-            None => (reason, None),
+        let Some(ip) = ip.filter(|_| counted) else {
+            return (reason, None);
+        };
+        match self.limits.record_failure(ip).await {
+            Ok(Some(retry)) => (DenyReason::RateLimitedIp, Some(retry)),
+            Ok(None) => (reason, None),
+            Err(Unavailable) => (DenyReason::StateUnavailable, None),
         }
     }
 
     /// A denial; 400/401 count toward the per-IP failure budget.
-    fn fail(&self, reason: DenyReason, ip: Option<IpAddr>) -> Decision {
-        let (reason, retry_after) = self.count_failure(reason, ip);
+    async fn fail(&self, reason: DenyReason, ip: Option<IpAddr>) -> Decision {
+        let (reason, retry_after) = self.count_failure(reason, ip).await;
         Decision::Deny(Denial {
             reason,
             retry_after,
@@ -131,12 +134,14 @@ impl State {
     async fn decide_ctx(&self, h: &HeaderMap, ctx: &Ctx<'_>, metrics: &Metrics) -> Decision {
         // A spent failure budget: only requests that cost no verification are decided as
         // usual (anonymous routes, tokens already in the cache); everything else is a 429.
-        let blocked = ctx.ip.and_then(|ip| self.limits.ip_blocked(ip));
+        // The budget is only looked at where it can change the answer (never for a cached
+        // token), so a cache-hit allow never pays a shared-state round trip for it.
         let rate_limited = |retry| Decision::rate_limited(DenyReason::RateLimitedIp, retry, None);
         if self.rules.ambiguous(ctx.uri) {
-            return match blocked {
-                Some(retry) => rate_limited(retry),
-                None => self.fail(DenyReason::AmbiguousPath, ctx.ip),
+            return match self.limits.ip_blocked(ctx.ip).await {
+                Ok(Some(retry)) => rate_limited(retry),
+                Ok(None) => self.fail(DenyReason::AmbiguousPath, ctx.ip).await,
+                Err(Unavailable) => Decision::deny(DenyReason::StateUnavailable),
             };
         }
         let rule = match self.rules.find(ctx.host, ctx.uri, ctx.method) {
@@ -158,16 +163,21 @@ impl State {
         }
         let marker = &self.config.tokens.websocket_protocol;
         let cred = token::extract(h, ctx.uri, ctx.upgrade, &self.sources, marker);
-        if let Some(retry) = blocked {
-            let cached = match &cred {
-                Ok(Some(Credential::Jwt(t))) => self.verifier.lookup(t, metrics).await,
-                _ => None,
+        let cached = match &cred {
+            Ok(Some(Credential::Jwt(t))) => self.verifier.lookup(t, metrics).await,
+            _ => None,
+        };
+        // An already verified token is decided the same whatever the budget says.
+        if let Some(v) = cached {
+            return match rule {
+                Some(rule) => self.authorize(rule, v, ctx).await,
+                None => denied_user(DenyReason::DefaultDeny, v),
             };
-            return match (cached, rule) {
-                (Some(v), Some(rule)) => self.authorize(rule, v, ctx),
-                (Some(v), None) => denied_user(DenyReason::DefaultDeny, v),
-                (None, _) => rate_limited(retry),
-            };
+        }
+        match self.limits.ip_blocked(ctx.ip).await {
+            Ok(Some(retry)) => return rate_limited(retry),
+            Ok(None) => {}
+            Err(Unavailable) => return Decision::deny(DenyReason::StateUnavailable),
         }
         // A preflight carries no credentials (browsers never send them on one); a request
         // that does is judged by its token.
@@ -189,46 +199,58 @@ impl State {
         };
         let cred = match cred {
             Ok(Some(c)) => c,
-            Ok(None) => return self.fail(DenyReason::MissingToken, ctx.ip),
-            Err(e) => return self.fail(e.into(), ctx.ip),
+            Ok(None) => return self.fail(DenyReason::MissingToken, ctx.ip).await,
+            Err(e) => return self.fail(e.into(), ctx.ip).await,
         };
         let verified = match cred {
             Credential::Jwt(t) => self.verifier.verify(&t, metrics).await,
             Credential::Ticket(t) => match self.tickets.redeem(&t).await {
-                Some(v) => {
+                Ok(Some(v)) => {
                     metrics.tickets_redeemed.increment(1);
                     Ok(v)
                 }
-                None => Err(DenyReason::TicketInvalid),
+                Ok(None) => Err(DenyReason::TicketInvalid),
+                // Tickets never fall back: only the shared store knows if one was used.
+                Err(_) => return Decision::deny(DenyReason::StateUnavailable),
             },
         };
         match verified {
-            Ok(v) => self.authorize(rule, v, ctx),
-            Err(reason) => self.fail(reason, ctx.ip),
+            Ok(v) => self.authorize(rule, v, ctx).await,
+            Err(reason) => self.fail(reason, ctx.ip).await,
         }
     }
 
     /// Roles, permissions and per-user limits for a verified caller.
-    fn authorize(&self, rule: &rules::Rule, verified: Arc<Verified>, ctx: &Ctx<'_>) -> Decision {
+    async fn authorize(
+        &self,
+        rule: &rules::Rule,
+        verified: Arc<Verified>,
+        ctx: &Ctx<'_>,
+    ) -> Decision {
         if !rule.role_ok(verified.role()) {
             return denied_user(DenyReason::InsufficientRole, verified);
         }
         if !rule.permissions_ok(verified.permissions()) {
             return denied_user(DenyReason::InsufficientPermissions, verified);
         }
-        if let Err(retry) = self.limits.check_user(verified.user_key) {
-            return Decision::rate_limited(DenyReason::RateLimitedUser, retry, Some(verified));
-        }
-        if ctx.upgrade {
-            if let Err(retry) = self.limits.check_upgrade(verified.user_key) {
-                return Decision::rate_limited(
-                    DenyReason::RateLimitedUpgrades,
-                    retry,
-                    Some(verified),
-                );
+        self.limited(verified, ctx.upgrade).await
+    }
+
+    /// The per-user (and, for upgrades, upgrade) limits: one shared-state call at most.
+    async fn limited(&self, verified: Arc<Verified>, upgrade: bool) -> Decision {
+        let (reason, retry) = match self.limits.check_user(&verified, upgrade).await {
+            Ok(()) => return Decision::Allow(Some(verified)),
+            Err(Refusal::User(r)) => (DenyReason::RateLimitedUser, r),
+            Err(Refusal::Upgrades(r)) => (DenyReason::RateLimitedUpgrades, r),
+            Err(Refusal::Unavailable) => {
+                return Decision::Deny(Denial {
+                    reason: DenyReason::StateUnavailable,
+                    retry_after: None,
+                    user: Some(verified),
+                })
             }
-        }
-        Decision::Allow(Some(verified))
+        };
+        Decision::rate_limited(reason, retry, Some(verified))
     }
 
     /// `POST /tickets`: a valid bearer token (and the per-user limit) buys a ticket. The same
@@ -241,35 +263,29 @@ impl State {
             Ok(Some(t)) => self.verifier.lookup(t, metrics).await,
             _ => None,
         };
-        let decision = match (self.limits.ip_blocked(ip), cached) {
-            // As in `decide`: a blocked address keeps only what is already verified.
-            (Some(retry), None) => Decision::rate_limited(DenyReason::RateLimitedIp, retry, None),
-            (_, Some(v)) => self.ticket_limits(v),
-            (None, None) => {
-                let verified = match bearer {
-                    Ok(Some(t)) => self.verifier.verify(t, metrics).await,
-                    Ok(None) => Err(DenyReason::MissingToken),
-                    Err(e) => Err(e.into()),
-                };
-                match verified {
-                    Ok(v) => self.ticket_limits(v),
-                    Err(reason) => self.fail(reason, Some(ip)),
+        // As in `decide`: a blocked address keeps only what is already verified.
+        let decision = match cached {
+            Some(v) => self.limited(v, false).await,
+            None => match self.limits.ip_blocked(Some(ip)).await {
+                Ok(Some(retry)) => Decision::rate_limited(DenyReason::RateLimitedIp, retry, None),
+                Err(Unavailable) => Decision::deny(DenyReason::StateUnavailable),
+                Ok(None) => {
+                    let verified = match bearer {
+                        Ok(Some(t)) => self.verifier.verify(t, metrics).await,
+                        Ok(None) => Err(DenyReason::MissingToken),
+                        Err(e) => Err(e.into()),
+                    };
+                    match verified {
+                        Ok(v) => self.limited(v, false).await,
+                        Err(reason) => self.fail(reason, Some(ip)).await,
+                    }
                 }
-            }
+            },
         };
         if let Decision::Deny(d) = &decision {
             log_denial(d, Some(ip), "POST", "", "/tickets", "", false);
         }
         decision
-    }
-
-    fn ticket_limits(&self, verified: Arc<Verified>) -> Decision {
-        match self.limits.check_user(verified.user_key) {
-            Ok(()) => Decision::Allow(Some(verified)),
-            Err(retry) => {
-                Decision::rate_limited(DenyReason::RateLimitedUser, retry, Some(verified))
-            }
-        }
     }
 
     /// The allow response, with a fresh assertion when configured.

@@ -8,6 +8,15 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder
 use crate::outcome::DenyReason;
 
 const LATENCY: &str = "gatepass_decision_duration_seconds";
+const STATE_SECONDS: &str = "gatepass_state_seconds";
+/// The Redis calls gatepass makes: the `op` label of `gatepass_state_errors_total`.
+pub const STATE_OPS: &[&str] = &[
+    "ping",
+    "ticket_issue",
+    "ticket_redeem",
+    "limits",
+    "ip_budget",
+];
 const META: Metadata<'static> = Metadata::new("gatepass", Level::INFO, Some("gatepass::metrics"));
 
 /// Every metric gatepass exports.
@@ -28,6 +37,33 @@ pub struct Metrics {
     pub conn_h2: Counter,
     pub conn_http11: Counter,
     pub conn_tls_other: Counter,
+    /// Decisions the in-process limiter made because Redis was unavailable.
+    pub state_fallbacks: Counter,
+    pub state: std::sync::Arc<StateMetrics>,
+}
+
+/// `gatepass_state_up`, `gatepass_state_errors_total{op}`, `gatepass_state_seconds`: what the
+/// shared Redis client reports.
+pub struct StateMetrics {
+    up: Gauge,
+    errors: Vec<Counter>,
+    seconds: Histogram,
+}
+
+impl gatepass_service::state::StateObserver for StateMetrics {
+    fn up(&self, up: bool) {
+        self.up.set(if up { 1.0 } else { 0.0 });
+    }
+
+    fn error(&self, op: &'static str) {
+        if let Some(i) = STATE_OPS.iter().position(|o| *o == op) {
+            self.errors[i].increment(1);
+        }
+    }
+
+    fn seconds(&self, _op: &'static str, secs: f64) {
+        self.seconds.record(secs);
+    }
 }
 
 impl Default for Metrics {
@@ -44,6 +80,7 @@ impl Metrics {
         ];
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(LATENCY.into()), &buckets)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(STATE_SECONDS.into()), &buckets))
             .map(PrometheusBuilder::build_recorder)
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let describe = |name: &'static str, help: &'static str, unit: Option<Unit>| {
@@ -79,6 +116,26 @@ impl Metrics {
             "gatepass_connections_total",
             "Accepted connections by transport (ALPN for TLS)",
             None,
+        );
+        describe(
+            "gatepass_state_errors_total",
+            "Failed or timed-out calls to the shared state (Redis) by operation",
+            None,
+        );
+        describe(
+            "gatepass_state_fallbacks_total",
+            "Rate-limit decisions made in process because the shared state was unavailable",
+            None,
+        );
+        recorder.describe_gauge(
+            KeyName::from_const_str("gatepass_state_up"),
+            None,
+            "1 while the shared state (Redis) answers, else 0".into(),
+        );
+        recorder.describe_histogram(
+            KeyName::from_const_str(STATE_SECONDS),
+            Some(Unit::Seconds),
+            "Time of one call to the shared state (Redis)".into(),
         );
         recorder.describe_histogram(
             KeyName::from_const_str(LATENCY),
@@ -125,7 +182,17 @@ impl Metrics {
                 vec![Label::new("transport", t)],
             )
         };
+        let state = std::sync::Arc::new(StateMetrics {
+            up: recorder.register_gauge(&Key::from_static_name("gatepass_state_up"), &META),
+            errors: STATE_OPS
+                .iter()
+                .map(|op| counter("gatepass_state_errors_total", vec![Label::new("op", *op)]))
+                .collect(),
+            seconds: recorder.register_histogram(&Key::from_static_name(STATE_SECONDS), &META),
+        });
         Metrics {
+            state_fallbacks: counter("gatepass_state_fallbacks_total", vec![]),
+            state,
             allowed,
             denied,
             rate_limited,

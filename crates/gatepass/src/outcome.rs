@@ -66,6 +66,7 @@ deny_reasons! {
     RateLimitedUpgrades => ("rate_limited_upgrades", TOO_MANY_REQUESTS, "rate_limited", "too many WebSocket connections for this user"),
     RateLimitedIp => ("rate_limited_ip", TOO_MANY_REQUESTS, "rate_limited", "too many failed attempts from this address"),
     KeysUnavailable => ("keys_unavailable", SERVICE_UNAVAILABLE, "temporarily_unavailable", "signing keys are unavailable"),
+    StateUnavailable => ("state_unavailable", SERVICE_UNAVAILABLE, "temporarily_unavailable", "shared state is unavailable"),
 }
 
 impl DenyReason {

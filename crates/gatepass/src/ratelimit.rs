@@ -1,14 +1,23 @@
-//! GCRA rate limits (governor). Keys are hashes or IPs, so a check allocates nothing; idle
-//! keys are dropped by `upkeep`, so limiter state does not grow without bound.
+//! GCRA rate limits, behind one interface with two implementations: in process (governor
+//! for the per-user limits, a written-out GCRA for the failure budget; keys are hashes or
+//! IPs, so a check allocates nothing, and idle keys are dropped by `upkeep`), or one GCRA per
+//! key for the whole cluster in Redis (`LIMIT_SCRIPT`: atomic, timed by Redis's `TIME`, every
+//! limit of one request in one call). With Redis unreachable the in-process limiter decides
+//! (`on_unavailable = "local"`, counted) or the request is refused (`"deny"`).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use gatepass_service::state::{OnUnavailable, RedisState};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::config::{LimitConfig, RateLimitConfig};
+use crate::verified::Verified;
 
 /// Most client IPs whose failure budget is remembered at once.
 const MAX_FAILING_IPS: u64 = 100_000;
@@ -105,16 +114,16 @@ impl FailureBudget {
     }
 }
 
-/// All configured limits.
-pub struct Limits {
+/// All configured limits, in process.
+pub struct LocalLimits {
     per_user: Option<Limit<u64>>,
     upgrades: Option<Limit<u64>>,
     ip_failures: Option<FailureBudget>,
 }
 
-impl Limits {
-    pub fn new(c: &RateLimitConfig) -> Limits {
-        Limits {
+impl LocalLimits {
+    pub fn new(c: &RateLimitConfig) -> LocalLimits {
+        LocalLimits {
             per_user: c.per_user.as_ref().map(Limit::new),
             upgrades: c.upgrades_per_user.as_ref().map(Limit::new),
             ip_failures: c.per_ip_failures.as_ref().map(FailureBudget::new),
@@ -180,6 +189,269 @@ impl Limits {
     }
 }
 
+/// One GCRA for every replica, per key: `KEYS[i]` with `ARGV[3i-2..3i]` = interval and
+/// tolerance (µs) and a mode: `spend` admits and moves `tat` to `max(tat, now) + interval`,
+/// `look` only reports. A key is refused while `tat > now + tolerance` (an absent key is a
+/// full budget: each expires when its `tat` has passed). Returns, per key, 0 (admitted) or the
+/// wait in µs; after the first refused `spend` later keys are not evaluated (-1), as the
+/// in-process limiter stops at the first limit that refuses.
+const LIMIT_LUA: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+local refused = false
+for i, key in ipairs(KEYS) do
+  if refused then
+    out[i] = -1
+  else
+    local interval = tonumber(ARGV[3 * i - 2])
+    local tolerance = tonumber(ARGV[3 * i - 1])
+    local spend = ARGV[3 * i] == 'spend'
+    local tat = tonumber(redis.call('GET', key) or '0') or 0
+    if tat < now then tat = now end
+    local wait = tat - (now + tolerance)
+    if wait > 0 then
+      out[i] = wait
+      if spend then refused = true end
+    else
+      out[i] = 0
+      if spend then
+        local new = tat + interval
+        redis.call('SET', key, string.format('%.0f', new), 'PX', math.floor((new - now) / 1000) + 1)
+      end
+    end
+  end
+end
+return out
+"#;
+
+static LIMIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(LIMIT_LUA));
+
+/// A limit's GCRA parameters in µs, as the script takes them.
+#[derive(Clone, Copy)]
+struct Gcra {
+    interval: u64,
+    tolerance: u64,
+}
+
+impl Gcra {
+    fn new(l: &LimitConfig) -> Gcra {
+        let interval = (l.per.0 / l.rate.max(1)).max(Duration::from_micros(1));
+        let interval = interval.as_micros().min(u64::MAX as u128) as u64;
+        Gcra {
+            interval,
+            tolerance: interval.saturating_mul(u64::from(l.burst.max(1) - 1)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Spend,
+    Look,
+}
+
+/// The limits in Redis.
+struct Shared {
+    redis: Arc<RedisState>,
+    per_user: Option<Gcra>,
+    upgrades: Option<Gcra>,
+    ip_failures: Option<Gcra>,
+}
+
+impl Shared {
+    /// One script call for every `(key, limit, mode)`: the waits in µs (0 = admitted).
+    async fn run(
+        &self,
+        op: &'static str,
+        checks: Vec<(String, Gcra, Mode)>,
+    ) -> Result<Vec<i64>, gatepass_service::state::StateError> {
+        self.redis
+            .call(op, |mut c| async move {
+                let mut inv = LIMIT_SCRIPT.prepare_invoke();
+                for (key, g, mode) in &checks {
+                    inv.key(key)
+                        .arg(g.interval)
+                        .arg(g.tolerance)
+                        .arg(match mode {
+                            Mode::Spend => "spend",
+                            Mode::Look => "look",
+                        });
+                }
+                inv.invoke_async::<Vec<i64>>(&mut c).await
+            })
+            .await
+    }
+
+    /// A stable (cluster-wide) key for a user: a digest of the encoded id.
+    fn user_key(&self, kind: &str, v: &Verified) -> String {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v.headers[0].as_bytes());
+        self.redis.key(&format!(
+            "limit:{kind}:{}",
+            URL_SAFE_NO_PAD.encode(d.as_ref())
+        ))
+    }
+
+    fn ip_key(&self, ip: IpAddr) -> String {
+        self.redis.key(&format!("limit:ip:{ip}"))
+    }
+}
+
+fn wait_secs(us: i64) -> u64 {
+    retry_secs(Duration::from_micros(us.max(0) as u64))
+}
+
+/// Why a verified request is refused by a per-user limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `per_user`, with `Retry-After` seconds.
+    User(u64),
+    /// `upgrades_per_user`.
+    Upgrades(u64),
+    /// Redis unreachable and `on_unavailable = "deny"`.
+    Unavailable,
+}
+
+/// Redis unreachable and `on_unavailable = "deny"`: answer 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// Every configured limit: in Redis when `[state] backend = "redis"`, else (and as the
+/// fallback) in process.
+pub struct Limits {
+    local: LocalLimits,
+    shared: Option<Shared>,
+    fallbacks: metrics::Counter,
+}
+
+impl Limits {
+    /// In process only.
+    pub fn new(c: &RateLimitConfig) -> Limits {
+        Limits {
+            local: LocalLimits::new(c),
+            shared: None,
+            fallbacks: metrics::Counter::noop(),
+        }
+    }
+
+    /// In Redis, with the in-process limits as the fallback; `fallbacks` counts its use.
+    pub fn redis(
+        c: &RateLimitConfig,
+        redis: Arc<RedisState>,
+        fallbacks: metrics::Counter,
+    ) -> Limits {
+        Limits {
+            local: LocalLimits::new(c),
+            shared: Some(Shared {
+                redis,
+                per_user: c.per_user.as_ref().map(Gcra::new),
+                upgrades: c.upgrades_per_user.as_ref().map(Gcra::new),
+                ip_failures: c.per_ip_failures.as_ref().map(Gcra::new),
+            }),
+            fallbacks,
+        }
+    }
+
+    /// Redis did not answer: the process decides, or the request is refused.
+    fn fallback(&self, shared: &Shared) -> Result<(), Unavailable> {
+        match shared.redis.on_unavailable() {
+            OnUnavailable::Deny => Err(Unavailable),
+            _ => {
+                self.fallbacks.increment(1);
+                Ok(())
+            }
+        }
+    }
+
+    /// The per-user request limit, and the upgrade limit for upgrades: one round trip in
+    /// Redis, none when no limit applies.
+    pub async fn check_user(&self, v: &Verified, upgrade: bool) -> Result<(), Refusal> {
+        if let Some(s) = &self.shared {
+            let mut checks = Vec::with_capacity(2);
+            if let Some(g) = s.per_user {
+                checks.push((s.user_key("user", v), g, Mode::Spend));
+            }
+            if let (true, Some(g)) = (upgrade, s.upgrades) {
+                checks.push((s.user_key("upgrade", v), g, Mode::Spend));
+            }
+            if checks.is_empty() {
+                return Ok(());
+            }
+            let user_first = s.per_user.is_some();
+            match s.run("limits", checks).await {
+                Ok(waits) => {
+                    return match waits.iter().position(|w| *w > 0) {
+                        None => Ok(()),
+                        Some(0) if user_first => Err(Refusal::User(wait_secs(waits[0]))),
+                        Some(i) => Err(Refusal::Upgrades(wait_secs(waits[i]))),
+                    }
+                }
+                Err(_) => self.fallback(s).map_err(|_| Refusal::Unavailable)?,
+            }
+        }
+        self.local.check_user(v.user_key).map_err(Refusal::User)?;
+        if upgrade {
+            self.local
+                .check_upgrade(v.user_key)
+                .map_err(Refusal::Upgrades)?;
+        }
+        Ok(())
+    }
+
+    /// Is this IP's failure budget spent? `Some(retry_after_secs)` until it refills. Looks
+    /// without spending; one round trip in Redis (only on paths that would verify a token or
+    /// answer a failure: a cached token never asks).
+    pub async fn ip_blocked(&self, ip: Option<IpAddr>) -> Result<Option<u64>, Unavailable> {
+        let Some(ip) = ip else { return Ok(None) };
+        if let Some(s) = &self.shared {
+            let Some(g) = s.ip_failures else {
+                return Ok(None);
+            };
+            match s
+                .run("ip_budget", vec![(s.ip_key(ip), g, Mode::Look)])
+                .await
+            {
+                Ok(w) => return Ok(w.first().filter(|w| **w > 0).map(|w| wait_secs(*w))),
+                Err(_) => self.fallback(s)?,
+            }
+        }
+        Ok(self.local.ip_blocked(ip))
+    }
+
+    /// Counts a 400/401 for this IP; `Some(retry)` when the budget was already spent (a
+    /// concurrent request spent it first): answer 429.
+    pub async fn record_failure(&self, ip: IpAddr) -> Result<Option<u64>, Unavailable> {
+        if let Some(s) = &self.shared {
+            let Some(g) = s.ip_failures else {
+                return Ok(None);
+            };
+            match s
+                .run("ip_budget", vec![(s.ip_key(ip), g, Mode::Spend)])
+                .await
+            {
+                Ok(w) => return Ok(w.first().filter(|w| **w > 0).map(|w| wait_secs(*w))),
+                Err(_) => self.fallback(s)?,
+            }
+        }
+        Ok(self.local.record_failure(ip))
+    }
+
+    /// Drops in-process limiter state for keys that are back to a full budget.
+    pub fn upkeep(&self) {
+        self.local.upkeep()
+    }
+
+    /// In-process keys currently held (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.local.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.local.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,7 +467,7 @@ mod tests {
 
     #[test]
     fn failures_burst_then_block() {
-        let limits = Limits::new(&RateLimitConfig {
+        let limits = LocalLimits::new(&RateLimitConfig {
             per_ip_failures: Some(cfg(1, 60, 3)),
             ..Default::default()
         });
@@ -238,7 +510,7 @@ mod tests {
 
     #[test]
     fn per_user_and_state_is_bounded() {
-        let limits = Limits::new(&RateLimitConfig {
+        let limits = LocalLimits::new(&RateLimitConfig {
             per_user: Some(cfg(1000, 1, 2)),
             ..Default::default()
         });
@@ -260,5 +532,167 @@ mod tests {
         assert_eq!(retry_secs(Duration::from_secs(2)), 2);
         assert_eq!(retry_secs(Duration::from_millis(2500)), 3);
         assert_eq!(retry_secs(Duration::ZERO), 1);
+    }
+
+    fn user(id: &str) -> Verified {
+        Verified::new(
+            gatepass_identity::Identity {
+                id: id.into(),
+                ..Default::default()
+            },
+            crate::verified::now_secs() + 600,
+        )
+    }
+
+    fn conf() -> RateLimitConfig {
+        RateLimitConfig {
+            per_user: Some(cfg(1, 60, 3)),
+            upgrades_per_user: Some(cfg(1, 60, 2)),
+            per_ip_failures: Some(cfg(1, 60, 2)),
+            ..Default::default()
+        }
+    }
+
+    /// The suite both implementations pass.
+    async fn conformance(l: &Limits) {
+        // Burst, then limited with a Retry-After of about one interval.
+        let a = user("alice");
+        for _ in 0..3 {
+            assert_eq!(l.check_user(&a, false).await, Ok(()));
+        }
+        match l.check_user(&a, false).await {
+            Err(Refusal::User(retry)) => assert!((59..=60).contains(&retry), "{retry}"),
+            other => panic!("{other:?}"),
+        }
+        // Another user has its own budget; upgrades spend both limits, upgrade limit second.
+        let b = user("bob");
+        assert_eq!(l.check_user(&b, true).await, Ok(()));
+        assert_eq!(l.check_user(&b, true).await, Ok(()));
+        assert!(matches!(l.check_user(&b, true).await, Err(Refusal::Upgrades(r)) if r >= 59));
+        // The refused upgrade still spent per_user, as a plain request would: that was 3.
+        assert!(matches!(
+            l.check_user(&b, false).await,
+            Err(Refusal::User(_))
+        ));
+        // The failure budget: looking never spends; `burst` failures, then blocked.
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        for _ in 0..5 {
+            assert_eq!(l.ip_blocked(Some(ip)).await, Ok(None));
+        }
+        assert_eq!(l.record_failure(ip).await, Ok(None));
+        assert_eq!(l.ip_blocked(Some(ip)).await, Ok(None));
+        assert_eq!(l.record_failure(ip).await, Ok(None));
+        let retry = l.ip_blocked(Some(ip)).await.unwrap().expect("blocked");
+        assert!((59..=60).contains(&retry), "{retry}");
+        assert_eq!(
+            l.record_failure(ip).await.unwrap().map(|r| r >= 59),
+            Some(true)
+        );
+        assert_eq!(
+            l.ip_blocked(Some("192.0.2.10".parse().unwrap())).await,
+            Ok(None)
+        );
+        assert_eq!(l.ip_blocked(None).await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn memory_limits_conformance() {
+        conformance(&Limits::new(&conf())).await;
+    }
+
+    async fn shared(url: &str, on_unavailable: &str) -> Arc<RedisState> {
+        let c: gatepass_service::state::StateConfig = toml::from_str(&format!(
+            "backend = \"redis\"\nurl = \"{url}\"\ncommand_timeout = \"500ms\"\non_unavailable = \"{on_unavailable}\"\n"
+        ))
+        .unwrap();
+        let r = RedisState::start(
+            &c,
+            std::path::Path::new("."),
+            Arc::new(gatepass_service::state::NoObserver),
+        )
+        .unwrap();
+        gatepass_testkit::wait_for(Duration::from_secs(10), "redis up", || async { r.is_up() })
+            .await;
+        r
+    }
+
+    #[tokio::test]
+    async fn redis_limits_conformance() {
+        let server = gatepass_testkit::RedisServer::start();
+        let r = shared(&server.url(), "local").await;
+        conformance(&Limits::redis(&conf(), r, metrics::Counter::noop())).await;
+    }
+
+    /// Two replicas (two limiters, two clients) on one Redis together admit what one admits.
+    #[tokio::test]
+    async fn two_redis_limiters_admit_what_one_admits() {
+        let server = gatepass_testkit::RedisServer::start();
+        let c = RateLimitConfig {
+            per_user: Some(cfg(1, 60, 10)),
+            per_ip_failures: Some(cfg(1, 60, 4)),
+            ..Default::default()
+        };
+        let a = Limits::redis(
+            &c,
+            shared(&server.url(), "local").await,
+            metrics::Counter::noop(),
+        );
+        let b = Limits::redis(
+            &c,
+            shared(&server.url(), "local").await,
+            metrics::Counter::noop(),
+        );
+        let u = user("carol");
+        let mut admitted = 0;
+        for i in 0..30 {
+            let l = if i % 2 == 0 { &a } else { &b };
+            admitted += l.check_user(&u, false).await.is_ok() as u32;
+        }
+        assert_eq!(admitted, 10, "the cluster admits one burst");
+        let ip: IpAddr = "192.0.2.77".parse().unwrap();
+        for l in [&a, &b, &a, &b] {
+            assert_eq!(l.record_failure(ip).await, Ok(None));
+        }
+        assert!(a.ip_blocked(Some(ip)).await.unwrap().is_some());
+        assert!(b.ip_blocked(Some(ip)).await.unwrap().is_some());
+    }
+
+    /// Redis down: `local` lets the process decide (counted), `deny` refuses.
+    #[tokio::test]
+    async fn redis_down_falls_back_or_denies() {
+        let mut server = gatepass_testkit::RedisServer::start();
+        let fallbacks = metrics::Counter::noop();
+        let local = Limits::redis(&conf(), shared(&server.url(), "local").await, fallbacks);
+        let deny = Limits::redis(
+            &conf(),
+            shared(&server.url(), "deny").await,
+            metrics::Counter::noop(),
+        );
+        server.stop();
+        let u = user("dave");
+        gatepass_testkit::wait_for(Duration::from_secs(10), "deny while down", || async {
+            deny.check_user(&u, false).await == Err(Refusal::Unavailable)
+        })
+        .await;
+        assert_eq!(
+            deny.ip_blocked(Some("192.0.2.1".parse().unwrap())).await,
+            Err(Unavailable)
+        );
+        assert_eq!(
+            deny.record_failure("192.0.2.1".parse().unwrap()).await,
+            Err(Unavailable)
+        );
+        // The local limiter decides: its own burst of 3, then limited.
+        gatepass_testkit::wait_for(Duration::from_secs(10), "local down", || async {
+            local.shared.as_ref().is_some_and(|s| !s.redis.is_up())
+        })
+        .await;
+        for _ in 0..3 {
+            assert_eq!(local.check_user(&u, false).await, Ok(()));
+        }
+        assert!(matches!(
+            local.check_user(&u, false).await,
+            Err(Refusal::User(_))
+        ));
     }
 }

@@ -67,7 +67,7 @@ impl App {
 
     /// Replaces config, keys and limits; on error the current state stays.
     pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
-        let state = State::build(config, &self.metrics)?;
+        let state = State::build_after(config, &self.metrics, Some(&self.state()))?;
         self.install(state);
         Ok(())
     }
@@ -120,10 +120,12 @@ impl App {
             "/readyz" => {
                 let state = self.state();
                 let missing = state.unready_issuers();
-                if missing.is_empty() {
-                    json_response(StatusCode::OK, r#"{"status":"ready"}"#)
+                let shared = state.state_status();
+                if missing.is_empty() && !state.state_blocks_readiness() {
+                    let body = format!(r#"{{"status":"ready","state":"{shared}"}}"#);
+                    json_response(StatusCode::OK, body)
                 } else {
-                    let body = serde_json::json!({"status": "unavailable", "issuers_without_keys": missing});
+                    let body = serde_json::json!({"status": "unavailable", "issuers_without_keys": missing, "state": shared});
                     json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
                 }
             }
@@ -175,7 +177,9 @@ impl App {
             Decision::Allow(None) => return self.deny(DenyReason::MissingToken, None),
             Decision::Deny(d) => return self.deny(d.reason, d.retry_after),
         };
-        let ticket = state.tickets.issue(verified).await;
+        let Ok(ticket) = state.tickets.issue(verified).await else {
+            return self.deny(DenyReason::StateUnavailable, None);
+        };
         self.metrics.tickets_issued.increment(1);
         let body = serde_json::json!({"ticket": ticket, "expires_in": state.tickets.ttl_secs});
         json_response(StatusCode::OK, body.to_string())

@@ -2,7 +2,10 @@
 //! limits, tickets, assertion signer, TLS): after parsing, the only place config errors arise.
 //! Rebuilt as a whole on reload.
 
+use std::sync::Arc;
+
 use gatepass_identity::AssertionSigner;
+use gatepass_service::state::{OnUnavailable, RedisState};
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
@@ -22,6 +25,9 @@ pub struct State {
     pub tickets: Tickets,
     pub assertion: Option<(AssertionSigner, std::time::Duration)>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The Redis client when `[state] backend = "redis"`: one per process, kept across
+    /// reloads that leave `[state]` unchanged.
+    pub shared: Option<Arc<RedisState>>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -38,6 +44,16 @@ impl Drop for State {
 impl State {
     /// Loads every key and certificate the config names. Must run inside a Tokio runtime.
     pub fn build(config: Config, metrics: &Metrics) -> Result<State, ConfigError> {
+        State::build_after(config, metrics, None)
+    }
+
+    /// [`State::build`] for a reload: keeps `previous`'s Redis client when `[state]` is the
+    /// same, so a process never holds two connections for one server.
+    pub fn build_after(
+        config: Config,
+        metrics: &Metrics,
+        previous: Option<&State>,
+    ) -> Result<State, ConfigError> {
         // Rules and token sources first: they need no files, so their errors come first.
         let rules = Rules::compile(&config.rules, config.default_rule.policy, &config.paths)?;
         let sources = token::parse_sources(&config.tokens.sources)
@@ -65,10 +81,38 @@ impl State {
             )?),
             None => None,
         };
+        let shared = match previous {
+            Some(p) if p.config.state == config.state => p.shared.clone(),
+            _ if config.state.is_redis() => Some(RedisState::start(
+                &config.state,
+                &config.base_dir,
+                metrics.state.clone(),
+            )?),
+            _ => None,
+        };
+        let (limits, tickets) = match &shared {
+            Some(r) => (
+                Limits::redis(
+                    &config.rate_limit,
+                    r.clone(),
+                    metrics.state_fallbacks.clone(),
+                ),
+                Tickets::redis(&config.tickets, r.clone()),
+            ),
+            None => {
+                // In process: always available.
+                gatepass_service::state::StateObserver::up(&*metrics.state, true);
+                (
+                    Limits::new(&config.rate_limit),
+                    Tickets::new(&config.tickets),
+                )
+            }
+        };
         Ok(State {
             rules,
-            limits: Limits::new(&config.rate_limit),
-            tickets: Tickets::new(&config.tickets),
+            limits,
+            tickets,
+            shared,
             sources,
             verifier,
             assertion,
@@ -96,6 +140,21 @@ impl State {
                 app.load().limits.upkeep();
             }
         }));
+    }
+
+    /// `"ok"`, or `"unavailable"` while Redis does not answer.
+    pub fn state_status(&self) -> &'static str {
+        match &self.shared {
+            Some(r) if !r.is_up() => "unavailable",
+            _ => "ok",
+        }
+    }
+
+    /// Does the state make `/readyz` fail? Only when limits refuse without Redis.
+    pub fn state_blocks_readiness(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|r| !r.is_up() && r.on_unavailable() == OnUnavailable::Deny)
     }
 
     /// Issuers without usable keys.

@@ -40,6 +40,44 @@ impl Verified {
         }
     }
 
+    /// The form shared state stores (a ticket in Redis): the five encoded header values and
+    /// `exp`, as JSON. Never the token.
+    pub fn to_stored(&self) -> String {
+        let h: Vec<&str> = self
+            .headers
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default())
+            .collect();
+        serde_json::json!({"exp": self.exp, "h": h}).to_string()
+    }
+
+    /// Reads [`Verified::to_stored`] back; `None` for anything it did not write (the values
+    /// must decode and re-encode to themselves, and `X-User-Expires` must equal `exp`).
+    pub fn from_stored(text: &[u8]) -> Option<Verified> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Stored {
+            exp: u64,
+            h: [String; 5],
+        }
+        let s: Stored = serde_json::from_slice(text).ok()?;
+        let ok = |i: usize| gatepass_identity::decode_value(&s.h[i]).ok();
+        let identity = Identity {
+            id: ok(0)?,
+            username: ok(1)?,
+            role: ok(2)?,
+            permissions: gatepass_identity::decode_list(&s.h[3]).ok()?,
+            expires: (!s.h[4].is_empty()).then_some(s.exp),
+        };
+        let v = Verified::new(identity, s.exp);
+        let same = v
+            .headers
+            .iter()
+            .zip(&s.h)
+            .all(|(a, b)| a.as_bytes() == b.as_bytes());
+        (same && !s.h[0].is_empty()).then_some(v)
+    }
+
     /// The encoded `X-User-Role` value.
     pub fn role(&self) -> &[u8] {
         self.headers[2].as_bytes()

@@ -427,7 +427,10 @@ async fn health_ready_metrics_endpoints() {
     let g = s.get("/healthz").await;
     assert_eq!((g.status, g.body.as_str()), (200, r#"{"status":"ok"}"#));
     let g = s.get("/readyz").await;
-    assert_eq!((g.status, g.body.as_str()), (200, r#"{"status":"ready"}"#));
+    assert_eq!(
+        (g.status, g.body.as_str()),
+        (200, r#"{"status":"ready","state":"ok"}"#)
+    );
     validate(&s, Fwd::get("/x").bearer(&user("u1", "admin"))).await;
     validate(&s, Fwd::get("/x")).await;
     let m = s.get("/metrics").await;

@@ -2,12 +2,14 @@
 //! config file loading and its one-line errors ([`config`]), tracing setup
 //! ([`init_tracing`]), the runtime and shutdown signal ([`runtime`], [`shutdown_signal`]),
 //! background tasks aborted with their owner ([`Tasks`]), and the HTTP accept loop with a
-//! bounded graceful drain ([`server::Server`]).
+//! bounded graceful drain ([`server::Server`]), and the `[state]` table with its Redis client
+//! ([`state`]).
 
 pub mod config;
 mod logging;
 mod runtime;
 pub mod server;
+pub mod state;
 mod tasks;
 
 pub use config::{ConfigError, Dur};

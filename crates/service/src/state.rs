@@ -1,0 +1,603 @@
+//! Shared state between replicas: the `[state]` config table and a small Redis client.
+//!
+//! One [`RedisState`] per process holds one `ConnectionManager` (it reconnects by itself, with
+//! backoff). Every call is bounded by `command_timeout`; a call made while the server is known
+//! to be down fails at once, without a round trip, and a background probe notices when it is
+//! back. Errors are counted through a [`StateObserver`] and logged once per transition
+//! (up → down, down → up), never per failure. Credentials never reach a log line or an error:
+//! errors are described by kind only.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, RedisError};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{resolve, ConfigError, Dur};
+
+/// Where shared state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In-process (one replica).
+    #[default]
+    Memory,
+    /// Redis, shared between replicas.
+    Redis,
+    /// Anything else; refused by [`StateConfig::validate`] with a line naming the key.
+    #[serde(other, skip_serializing)]
+    Unknown,
+}
+
+/// What a limit does while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnavailable {
+    /// The in-process limiter decides.
+    #[default]
+    Local,
+    /// 503 `temporarily_unavailable`.
+    Deny,
+    #[serde(other, skip_serializing)]
+    Unknown,
+}
+
+/// The `[state]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub backend: Backend,
+    /// `redis://` or `rediss://` (TLS). Printed with its credentials redacted.
+    #[serde(serialize_with = "redacted_url")]
+    pub url: String,
+    /// Environment variable holding the password (else the URL's credentials).
+    pub password_env: Option<String>,
+    /// Root CA for a `rediss://` server (else the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// Every key starts with it.
+    pub key_prefix: String,
+    /// Longest wait for one Redis call.
+    pub command_timeout: Dur,
+    pub on_unavailable: OnUnavailable,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            backend: Backend::Memory,
+            url: "redis://127.0.0.1:6379/0".into(),
+            password_env: None,
+            ca_file: None,
+            key_prefix: "gatepass:".into(),
+            command_timeout: Dur(Duration::from_millis(100)),
+            on_unavailable: OnUnavailable::Local,
+        }
+    }
+}
+
+/// The URL with any user/password replaced, for printing.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://<redacted>@{host}"),
+            None => url.to_string(),
+        },
+        None => "<redacted>".into(),
+    }
+}
+
+fn redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
+impl StateConfig {
+    pub fn is_redis(&self) -> bool {
+        self.backend == Backend::Redis
+    }
+
+    fn tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+    }
+
+    /// Checks the table; errors are one line naming the key, and never quote the URL (it may
+    /// carry a password).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.backend == Backend::Unknown {
+            return Err(ConfigError::new(
+                "state.backend",
+                "must be `memory` or `redis`",
+            ));
+        }
+        if self.on_unavailable == OnUnavailable::Unknown {
+            return Err(ConfigError::new(
+                "state.on_unavailable",
+                "must be `local` or `deny`",
+            ));
+        }
+        let url_ok = (self.url.starts_with("redis://") || self.tls())
+            && self.url.as_str().into_connection_info().is_ok();
+        if !url_ok {
+            return Err(ConfigError::new(
+                "state.url",
+                "must be a URL like redis://127.0.0.1:6379/0 (rediss:// for TLS)",
+            ));
+        }
+        if self.ca_file.is_some() && !self.tls() {
+            return Err(ConfigError::new(
+                "state.ca_file",
+                "only applies with a rediss:// url",
+            ));
+        }
+        if let Some(name) = &self.password_env {
+            if name.is_empty() {
+                return Err(ConfigError::new(
+                    "state.password_env",
+                    "must name an environment variable",
+                ));
+            }
+        }
+        if self.key_prefix.is_empty() || !self.key_prefix.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::new(
+                "state.key_prefix",
+                "must be non-empty visible ASCII, like `gatepass:`",
+            ));
+        }
+        let t = self.command_timeout.0;
+        if t < Duration::from_millis(1) || t > Duration::from_secs(10) {
+            return Err(ConfigError::new(
+                "state.command_timeout",
+                "must be between 1ms and 10s",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Receives the client's measurements, so each service names its own metrics.
+pub trait StateObserver: Send + Sync + 'static {
+    /// The server went up (`true`) or down.
+    fn up(&self, up: bool);
+    /// A call `op` failed (timeout included).
+    fn error(&self, op: &'static str);
+    /// A call `op` took `secs`.
+    fn seconds(&self, op: &'static str, secs: f64);
+}
+
+/// An observer that drops everything (tests, tools).
+pub struct NoObserver;
+
+impl StateObserver for NoObserver {
+    fn up(&self, _: bool) {}
+    fn error(&self, _: &'static str) {}
+    fn seconds(&self, _: &'static str, _: f64) {}
+}
+
+/// Why a call gave no answer. Descriptions never carry a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// Known to be down: not attempted.
+    #[error("shared state is unavailable")]
+    Unavailable,
+    #[error("shared state call timed out")]
+    Timeout,
+    #[error("shared state call failed: {0}")]
+    Failed(&'static str),
+}
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// How often the probe pings while the server is up, and while it is down.
+const PROBE_UP: Duration = Duration::from_secs(1);
+const PROBE_DOWN: Duration = Duration::from_millis(250);
+
+/// The Redis client of one process.
+pub struct RedisState {
+    manager: ConnectionManager,
+    timeout: Duration,
+    probe_timeout: Duration,
+    prefix: String,
+    on_unavailable: OnUnavailable,
+    status: AtomicU8,
+    observer: Arc<dyn StateObserver>,
+}
+
+/// What went wrong, by kind only: a Redis error's text may quote the connection info.
+fn describe(e: &RedisError) -> &'static str {
+    let code = e.code().unwrap_or("");
+    if e.is_timeout() {
+        "timed out"
+    } else if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
+    {
+        "authentication failed"
+    } else if e.is_connection_refusal() {
+        "connection refused"
+    } else if e.is_connection_dropped() {
+        "connection dropped"
+    } else if e.is_io_error() {
+        "I/O error"
+    } else if e.kind() == redis::ErrorKind::InvalidClientConfig {
+        "invalid client configuration"
+    } else if matches!(
+        e.kind(),
+        redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+    ) {
+        "unexpected reply"
+    } else {
+        "server error"
+    }
+}
+
+/// Errors that say the server (not one command) is unusable.
+fn is_outage(e: &RedisError) -> bool {
+    e.is_timeout()
+        || e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "LOADING"))
+}
+
+impl RedisState {
+    /// Builds the client and starts its probe; never waits for the server (the connection is
+    /// made in the background). Must run inside a Tokio runtime. Errors name the key.
+    pub fn start(
+        c: &StateConfig,
+        base_dir: &Path,
+        observer: Arc<dyn StateObserver>,
+    ) -> Result<Arc<RedisState>, ConfigError> {
+        let bad_url = || {
+            ConfigError::new(
+                "state.url",
+                "must be a URL like redis://127.0.0.1:6379/0 (rediss:// for TLS)",
+            )
+        };
+        let mut info = c
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|_| bad_url())?;
+        if let Some(name) = &c.password_env {
+            let password = std::env::var(name).ok().filter(|p| !p.is_empty());
+            let Some(password) = password else {
+                return Err(ConfigError::new(
+                    "state.password_env",
+                    format!("environment variable {name} is not set or empty"),
+                ));
+            };
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = match &c.ca_file {
+            Some(ca) => {
+                let path = resolve(base_dir, ca);
+                let pem = std::fs::read(&path).map_err(|e| {
+                    ConfigError::new(
+                        "state.ca_file",
+                        format!("cannot read {}: {}", path.display(), e.kind()),
+                    )
+                })?;
+                redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+                .map_err(|_| {
+                    ConfigError::new("state.ca_file", "cannot use: no PEM certificate in it")
+                })?
+            }
+            None => redis::Client::open(info).map_err(|_| bad_url())?,
+        };
+        let timeout = c.command_timeout.0;
+        // Connecting (TLS included) may take longer than one command; the request path never
+        // waits for it: it only calls while the probe has seen the server up.
+        let probe_timeout = timeout.max(Duration::from_secs(1));
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(probe_timeout))
+            .set_response_timeout(None)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_number_of_retries(3);
+        let manager = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| ConfigError::new("state.url", describe(&e)))?;
+        let state = Arc::new(RedisState {
+            manager,
+            timeout,
+            probe_timeout,
+            prefix: c.key_prefix.clone(),
+            on_unavailable: c.on_unavailable,
+            status: AtomicU8::new(UNKNOWN),
+            observer,
+        });
+        state.observer.up(false);
+        tokio::spawn(probe(Arc::downgrade(&state)));
+        Ok(state)
+    }
+
+    /// Was the last call (or probe) answered? Cheap: one atomic load.
+    pub fn is_up(&self) -> bool {
+        self.status.load(Ordering::Relaxed) == UP
+    }
+
+    pub fn on_unavailable(&self) -> OnUnavailable {
+        self.on_unavailable
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `key_prefix` + `name`.
+    pub fn key(&self, name: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + name.len());
+        k.push_str(&self.prefix);
+        k.push_str(name);
+        k
+    }
+
+    /// Runs one call on the shared connection, bounded by `command_timeout`. Fails at once
+    /// while the server is known to be down.
+    pub async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StateError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.is_up() {
+            return Err(StateError::Unavailable);
+        }
+        self.timed(op, self.timeout, f).await
+    }
+
+    async fn timed<T, F, Fut>(
+        &self,
+        op: &'static str,
+        limit: Duration,
+        f: F,
+    ) -> Result<T, StateError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let start = Instant::now();
+        let result = tokio::time::timeout(limit, f(self.manager.clone())).await;
+        self.observer.seconds(op, start.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.observer.error(op);
+                let what = describe(&e);
+                if is_outage(&e) {
+                    self.set(false, what);
+                } else {
+                    tracing::debug!(op, error = what, "shared state call failed");
+                }
+                Err(StateError::Failed(what))
+            }
+            Err(_) => {
+                self.observer.error(op);
+                self.set(false, "timed out");
+                Err(StateError::Timeout)
+            }
+        }
+    }
+
+    /// One PING, attempted even while down; updates the status.
+    pub async fn ping(&self) -> bool {
+        let r = self
+            .timed("ping", self.probe_timeout, |mut c| async move {
+                redis::cmd("PING").query_async::<String>(&mut c).await
+            })
+            .await;
+        if r.is_ok() {
+            self.set(true, "");
+        }
+        r.is_ok()
+    }
+
+    /// Records a transition and logs it once.
+    fn set(&self, up: bool, why: &str) {
+        let new = if up { UP } else { DOWN };
+        let old = self.status.swap(new, Ordering::Relaxed);
+        if old == new {
+            return;
+        }
+        self.observer.up(up);
+        match (old, up) {
+            (UNKNOWN, true) => tracing::info!("shared state (redis) connected"),
+            (_, true) => tracing::info!("shared state (redis) available again"),
+            (UNKNOWN, false) => tracing::warn!(
+                error = why,
+                on_unavailable = ?self.on_unavailable,
+                "shared state (redis) unavailable at start; retrying in the background"
+            ),
+            (_, false) => tracing::warn!(
+                error = why,
+                on_unavailable = ?self.on_unavailable,
+                "shared state (redis) unavailable"
+            ),
+        }
+    }
+}
+
+/// Pings until the client is dropped: often while down, so recovery is seen quickly.
+async fn probe(this: Weak<RedisState>) {
+    loop {
+        let Some(state) = this.upgrade() else { return };
+        let up = state.ping().await;
+        if !up {
+            state.set(false, "no answer to PING");
+        }
+        drop(state);
+        tokio::time::sleep(if up { PROBE_UP } else { PROBE_DOWN }).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<StateConfig, ConfigError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(default)]
+            state: StateConfig,
+        }
+        let f: File = crate::config::from_toml(text)?;
+        f.state.validate()?;
+        Ok(f.state)
+    }
+
+    fn err(text: &str) -> String {
+        parse(&format!("[state]\n{text}\n"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_and_errors_name_the_key() {
+        let c = parse("").unwrap();
+        assert_eq!(c, StateConfig::default());
+        assert!(!c.is_redis());
+        let c = parse("[state]\nbackend = \"redis\"\non_unavailable = \"deny\"\ncommand_timeout = \"250ms\"\n").unwrap();
+        assert!(c.is_redis());
+        assert_eq!(c.on_unavailable, OnUnavailable::Deny);
+        assert_eq!(
+            err("backend = \"etcd\""),
+            "config error: state.backend: must be `memory` or `redis`"
+        );
+        assert_eq!(
+            err("on_unavailable = \"allow\""),
+            "config error: state.on_unavailable: must be `local` or `deny`"
+        );
+        let url = "config error: state.url: must be a URL like redis://127.0.0.1:6379/0 (rediss:// for TLS)";
+        assert_eq!(err("url = \"http://x:s3cret@h/0\""), url);
+        assert_eq!(err("url = \"redis://\""), url);
+        assert!(!err("url = \"http://x:s3cret@h/0\"").contains("s3cret"));
+        assert_eq!(
+            err("ca_file = \"ca.pem\""),
+            "config error: state.ca_file: only applies with a rediss:// url"
+        );
+        assert_eq!(
+            err("key_prefix = \"\""),
+            "config error: state.key_prefix: must be non-empty visible ASCII, like `gatepass:`"
+        );
+        assert_eq!(
+            err("command_timeout = \"0ms\""),
+            "config error: state.command_timeout: must be between 1ms and 10s"
+        );
+        assert_eq!(
+            err("command_timeout = \"1m\""),
+            "config error: state.command_timeout: must be between 1ms and 10s"
+        );
+    }
+
+    #[test]
+    fn printed_url_has_no_credentials() {
+        let c = StateConfig {
+            url: "rediss://user:s3cret@redis.internal:6380/1".into(),
+            ..StateConfig::default()
+        };
+        let text = toml::to_string(&c).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("rediss://<redacted>@redis.internal:6380/1"),
+            "{text}"
+        );
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+    }
+
+    #[tokio::test]
+    async fn missing_password_env_names_the_key() {
+        let c = StateConfig {
+            backend: Backend::Redis,
+            password_env: Some("GATEPASS_STATE_TEST_UNSET_PASSWORD".into()),
+            ..StateConfig::default()
+        };
+        let e = RedisState::start(&c, Path::new("."), Arc::new(NoObserver))
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "config error: state.password_env: environment variable GATEPASS_STATE_TEST_UNSET_PASSWORD is not set or empty"
+        );
+    }
+
+    async fn wait_up(s: &RedisState, up: bool) {
+        gatepass_testkit::wait_for(Duration::from_secs(10), "redis status", || async {
+            s.is_up() == up
+        })
+        .await;
+    }
+
+    /// Up once the probe answers; a stopped server is down at the next call, and a call then
+    /// fails at once; a restarted one (same port) is up again without a new client.
+    #[tokio::test]
+    async fn follows_the_server_down_and_up_again() {
+        let mut redis = gatepass_testkit::RedisServer::start();
+        let c = StateConfig {
+            backend: Backend::Redis,
+            url: redis.url(),
+            ..StateConfig::default()
+        };
+        let s = RedisState::start(&c, Path::new("."), Arc::new(NoObserver)).unwrap();
+        wait_up(&s, true).await;
+        let set = |k: String| {
+            move |mut c: ConnectionManager| async move {
+                redis::cmd("SET")
+                    .arg(k)
+                    .arg("1")
+                    .query_async::<()>(&mut c)
+                    .await
+            }
+        };
+        s.call("test", set(s.key("k"))).await.unwrap();
+        redis.stop();
+        wait_up(&s, false).await;
+        let start = Instant::now();
+        assert_eq!(
+            s.call("test", set(s.key("k"))).await,
+            Err(StateError::Unavailable)
+        );
+        assert!(start.elapsed() < Duration::from_millis(20));
+        redis.restart();
+        wait_up(&s, true).await;
+        s.call("test", set(s.key("k"))).await.unwrap();
+    }
+
+    /// A wrong password or no server at all: the client starts, stays down, never panics.
+    #[tokio::test]
+    async fn wrong_password_or_no_server_is_down_not_an_error() {
+        let redis = gatepass_testkit::RedisServer::start_with(Some("right-password"));
+        let port = gatepass_testkit::free_port();
+        for url in [
+            format!("redis://:wrong-password@127.0.0.1:{}/0", redis.port()),
+            format!("redis://127.0.0.1:{port}/0"),
+        ] {
+            let c = StateConfig {
+                backend: Backend::Redis,
+                url,
+                ..StateConfig::default()
+            };
+            let s = RedisState::start(&c, Path::new("."), Arc::new(NoObserver)).unwrap();
+            assert!(!s.ping().await);
+            assert!(!s.is_up());
+        }
+        let c = StateConfig {
+            backend: Backend::Redis,
+            url: format!("redis://:right-password@127.0.0.1:{}/0", redis.port()),
+            ..StateConfig::default()
+        };
+        let s = RedisState::start(&c, Path::new("."), Arc::new(NoObserver)).unwrap();
+        wait_up(&s, true).await;
+    }
+}
