@@ -53,13 +53,7 @@ async fn tickets_bought_from_one_replica_work_on_the_other() {
         let (r, _) = stack.ws_raw(&path, Some("jwt-auth"), &[]).await;
         assert_eq!(r.err(), Some(401), "second use");
         // A third auth call per ticket, so round robin sends the next first use elsewhere.
-        let r = client()
-            .get(stack.url("/api/v1/mcps"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(api_status(&stack, &admin).await, 200);
     }
     let redeemed = |text: &str| metric(text, r#"gatepass_tickets_total{event="redeemed"}"#);
     let on_first = redeemed(&stack.replica_metrics(0).await);
@@ -91,16 +85,16 @@ async fn tickets_bought_from_one_replica_work_on_the_other() {
     assert_eq!(opened, 1, "one ticket, one socket");
 }
 
+/// `GET /api/v1/mcps` through Traefik with `bearer`: its status.
+async fn api_status(stack: &Stack, bearer: &str) -> u16 {
+    let r = client().get(stack.url("/api/v1/mcps")).bearer_auth(bearer);
+    r.send().await.unwrap().status().as_u16()
+}
+
 /// How many garbage tokens get 401 before the first 429, through Traefik.
 async fn failures_before_429(stack: &Stack) -> usize {
     for n in 0..20 {
-        let r = client()
-            .get(stack.url("/api/v1/mcps"))
-            .bearer_auth("x.y.z")
-            .send()
-            .await
-            .unwrap();
-        match r.status().as_u16() {
+        match api_status(stack, "x.y.z").await {
             401 => continue,
             429 => return n,
             other => panic!("unexpected {other}"),
@@ -138,21 +132,23 @@ async fn redis_restart_needs_no_replica_restart() {
             .status()
             .as_u16()
     };
+    let buys = |status: u16, what: &'static str, secs: u64| {
+        let buy = &buy;
+        async move {
+            wait_for(Duration::from_secs(secs), what, || async {
+                buy().await == status
+            })
+            .await
+        }
+    };
     assert_eq!(buy().await, 200);
     redis.stop();
-    wait_for(
-        Duration::from_secs(10),
-        "tickets 503 while Redis is down",
-        || async { buy().await == 503 },
-    )
-    .await;
-    let r = client()
-        .get(stack.url("/api/v1/mcps"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "bearer requests fall back to local limits");
+    buys(503, "tickets 503 while Redis is down", 10).await;
+    assert_eq!(
+        api_status(&stack, &admin).await,
+        200,
+        "bearer requests fall back to local limits"
+    );
     // Each replica notices by itself (a failed call, or its next PING within a second).
     for i in 0..2 {
         let url = format!("https://{}/readyz", stack.gatepass_addrs[i]);
@@ -169,12 +165,7 @@ async fn redis_restart_needs_no_replica_restart() {
         .await;
     }
     redis.restart();
-    wait_for(
-        Duration::from_secs(15),
-        "tickets again once Redis is back",
-        || async { buy().await == 200 },
-    )
-    .await;
+    buys(200, "tickets again once Redis is back", 15).await;
     for name in &GATEPASS_REPLICAS[..2] {
         let pid = stack.procs[name].child.id();
         assert!(
