@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use gatepass_service::state::RedisState;
 use gatepass_service::Tasks;
 use tokio::sync::watch;
 
@@ -18,6 +19,8 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
+    /// The Redis client when `[state] backend = "redis"` (per-user connection leases).
+    pub shared: Option<Arc<RedisState>>,
     /// Each WebSocket task holds a receiver; shutdown waits until all are dropped
     /// (`closed()`). The app itself holds none, so with no socket the wait ends at once.
     pub(crate) ws_tasks: watch::Sender<()>,
@@ -38,12 +41,24 @@ impl App {
         ));
         let registry = Arc::new(Registry::new(&config.mcps, hub.clone(), metrics.clone()));
         let auth = Arc::new(Auth::new(&config)?);
+        let shared = if config.state.is_redis() {
+            Some(RedisState::start(
+                &config.state,
+                &config.base_dir,
+                metrics.state.clone(),
+            )?)
+        } else {
+            // In process: always available.
+            gatepass_service::state::StateObserver::up(&*metrics.state, true);
+            None
+        };
         let (ws_tasks, _) = watch::channel(());
         let app = Arc::new(App {
             hub,
             registry,
             auth,
             metrics,
+            shared,
             ws_tasks,
             tasks: Tasks::new(),
             config,

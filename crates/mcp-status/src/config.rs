@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use gatepass_service::config::{ConfigError, Dur};
+pub use gatepass_service::state::{Backend, OnUnavailable, StateConfig};
 
 /// Every section is optional; what is left out takes its default.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -19,6 +20,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The MCP servers whose health is polled and broadcast.
     pub mcps: Vec<McpConfig>,
+    /// Shared state, the same table as gatepass's: with `backend = "redis"`,
+    /// `limits.max_connections_per_user` counts the user's sockets on every replica.
+    #[serde(default)]
+    pub state: StateConfig,
     /// Directory relative paths resolve against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -32,6 +37,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             mcps: Vec::new(),
+            state: StateConfig::default(),
             base_dir: PathBuf::new(),
         }
     }
@@ -202,6 +208,7 @@ impl gatepass_service::config::ConfigFile for Config {
                 return Err(ConfigError::new(k, "must be at least 10ms"));
             }
         }
+        self.state.validate()?;
         let mut names = std::collections::HashSet::new();
         for (i, m) in self.mcps.iter().enumerate() {
             let key = |k: &str| format!("mcps[{i}].{k}");
@@ -290,6 +297,37 @@ mod tests {
             e.starts_with("config error: allowed_rolez (line 2): unknown field `allowed_rolez`"),
             "{e}"
         );
+    }
+
+    /// `[state]` is gatepass's table: bad values are one line naming the key.
+    #[test]
+    fn state_errors_name_the_key() {
+        let c = Config::parse("[state]\nbackend = \"redis\"\non_unavailable = \"deny\"\n").unwrap();
+        assert!(c.state.is_redis());
+        assert_eq!(c.state.on_unavailable, OnUnavailable::Deny);
+        assert!(!Config::parse("").unwrap().state.is_redis());
+        let err = |t: &str| {
+            Config::parse(&format!("[state]\n{t}\n"))
+                .unwrap_err()
+                .to_string()
+        };
+        for (text, want) in [
+            ("backend = \"etcd\"", "config error: state.backend: must be `memory` or `redis`"),
+            ("on_unavailable = \"open\"", "config error: state.on_unavailable: must be `local` or `deny`"),
+            ("url = \"localhost:6379\"", "config error: state.url: must be a URL like redis://127.0.0.1:6379/0 (rediss:// for TLS)"),
+            ("key_prefix = \"\"", "config error: state.key_prefix: must be non-empty visible ASCII, like `gatepass:`"),
+            ("command_timeout = \"0ms\"", "config error: state.command_timeout: must be between 1ms and 10s"),
+        ] {
+            let e = err(text);
+            assert_eq!(e, want, "{text}");
+            assert!(!e.contains('\n'));
+        }
+        let e = err("key_prefixx = \"a\"");
+        assert!(
+            e.contains("unknown field `key_prefixx`") && !e.contains('\n'),
+            "{e}"
+        );
+        assert!(!err("url = \"http://u:s3cret@h/0\"").contains("s3cret"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod broadcast;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod leases;
 pub mod metrics;
 pub mod server;
 pub mod ws;
@@ -61,5 +62,21 @@ mod tests {
         );
         assert_eq!(redact_url("http://h/health"), "http://h/health");
         assert_eq!(redact_url("http://h?k=v"), "http://h?<redacted>");
+    }
+
+    #[test]
+    fn check_config_prints_state_without_credentials() {
+        let c = crate::Config::parse(
+            "[state]\nbackend = \"redis\"\nurl = \"redis://user:s3cret@redis.internal:6379/0\"\n",
+        )
+        .unwrap();
+        let out = super::check_config(&c).unwrap();
+        assert!(!out.contains("s3cret"), "{out}");
+        assert!(out.contains("[state]"), "{out}");
+        assert!(out.contains("backend = \"redis\""), "{out}");
+        assert!(
+            out.contains("url = \"redis://<redacted>@redis.internal:6379/0\""),
+            "{out}"
+        );
     }
 }

@@ -1,8 +1,12 @@
 //! mcp-status metrics: connections by role, messages sent/dropped, closes by code, health
-//! check results and circuit states. One recorder per instance.
+//! check results, circuit states and the shared state (Redis) client. One recorder per
+//! instance.
 
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+
+/// The Redis calls mcp-status makes: the `op` label of `mcp_status_state_errors_total`.
+pub const STATE_OPS: &[&str] = &["ping", "conn_acquire", "conn_renew", "conn_release"];
 
 const META: Metadata<'static> =
     Metadata::new("mcp_status", Level::INFO, Some("mcp_status::metrics"));
@@ -11,6 +15,28 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     pub sent: Counter,
     pub dropped: Counter,
+    pub state: std::sync::Arc<StateMetrics>,
+}
+
+/// `mcp_status_state_up` and `mcp_status_state_errors_total{op}`: what the shared Redis
+/// client reports.
+pub struct StateMetrics {
+    up: Gauge,
+    errors: Vec<Counter>,
+}
+
+impl gatepass_service::state::StateObserver for StateMetrics {
+    fn up(&self, up: bool) {
+        self.up.set(if up { 1.0 } else { 0.0 });
+    }
+
+    fn error(&self, op: &'static str) {
+        if let Some(i) = STATE_OPS.iter().position(|o| *o == op) {
+            self.errors[i].increment(1);
+        }
+    }
+
+    fn seconds(&self, _op: &'static str, _secs: f64) {}
 }
 
 impl Default for Metrics {
@@ -30,10 +56,26 @@ impl Metrics {
             &Key::from_static_name("mcp_status_messages_dropped_total"),
             &META,
         );
+        let state = std::sync::Arc::new(StateMetrics {
+            up: recorder.register_gauge(&Key::from_static_name("mcp_status_state_up"), &META),
+            errors: STATE_OPS
+                .iter()
+                .map(|op| {
+                    recorder.register_counter(
+                        &Key::from_parts(
+                            "mcp_status_state_errors_total",
+                            vec![Label::new("op", *op)],
+                        ),
+                        &META,
+                    )
+                })
+                .collect(),
+        });
         Metrics {
             recorder,
             sent,
             dropped,
+            state,
         }
     }
 

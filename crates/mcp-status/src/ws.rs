@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, watch};
 use crate::app::App;
 use crate::auth::User;
 use crate::broadcast::{close, text, CloseReason, Refused};
+use crate::leases::Lease;
+use gatepass_service::state::OnUnavailable;
 
 /// Who, from where: for the audit log.
 #[derive(Debug, Clone, Default)]
@@ -45,13 +47,18 @@ pub async fn serve(
             let view = user.view;
             let first =
                 move || text(&json!({"type": "initial_status", "mcps": registry.snapshot(view)}));
-            match app
-                .hub
-                .admit(&user.identity.id, &user.identity.role, user.view, first)
-            {
-                Ok(reg) => return connection(app, ws, user, reg, audit).await,
-                Err(Refused::Capacity) => close::CAPACITY,
-                Err(Refused::UserLimit) => close::USER_LIMIT,
+            match lease(&app, &user.identity.id).await {
+                Err(reason) => reason,
+                Ok(lease) => {
+                    match app
+                        .hub
+                        .admit(&user.identity.id, &user.identity.role, user.view, first)
+                    {
+                        Ok(reg) => return connection(app, ws, user, reg, lease, audit).await,
+                        Err(Refused::Capacity) => close::CAPACITY,
+                        Err(Refused::UserLimit) => close::USER_LIMIT,
+                    }
+                }
             }
         }
         Err(reason) => reason,
@@ -61,6 +68,23 @@ pub async fn serve(
         origin = %audit.origin, client_ip = %audit.client_ip, "websocket refused");
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.send(frame(refused))).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+}
+
+/// With `[state] backend = "redis"`: the user's lease, counted on every replica (4008 at the
+/// limit). Redis unreachable: `local` leaves the decision to the hub's per-replica count (the
+/// lease is added once Redis answers again), `deny` refuses with 1013.
+async fn lease(app: &App, user: &str) -> Result<Option<Lease>, CloseReason> {
+    let Some(redis) = &app.shared else {
+        return Ok(None);
+    };
+    match Lease::acquire(redis, user, app.config.limits.max_connections_per_user).await {
+        Ok(Some(lease)) => Ok(Some(lease)),
+        Ok(None) => Err(close::USER_LIMIT),
+        Err(_) => match redis.on_unavailable() {
+            OnUnavailable::Deny => Err(close::CAPACITY),
+            _ => Ok(Some(Lease::pending(redis, user))),
+        },
+    }
 }
 
 /// Fixed-window message counter.
@@ -155,6 +179,8 @@ async fn connection(
     ws: HyperWebsocketStream,
     user: User,
     reg: crate::broadcast::Registration,
+    // Held while the socket lives; released when it ends.
+    _lease: Option<Lease>,
     audit: Audit,
 ) {
     let crate::broadcast::Registration {
