@@ -2,6 +2,7 @@
 //! share counters) and registers handles up front: the hot path increments a handle, it never
 //! looks a metric up by name.
 
+pub use gatepass_service::state::StateMetrics;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
@@ -37,33 +38,10 @@ pub struct Metrics {
     pub conn_h2: Counter,
     pub conn_http11: Counter,
     pub conn_tls_other: Counter,
+    /// What the shared Redis client reports.
+    pub state: std::sync::Arc<StateMetrics>,
     /// Decisions the in-process limiter made because Redis was unavailable.
     pub state_fallbacks: Counter,
-    pub state: std::sync::Arc<StateMetrics>,
-}
-
-/// `gatepass_state_up`, `gatepass_state_errors_total{op}`, `gatepass_state_seconds`: what the
-/// shared Redis client reports.
-pub struct StateMetrics {
-    up: Gauge,
-    errors: Vec<Counter>,
-    seconds: Histogram,
-}
-
-impl gatepass_service::state::StateObserver for StateMetrics {
-    fn up(&self, up: bool) {
-        self.up.set(if up { 1.0 } else { 0.0 });
-    }
-
-    fn error(&self, op: &'static str) {
-        if let Some(i) = STATE_OPS.iter().position(|o| *o == op) {
-            self.errors[i].increment(1);
-        }
-    }
-
-    fn seconds(&self, _op: &'static str, secs: f64) {
-        self.seconds.record(secs);
-    }
 }
 
 impl Default for Metrics {
@@ -182,14 +160,15 @@ impl Metrics {
                 vec![Label::new("transport", t)],
             )
         };
-        let state = std::sync::Arc::new(StateMetrics {
-            up: recorder.register_gauge(&Key::from_static_name("gatepass_state_up"), &META),
-            errors: STATE_OPS
+        let state = std::sync::Arc::new(StateMetrics::new(
+            recorder.register_gauge(&Key::from_static_name("gatepass_state_up"), &META),
+            STATE_OPS,
+            STATE_OPS
                 .iter()
                 .map(|op| counter("gatepass_state_errors_total", vec![Label::new("op", *op)]))
                 .collect(),
-            seconds: recorder.register_histogram(&Key::from_static_name(STATE_SECONDS), &META),
-        });
+            Some(recorder.register_histogram(&Key::from_static_name(STATE_SECONDS), &META)),
+        ));
         Metrics {
             state_fallbacks: counter("gatepass_state_fallbacks_total", vec![]),
             state,

@@ -2,6 +2,7 @@
 //! check results, circuit states and the shared state (Redis) client. One recorder per
 //! instance.
 
+pub use gatepass_service::state::StateMetrics;
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
@@ -16,27 +17,6 @@ pub struct Metrics {
     pub sent: Counter,
     pub dropped: Counter,
     pub state: std::sync::Arc<StateMetrics>,
-}
-
-/// `mcp_status_state_up` and `mcp_status_state_errors_total{op}`: what the shared Redis
-/// client reports.
-pub struct StateMetrics {
-    up: Gauge,
-    errors: Vec<Counter>,
-}
-
-impl gatepass_service::state::StateObserver for StateMetrics {
-    fn up(&self, up: bool) {
-        self.up.set(if up { 1.0 } else { 0.0 });
-    }
-
-    fn error(&self, op: &'static str) {
-        if let Some(i) = STATE_OPS.iter().position(|o| *o == op) {
-            self.errors[i].increment(1);
-        }
-    }
-
-    fn seconds(&self, _op: &'static str, _secs: f64) {}
 }
 
 impl Default for Metrics {
@@ -56,21 +36,16 @@ impl Metrics {
             &Key::from_static_name("mcp_status_messages_dropped_total"),
             &META,
         );
-        let state = std::sync::Arc::new(StateMetrics {
-            up: recorder.register_gauge(&Key::from_static_name("mcp_status_state_up"), &META),
-            errors: STATE_OPS
-                .iter()
-                .map(|op| {
-                    recorder.register_counter(
-                        &Key::from_parts(
-                            "mcp_status_state_errors_total",
-                            vec![Label::new("op", *op)],
-                        ),
-                        &META,
-                    )
-                })
-                .collect(),
+        let errors = STATE_OPS.iter().map(|op| {
+            let key = Key::from_parts("mcp_status_state_errors_total", vec![Label::new("op", *op)]);
+            recorder.register_counter(&key, &META)
         });
+        let state = std::sync::Arc::new(StateMetrics::new(
+            recorder.register_gauge(&Key::from_static_name("mcp_status_state_up"), &META),
+            STATE_OPS,
+            errors.collect(),
+            None,
+        ));
         Metrics {
             recorder,
             sent,

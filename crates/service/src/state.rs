@@ -167,6 +167,56 @@ pub trait StateObserver: Send + Sync + 'static {
     fn seconds(&self, op: &'static str, secs: f64);
 }
 
+/// The observer both services use: an up gauge, one error counter per known `op` (in the order
+/// of `ops`; an unknown op is not counted), and an optional call-time histogram. Each service
+/// registers its own metric names and hands the handles over.
+pub struct StateMetrics {
+    up: metrics::Gauge,
+    ops: &'static [&'static str],
+    errors: Vec<metrics::Counter>,
+    seconds: Option<metrics::Histogram>,
+}
+
+impl StateMetrics {
+    /// `errors[i]` counts failures of `ops[i]`.
+    pub fn new(
+        up: metrics::Gauge,
+        ops: &'static [&'static str],
+        errors: Vec<metrics::Counter>,
+        seconds: Option<metrics::Histogram>,
+    ) -> StateMetrics {
+        StateMetrics {
+            up,
+            ops,
+            errors,
+            seconds,
+        }
+    }
+}
+
+impl StateObserver for StateMetrics {
+    fn up(&self, up: bool) {
+        self.up.set(if up { 1.0 } else { 0.0 });
+    }
+
+    fn error(&self, op: &'static str) {
+        if let Some(c) = self
+            .ops
+            .iter()
+            .position(|o| *o == op)
+            .and_then(|i| self.errors.get(i))
+        {
+            c.increment(1);
+        }
+    }
+
+    fn seconds(&self, _op: &'static str, secs: f64) {
+        if let Some(h) = &self.seconds {
+            h.record(secs);
+        }
+    }
+}
+
 /// An observer that drops everything (tests, tools).
 pub struct NoObserver;
 
