@@ -22,8 +22,14 @@ use crate::verified::Verified;
 /// Most client IPs whose failure budget is remembered at once.
 const MAX_FAILING_IPS: u64 = 100_000;
 
+/// The GCRA emission interval of a limit: `per / rate` (at least 1 µs, which every
+/// implementation here can represent).
+fn interval(l: &LimitConfig) -> Duration {
+    (l.per.0 / l.rate.max(1)).max(Duration::from_micros(1))
+}
+
 fn quota(l: &LimitConfig) -> Quota {
-    let period = (l.per.0 / l.rate.max(1)).max(Duration::from_nanos(1));
+    let period = interval(l);
     let burst = NonZeroU32::new(l.burst.max(1)).unwrap_or(NonZeroU32::MIN);
     Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
@@ -69,7 +75,7 @@ struct FailureBudget {
 
 impl FailureBudget {
     fn new(l: &LimitConfig) -> FailureBudget {
-        let interval = (l.per.0 / l.rate.max(1)).max(Duration::from_nanos(1));
+        let interval = interval(l);
         let burst = l.burst.max(1);
         FailureBudget {
             interval,
@@ -237,8 +243,7 @@ struct Gcra {
 
 impl Gcra {
     fn new(l: &LimitConfig) -> Gcra {
-        let interval = (l.per.0 / l.rate.max(1)).max(Duration::from_micros(1));
-        let interval = interval.as_micros().min(u64::MAX as u128) as u64;
+        let interval = interval(l).as_micros().min(u64::MAX as u128) as u64;
         Gcra {
             interval,
             tolerance: interval.saturating_mul(u64::from(l.burst.max(1) - 1)),
@@ -403,38 +408,34 @@ impl Limits {
     /// without spending; one round trip in Redis (only on paths that would verify a token or
     /// answer a failure: a cached token never asks).
     pub async fn ip_blocked(&self, ip: Option<IpAddr>) -> Result<Option<u64>, Unavailable> {
-        let Some(ip) = ip else { return Ok(None) };
-        if let Some(s) = &self.shared {
-            let Some(g) = s.ip_failures else {
-                return Ok(None);
-            };
-            match s
-                .run("ip_budget", vec![(s.ip_key(ip), g, Mode::Look)])
-                .await
-            {
-                Ok(w) => return Ok(w.first().filter(|w| **w > 0).map(|w| wait_secs(*w))),
-                Err(_) => self.fallback(s)?,
-            }
+        match ip {
+            Some(ip) => self.ip_budget(ip, Mode::Look).await,
+            None => Ok(None),
         }
-        Ok(self.local.ip_blocked(ip))
     }
 
     /// Counts a 400/401 for this IP; `Some(retry)` when the budget was already spent (a
     /// concurrent request spent it first): answer 429.
     pub async fn record_failure(&self, ip: IpAddr) -> Result<Option<u64>, Unavailable> {
+        self.ip_budget(ip, Mode::Spend).await
+    }
+
+    /// The failure budget of `ip`, looked at or spent: in Redis when shared (the process
+    /// decides when Redis doesn't answer and the config allows it), else in process.
+    async fn ip_budget(&self, ip: IpAddr, mode: Mode) -> Result<Option<u64>, Unavailable> {
         if let Some(s) = &self.shared {
             let Some(g) = s.ip_failures else {
                 return Ok(None);
             };
-            match s
-                .run("ip_budget", vec![(s.ip_key(ip), g, Mode::Spend)])
-                .await
-            {
+            match s.run("ip_budget", vec![(s.ip_key(ip), g, mode)]).await {
                 Ok(w) => return Ok(w.first().filter(|w| **w > 0).map(|w| wait_secs(*w))),
                 Err(_) => self.fallback(s)?,
             }
         }
-        Ok(self.local.record_failure(ip))
+        Ok(match mode {
+            Mode::Look => self.local.ip_blocked(ip),
+            Mode::Spend => self.local.record_failure(ip),
+        })
     }
 
     /// Drops in-process limiter state for keys that are back to a full budget.
