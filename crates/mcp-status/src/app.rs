@@ -19,7 +19,8 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
-    /// The Redis client when `[state] backend = "redis"` (per-user connection leases).
+    /// The Redis client when `[state] backend = "redis"` (per-user connection leases, MCP
+    /// state).
     pub shared: Option<Arc<RedisState>>,
     /// Each WebSocket task holds a receiver; shutdown waits until all are dropped
     /// (`closed()`). The app itself holds none, so with no socket the wait ends at once.
@@ -39,7 +40,6 @@ impl App {
             l.send_queue,
             metrics.clone(),
         ));
-        let registry = Arc::new(Registry::new(&config.mcps, hub.clone(), metrics.clone()));
         let auth = Arc::new(Auth::new(&config)?);
         let shared = if config.state.is_redis() {
             Some(RedisState::start(
@@ -52,6 +52,12 @@ impl App {
             gatepass_service::state::StateObserver::up(&*metrics.state, true);
             None
         };
+        let registry = Arc::new(Registry::new(
+            &config.mcps,
+            hub.clone(),
+            metrics.clone(),
+            shared.clone(),
+        ));
         let (ws_tasks, _) = watch::channel(());
         let app = Arc::new(App {
             hub,
@@ -63,9 +69,7 @@ impl App {
             tasks: Tasks::new(),
             config,
         });
-        for i in 0..app.config.mcps.len() {
-            app.tasks.spawn(app.registry.clone().run_poller(i));
-        }
+        app.registry.start(&app.tasks);
         app.tasks.spawn(app.auth.clone().refresh_jwks());
         let (registry, hub, every) = (
             app.registry.clone(),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hyper_tungstenite::tungstenite::{Message, Utf8Bytes};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
@@ -54,21 +55,49 @@ impl CloseReason {
     }
 }
 
-/// A server → client event.
-#[derive(Debug, Clone)]
+/// An MCP's `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Active,
+    Inactive,
+}
+
+impl Status {
+    pub fn of(active: bool) -> Status {
+        if active {
+            Status::Active
+        } else {
+            Status::Inactive
+        }
+    }
+}
+
+/// A `health_event`'s `event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthKind {
+    CircuitOpen,
+    HalfOpen,
+    Recovery,
+}
+
+/// A server → client event. Serde gives its form in the shared event log (Redis); what
+/// clients see is [`Event::to_json`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     StatusChange {
         mcp_id: u32,
         mcp_name: String,
-        old_status: &'static str,
-        new_status: &'static str,
+        old_status: Status,
+        new_status: Status,
         reason: String,
         timestamp: String,
     },
     Health {
         mcp_id: u32,
         mcp_name: String,
-        event: &'static str,
+        event: HealthKind,
         message: String,
         timestamp: String,
     },
@@ -419,7 +448,7 @@ mod tests {
         let e = Event::Health {
             mcp_id: 1,
             mcp_name: "m".into(),
-            event: "recovery",
+            event: HealthKind::Recovery,
             message: "why".into(),
             timestamp: "t".into(),
         };
@@ -428,8 +457,8 @@ mod tests {
         let e = Event::StatusChange {
             mcp_id: 1,
             mcp_name: "m".into(),
-            old_status: "active",
-            new_status: "inactive",
+            old_status: Status::Active,
+            new_status: Status::Inactive,
             reason: "r".into(),
             timestamp: "t".into(),
         };

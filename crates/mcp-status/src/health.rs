@@ -1,132 +1,81 @@
-//! MCP health polling with a circuit breaker and auto-disable (SPEC §4.4). One task per MCP,
-//! so checks of one MCP never overlap.
+//! MCP health (SPEC §4.4, §5): the registry every snapshot is served from and the pollers (one
+//! task per MCP, so checks of one MCP never overlap).
+//!
+//! In process, the registry is the state. With `[state] backend = "redis"` the state lives in
+//! the cluster's log ([`McpLog`]): every change (a check's result on the replica holding the
+//! poller lease, a manual change on any replica) is committed there, and every replica's
+//! follower applies the log to its registry and broadcasts each change to its own sockets, in
+//! the log's order. While Redis is away, sockets keep the last known state; the follower
+//! reloads and tells them what changed once it is back.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
-use tokio::sync::Notify;
+use gatepass_service::state::{RedisState, StateError};
+use gatepass_service::Tasks;
+use serde_json::Value;
+use tokio::sync::{watch, Notify};
 
 use crate::broadcast::{Event, Hub, View};
 use crate::config::McpConfig;
+use crate::mcp::{now_rfc3339, Circuit, Mcp, McpState};
+use crate::mcp_log::{Entry, McpLog, Snapshot};
 use crate::metrics::Metrics;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Circuit {
-    Closed,
-    Open,
-    HalfOpen,
+/// How long a follower's read waits for a change before asking again.
+const READ_BLOCK: Duration = Duration::from_secs(1);
+/// Between attempts while Redis is unreachable.
+const RETRY: Duration = Duration::from_millis(250);
+/// The poller lease lasts the shortest `interval` within these bounds (its holder renews it
+/// three times per lease): a dead holder is replaced within 2 × interval, and within 40 s
+/// whatever the interval.
+const MIN_LEASE: Duration = Duration::from_millis(300);
+const MAX_LEASE: Duration = Duration::from_secs(30);
+/// How long an API change waits to see its own write come back through the log.
+const READ_YOUR_WRITE: Duration = Duration::from_secs(1);
+
+/// Why a manual change did not happen.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChangeError {
+    NotFound,
+    /// The shared state could not be reached.
+    Unavailable,
 }
 
-impl Circuit {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Circuit::Closed => "CLOSED",
-            Circuit::Open => "OPEN",
-            Circuit::HalfOpen => "HALF_OPEN",
-        }
-    }
-}
-
-/// One MCP's state.
-#[derive(Debug, Clone)]
-pub struct Mcp {
-    pub id: u32,
-    pub cfg: McpConfig,
-    pub active: bool,
-    pub circuit: Circuit,
-    /// `None` until the first check.
-    pub healthy: Option<bool>,
-    pub last_check: Option<SystemTime>,
-    failures: u32,
-    cycles: u32,
-    pub manual: bool,
-}
-
-fn status(active: bool) -> &'static str {
-    if active {
-        "active"
-    } else {
-        "inactive"
-    }
-}
-
-impl Mcp {
-    pub fn to_json(&self, view: View) -> Value {
-        let mut v = json!({
-            "id": self.id,
-            "name": self.cfg.name,
-            "status": status(self.active),
-            "last_health_check": self.last_check.map(rfc3339),
-            "health_status": match self.healthy { Some(true) => "healthy", Some(false) => "unhealthy", None => "unknown" },
-        });
-        if view == View::Full {
-            v["circuit_state"] = self.circuit.as_str().into();
-        }
-        v
-    }
-}
-
-/// `2026-01-26T10:30:00Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-pub fn now_rfc3339() -> String {
-    rfc3339(SystemTime::now())
-}
-
-/// All MCPs and their pollers' wake-ups.
+/// All MCPs, their pollers' wake-ups, and (with Redis) the log they share.
 pub struct Registry {
     mcps: Mutex<Vec<Mcp>>,
     wake: Vec<Notify>,
     hub: Arc<Hub>,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
+    log: Option<McpLog>,
+    /// Does this replica poll? Always in process; the lease holder's with Redis.
+    polling: AtomicBool,
+    /// Bumped after each change the follower applies.
+    applied: watch::Sender<()>,
+    /// Set on shutdown: the lease holder stops and gives its lease up.
+    stop: watch::Sender<bool>,
+    /// The lease task holds a receiver; `stop_polling` waits until it is gone.
+    lease_task: watch::Sender<()>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub struct NotFound;
-
 impl Registry {
-    pub fn new(cfgs: &[McpConfig], hub: Arc<Hub>, metrics: Arc<Metrics>) -> Registry {
+    /// The registry of `cfgs`; `shared` puts their state in the cluster's log.
+    pub fn new(
+        cfgs: &[McpConfig],
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        shared: Option<Arc<RedisState>>,
+    ) -> Registry {
         let mcps: Vec<Mcp> = cfgs
             .iter()
             .enumerate()
-            .map(|(i, c)| Mcp {
-                id: i as u32 + 1,
-                cfg: c.clone(),
-                active: true,
-                circuit: Circuit::Closed,
-                healthy: None,
-                last_check: None,
-                failures: 0,
-                cycles: 0,
-                manual: false,
-            })
+            .map(|(i, c)| Mcp::new(i as u32 + 1, c.clone()))
             .collect();
         for m in &mcps {
-            metrics.circuit(&m.cfg.name, m.circuit.as_str());
+            metrics.circuit(&m.cfg.name, m.state.circuit.as_str());
         }
         Registry {
             wake: mcps.iter().map(|_| Notify::new()).collect(),
@@ -137,6 +86,27 @@ impl Registry {
                 .build()
                 .unwrap_or_default(),
             metrics,
+            log: shared.map(McpLog::new),
+            polling: AtomicBool::new(false),
+            applied: watch::channel(()).0,
+            stop: watch::channel(false).0,
+            lease_task: watch::channel(()).0,
+        }
+    }
+
+    /// Starts the pollers (in process), or the follower and the lease (Redis), on `tasks`.
+    pub fn start(self: &Arc<Self>, tasks: &Tasks) {
+        if self.wake.is_empty() {
+            return;
+        }
+        if self.log.is_some() {
+            tasks.spawn(self.clone().follow());
+            tasks.spawn(self.clone().lead());
+        } else {
+            self.set_polling(true);
+            for i in 0..self.wake.len() {
+                tasks.spawn(self.clone().run_poller(i));
+            }
         }
     }
 
@@ -152,56 +122,115 @@ impl Registry {
         self.lock().iter().find(|m| m.cfg.name == name).cloned()
     }
 
+    fn index(&self, name: &str) -> Option<usize> {
+        self.lock().iter().position(|m| m.cfg.name == name)
+    }
+
+    /// Does this replica poll MCP health?
+    pub fn is_polling(&self) -> bool {
+        self.polling.load(Ordering::Relaxed)
+    }
+
+    fn set_polling(&self, on: bool) {
+        self.polling.store(on, Ordering::Relaxed);
+        self.metrics.poller.set(if on { 1.0 } else { 0.0 });
+    }
+
     pub fn system_metrics(&self) -> Event {
         let mcps = self.lock();
         Event::SystemMetrics {
-            active_mcps: mcps.iter().filter(|m| m.active).count(),
+            active_mcps: mcps.iter().filter(|m| m.state.active).count(),
             total_mcps: mcps.len(),
-            circuit_breakers_open: mcps.iter().filter(|m| m.circuit == Circuit::Open).count(),
+            circuit_breakers_open: mcps
+                .iter()
+                .filter(|m| m.state.circuit == Circuit::Open)
+                .count(),
             timestamp: now_rfc3339(),
         }
     }
 
-    /// Manual enable/disable. A manual disable sticks and stops polling; enable resets the
-    /// breaker and resumes polling. Returns the MCP's new state.
-    pub fn set_manual(&self, name: &str, enable: bool, by: &str) -> Result<Mcp, NotFound> {
-        let (idx, event, snapshot) = {
-            let mut mcps = self.lock();
-            let (idx, m) = mcps
-                .iter_mut()
-                .enumerate()
-                .find(|(_, m)| m.cfg.name == name)
-                .ok_or(NotFound)?;
-            let old = status(m.active);
-            m.manual = !enable;
-            m.active = enable;
-            if enable {
-                m.circuit = Circuit::Closed;
-                m.failures = 0;
-                m.cycles = 0;
-            }
-            self.metrics.circuit(&m.cfg.name, m.circuit.as_str());
-            let reason = if enable {
-                format!("Manually enabled by {by}")
-            } else {
-                format!("Manually disabled by {by}")
-            };
-            let event = (old != status(m.active)).then(|| Event::StatusChange {
-                mcp_id: m.id,
-                mcp_name: m.cfg.name.clone(),
-                old_status: old,
-                new_status: status(m.active),
-                reason,
-                timestamp: now_rfc3339(),
-            });
-            (idx, event, m.clone())
-        };
-        if let Some(e) = event {
-            self.hub.publish(&e);
+    /// Tells this replica's sockets (and metrics, and the poller) about a change from
+    /// `before` to `after`. Called with the registry unlocked: the hub calls back into it.
+    fn announce(&self, idx: usize, before: &McpState, after: &Mcp, events: &[Event], wake: bool) {
+        let (b, a) = (before, &after.state);
+        if b.circuit != a.circuit {
+            self.metrics.circuit(&after.cfg.name, a.circuit.as_str());
+        }
+        for e in events {
+            self.hub.publish(e);
+        }
+        if (b.circuit, b.active) != (a.circuit, a.active) {
             self.hub.publish(&self.system_metrics());
         }
-        self.wake[idx].notify_one();
-        Ok(snapshot)
+        if wake {
+            self.wake[idx].notify_one();
+        }
+    }
+
+    /// Applies `f` to MCP `idx` where its state lives and returns the new state. With Redis,
+    /// `f` runs on the latest stored state and is run again when another write came first;
+    /// the follower announces the change.
+    async fn update(
+        &self,
+        idx: usize,
+        wake: bool,
+        f: impl Fn(&mut Mcp) -> Vec<Event>,
+    ) -> Result<Mcp, StateError> {
+        let Some(log) = &self.log else {
+            let (before, after, events) = {
+                let mut mcps = self.lock();
+                let before = mcps[idx].state.clone();
+                let events = f(&mut mcps[idx]);
+                (before, mcps[idx].clone(), events)
+            };
+            if !events.is_empty() || before != after.state {
+                self.announce(idx, &before, &after, &events, wake);
+            }
+            return Ok(after);
+        };
+        let mut m = self.lock()[idx].clone();
+        for _ in 0..5 {
+            let stored = log.load(&m.cfg.name).await?;
+            if let Some(s) = stored.state {
+                m.state = s;
+            }
+            let before = m.state.clone();
+            let events = f(&mut m);
+            if events.is_empty() && before == m.state {
+                return Ok(m);
+            }
+            let expected = stored.version.unwrap_or(m.version);
+            if let Some(v) = log
+                .commit(&m.cfg.name, expected, &m.state, &events, wake)
+                .await?
+            {
+                m.version = v;
+                return Ok(m);
+            }
+        }
+        Err(StateError::Failed("conflicting writes"))
+    }
+
+    /// Manual enable/disable by `by`; returns the MCP's new state. With Redis, the change is
+    /// on every replica, this one included, when it returns (or within a second).
+    pub async fn set_manual(&self, name: &str, enable: bool, by: &str) -> Result<Mcp, ChangeError> {
+        let idx = self.index(name).ok_or(ChangeError::NotFound)?;
+        let mut applied = self.applied.subscribe();
+        let m = self
+            .update(idx, true, |m| m.set_manual(enable, by))
+            .await
+            .map_err(|_| ChangeError::Unavailable)?;
+        if self.log.is_some() {
+            let seen = async {
+                while self.lock()[idx].version < m.version {
+                    if applied.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(READ_YOUR_WRITE, seen).await;
+        }
+        Ok(m)
     }
 
     async fn check(&self, url: &str, timeout: Duration) -> bool {
@@ -211,263 +240,204 @@ impl Registry {
         }
     }
 
-    /// Applies a check result; returns the events to broadcast.
-    fn apply(&self, idx: usize, ok: bool) -> Vec<Event> {
-        let mut mcps = self.lock();
-        let m = &mut mcps[idx];
-        let ts = now_rfc3339();
-        m.last_check = Some(SystemTime::now());
-        m.healthy = Some(ok);
-        let mut events = vec![Event::HealthCheck {
-            mcp_id: m.id,
-            mcp_name: m.cfg.name.clone(),
-            healthy: ok,
-            last_health_check: ts.clone(),
-        }];
-        let before = (m.circuit, m.active);
-        match (m.circuit, ok) {
-            (Circuit::Closed, true) => m.failures = 0,
-            (Circuit::Closed, false) => {
-                m.failures += 1;
-                if m.failures >= m.cfg.failure_threshold {
-                    open(m, &ts, &mut events);
-                }
-            }
-            (Circuit::HalfOpen, true) | (Circuit::Open, true) => {
-                m.circuit = Circuit::Closed;
-                m.failures = 0;
-                m.cycles = 0;
-                events.push(health(
-                    m,
-                    "recovery",
-                    "MCP recovered after circuit breaker timeout".into(),
-                    &ts,
-                ));
-                if !m.active && !m.manual {
-                    m.active = true;
-                    events.push(change(
-                        m,
-                        "inactive",
-                        "Recovered after health check".into(),
-                        &ts,
-                    ));
-                }
-            }
-            (Circuit::HalfOpen, false) | (Circuit::Open, false) => open(m, &ts, &mut events),
-        }
-        let changed = before != (m.circuit, m.active);
-        if changed {
-            self.metrics.circuit(&m.cfg.name, m.circuit.as_str());
-        }
-        drop(mcps);
-        if changed {
-            events.push(self.system_metrics());
-        }
-        events
-    }
-
-    /// Polls MCP `idx` forever.
+    /// Polls MCP `idx` until aborted.
     pub async fn run_poller(self: Arc<Self>, idx: usize) {
+        let mut m = self.lock()[idx].clone();
+        // A poller taking over from another replica keeps the cluster's rhythm.
+        if let Some(ms) = m
+            .state
+            .last_check_ms
+            .filter(|_| m.state.circuit == Circuit::Closed)
+        {
+            let next = UNIX_EPOCH + Duration::from_millis(ms) + m.cfg.interval.0;
+            if let Ok(wait) = next.duration_since(SystemTime::now()) {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.wake[idx].notified() => {}
+                }
+                m = self.lock()[idx].clone();
+            }
+        }
         loop {
-            let (manual, circuit, cfg) = {
-                let m = &self.lock()[idx];
-                (m.manual, m.circuit, m.cfg.clone())
-            };
-            if manual {
+            if m.state.manual {
                 self.wake[idx].notified().await;
+                m = self.lock()[idx].clone();
                 continue;
             }
-            if circuit == Circuit::Open {
+            if m.state.circuit == Circuit::Open {
                 // Wait out the recovery timeout, then probe half-open.
+                let recovery = m.cfg.recovery_timeout.0;
                 tokio::select! {
-                    _ = tokio::time::sleep(cfg.recovery_timeout.0) => {}
-                    _ = self.wake[idx].notified() => continue,
-                }
-                let event = {
-                    let mut mcps = self.lock();
-                    let m = &mut mcps[idx];
-                    if m.manual || m.circuit != Circuit::Open {
+                    _ = tokio::time::sleep(recovery) => {}
+                    _ = self.wake[idx].notified() => {
+                        m = self.lock()[idx].clone();
                         continue;
                     }
-                    m.circuit = Circuit::HalfOpen;
-                    self.metrics.circuit(&m.cfg.name, m.circuit.as_str());
-                    health(
-                        m,
-                        "half_open",
-                        "Circuit breaker half-open: probing".into(),
-                        &now_rfc3339(),
-                    )
-                };
-                self.hub.publish(&event);
+                }
+                match self.update(idx, false, Mcp::half_open).await {
+                    Ok(n) if n.state.circuit == Circuit::HalfOpen => m = n,
+                    Ok(n) => {
+                        m = n;
+                        continue;
+                    }
+                    Err(_) => {
+                        // The shared state is away: nothing can be recorded; try later.
+                        tokio::time::sleep(m.cfg.interval.0).await;
+                        m = self.lock()[idx].clone();
+                        continue;
+                    }
+                }
             }
-            let ok = self.check(&cfg.health_url, cfg.timeout.0).await;
-            self.metrics.health_check(&cfg.name, ok);
-            if self.lock()[idx].manual {
-                continue;
-            }
-            for e in self.apply(idx, ok) {
-                self.hub.publish(&e);
-            }
-            if self.lock()[idx].circuit == Circuit::Closed {
+            let ok = self.check(&m.cfg.health_url, m.cfg.timeout.0).await;
+            self.metrics.health_check(&m.cfg.name, ok);
+            let recorded = self
+                .update(idx, false, |m| m.record_check(ok, SystemTime::now()))
+                .await;
+            let open = matches!(&recorded, Ok(n) if n.state.circuit != Circuit::Closed);
+            if !open {
                 tokio::select! {
-                    _ = tokio::time::sleep(cfg.interval.0) => {}
+                    _ = tokio::time::sleep(m.cfg.interval.0) => {}
                     _ = self.wake[idx].notified() => {}
                 }
             }
+            m = match recorded {
+                Ok(n) if open => n,
+                _ => self.lock()[idx].clone(),
+            };
         }
     }
-}
 
-fn health(m: &Mcp, event: &'static str, message: String, ts: &str) -> Event {
-    Event::Health {
-        mcp_id: m.id,
-        mcp_name: m.cfg.name.clone(),
-        event,
-        message,
-        timestamp: ts.to_owned(),
-    }
-}
-
-fn change(m: &Mcp, old: &'static str, reason: String, ts: &str) -> Event {
-    Event::StatusChange {
-        mcp_id: m.id,
-        mcp_name: m.cfg.name.clone(),
-        old_status: old,
-        new_status: status(m.active),
-        reason,
-        timestamp: ts.to_owned(),
-    }
-}
-
-/// Enters OPEN: counts a cycle and auto-disables after `disable_after_cycles`.
-fn open(m: &mut Mcp, ts: &str, events: &mut Vec<Event>) {
-    m.circuit = Circuit::Open;
-    m.cycles += 1;
-    events.push(health(
-        m,
-        "circuit_open",
-        format!(
-            "Circuit breaker opened after {} consecutive failures",
-            m.failures.max(1)
-        ),
-        ts,
-    ));
-    if m.cycles >= m.cfg.disable_after_cycles && m.active {
-        m.active = false;
-        events.push(change(
-            m,
-            "active",
-            format!("Auto-disabled after {} failure cycles", m.cycles),
-            ts,
-        ));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Dur;
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_769_423_400)),
-            "2026-01-26T10:30:00Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
-    }
-
-    fn registry() -> Registry {
-        let metrics = Arc::new(Metrics::new());
-        let hub = Arc::new(Hub::new(10, 10, 10, metrics.clone()));
-        let cfg = McpConfig {
-            name: "m".into(),
-            health_url: "http://127.0.0.1:1/".into(),
-            interval: Dur::secs(1),
-            timeout: Dur::secs(1),
-            failure_threshold: 2,
-            recovery_timeout: Dur::secs(1),
-            disable_after_cycles: 2,
+    /// The follower (Redis): applies the cluster's log to this registry, in order, and
+    /// reloads the whole state at start, after Redis was away, or when it missed entries.
+    async fn follow(self: Arc<Self>) {
+        let Some(log) = &self.log else { return };
+        let conn = match log.reader() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot follow the shared MCP state");
+                return;
+            }
         };
-        Registry::new(&[cfg], hub, metrics)
-    }
-
-    fn kinds(events: &[Event]) -> Vec<String> {
-        events
-            .iter()
-            .map(|e| match e.to_json(View::Full) {
-                v if v["type"] == "health_event" => {
-                    format!("health:{}", v["event"].as_str().unwrap())
+        let mut after: Option<String> = None;
+        loop {
+            let Some(from) = after.clone() else {
+                match log.snapshot().await {
+                    Ok(s) => after = Some(self.reload(s)),
+                    Err(_) => tokio::time::sleep(RETRY).await,
                 }
-                v if v["type"] == "mcp_status_change" => {
-                    format!("status:{}", v["new_status"].as_str().unwrap())
+                continue;
+            };
+            match log.read(&conn, &from, READ_BLOCK).await {
+                Ok(entries) => {
+                    for e in entries {
+                        let id = e.id.clone();
+                        if !self.apply(e) {
+                            after = None;
+                            break;
+                        }
+                        after = Some(id);
+                    }
                 }
-                v => v["type"].as_str().unwrap().to_string(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn breaker_state_machine() {
-        let r = registry();
-        // Every check is reported, whatever the breaker does.
-        assert_eq!(kinds(&r.apply(0, false)), ["health_check"]);
-        assert_eq!(
-            kinds(&r.apply(0, false)),
-            ["health_check", "health:circuit_open", "system_metrics"]
-        );
-        assert_eq!(r.get("m").unwrap().circuit, Circuit::Open);
-        for (probe_ok, want, active) in [
-            // Half-open probe fails: second cycle, auto-disabled.
-            (
-                false,
-                [
-                    "health_check",
-                    "health:circuit_open",
-                    "status:inactive",
-                    "system_metrics",
-                ],
-                false,
-            ),
-            // Probe succeeds: recovery and back to active.
-            (
-                true,
-                [
-                    "health_check",
-                    "health:recovery",
-                    "status:active",
-                    "system_metrics",
-                ],
-                true,
-            ),
-        ] {
-            r.lock()[0].circuit = Circuit::HalfOpen;
-            assert_eq!(kinds(&r.apply(0, probe_ok)), want);
-            assert_eq!(r.get("m").unwrap().active, active, "probe ok: {probe_ok}");
+                Err(_) => {
+                    after = None;
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
         }
-        let m = r.get("m").unwrap();
-        assert_eq!(m.circuit, Circuit::Closed);
-        let check = r.apply(0, true)[0].to_json(View::Redacted);
-        assert_eq!(check["type"], "health_check");
-        assert_eq!(check["mcp_name"], "m");
-        assert_eq!(check["health_status"], "healthy");
-        assert_eq!(
-            check["last_health_check"],
-            r.get("m").unwrap().to_json(View::Full)["last_health_check"]
-        );
     }
 
-    #[test]
-    fn manual_disable_sticks() {
-        let r = registry();
-        let m = r.set_manual("m", false, "alice").unwrap();
-        assert!(!m.active && m.manual);
-        assert_eq!(r.set_manual("nope", true, "alice").unwrap_err(), NotFound);
-        let m = r.set_manual("m", true, "alice").unwrap();
-        assert!(m.active && !m.manual);
+    /// Applies one logged change; false when it does not follow the version this replica has
+    /// (entries were missed, or Redis lost its data): the caller reloads.
+    fn apply(&self, e: Entry) -> bool {
+        let Some(idx) = self.index(&e.mcp) else {
+            // Not in this replica's config (a rolling config change): nothing to show.
+            return true;
+        };
+        let (before, after) = {
+            let mut mcps = self.lock();
+            let m = &mut mcps[idx];
+            if e.version != m.version + 1 {
+                return false;
+            }
+            let before = std::mem::replace(&mut m.state, e.state);
+            m.version = e.version;
+            (before, m.clone())
+        };
+        self.announce(idx, &before, &after, &e.events, e.wake);
+        self.applied.send_replace(());
+        true
+    }
+
+    /// Replaces every MCP's state with the snapshot's and tells sockets what changed; returns
+    /// the stream position to follow from. An MCP the snapshot lacks keeps its state and
+    /// version here (Redis lost it): the next write stores it again, from that version.
+    fn reload(&self, s: Snapshot) -> String {
+        for idx in 0..self.wake.len() {
+            let (before, after) = {
+                let mut mcps = self.lock();
+                let m = &mut mcps[idx];
+                let before = m.state.clone();
+                if let Some((state, version)) = s.states.get(&m.cfg.name) {
+                    m.state = state.clone();
+                    m.version = *version;
+                }
+                (before, m.clone())
+            };
+            if before != after.state {
+                let events = after.catch_up(&before);
+                let wake =
+                    before.manual != after.state.manual || before.circuit != after.state.circuit;
+                self.announce(idx, &before, &after, &events, wake);
+            }
+        }
+        self.applied.send_replace(());
+        s.last_id
+    }
+
+    /// The poller lease (Redis): while this replica holds it, it runs the pollers; it renews
+    /// it three times per lease, and gives it up on shutdown so another replica takes over at
+    /// once. A holder that dies stops renewing: another replica takes over when it lapses.
+    async fn lead(self: Arc<Self>) {
+        let Some(log) = &self.log else { return };
+        let _running = self.lease_task.subscribe();
+        let mut stop = self.stop.subscribe();
+        let shortest = self.lock().iter().map(|m| m.cfg.interval.0).min();
+        let lease = shortest.unwrap_or(MIN_LEASE).clamp(MIN_LEASE, MAX_LEASE);
+        let id = gatepass_service::state::random_id();
+        let mut pollers: Option<Tasks> = None;
+        while !*stop.borrow() {
+            let answer = log.hold(&id, lease).await;
+            let held = matches!(answer, Ok(true));
+            if held != pollers.is_some() {
+                if held {
+                    tracing::info!("this replica now polls MCP health for the cluster");
+                    let tasks = Tasks::new();
+                    for i in 0..self.wake.len() {
+                        tasks.spawn(self.clone().run_poller(i));
+                    }
+                    pollers = Some(tasks);
+                } else {
+                    tracing::info!("another replica polls MCP health");
+                    pollers = None;
+                }
+                self.set_polling(held);
+            }
+            // No answer (Redis away, or not connected yet): ask again soon.
+            let pause = if answer.is_err() { RETRY } else { lease / 3 };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        if pollers.take().is_some() {
+            self.set_polling(false);
+            let _ = log.release(&id).await;
+        }
+    }
+
+    /// Shutdown: stops polling and gives the lease up (bounded by a second).
+    pub async fn stop_polling(&self) {
+        self.stop.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.lease_task.closed()).await;
     }
 }

@@ -73,16 +73,7 @@ async fn run(
 fn ids(redis: &RedisState, user: &str) -> (String, String) {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user.as_bytes());
     let key = redis.key(&format!("conn:{}", hex(d.as_ref())));
-    let mut id = [0u8; 16];
-    // A failing system RNG is not expected; fall back on the time, still distinct per socket.
-    if aws_lc_rs::rand::fill(&mut id).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        id = t.to_le_bytes();
-    }
-    (key, hex(&id))
+    (key, gatepass_service::state::random_id())
 }
 
 impl Lease {

@@ -8,6 +8,8 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod leases;
+pub mod mcp;
+pub mod mcp_log;
 pub mod metrics;
 pub mod server;
 pub mod ws;

@@ -4,10 +4,22 @@
 
 pub use gatepass_service::state::StateMetrics;
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 /// The Redis calls mcp-status makes: the `op` label of `mcp_status_state_errors_total`.
-pub const STATE_OPS: &[&str] = &["ping", "conn_acquire", "conn_renew", "conn_release"];
+pub const STATE_OPS: &[&str] = &[
+    "ping",
+    "conn_acquire",
+    "conn_renew",
+    "conn_release",
+    "mcp_load",
+    "mcp_commit",
+    "mcp_snapshot",
+    "mcp_read",
+    "poller_lease",
+];
+
+const STATE_SECONDS: &str = "mcp_status_state_seconds";
 
 const META: Metadata<'static> =
     Metadata::new("mcp_status", Level::INFO, Some("mcp_status::metrics"));
@@ -17,6 +29,8 @@ pub struct Metrics {
     pub sent: Counter,
     pub dropped: Counter,
     pub state: std::sync::Arc<StateMetrics>,
+    /// 1 while this replica polls MCP health (always in process; the lease holder's with Redis).
+    pub poller: Gauge,
 }
 
 impl Default for Metrics {
@@ -27,7 +41,14 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let buckets = [
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+            1.0, 2.5,
+        ];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(STATE_SECONDS.into()), &buckets)
+            .map(PrometheusBuilder::build_recorder)
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let sent = recorder.register_counter(
             &Key::from_static_name("mcp_status_messages_sent_total"),
             &META,
@@ -44,13 +65,16 @@ impl Metrics {
             recorder.register_gauge(&Key::from_static_name("mcp_status_state_up"), &META),
             STATE_OPS,
             errors.collect(),
-            None,
+            Some(recorder.register_histogram(&Key::from_static_name(STATE_SECONDS), &META)),
         ));
+        let poller =
+            recorder.register_gauge(&Key::from_static_name("mcp_status_health_poller"), &META);
         Metrics {
             recorder,
             sent,
             dropped,
             state,
+            poller,
         }
     }
 

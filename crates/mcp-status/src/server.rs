@@ -19,7 +19,8 @@ use tokio::net::TcpListener;
 pub use crate::app::App;
 use crate::auth::{Denied, User};
 use crate::broadcast::{close, CloseReason, View};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, OnUnavailable};
+use crate::health::ChangeError;
 use crate::ws::{self, Audit};
 
 pub type Body = Full<Bytes>;
@@ -76,7 +77,7 @@ impl App {
                 Err(d) => Self::denied(d),
             },
             (&Method::POST, p) if p.starts_with("/api/v1/mcps/") => {
-                self.api_change(req.headers(), p)
+                self.api_change(req.headers(), p).await
             }
             (_, p) => match allowed_methods(p) {
                 Some(allow) => {
@@ -93,15 +94,25 @@ impl App {
         }
     }
 
-    /// 200 once the assertion keys (when required) are loaded, else 503 naming what is missing.
+    /// 200 once the assertion keys (when required) are loaded and, with `on_unavailable =
+    /// "deny"`, Redis answers; else 503 naming what is missing. Says whether the shared state
+    /// is reachable and whether this replica polls MCP health.
     fn readyz(&self) -> Response<Body> {
-        if self.auth.ready() {
-            json_response(StatusCode::OK, json!({"status": "ok"}))
+        let state_up = self.shared.as_ref().is_none_or(|r| r.is_up());
+        let deny = self.config.state.on_unavailable == OnUnavailable::Deny;
+        let mut body = json!({
+            "status": "ok",
+            "state": if state_up { "ok" } else { "unavailable" },
+            "poller": if self.registry.is_polling() { "active" } else { "standby" },
+        });
+        if !self.auth.ready() {
+            body["assertion_keys"] = "not loaded".into();
+        }
+        if self.auth.ready() && (state_up || !deny) {
+            json_response(StatusCode::OK, body)
         } else {
-            json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"status": "unavailable", "assertion_keys": "not loaded"}),
-            )
+            body["status"] = "unavailable".into();
+            json_response(StatusCode::SERVICE_UNAVAILABLE, body)
         }
     }
 
@@ -138,7 +149,7 @@ impl App {
         }
     }
 
-    fn api_change(&self, h: &HeaderMap, path: &str) -> Response<Body> {
+    async fn api_change(&self, h: &HeaderMap, path: &str) -> Response<Body> {
         let rest = &path["/api/v1/mcps/".len()..];
         let (name, enable) = match rest.rsplit_once('/') {
             Some((n, "enable")) => (n, true),
@@ -158,14 +169,19 @@ impl App {
         match self
             .registry
             .set_manual(name, enable, &user.identity.username)
+            .await
         {
             Ok(m) => {
                 tracing::info!(mcp = name, enable, by = %user.identity.id, "manual state change");
                 json_response(StatusCode::OK, m.to_json(user.view))
             }
-            Err(_) => json_response(
+            Err(ChangeError::NotFound) => json_response(
                 StatusCode::NOT_FOUND,
                 json!({"error": "not_found", "error_description": "no such MCP"}),
+            ),
+            Err(ChangeError::Unavailable) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "temporarily_unavailable", "error_description": "shared state is unavailable; retry"}),
             ),
         }
     }
@@ -273,6 +289,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
         .with_upgrades()
         .serve(listener, shutdown)
         .await;
+    // First, so another replica takes the health poller over while this one drains.
+    app.registry.stop_polling().await;
     app.hub.close_all(close::SHUTDOWN);
     draining.drain(DRAIN_TIMEOUT).await;
     // Wait for WebSocket tasks (each has sent its 1001 and seen the client's reply, or given

@@ -427,7 +427,7 @@ async fn not_ready_and_503_until_the_assertion_keys_load() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(
         body,
-        serde_json::json!({"status": "unavailable", "assertion_keys": "not loaded"})
+        serde_json::json!({"status": "unavailable", "assertion_keys": "not loaded", "state": "ok", "poller": "active"})
     );
     let admin = who("a", "admin").asserted(&signer, &s.host());
     let unavailable = serde_json::json!({"error": "temporarily_unavailable", "error_description": "assertion keys are not loaded yet"});

@@ -69,7 +69,7 @@ async fn full_and_redacted_views() {
     s.app.hub.publish(&Event::Health {
         mcp_id: 1,
         mcp_name: "oracle_mcp".into(),
-        event: "recovery",
+        event: mcp_status::broadcast::HealthKind::Recovery,
         message: "MCP recovered after circuit breaker timeout".into(),
         timestamp: "2026-01-26T10:30:00Z".into(),
     });
@@ -335,7 +335,7 @@ async fn slow_client_is_closed_and_never_delays_others() {
         s.app.hub.publish(&Event::Health {
             mcp_id: 1,
             mcp_name: "oracle_mcp".into(),
-            event: "half_open",
+            event: mcp_status::broadcast::HealthKind::HalfOpen,
             message: format!("{i} {big}"),
             timestamp: "t".into(),
         });

@@ -131,8 +131,10 @@ impl ServeArgs {
         crate::init_tracing(&log_env, self.log_format == LogFormat::Json);
         let addr = config.listen().clone();
         serve_blocking(&addr, |listener| {
+            // Registered now, before "listening" is logged: a signal right after it counts.
+            let signal = shutdown_signal();
             let shutdown = ShutdownSignal(Box::pin(async {
-                shutdown_signal().await;
+                signal.await;
                 tracing::info!("shutting down: finishing in-flight requests");
             }));
             run(listener, config, shutdown)

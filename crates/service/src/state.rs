@@ -157,6 +157,12 @@ impl StateConfig {
     }
 }
 
+/// 128 random bits in hex: an id that tells replicas, sockets and leases apart.
+pub fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Receives the client's measurements, so each service names its own metrics.
 pub trait StateObserver: Send + Sync + 'static {
     /// The server went up (`true`) or down.
@@ -249,6 +255,9 @@ const PROBE_DOWN: Duration = Duration::from_millis(250);
 /// The Redis client of one process.
 pub struct RedisState {
     manager: ConnectionManager,
+    /// For [`RedisState::blocking_connection`].
+    client: redis::Client,
+    manager_config: ConnectionManagerConfig,
     timeout: Duration,
     probe_timeout: Duration,
     prefix: String,
@@ -357,10 +366,12 @@ impl RedisState {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500))
             .set_number_of_retries(3);
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| ConfigError::new("state.url", describe(&e)))?;
         let state = Arc::new(RedisState {
             manager,
+            client,
+            manager_config: config,
             timeout,
             probe_timeout,
             prefix: c.key_prefix.clone(),
@@ -404,11 +415,26 @@ impl RedisState {
         if !self.is_up() {
             return Err(StateError::Unavailable);
         }
-        self.timed(op, self.timeout, f).await
+        self.timed(&self.manager, op, self.timeout, f).await
+    }
+
+    /// A second connection for blocking reads (`XREAD BLOCK`), which would otherwise stall
+    /// every command queued behind them on the shared one.
+    pub fn blocking_connection(self: &Arc<Self>) -> Result<BlockingConnection, StateError> {
+        let manager = ConnectionManager::new_lazy_with_config(
+            self.client.clone(),
+            self.manager_config.clone(),
+        )
+        .map_err(|e| StateError::Failed(describe(&e)))?;
+        Ok(BlockingConnection {
+            manager,
+            state: self.clone(),
+        })
     }
 
     async fn timed<T, F, Fut>(
         &self,
+        manager: &ConnectionManager,
         op: &'static str,
         limit: Duration,
         f: F,
@@ -418,7 +444,7 @@ impl RedisState {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let start = Instant::now();
-        let result = tokio::time::timeout(limit, f(self.manager.clone())).await;
+        let result = tokio::time::timeout(limit, f(manager.clone())).await;
         self.observer.seconds(op, start.elapsed().as_secs_f64());
         match result {
             Ok(Ok(v)) => Ok(v),
@@ -443,9 +469,12 @@ impl RedisState {
     /// One PING, attempted even while down; updates the status.
     pub async fn ping(&self) -> bool {
         let r = self
-            .timed("ping", self.probe_timeout, |mut c| async move {
-                redis::cmd("PING").query_async::<String>(&mut c).await
-            })
+            .timed(
+                &self.manager,
+                "ping",
+                self.probe_timeout,
+                |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await },
+            )
             .await;
         if r.is_ok() {
             self.set(true, "");
@@ -475,6 +504,35 @@ impl RedisState {
                 "shared state (redis) unavailable"
             ),
         }
+    }
+}
+
+/// A connection of its own for calls that block on the server (see
+/// [`RedisState::blocking_connection`]).
+pub struct BlockingConnection {
+    manager: ConnectionManager,
+    state: Arc<RedisState>,
+}
+
+impl BlockingConnection {
+    /// Like [`RedisState::call`], for a command that may block on the server for up to
+    /// `block`: bounded by `block` plus the probe's margin (at least 1 s), so an answer that
+    /// is merely late never marks the server down.
+    pub async fn call<T, F, Fut>(
+        &self,
+        op: &'static str,
+        block: Duration,
+        f: F,
+    ) -> Result<T, StateError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let s = &self.state;
+        if !s.is_up() {
+            return Err(StateError::Unavailable);
+        }
+        s.timed(&self.manager, op, block + s.probe_timeout, f).await
     }
 }
 
