@@ -10,15 +10,19 @@ TRAEFIK_STAMP := $(VENV)/.stamp-traefik-$(TRAEFIK_VERSION)-websockets-$(WEBSOCKE
 BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run stop test check contract bench wrk deps traefik chromium redis build release fmt lint clean
+.PHONY: run run-cluster stop test check contract bench wrk deps traefik chromium redis build release fmt lint clean
 
 run: traefik
 	./scripts/run.sh
 
+# `make run` with two replicas each of gatepass and mcp-status sharing one local redis-server.
+run-cluster: traefik redis
+	./scripts/run.sh cluster
+
 stop:
 	./scripts/run.sh stop
 
-# curl contract tests against the stack `make run` started.
+# curl contract tests against the stack `make run` (or `make run-cluster`) started.
 contract:
 	BASE=http://127.0.0.1:$${WEB_PORT:-8080} \
 	ADMIN_TOKEN=$$(target/release/gatepass mint --config run/gatepass.toml --issuer local --sub alice --role admin) \

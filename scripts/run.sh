@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: build, write dev keys/certs/configs into ./run (ignored by git) if absent, start
 # Traefik + gatepass + mcp-status + two demo MCPs (one flapping), print tokens and commands.
+# `make run-cluster` (`run.sh cluster`): the same with a redis-server and two replicas each of
+# gatepass and mcp-status sharing it (`[state] backend = "redis"`), Traefik balancing both pairs.
 # Ctrl-C stops everything this script started; `make stop` does the same from elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,11 @@ GATEPASS_PORT="${GATEPASS_PORT:-9091}"
 MCP_PORT="${MCP_STATUS_PORT:-9092}"
 DEMO1_PORT="${DEMO1_PORT:-7001}"
 DEMO2_PORT="${DEMO2_PORT:-7002}"
+# Cluster mode only: the second replicas, Traefik's `auth` entry point and redis-server.
+GATEPASS2_PORT="${GATEPASS2_PORT:-9093}"
+MCP2_PORT="${MCP_STATUS2_PORT:-9094}"
+AUTH_PORT="${AUTH_PORT:-8081}"
+REDIS_PORT="${REDIS_PORT:-6390}"
 WEB="127.0.0.1:$WEB_PORT"
 
 # True while $1 still runs the program $2 that this script started: an interrupted start can
@@ -46,9 +53,19 @@ stop_all() {
   rm -f "$PIDS"
 }
 
-if [ "${1:-}" = "stop" ]; then
-  stop_all
-  exit 0
+CLUSTER=""
+case "${1:-}" in
+  "") ;;
+  cluster) CLUSTER=1 ;;
+  stop) stop_all; exit 0 ;;
+  *) echo "usage: $0 [cluster|stop]" >&2; exit 2 ;;
+esac
+GATEPASS_PORTS=("$GATEPASS_PORT")
+MCP_PORTS=("$MCP_PORT")
+if [ -n "$CLUSTER" ]; then
+  GATEPASS_PORTS+=("$GATEPASS2_PORT")
+  MCP_PORTS+=("$MCP2_PORT")
+  command -v redis-server > /dev/null || { echo "redis-server is missing: run 'make run-cluster' (it installs it)" >&2; exit 1; }
 fi
 
 if [ -f "$PIDS" ]; then
@@ -148,8 +165,31 @@ recovery_timeout = "10s"
 disable_after_cycles = 3
 TOML
 
+# Cluster mode: both products share tickets, rate limits and connection counts on one Redis
+# (the same url and key_prefix), and Traefik's `auth` entry point load-balances the gatepass
+# replicas for forwardAuth (it takes one URL; the entry point trusts the X-Forwarded-* that
+# Traefik itself set), as the e2e harness (tests/src/lib.rs) does.
+CLUSTER_SED=()
+if [ -n "$CLUSTER" ]; then
+  for f in gatepass mcp-status; do
+    printf '\n[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s/0"\nkey_prefix = "gatepass:"\n' \
+      "$REDIS_PORT" >> "$RUN/$f.toml"
+  done
+  CLUSTER_SED=(
+    -e "s|^entryPoints:\$|&\n  auth:\n    address: \"127.0.0.1:$AUTH_PORT\"\n    forwardedHeaders:\n      trustedIPs: [\"127.0.0.1/32\"]|"
+    -e "s|\"https://{{GATEPASS_ADDR}}/validate\"|\"http://127.0.0.1:$AUTH_PORT/validate\"|"
+    -e "s|^\( *- url: \"https://\){{GATEPASS_ADDR}}\"\$|&\n\1127.0.0.1:$GATEPASS2_PORT\"|"
+    -e "s|^\( *- url: \"http://\){{MCP_STATUS_ADDR}}\"\$|&\n\1127.0.0.1:$MCP2_PORT\"|"
+  )
+  printf 'http:\n  routers:\n    gatepass-validate:\n      entryPoints: [auth]\n      rule: "PathPrefix(`/`)"\n      service: gatepass\n' \
+    > "$RUN/dynamic/gatepass-pool.yml"
+else
+  rm -f "$RUN/dynamic/gatepass-pool.yml"
+fi
+
 render() {
-  sed -e "s|{{WEB_ADDR}}|$WEB|g" \
+  sed "${CLUSTER_SED[@]}" \
+      -e "s|{{WEB_ADDR}}|$WEB|g" \
       -e "s|{{DYNAMIC_DIR}}|$PWD/$RUN/dynamic|g" \
       -e "s|{{ACCESS_LOG}}|$PWD/$RUN/logs/access.log|g" \
       -e "s|{{GATEPASS_ADDR}}|127.0.0.1:$GATEPASS_PORT|g" \
@@ -168,18 +208,33 @@ start() {
   echo "$! $name $1" >> "$PIDS"
 }
 trap 'echo; stop_all; exit 0' INT TERM
+if [ -n "$CLUSTER" ]; then
+  # In memory only; --set-proc-title no keeps its argv, which `make stop` checks.
+  start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    --dir "$RUN" --set-proc-title no
+fi
 start demo-oracle "$MS" demo-mcp --listen "127.0.0.1:$DEMO1_PORT"
 start demo-flaky "$MS" demo-mcp --listen "127.0.0.1:$DEMO2_PORT" --flap 20s
 start gatepass "$GP" serve --config "$RUN/gatepass.toml"
 start mcp-status "$MS" serve --config "$RUN/mcp-status.toml"
+if [ -n "$CLUSTER" ]; then
+  start gatepass-2 "$GP" serve --config "$RUN/gatepass.toml" --listen "127.0.0.1:$GATEPASS2_PORT"
+  start mcp-status-2 "$MS" serve --config "$RUN/mcp-status.toml" --listen "127.0.0.1:$MCP2_PORT"
+fi
 start traefik "$TRAEFIK" "--configFile=$PWD/$RUN/traefik.yml"
 
 # "Up" means every part is ready, not just listening: gatepass has its keys, mcp-status has
-# the assertion keys (fetched through Traefik), and Traefik routes to both.
+# the assertion keys (fetched through Traefik), Redis answers (cluster), and Traefik routes to both.
 ready_now() {
-  curl -fsS --cacert "$RUN/certs/ca.pem" "https://127.0.0.1:$GATEPASS_PORT/readyz" > /dev/null 2>&1 &&
-    curl -fsS "http://127.0.0.1:$MCP_PORT/readyz" > /dev/null 2>&1 &&
-    curl -fsS "http://$WEB/" > /dev/null 2>&1 &&
+  local p
+  for p in "${GATEPASS_PORTS[@]}"; do
+    curl -fsS --cacert "$RUN/certs/ca.pem" "https://127.0.0.1:$p/readyz" > /dev/null 2>&1 || return 1
+  done
+  for p in "${MCP_PORTS[@]}"; do
+    curl -fsS "http://127.0.0.1:$p/readyz" > /dev/null 2>&1 || return 1
+  done
+  [ -z "$CLUSTER" ] || redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping > /dev/null 2>&1 || return 1
+  curl -fsS "http://$WEB/" > /dev/null 2>&1 &&
     curl -fsS "http://$WEB/.well-known/jwks.json" > /dev/null 2>&1
 }
 ready=""
@@ -199,14 +254,22 @@ fi
 
 ADMIN=$("$GP" mint --config "$RUN/gatepass.toml" --issuer local --sub alice --username alice --role admin --permissions mcp:read,mcp:write --ttl 8h)
 VIEWER=$("$GP" mint --config "$RUN/gatepass.toml" --issuer local --sub bob --username bob --role viewer --permissions mcp:read --ttl 8h)
+# Replica lists for the message (one address each without `cluster`).
+GATEPASS_URLS=$(printf 'https://127.0.0.1:%s, ' "${GATEPASS_PORTS[@]}")
+MCP_URLS=$(printf 'http://127.0.0.1:%s, ' "${MCP_PORTS[@]}")
+CLUSTER_INFO=""
+if [ -n "$CLUSTER" ]; then
+  CLUSTER_INFO=$'\n'"  Redis        redis://127.0.0.1:$REDIS_PORT/0  (shared [state] of both pairs, in memory only)"
+  CLUSTER_INFO+=$'\n'"  forwardAuth  http://127.0.0.1:$AUTH_PORT  (Traefik's auth entry point, balancing the gatepass replicas)"
+fi
 
 cat <<MSG
 
 The stack is up and ready (logs in $RUN/logs/, configs in $RUN/):
   Traefik      http://$WEB   (routes /, /ws/mcp-status, /api/v1, /auth/tickets, /.well-known/jwks.json)
-  gatepass     https://127.0.0.1:$GATEPASS_PORT  (TLS, HTTP/2; CA $RUN/certs/ca.pem)
-  mcp-status   http://127.0.0.1:$MCP_PORT  (/readyz, /metrics)
-  demo MCPs    http://127.0.0.1:$DEMO1_PORT/health (steady), http://127.0.0.1:$DEMO2_PORT/health (flaps every 20s)
+  gatepass     ${GATEPASS_URLS%, }  (TLS, HTTP/2; CA $RUN/certs/ca.pem)
+  mcp-status   ${MCP_URLS%, }  (/readyz, /metrics)
+  demo MCPs    http://127.0.0.1:$DEMO1_PORT/health (steady), http://127.0.0.1:$DEMO2_PORT/health (flaps every 20s)$CLUSTER_INFO
 
 Admin token (alice, role admin, valid 8 h: the stream, the full view, enable/disable):
   $ADMIN

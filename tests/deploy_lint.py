@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Lints deploy/ (it can't run here: no Docker engine, no cluster) against traefik/ and the
 products themselves: YAML parses; compose services, labels, router and middleware names agree
-with traefik/dynamic.yml; Kubernetes CRDs and probes are wired; every shipped gatepass and
-mcp-status TOML config passes the binary's own `check-config`; every key they use is in
-README.md's configuration tables. Needs the debug binaries (`cargo build` first)."""
+with traefik/dynamic.yml; Kubernetes CRDs and probes are wired; both deployments run two
+replicas of gatepass and mcp-status sharing one Redis of their own ([state]); every shipped
+gatepass and mcp-status TOML config passes the binary's own `check-config`; every key they use
+is in README.md's configuration tables. Needs the debug binaries (`cargo build` first)."""
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -60,7 +62,36 @@ check("traefik/: access log drops query parameters", static["accessLog"]["fields
 
 # 2. docker-compose agrees with traefik/.
 compose = load_all(ROOT / "deploy" / "docker-compose.yml")[0]
-check("compose: services", set(compose["services"]) == {"traefik", "gatepass", "mcp-status"}, list(compose["services"]))
+services = compose["services"]
+check("compose: services", set(services) == {"traefik", "redis", "gatepass", "mcp-status"}, list(services))
+
+
+def is_redis(image):
+    return str(image).split(":")[0].split("/")[-1] in ("redis", "valkey")
+
+
+def no_persistence(argv):
+    """redis-server arguments that turn snapshots off (`--save ''`)."""
+    argv = argv.split() if isinstance(argv, str) else list(argv or [])
+    return any(a == "--save" and i + 1 < len(argv) and argv[i + 1] in ("", "''", '""') for i, a in enumerate(argv))
+
+
+redis_svc = services.get("redis", {})
+check("compose: redis is a Redis or Valkey image", is_redis(redis_svc.get("image", "")), redis_svc.get("image"))
+check("compose: redis runs with --save ''", no_persistence(redis_svc.get("command")), redis_svc.get("command"))
+for name in ("gatepass", "mcp-status"):
+    replicas = services.get(name, {}).get("deploy", {}).get("replicas")
+    check(f"compose: {name} runs 2 replicas", replicas == 2, replicas)
+    check(f"compose: {name} starts after redis", "redis" in services.get(name, {}).get("depends_on", []))
+# The config each product's container mounts, by the path it reads it from.
+COMPOSE_CONFIGS = {}
+for name in ("gatepass", "mcp-status"):
+    for volume in services.get(name, {}).get("volumes", []):
+        src, _, dest = volume.partition(":")
+        if dest.split(":")[0] == f"/etc/{name}/{name}.toml":
+            COMPOSE_CONFIGS[name] = (ROOT / "deploy" / src).resolve()
+check("compose: both products mount a shipped config", set(COMPOSE_CONFIGS) == {"gatepass", "mcp-status"}
+      and all(p.is_file() for p in COMPOSE_CONFIGS.values()), COMPOSE_CONFIGS)
 labels = {}
 for svc in compose["services"].values():
     for label in svc.get("labels", []):
@@ -105,6 +136,35 @@ check("k8s: gatepass readiness on /readyz", gp["readinessProbe"]["httpGet"]["pat
 check("k8s: gatepass liveness on /healthz", gp["livenessProbe"]["httpGet"]["path"] == "/healthz")
 ms = deployments["mcp-status"]["spec"]["template"]["spec"]["containers"][0]
 check("k8s: mcp-status probes on /healthz", ms["livenessProbe"]["httpGet"]["path"] == "/healthz")
+for name in ("gatepass", "mcp-status"):
+    replicas = deployments[name]["spec"].get("replicas", 1)
+    check(f"k8s: {name} runs at least 2 replicas", replicas >= 2, replicas)
+# Services in front of a Redis Deployment, by every name a pod of the namespace may use.
+redis_apps = {
+    d["spec"]["template"]["metadata"]["labels"].get("app")
+    for d in deployments.values()
+    if any(is_redis(c["image"]) for c in d["spec"]["template"]["spec"]["containers"])
+}
+K8S_REDIS_HOSTS = set()
+for d in docs:
+    if d["kind"] == "Service" and d["spec"].get("selector", {}).get("app") in redis_apps:
+        n, ns = d["metadata"]["name"], d["metadata"].get("namespace", "default")
+        K8S_REDIS_HOSTS |= {n, f"{n}.{ns}", f"{n}.{ns}.svc", f"{n}.{ns}.svc.cluster.local"}
+check("k8s: a Redis Deployment behind a Service", bool(K8S_REDIS_HOSTS))
+redis_deployments = [d for d in deployments.values() if d["spec"]["template"]["metadata"]["labels"].get("app") in redis_apps]
+check("k8s: Redis runs with --save ''", all(
+    no_persistence(c.get("args", []) + c.get("command", []))
+    for d in redis_deployments for c in d["spec"]["template"]["spec"]["containers"]))
+# The config each Deployment mounts from a ConfigMap: created from deploy/config/<subPath>.
+K8S_CONFIGS = {}
+for name in ("gatepass", "mcp-status"):
+    pod = deployments[name]["spec"]["template"]["spec"]
+    from_configmap = {v["name"] for v in pod["volumes"] if "configMap" in v}
+    for mount in pod["containers"][0]["volumeMounts"]:
+        if mount["name"] in from_configmap and mount.get("subPath", "").endswith(".toml"):
+            K8S_CONFIGS[name] = ROOT / "deploy" / "config" / mount["subPath"]
+check("k8s: both products mount a shipped config", set(K8S_CONFIGS) == {"gatepass", "mcp-status"}
+      and all(p.is_file() for p in K8S_CONFIGS.values()), K8S_CONFIGS)
 
 # 4. Every shipped config passes its binary's own `check-config`, and every key it uses is
 # documented in README.md's configuration tables.
@@ -175,6 +235,7 @@ def make_file(key, dest, tmp):
     return None
 
 
+EFFECTIVE = {}  # config path -> the effective config check-config printed
 for cfg in CONFIGS:
     name = cfg.relative_to(ROOT)
     product = "gatepass" if cfg.name.startswith("gatepass") else "mcp-status"
@@ -212,6 +273,25 @@ for cfg in CONFIGS:
         if effective is not None:
             missing = sorted(k for k in data if k not in effective)
             check(f"{name}: check-config prints the effective config", bool(effective) and not missing, missing)
+            EFFECTIVE[cfg.resolve()] = effective
+
+# 5. Both deployments share state on their own Redis: every config they ship names it, and
+# gatepass and mcp-status agree on url and key_prefix (defaults as check-config fills them in).
+COMPOSE_REDIS_HOSTS = {name for name, svc in services.items() if is_redis(svc.get("image", ""))}
+for deployment, configs, hosts in (("compose", COMPOSE_CONFIGS, COMPOSE_REDIS_HOSTS), ("k8s", K8S_CONFIGS, K8S_REDIS_HOSTS)):
+    states = {}
+    for product, cfg in configs.items():
+        state = EFFECTIVE.get(cfg.resolve(), {}).get("state", {})
+        states[product] = state
+        where = f"{deployment}: {cfg.relative_to(ROOT)}"
+        check(f"{where}: [state] backend is redis", state.get("backend") == "redis", state.get("backend"))
+        url = urlsplit(state.get("url", ""))
+        check(f"{where}: [state] url is the Redis service", url.scheme in ("redis", "rediss") and url.hostname in hosts,
+              f"{state.get('url')} vs {sorted(hosts)}")
+    for key in ("url", "key_prefix"):
+        values = {product: state.get(key) for product, state in states.items()}
+        check(f"{deployment}: gatepass and mcp-status share [state] {key}",
+              len(values) == 2 and len(set(values.values())) == 1 and None not in values.values(), values)
 
 README = (ROOT / "README.md").read_text()
 # Every identifier inside backticks in a table row of README.md: `listen`, `[tls]`,

@@ -74,11 +74,6 @@ impl Proc {
         Proc { name, child, log }
     }
 
-    /// `NAME serve --config DIR/NAME.toml --listen 127.0.0.1:0`.
-    fn serve(name: &'static str, dir: &Path) -> Proc {
-        Proc::serve_as(name, name, dir)
-    }
-
     /// `BIN serve --config DIR/BIN.toml --listen 127.0.0.1:0`, logged as `name`.
     fn serve_as(name: &'static str, binary: &str, dir: &Path) -> Proc {
         let config = dir.join(format!("{binary}.toml"));
@@ -141,6 +136,12 @@ pub struct Options {
     pub gatepass_replicas: usize,
     /// A `[state]` table for gatepass (e.g. the Redis backend), appended to its config.
     pub gatepass_state: Option<String>,
+    /// gatepass's `[rate_limit] per_user` burst (rate: one a minute); none by default.
+    pub per_user_burst: Option<u32>,
+    /// mcp-status replicas, load-balanced by Traefik (round robin).
+    pub mcp_status_replicas: usize,
+    /// Appended to mcp-status's config (e.g. `[state]` and `[limits]`).
+    pub mcp_status_extra: Option<String>,
 }
 
 impl Default for Options {
@@ -151,12 +152,17 @@ impl Default for Options {
             decoding_backend: false,
             gatepass_replicas: 1,
             gatepass_state: None,
+            per_user_burst: None,
+            mcp_status_replicas: 1,
+            mcp_status_extra: None,
         }
     }
 }
 
 /// Process names of the gatepass replicas (`procs` keys).
 pub const GATEPASS_REPLICAS: [&str; 3] = ["gatepass", "gatepass-2", "gatepass-3"];
+/// Process names of the mcp-status replicas (`procs` keys).
+pub const MCP_STATUS_REPLICAS: [&str; 3] = ["mcp-status", "mcp-status-2", "mcp-status-3"];
 
 /// The entry-point options that refuse ambiguous encoded characters.
 pub const ENCODED_CHARACTER_OPTIONS: [&str; 7] = [
@@ -181,6 +187,8 @@ pub struct Stack {
     /// Every replica's address (`gatepass_addr` is the first).
     pub gatepass_addrs: Vec<String>,
     pub mcp_addr: String,
+    /// Every mcp-status replica's address (`mcp_addr` is the first).
+    pub mcp_addrs: Vec<String>,
     pub ca_pem: String,
     /// The echo backend: answers with the request's path and headers as JSON, counts hits.
     pub echo: Stub,
@@ -251,6 +259,7 @@ allow_missing_origin = true
 
 [rate_limit]
 per_ip_failures = {{ rate = 1, per = "1m", burst = {burst} }}
+{per_user}
 
 [assertion]
 key_file = "assertion.pem"
@@ -258,6 +267,9 @@ key_file = "assertion.pem"
 {state}
 "#,
                 burst = opts.failure_burst,
+                per_user = opts.per_user_burst.map_or(String::new(), |b| format!(
+                    "per_user = {{ rate = 1, per = \"1m\", burst = {b} }}"
+                )),
                 rules = gatepass_testkit::SPEC_RULES,
                 state = opts.gatepass_state.as_deref().unwrap_or(""),
             ),
@@ -278,7 +290,10 @@ timeout = "500ms"
 failure_threshold = 1
 recovery_timeout = "300ms"
 disable_after_cycles = 3
-"#
+
+{extra}
+"#,
+                extra = opts.mcp_status_extra.as_deref().unwrap_or(""),
             ),
         )
         .unwrap();
@@ -291,9 +306,15 @@ disable_after_cycles = 3
             procs.insert(*name, gp);
         }
         let gatepass_addr = gatepass_addrs[0].clone();
-        let mut ms = Proc::serve("mcp-status", d);
-        let mcp_addr = ms.listening_addr();
-        procs.insert("mcp-status", ms);
+        let mut mcp_addrs = Vec::new();
+        for name in
+            &MCP_STATUS_REPLICAS[..opts.mcp_status_replicas.clamp(1, MCP_STATUS_REPLICAS.len())]
+        {
+            let mut ms = Proc::serve_as(name, "mcp-status", d);
+            mcp_addrs.push(ms.listening_addr());
+            procs.insert(*name, ms);
+        }
+        let mcp_addr = mcp_addrs[0].clone();
 
         let dynamic = d.join("dynamic");
         std::fs::create_dir_all(&dynamic).unwrap();
@@ -324,6 +345,18 @@ disable_after_cycles = 3
                 ("CA_FILE", &ca_file),
             ],
         );
+        if mcp_addrs.len() > 1 {
+            let one = format!("          - url: \"http://{mcp_addr}\"\n");
+            assert!(
+                dynamic_cfg.contains(&one),
+                "mcp-status service in dynamic.yml"
+            );
+            let servers: String = mcp_addrs
+                .iter()
+                .map(|a| format!("          - url: \"http://{a}\"\n"))
+                .collect();
+            dynamic_cfg = dynamic_cfg.replace(&one, &servers);
+        }
         if gatepass_addrs.len() > 1 {
             // forwardAuth takes one URL: point it at an entry point of Traefik's own that
             // load-balances the replicas. It trusts the X-Forwarded-* that Traefik itself set.
@@ -419,6 +452,7 @@ disable_after_cycles = 3
             gatepass_addr,
             gatepass_addrs,
             mcp_addr,
+            mcp_addrs,
             ca_pem,
             echo,
             demo,

@@ -30,7 +30,7 @@ const RETRY: Duration = Duration::from_millis(250);
 /// The poller lease lasts the shortest `interval` within these bounds (its holder renews it
 /// three times per lease): a dead holder is replaced within 2 × interval, and within 40 s
 /// whatever the interval.
-const MIN_LEASE: Duration = Duration::from_millis(300);
+const MIN_LEASE: Duration = Duration::from_millis(100);
 const MAX_LEASE: Duration = Duration::from_secs(30);
 /// How long an API change waits to see its own write come back through the log.
 const READ_YOUR_WRITE: Duration = Duration::from_secs(1);
