@@ -43,7 +43,7 @@ check: redis
 	$(CARGO) test
 
 # Side-by-side benchmarks; writes BENCHMARKS.md (BENCH_DURATION, BENCH_REPS, BENCH_FANOUT_CLIENTS tune it).
-bench: traefik wrk
+bench: traefik wrk redis
 	$(CARGO) build --release -p gatepass -p mcp-status -p gatepass-bench
 	python3 scripts/bench.py
 

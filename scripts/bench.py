@@ -159,6 +159,98 @@ def table(header, rows):
     return "\n".join(out)
 
 
+def shared_state_section(limit_port, traefik):
+    """Cache hit with `per_user` on (never reached): memory vs a real redis-server, direct and
+    through Traefik. The Redis rows pay one round trip per request (the GCRA script)."""
+    log("section 1b: shared state (redis)")
+    redis_port = free_port()
+    start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--appendonly", "no",
+                    "--dir", WORK], ready_port=redis_port)
+    base = (WORK / "gp-hs256.toml").read_text()
+    limit = '[rate_limit]\nper_user = { rate = 1000000, per = "1s", burst = 1000000 }\n'
+    state = f'[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:{redis_port}/0"\n'
+    (WORK / "gp-peruser-memory.toml").write_text(base + "\n" + limit)
+    (WORK / "gp-peruser-redis.toml").write_text(base + "\n" + limit + "\n" + state)
+    tokens = {"MODE": "validate", "TOKENS": str(WORK / "tokens-hs256.txt")}
+    gp = {}
+    for kind in ["memory", "redis"]:
+        port = free_port()
+        p = start(f"gp-peruser-{kind}", [REL / "gatepass", "serve", "--config", WORK / f"gp-peruser-{kind}.toml",
+                                         "--listen", f"127.0.0.1:{port}"], ready_url=f"http://127.0.0.1:{port}/healthz")
+        gp[kind] = (port, p)
+    # Redis connects in the background: wait until gatepass says it is up.
+    deadline = time.time() + 10
+    while metric(f"http://127.0.0.1:{gp['redis'][0]}/metrics", "gatepass_state_up") != 1.0:
+        if time.time() > deadline:
+            sys.exit("gatepass never connected to the bench redis-server")
+        time.sleep(0.1)
+    web_port = free_port()
+    dyn = WORK / "dynamic-state"
+    dyn.mkdir()
+    (dyn / "state.yml").write_text(f"""http:
+  middlewares:
+    fa-memory:
+      forwardAuth: {{address: "http://127.0.0.1:{gp['memory'][0]}/validate", trustForwardHeader: false}}
+    fa-redis:
+      forwardAuth: {{address: "http://127.0.0.1:{gp['redis'][0]}/validate", trustForwardHeader: false}}
+  routers:
+    fa-memory: {{entryPoints: [web], rule: "PathPrefix(`/fa-memory`)", service: limit, middlewares: [fa-memory]}}
+    fa-redis: {{entryPoints: [web], rule: "PathPrefix(`/fa-redis`)", service: limit, middlewares: [fa-redis]}}
+    backend: {{entryPoints: [web], rule: "PathPrefix(`/backend`)", service: limit}}
+  services:
+    limit:
+      loadBalancer:
+        servers: [{{url: "http://127.0.0.1:{limit_port}"}}]
+""")
+    (WORK / "traefik-state.yml").write_text(f"""global: {{checkNewVersion: false, sendAnonymousUsage: false}}
+entryPoints:
+  web:
+    address: "127.0.0.1:{web_port}"
+providers:
+  file: {{directory: "{dyn}", watch: false}}
+log: {{level: ERROR}}
+""")
+    tr = start("traefik-state", [traefik, f"--configFile={WORK / 'traefik-state.yml'}"],
+               ready_url=f"http://127.0.0.1:{web_port}/backend")
+    bearer = {"MODE": "bearer", "TOKENS": str(WORK / "tokens-hs256.txt")}
+    targets = []
+    for kind in ["memory", "redis"]:
+        port, p = gp[kind]
+        targets.append({"name": f"direct, per_user on {kind}", "url": f"http://127.0.0.1:{port}/validate", "env": tokens, "pid": p.pid})
+    for kind in ["memory", "redis"]:
+        targets.append({"name": f"through Traefik, per_user on {kind}", "url": f"http://127.0.0.1:{web_port}/fa-{kind}",
+                        "env": bearer, "pid": gp[kind][1].pid})
+    COMMANDS.append("redis-server --port PORT --save '' --appendonly no  # section 1b: gp-hs256.toml + [rate_limit] per_user (+ [state] redis)")
+    allow = "gatepass_requests_total{outcome=\"allow\",reason=\"ok\"}"
+    redis_metrics = f"http://127.0.0.1:{gp['redis'][0]}/metrics"
+    calls_before = metric(redis_metrics, "gatepass_state_seconds_count")
+    allows_before = metric(redis_metrics, allow)
+    rows = []
+    for conns in CONNS:
+        med = round_robin(targets, conns)
+        for via in ["direct", "through Traefik"]:
+            mem = med[f"{via}, per_user on memory"]
+            for kind in ["memory", "redis"]:
+                m = med[f"{via}, per_user on {kind}"]
+                rows.append([conns, f"{via}, per_user on {kind}", f"{m['rps']:.0f}", f"{m['p50']:.2f}", f"{m['p99']:.2f}",
+                             f"{m['rps'] / mem['rps']:.2f}", f"{m['cpu_us']:.1f}", m["errors"]])
+    calls = metric(redis_metrics, "gatepass_state_seconds_count") - calls_before
+    allows = metric(redis_metrics, allow) - allows_before
+    fallbacks = metric(redis_metrics, "gatepass_state_fallbacks_total")
+    for p in [tr, gp["memory"][1], gp["redis"][1]] + [q for q in PROCS if q.args[0] == "redis-server"]:
+        stop(p)
+        PROCS.remove(p)
+    return ("## 1b. Shared state: cache hit with `per_user`, in process vs Redis\n\n"
+            "HS256 cache hits with a `per_user` limit that is never reached, the limiter in process (`[state]` memory, "
+            "the default) or one GCRA per user in a real `redis-server` on the same 2 cores (`backend = \"redis\"`). "
+            "`× memory` is the ratio to the memory row of the same kind; CPU µs/req is gatepass's own (Redis's is not "
+            "counted).\n\n"
+            + table(["conns", "target", "req/s", "p50 ms", "p99 ms", "× memory", "gatepass CPU µs/req", "errors"], rows)
+            + f"\n\nRedis calls per allowed request on the Redis replica: **{calls / allows if allows else float('nan'):.3f}** "
+            f"({calls:.0f} calls for {allows:.0f} allows, `gatepass_state_seconds_count`); fallbacks to the local limiter: "
+            f"{fallbacks:.0f}.")
+
+
 def main():
     for tool in ["wrk"]:
         if not shutil.which(tool):
@@ -200,6 +292,9 @@ def main():
     for p in PROCS[1:]:
         stop(p)
     del PROCS[1:]
+
+    # 1b. Shared state: the cache-hit path with a per_user limit, in process and on Redis.
+    sections.append(shared_state_section(limit_port, traefik))
 
     # 2. In-process verify cost (criterion).
     log("section 2: criterion")
