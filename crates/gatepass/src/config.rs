@@ -43,6 +43,9 @@ pub struct Config {
     /// Where tickets and rate limits live: in process, or Redis shared by replicas.
     #[serde(default)]
     pub state: StateConfig,
+    /// Who may revoke, the feed's secret, how long entries live (SPEC §6).
+    #[serde(default)]
+    pub revocation: RevocationConfig,
     /// Directory that relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -53,6 +56,32 @@ pub struct Config {
 
 fn default_listen() -> String {
     "127.0.0.1:9091".into()
+}
+
+/// `[revocation]` (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// Roles whose bearer tokens may `POST /revocations`.
+    pub admin_roles: Vec<String>,
+    /// The bearer secret of `GET /revocations`; without it there is no feed (404).
+    pub feed_secret_file: Option<PathBuf>,
+    /// Lifetime of `sub` and `sid` entries (and of a `jti` entry given no `exp`): the longest
+    /// token lifetime.
+    pub retain: Dur,
+    /// Most live entries; a revocation beyond it is refused (503), never silently dropped.
+    pub max_entries: usize,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            admin_roles: vec!["admin".into(), "super_admin".into()],
+            feed_secret_file: None,
+            retain: Dur::secs(24 * 3600),
+            max_entries: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -78,6 +107,9 @@ pub struct IssuerConfig {
     #[serde(default = "default_leeway")]
     pub leeway: Dur,
     pub signing_key_file: Option<PathBuf>,
+    /// The client id this issuer's back-channel logout tokens name in `aud`; set, it accepts
+    /// `POST /backchannel-logout` for this issuer.
+    pub backchannel_logout_audience: Option<String>,
 }
 
 impl gatepass_service::Listen for Config {
@@ -346,6 +378,7 @@ impl gatepass_service::config::ConfigFile for Config {
         self.validate_origins()?;
         self.validate_limits()?;
         self.validate_assertion_and_tickets()?;
+        self.validate_revocation()?;
         self.state.validate()?;
         Ok(())
     }
@@ -367,6 +400,38 @@ impl Config {
     /// Resolves a configured path against the config file's directory.
     pub fn path(&self, p: &Path) -> PathBuf {
         gatepass_service::config::resolve(&self.base_dir, p)
+    }
+
+    fn validate_revocation(&self) -> Result<(), ConfigError> {
+        let r = &self.revocation;
+        if r.admin_roles.iter().any(|role| role.is_empty()) {
+            return Err(ConfigError::new(
+                "revocation.admin_roles",
+                "roles must be non-empty",
+            ));
+        }
+        if r.retain.0 < Duration::from_secs(1) {
+            return Err(ConfigError::new("revocation.retain", "must be at least 1s"));
+        }
+        if r.max_entries == 0 {
+            return Err(ConfigError::new(
+                "revocation.max_entries",
+                "must be greater than 0",
+            ));
+        }
+        for (i, iss) in self.issuers.iter().enumerate() {
+            if iss
+                .backchannel_logout_audience
+                .as_ref()
+                .is_some_and(|a| a.is_empty())
+            {
+                return Err(ConfigError::new(
+                    format!("issuers[{i}].backchannel_logout_audience"),
+                    "must be the client id logout tokens name in `aud`",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_listen(&self) -> Result<(), ConfigError> {

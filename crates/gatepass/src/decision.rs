@@ -220,13 +220,26 @@ impl State {
         }
     }
 
-    /// Roles, permissions and per-user limits for a verified caller.
+    /// A revoked token (SPEC §6): 401, counted toward the address's failure budget.
+    async fn revoked(&self, verified: Arc<Verified>, ip: Option<IpAddr>) -> Decision {
+        let (reason, retry_after) = self.count_failure(DenyReason::TokenRevoked, ip).await;
+        Decision::Deny(Denial {
+            reason,
+            retry_after,
+            user: Some(verified),
+        })
+    }
+
+    /// Revocation, roles, permissions and per-user limits for a verified caller.
     async fn authorize(
         &self,
         rule: &rules::Rule,
         verified: Arc<Verified>,
         ctx: &Ctx<'_>,
     ) -> Decision {
+        if self.revocations.is_revoked(&verified) {
+            return self.revoked(verified, ctx.ip).await;
+        }
         if !rule.role_ok(verified.role()) {
             return denied_user(DenyReason::InsufficientRole, verified);
         }
@@ -253,10 +266,24 @@ impl State {
         Decision::rate_limited(reason, retry, Some(verified))
     }
 
-    /// `POST /tickets`: a valid bearer token (and the per-user limit) buys a ticket. The same
-    /// failure budget and blocked-address rule as `decide`; `peer` stands in for a missing
-    /// `X-Forwarded-For`.
-    pub async fn decide_ticket(&self, h: &HeaderMap, peer: IpAddr, metrics: &Metrics) -> Decision {
+    /// A bearer token that is not revoked, within the per-user limit.
+    async fn bearer_ok(&self, verified: Arc<Verified>, ip: IpAddr) -> Decision {
+        if self.revocations.is_revoked(&verified) {
+            return self.revoked(verified, Some(ip)).await;
+        }
+        self.limited(verified, false).await
+    }
+
+    /// `POST /tickets` (and `POST /revocations`, at `path`): a valid bearer token (and the
+    /// per-user limit) buys a ticket. The same failure budget and blocked-address rule as
+    /// `decide`; `peer` stands in for a missing `X-Forwarded-For`.
+    pub async fn decide_bearer(
+        &self,
+        h: &HeaderMap,
+        peer: IpAddr,
+        metrics: &Metrics,
+        path: &'static str,
+    ) -> Decision {
         let ip = client_ip(h, &self.config.rate_limit.trusted_proxies).unwrap_or(peer);
         let bearer = token::bearer(h);
         let cached = match bearer {
@@ -265,7 +292,7 @@ impl State {
         };
         // As in `decide`: a blocked address keeps only what is already verified.
         let decision = match cached {
-            Some(v) => self.limited(v, false).await,
+            Some(v) => self.bearer_ok(v, ip).await,
             None => match self.limits.ip_blocked(Some(ip)).await {
                 Ok(Some(retry)) => Decision::rate_limited(DenyReason::RateLimitedIp, retry, None),
                 Err(Unavailable) => Decision::deny(DenyReason::StateUnavailable),
@@ -276,14 +303,14 @@ impl State {
                         Err(e) => Err(e.into()),
                     };
                     match verified {
-                        Ok(v) => self.limited(v, false).await,
+                        Ok(v) => self.bearer_ok(v, ip).await,
                         Err(reason) => self.fail(reason, Some(ip)).await,
                     }
                 }
             },
         };
         if let Decision::Deny(d) = &decision {
-            log_denial(d, Some(ip), "POST", "", "/tickets", "", false);
+            log_denial(d, Some(ip), "POST", "", path, "", false);
         }
         decision
     }
@@ -293,8 +320,12 @@ impl State {
         let assertion = match (verified, &self.assertion) {
             (Some(v), Some((signer, ttl))) => {
                 let aud = header(h, &X_FORWARDED_HOST).unwrap_or("");
+                let ids = gatepass_identity::TokenIds {
+                    sid: v.ids.sid.as_deref(),
+                    tid: v.ids.jti.as_deref(),
+                };
                 signer
-                    .sign(&v.identity(), aud, now_secs(), *ttl)
+                    .sign_with_ids(&v.identity(), ids, aud, now_secs(), *ttl)
                     .ok()
                     .and_then(|a| HeaderValue::from_str(&a).ok())
             }
@@ -519,21 +550,24 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("authorization", HeaderValue::from_str(&good).unwrap());
         assert!(
-            matches!(s.decide_ticket(&h, peer, &m).await, Decision::Allow(Some(v)) if v.identity().id == "u1")
+            matches!(s.decide_bearer(&h, peer, &m, "/tickets").await, Decision::Allow(Some(v)) if v.identity().id == "u1")
         );
         assert_eq!(
-            reason(s.decide_ticket(&HeaderMap::new(), peer, &m).await),
+            reason(
+                s.decide_bearer(&HeaderMap::new(), peer, &m, "/tickets")
+                    .await
+            ),
             Some(DenyReason::MissingToken)
         );
         let mut bad = HeaderMap::new();
         bad.insert("authorization", HeaderValue::from_static("Bearer x.y.z"));
         assert_eq!(
-            reason(s.decide_ticket(&bad, peer, &m).await),
+            reason(s.decide_bearer(&bad, peer, &m, "/tickets").await),
             Some(DenyReason::MalformedToken)
         );
         // The budget (2) is spent: a fresh token is refused, the verified one still buys.
         assert_eq!(
-            reason(s.decide_ticket(&bad, peer, &m).await),
+            reason(s.decide_bearer(&bad, peer, &m, "/tickets").await),
             Some(DenyReason::RateLimitedIp)
         );
         let mut fresh = HeaderMap::new();
@@ -542,11 +576,11 @@ mod tests {
             HeaderValue::from_str(&format!("Bearer {}", token("other"))).unwrap(),
         );
         assert_eq!(
-            reason(s.decide_ticket(&fresh, peer, &m).await),
+            reason(s.decide_bearer(&fresh, peer, &m, "/tickets").await),
             Some(DenyReason::RateLimitedIp)
         );
         assert!(matches!(
-            s.decide_ticket(&h, peer, &m).await,
+            s.decide_bearer(&h, peer, &m, "/tickets").await,
             Decision::Allow(Some(_))
         ));
     }

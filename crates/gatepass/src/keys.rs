@@ -302,6 +302,7 @@ mod tests {
             ca_file: None,
             leeway: Dur::secs(0),
             signing_key_file: None,
+            backchannel_logout_audience: None,
         }
     }
 

@@ -17,6 +17,11 @@ pub const STATE_OPS: &[&str] = &[
     "ticket_redeem",
     "limits",
     "ip_budget",
+    "revocation_commit",
+    "revocation_snapshot",
+    "revocation_read",
+    "revocation_purge",
+    "logout_jti",
 ];
 const META: Metadata<'static> = Metadata::new("gatepass", Level::INFO, Some("gatepass::metrics"));
 

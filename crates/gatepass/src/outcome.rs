@@ -51,6 +51,7 @@ deny_reasons! {
     UnknownKey => ("unknown_key", UNAUTHORIZED, "invalid_token", "no key matches the token"),
     BadSignature => ("bad_signature", UNAUTHORIZED, "invalid_token", "token signature is invalid"),
     Expired => ("expired", UNAUTHORIZED, "invalid_token", "token expired"),
+    TokenRevoked => ("token_revoked", UNAUTHORIZED, "invalid_token", "token revoked"),
     NotYetValid => ("not_yet_valid", UNAUTHORIZED, "invalid_token", "token is not valid yet"),
     WrongIssuer => ("wrong_issuer", UNAUTHORIZED, "invalid_token", "token issuer does not match"),
     WrongAudience => ("wrong_audience", UNAUTHORIZED, "invalid_token", "token audience is not accepted"),
@@ -67,6 +68,8 @@ deny_reasons! {
     RateLimitedIp => ("rate_limited_ip", TOO_MANY_REQUESTS, "rate_limited", "too many failed attempts from this address"),
     KeysUnavailable => ("keys_unavailable", SERVICE_UNAVAILABLE, "temporarily_unavailable", "signing keys are unavailable"),
     StateUnavailable => ("state_unavailable", SERVICE_UNAVAILABLE, "temporarily_unavailable", "shared state is unavailable"),
+    FeedSecretInvalid => ("feed_secret_invalid", UNAUTHORIZED, "invalid_token", "the revocation feed secret is missing or wrong"),
+    RevocationListFull => ("revocation_list_full", SERVICE_UNAVAILABLE, "temporarily_unavailable", "the revocation list is full"),
 }
 
 impl DenyReason {

@@ -21,7 +21,9 @@ use tokio::net::TcpListener;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::outcome::{json_response, Body, Decision, DenyReason};
+use crate::revocation_api::{self, ServerBody};
 use crate::state::State;
+use http_body_util::Either;
 
 /// Longer than Traefik's 90 s idle pool timeout, so gatepass never closes a connection that
 /// Traefik is about to reuse. For HTTP/1 this is also the header read timeout.
@@ -76,7 +78,38 @@ impl App {
         self.state.load_full()
     }
 
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ServerBody> {
+        let path = match req.uri().path() {
+            // Also under /auth/, as Traefik's public routes name them.
+            "/auth/revocations" => "/revocations",
+            "/auth/backchannel-logout" => "/backchannel-logout",
+            p => p,
+        };
+        match (path, req.method()) {
+            ("/revocations", &Method::GET) => {
+                return revocation_api::feed(&self.state(), req.headers(), &self.metrics)
+            }
+            ("/revocations", &Method::POST) => {
+                let (parts, body) = req.into_parts();
+                let state = self.state();
+                let r =
+                    revocation_api::post(&state, &parts.headers, body, peer.ip(), &self.metrics);
+                return r.await.map(Either::Left);
+            }
+            ("/backchannel-logout", &Method::POST) => {
+                let state = self.state();
+                return revocation_api::backchannel(&state, req.into_body())
+                    .await
+                    .map(Either::Left);
+            }
+            ("/revocations", _) => return method_not_allowed("GET, POST").map(Either::Left),
+            ("/backchannel-logout", _) => return method_not_allowed("POST").map(Either::Left),
+            _ => {}
+        }
+        self.handle_whole(req, peer).await.map(Either::Left)
+    }
+
+    async fn handle_whole(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         match req.uri().path() {
             "/validate" => {
                 let start = Instant::now();
@@ -88,13 +121,7 @@ impl App {
             }
             "/tickets" | "/auth/tickets" => {
                 if req.method() != Method::POST {
-                    let mut r = json_response(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        r#"{"error":"invalid_request","error_description":"use POST"}"#,
-                    );
-                    r.headers_mut()
-                        .insert(ALLOW, HeaderValue::from_static("POST"));
-                    return r;
+                    return method_not_allowed("POST");
                 }
                 self.ticket(&req, peer).await
             }
@@ -170,7 +197,7 @@ impl App {
     async fn ticket(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let state = self.state();
         let verified = match state
-            .decide_ticket(req.headers(), peer.ip(), &self.metrics)
+            .decide_bearer(req.headers(), peer.ip(), &self.metrics, "/tickets")
             .await
         {
             Decision::Allow(Some(v)) => v,
@@ -191,6 +218,15 @@ impl App {
     }
 }
 
+/// 405 naming the methods `allow`ed.
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let body = format!(r#"{{"error":"invalid_request","error_description":"use {allow}"}}"#);
+    let mut r = json_response(StatusCode::METHOD_NOT_ALLOWED, body);
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = gatepass_service::server::builder(IDLE_TIMEOUT);
     b.http1().keep_alive(true).max_buf_size(MAX_HEADER_BYTES);
@@ -205,7 +241,7 @@ fn builder() -> auto::Builder<TokioExecutor> {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let (tls_app, conn_app) = (app.clone(), app.clone());
+    let (tls_app, conn_app, feed_app) = (app.clone(), app.clone(), app.clone());
     let drained = Server::new(move |req, peer, _| {
         let app = app.clone();
         async move { app.handle(req, peer).await }
@@ -224,9 +260,10 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
         .increment(1)
     })
     .serve(listener, shutdown)
-    .await
-    .drain(DRAIN_TIMEOUT)
     .await;
+    // Feed streams never end by themselves: end them, so draining need not wait them out.
+    feed_app.state().revocations.close_feeds();
+    let drained = drained.drain(DRAIN_TIMEOUT).await;
     if !drained {
         tracing::warn!("connections still open after drain timeout");
     }

@@ -8,8 +8,10 @@ use gatepass_identity::AssertionSigner;
 use gatepass_service::state::{OnUnavailable, RedisState};
 
 use crate::config::{Config, ConfigError};
+use crate::logout::Replays;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
+use crate::revocations::Revocations;
 use crate::rules::Rules;
 use crate::tickets::Tickets;
 use crate::token::{self, TokenSource};
@@ -28,6 +30,12 @@ pub struct State {
     /// The Redis client when `[state] backend = "redis"`: one per process, kept across
     /// reloads that leave `[state]` unchanged.
     pub shared: Option<Arc<RedisState>>,
+    /// The revocation list; kept across reloads that leave `[state]` unchanged.
+    pub revocations: Arc<Revocations>,
+    /// SHA-256 of the feed secret (`[revocation] feed_secret_file`); none: no feed.
+    pub feed_secret: Option<[u8; 32]>,
+    /// Logout token `jti`s already used.
+    pub logout_replays: Replays,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -81,6 +89,27 @@ impl State {
             )?),
             None => None,
         };
+        let feed_secret = match &config.revocation.feed_secret_file {
+            Some(file) => {
+                let path = config.path(file);
+                let secret = std::fs::read(&path).map_err(|e| {
+                    ConfigError::new(
+                        "revocation.feed_secret_file",
+                        format!("cannot read {}: {}", path.display(), e.kind()),
+                    )
+                })?;
+                let secret = secret.trim_ascii();
+                if secret.len() < 16 {
+                    return Err(ConfigError::new(
+                        "revocation.feed_secret_file",
+                        "must hold a secret of at least 16 bytes",
+                    ));
+                }
+                Some(crate::revocations::secret_digest(secret))
+            }
+            None => None,
+        };
+        let same_state = previous.filter(|p| p.config.state == config.state);
         let shared = match previous {
             Some(p) if p.config.state == config.state => p.shared.clone(),
             _ if config.state.is_redis() => Some(RedisState::start(
@@ -108,7 +137,14 @@ impl State {
                 )
             }
         };
+        let revocations = match same_state {
+            Some(p) => p.revocations.clone(),
+            None => Revocations::new(metrics, shared.clone()),
+        };
         Ok(State {
+            revocations,
+            feed_secret,
+            logout_replays: Replays::new(shared.clone()),
             rules,
             limits,
             tickets,
@@ -132,6 +168,7 @@ impl State {
                 tasks.push(t);
             }
         }
+        tasks.extend(self.revocations.spawn());
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
             loop {

@@ -2,10 +2,25 @@
 //! the decision and its responses.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 
-use gatepass_identity::Identity;
+use gatepass_identity::{Identity, TokenRef};
 use http::HeaderValue;
+
+/// What revocations (and the assertion) know a token by: its `jti`, `sid`, `sub` and `iat`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenIds {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Box<str>>,
+    /// The `sub` claim (the user id when the token has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
 
 /// A verified token: what an allow needs, precomputed once per token. The identity is kept
 /// only in its encoded header form (one shared buffer): that is what every allow sends, rules
@@ -17,10 +32,22 @@ pub struct Verified {
     pub headers: [HeaderValue; 5],
     /// Key for per-user rate limits.
     pub user_key: u64,
+    pub ids: TokenIds,
+    /// The revocation list generation this token was last found clean at (see
+    /// `Revocations::is_revoked`): a cache hit re-checks only when the list changed.
+    pub clean_at: AtomicU64,
 }
 
 impl Verified {
     pub fn new(identity: Identity, exp: u64) -> Verified {
+        Verified::with_ids(identity, exp, TokenIds::default())
+    }
+
+    /// A verified token known by `ids`.
+    pub fn with_ids(identity: Identity, exp: u64, mut ids: TokenIds) -> Verified {
+        if ids.sub.is_none() {
+            ids.sub = Some(identity.id.as_str().into());
+        }
         let values = identity.header_values();
         let mut buf = Vec::with_capacity(values.iter().map(String::len).sum());
         let bounds = values.map(|v| {
@@ -37,18 +64,30 @@ impl Verified {
             user_key: user_key(&identity.id),
             exp,
             headers,
+            ids,
+            clean_at: AtomicU64::new(0),
         }
     }
 
-    /// The form shared state stores (a ticket in Redis): the five encoded header values and
-    /// `exp`, as JSON. Never the token.
+    /// The token as revocations see it.
+    pub fn token_ref(&self) -> TokenRef<'_> {
+        TokenRef {
+            jti: self.ids.jti.as_deref(),
+            sid: self.ids.sid.as_deref(),
+            sub: self.ids.sub.as_deref().unwrap_or_default(),
+            iat: self.ids.iat,
+        }
+    }
+
+    /// The form shared state stores (a ticket in Redis): the five encoded header values,
+    /// `exp` and the token's ids, as JSON. Never the token.
     pub fn to_stored(&self) -> String {
         let h: Vec<&str> = self
             .headers
             .iter()
             .map(|v| v.to_str().unwrap_or_default())
             .collect();
-        serde_json::json!({"exp": self.exp, "h": h}).to_string()
+        serde_json::json!({"exp": self.exp, "h": h, "t": self.ids}).to_string()
     }
 
     /// Reads [`Verified::to_stored`] back; `None` for anything it did not write (the values
@@ -59,6 +98,8 @@ impl Verified {
         struct Stored {
             exp: u64,
             h: [String; 5],
+            #[serde(default)]
+            t: TokenIds,
         }
         let s: Stored = serde_json::from_slice(text).ok()?;
         let ok = |i: usize| gatepass_identity::decode_value(&s.h[i]).ok();
@@ -69,7 +110,7 @@ impl Verified {
             permissions: gatepass_identity::decode_list(&s.h[3]).ok()?,
             expires: (!s.h[4].is_empty()).then_some(s.exp),
         };
-        let v = Verified::new(identity, s.exp);
+        let v = Verified::with_ids(identity, s.exp, s.t);
         let same = v
             .headers
             .iter()

@@ -18,7 +18,7 @@ use crate::jwks::KeySource;
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::outcome::DenyReason;
-pub use crate::verified::{now_secs, user_key, Verified};
+pub use crate::verified::{now_secs, user_key, TokenIds, Verified};
 
 /// One configured issuer.
 pub struct Issuer {
@@ -26,6 +26,10 @@ pub struct Issuer {
     pub iss: String,
     pub algorithms: Vec<Algorithm>,
     pub keys: KeySource,
+    /// The `aud` its back-channel logout tokens carry (none: it sends none).
+    pub backchannel_audience: Option<String>,
+    /// Clock skew allowed, in seconds.
+    pub leeway: u64,
 }
 
 struct UntilExp {
@@ -64,6 +68,8 @@ impl Verifier {
                 iss: ic.issuer.clone(),
                 algorithms: keys::algorithms(ic),
                 keys,
+                backchannel_audience: ic.backchannel_logout_audience.clone(),
+                leeway: ic.leeway.0.as_secs(),
             });
         }
         let cache = Cache::builder()
@@ -107,7 +113,7 @@ impl Verifier {
         self.cache.entry_count()
     }
 
-    fn select_issuer(&self, token: &str) -> Result<&Issuer, DenyReason> {
+    pub fn select_issuer(&self, token: &str) -> Result<&Issuer, DenyReason> {
         if let [only] = self.issuers.as_slice() {
             // `iss` is still checked by the key's Validation.
             return Ok(only);
@@ -146,17 +152,8 @@ impl Verifier {
         if !issuer.algorithms.contains(&header.alg) {
             return Err(DenyReason::AlgorithmNotAllowed);
         }
-        let mut keys = issuer.keys.current().ok_or(DenyReason::KeysUnavailable)?;
         let kid = header.kid.as_deref();
-        if let (Some(kid), KeySource::Remote(remote)) = (kid, &issuer.keys) {
-            if !keys.has_kid(kid) {
-                remote.refetch_for_unknown_kid().await;
-                keys = issuer.keys.current().ok_or(DenyReason::KeysUnavailable)?;
-                if !keys.has_kid(kid) {
-                    return Err(DenyReason::UnknownKey);
-                }
-            }
-        }
+        let keys = issuer.keys_for(kid).await?;
         let mut best: Option<DenyReason> = None;
         for key in keys.candidates(kid, header.alg) {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation) {
@@ -186,7 +183,36 @@ impl Verifier {
             .claims
             .identity(&claims, exp)
             .ok_or(DenyReason::MissingClaim)?;
-        Ok(Verified::new(identity, exp))
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(Box::from);
+        let ids = TokenIds {
+            jti: text("jti"),
+            sid: text("sid"),
+            sub: text("sub"),
+            iat: claims
+                .get("iat")
+                .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64))),
+        };
+        Ok(Verified::with_ids(identity, exp, ids))
+    }
+}
+
+impl Issuer {
+    /// The issuer's keys, refetched once when `kid` is unknown to a remote JWKS.
+    pub async fn keys_for(
+        &self,
+        kid: Option<&str>,
+    ) -> Result<Arc<crate::keys::KeySet>, DenyReason> {
+        let mut keys = self.keys.current().ok_or(DenyReason::KeysUnavailable)?;
+        if let (Some(kid), KeySource::Remote(remote)) = (kid, &self.keys) {
+            if !keys.has_kid(kid) {
+                remote.refetch_for_unknown_kid().await;
+                keys = self.keys.current().ok_or(DenyReason::KeysUnavailable)?;
+                if !keys.has_kid(kid) {
+                    return Err(DenyReason::UnknownKey);
+                }
+            }
+        }
+        Ok(keys)
     }
 }
 
@@ -202,12 +228,12 @@ fn claim_types_ok(claims: &Map<String, Value>) -> bool {
 
 /// `alg` and `kid` only. `jsonwebtoken::decode` parses the full header again, so parsing its
 /// complete `Header` here too would double the work on the signature path.
-struct LightHeader {
-    alg: Algorithm,
-    kid: Option<String>,
+pub(crate) struct LightHeader {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
 }
 
-fn light_header(token: &str) -> Result<LightHeader, DenyReason> {
+pub(crate) fn light_header(token: &str) -> Result<LightHeader, DenyReason> {
     #[derive(serde::Deserialize)]
     struct Raw<'a> {
         #[serde(borrow)]

@@ -32,6 +32,22 @@ pub struct AssertionClaims {
     /// The user's token `exp` (= `X-User-Expires`), so a forged later expiry header is caught.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_exp: Option<u64>,
+    /// The user's token's session id (`sid`), so a downstream can match `sid` revocations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// The user's token's `jti` (not this assertion's own [`jti`](Self::jti)), so a
+    /// downstream can match `jti` revocations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<String>,
+}
+
+/// The ids of the user's token that an assertion carries ([`AssertionSigner::sign_with_ids`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TokenIds<'a> {
+    /// The token's session id; becomes [`AssertionClaims::sid`].
+    pub sid: Option<&'a str>,
+    /// The token's `jti`; becomes [`AssertionClaims::tid`].
+    pub tid: Option<&'a str>,
 }
 
 /// Why an assertion key could not be loaded, or an assertion was refused.
@@ -147,10 +163,22 @@ impl AssertionSigner {
     }
 
     /// Signs an assertion for `identity`, addressed to `aud`, valid until
-    /// `min(identity.expires, now + ttl)`.
+    /// `min(identity.expires, now + ttl)`, without token ids (see [`Self::sign_with_ids`]).
     pub fn sign(
         &self,
         identity: &Identity,
+        aud: &str,
+        now: u64,
+        ttl: Duration,
+    ) -> Result<String, AssertionError> {
+        self.sign_with_ids(identity, TokenIds::default(), aud, now, ttl)
+    }
+
+    /// As [`Self::sign`], also carrying the user's token's session id and `jti`.
+    pub fn sign_with_ids(
+        &self,
+        identity: &Identity,
+        ids: TokenIds<'_>,
         aud: &str,
         now: u64,
         ttl: Duration,
@@ -170,6 +198,8 @@ impl AssertionSigner {
             aud: aud.to_owned(),
             jti: URL_SAFE_NO_PAD.encode(jti),
             token_exp: identity.expires,
+            sid: ids.sid.map(str::to_owned),
+            tid: ids.tid.map(str::to_owned),
         };
         jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(|_| AssertionError::Sign)
     }
@@ -398,6 +428,44 @@ mod tests {
             STANDARD.encode(v2.as_ref())
         );
         assert!(AssertionSigner::from_pkcs8_pem(v2_pem.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn token_ids_round_trip_and_are_absent_by_default() {
+        let (signer, verifier) = signer_and_verifier();
+        let now = jsonwebtoken::get_current_timestamp();
+        let id = identity();
+        let ttl = Duration::from_secs(60);
+        let ids = TokenIds {
+            sid: Some("sess-1"),
+            tid: Some("tok-1"),
+        };
+        let tok = signer.sign_with_ids(&id, ids, "h", now, ttl).unwrap();
+        let claims = verifier.verify_identity(Some(&tok), "h", &id).unwrap();
+        assert_eq!(claims.sid.as_deref(), Some("sess-1"));
+        assert_eq!(claims.tid.as_deref(), Some("tok-1"));
+        assert_ne!(claims.jti, "tok-1", "the assertion keeps its own jti");
+
+        let only_sid = TokenIds {
+            sid: Some("sess-1"),
+            ..TokenIds::default()
+        };
+        let claims = verifier
+            .verify(
+                &signer.sign_with_ids(&id, only_sid, "h", now, ttl).unwrap(),
+                "h",
+            )
+            .unwrap();
+        assert_eq!((claims.sid.as_deref(), claims.tid), (Some("sess-1"), None));
+
+        let plain = signer.sign(&id, "h", now, ttl).unwrap();
+        let claims = verifier.verify(&plain, "h").unwrap();
+        assert_eq!((claims.sid, claims.tid), (None, None));
+        // Absent from the payload, not `null`: older verifiers see the claims they know.
+        let payload = plain.split('.').nth(1).unwrap();
+        let payload: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert!(payload.get("sid").is_none() && payload.get("tid").is_none());
     }
 
     #[test]

@@ -8,25 +8,37 @@
 //! did not come from gatepass. [`request`] reads the forwarded request as gatepass does: the
 //! WebSocket subprotocol marker, the Origin allow-list and the client address.
 //!
+//! [`Revocation`] is what gatepass's revocation feed sends and holds the one rule for whether
+//! it covers a token or an open connection; [`sse`] parses that feed's Server-Sent Events.
+//!
 //! Feature `jwks-fetch` adds [`AssertionVerifier::from_jwks_url`] (HTTP via reqwest).
+//! Feature `revocation-feed` adds [`RevocationFeed`], the feed's client (reqwest, tokio).
 
 #![warn(missing_docs)]
 
 mod assertion;
 mod encoding;
+#[cfg(feature = "revocation-feed")]
+mod feed;
 pub mod headers;
 pub mod request;
+mod revocation;
+pub mod sse;
 
 pub use assertion::{
-    generate_ed25519_pkcs8_pem, AssertionClaims, AssertionError, AssertionSigner, AssertionVerifier,
+    generate_ed25519_pkcs8_pem, AssertionClaims, AssertionError, AssertionSigner,
+    AssertionVerifier, TokenIds,
 };
 pub use encoding::{
     decode_list, decode_value, encode_into, encode_list, encode_value, EncodingError,
 };
+#[cfg(feature = "revocation-feed")]
+pub use feed::{DownReason, FeedError, FeedStatus, RevocationFeed, DEFAULT_IDLE_TIMEOUT};
 pub use request::{
     client_ip, now_secs, offers_subprotocol, origin_allowed, subprotocols,
     WEBSOCKET_PROTOCOL_MARKER,
 };
+pub use revocation::{Revocation, RevocationKind, SocketRef, TokenRef};
 
 use http::HeaderMap;
 

@@ -71,6 +71,13 @@ impl App {
         });
         app.registry.start(&app.tasks);
         app.tasks.spawn(app.auth.clone().refresh_jwks());
+        if let Some(feed) = crate::revocation::feed(&app.config)? {
+            app.tasks.spawn(crate::revocation::follow(
+                feed,
+                app.hub.clone(),
+                app.metrics.clone(),
+            ));
+        }
         let (registry, hub, every) = (
             app.registry.clone(),
             app.hub.clone(),

@@ -17,6 +17,9 @@ pub struct User {
     pub identity: Identity,
     pub view: View,
     pub admin: bool,
+    /// The token's `jti` and `sid`, from the assertion (none without one).
+    pub tid: Option<String>,
+    pub sid: Option<String>,
 }
 
 /// Why a caller was refused.
@@ -150,6 +153,18 @@ impl Auth {
         self.verified(h, host).map(|(identity, _)| identity)
     }
 
+    /// `identify` and `authorize`, keeping the token ids the assertion carries (a socket is
+    /// closed by a revocation that names them).
+    pub fn user(&self, h: &HeaderMap, host: &str) -> Result<User, Denied> {
+        let (identity, claims) = self.verified(h, host)?;
+        let mut user = self.authorize(identity)?;
+        if let Some(c) = claims {
+            user.tid = c.tid;
+            user.sid = c.sid;
+        }
+        Ok(user)
+    }
+
     /// `identify` for a state-changing call: an assertion `jti` is accepted once.
     pub fn identify_once(&self, h: &HeaderMap, host: &str) -> Result<Identity, Denied> {
         let (identity, claims) = self.verified(h, host)?;
@@ -206,6 +221,8 @@ impl Auth {
             },
             admin: self.cfg.admin_roles.iter().any(|r| r == role),
             identity,
+            tid: None,
+            sid: None,
         })
     }
 }

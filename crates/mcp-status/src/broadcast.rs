@@ -30,6 +30,7 @@ pub mod close {
     pub const USER_LIMIT: CloseReason = CloseReason::new(4008, "Too many connections");
     pub const CAPACITY: CloseReason = CloseReason::new(1013, "Server at capacity");
     pub const EXPIRED: CloseReason = CloseReason::new(4001, "Token expired");
+    pub const REVOKED: CloseReason = CloseReason::new(4001, "Token revoked");
     pub const RATE: CloseReason = CloseReason::new(4029, "Rate limit exceeded");
     pub const TOO_BIG: CloseReason = CloseReason::new(1009, "Message too big");
     pub const IDLE: CloseReason = CloseReason::new(1001, "Idle timeout");
@@ -205,6 +206,16 @@ struct Conn {
     user: String,
     role: String,
     closer: Closer,
+    ids: SocketIds,
+}
+
+/// What revocations know a socket by, besides its user: the token's `jti` and `sid` (from
+/// the assertion), and when it was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocketIds {
+    pub tid: Option<String>,
+    pub sid: Option<String>,
+    pub opened_at: u64,
 }
 
 #[derive(Default)]
@@ -273,6 +284,7 @@ impl Hub {
         user: &str,
         role: &str,
         view: View,
+        ids: SocketIds,
         first: impl FnOnce() -> Message,
     ) -> Result<Registration, Refused> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -296,6 +308,7 @@ impl Hub {
                 user: user.to_owned(),
                 role: role.to_owned(),
                 closer: closer.clone(),
+                ids,
             },
         );
         self.metrics.connections(role).increment(1.0);
@@ -359,6 +372,25 @@ impl Hub {
         self.metrics.dropped.increment(slow.len() as u64);
     }
 
+    /// Closes every socket `r` covers (4001 Token revoked); returns how many.
+    pub fn revoke(&self, r: &gatepass_identity::Revocation) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut closed = 0;
+        for c in inner.conns.values() {
+            let socket = gatepass_identity::SocketRef {
+                tid: c.ids.tid.as_deref(),
+                sid: c.ids.sid.as_deref(),
+                user: &c.user,
+                opened_at: c.ids.opened_at,
+            };
+            if r.covers_socket(&socket) {
+                c.closer.close(close::REVOKED);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     /// Asks every connection to close.
     pub fn close_all(&self, reason: CloseReason) {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -397,28 +429,40 @@ mod tests {
     fn limits_and_unregister() {
         let h = hub(4);
         let a = h
-            .admit("u1", "admin", View::Full, || Message::Text("hi".into()))
+            .admit("u1", "admin", View::Full, SocketIds::default(), || {
+                Message::Text("hi".into())
+            })
             .unwrap();
         let _b = h
-            .admit("u1", "admin", View::Full, || Message::Text("hi".into()))
+            .admit("u1", "admin", View::Full, SocketIds::default(), || {
+                Message::Text("hi".into())
+            })
             .unwrap();
         assert_eq!(
-            h.admit("u1", "admin", View::Full, || Message::Text("hi".into()))
-                .err(),
+            h.admit("u1", "admin", View::Full, SocketIds::default(), || {
+                Message::Text("hi".into())
+            })
+            .err(),
             Some(Refused::UserLimit)
         );
         let _c = h
-            .admit("u2", "dba", View::Full, || Message::Text("hi".into()))
+            .admit("u2", "dba", View::Full, SocketIds::default(), || {
+                Message::Text("hi".into())
+            })
             .unwrap();
         assert_eq!(
-            h.admit("u3", "dba", View::Full, || Message::Text("hi".into()))
-                .err(),
+            h.admit("u3", "dba", View::Full, SocketIds::default(), || {
+                Message::Text("hi".into())
+            })
+            .err(),
             Some(Refused::Capacity)
         );
         drop(a);
         assert_eq!(h.len(), 2);
         assert!(h
-            .admit("u1", "admin", View::Full, || Message::Text("hi".into()))
+            .admit("u1", "admin", View::Full, SocketIds::default(), || {
+                Message::Text("hi".into())
+            })
             .is_ok());
     }
 
@@ -426,7 +470,9 @@ mod tests {
     fn first_message_then_broadcast_and_slow_close() {
         let h = hub(2);
         let mut r = h
-            .admit("u1", "admin", View::Full, || Message::Text("first".into()))
+            .admit("u1", "admin", View::Full, SocketIds::default(), || {
+                Message::Text("first".into())
+            })
             .unwrap();
         h.publish(&metrics_event());
         assert_eq!(r.rx.try_recv().unwrap(), Message::Text("first".into()));

@@ -24,6 +24,8 @@ pub struct Config {
     /// `limits.max_connections_per_user` counts the user's sockets on every replica.
     #[serde(default)]
     pub state: StateConfig,
+    /// gatepass's revocation feed: sockets opened with a revoked token are closed.
+    pub revocation: RevocationConfig,
     /// Directory relative paths resolve against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -38,9 +40,22 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             mcps: Vec::new(),
             state: StateConfig::default(),
+            revocation: RevocationConfig::default(),
             base_dir: PathBuf::new(),
         }
     }
+}
+
+/// `[revocation]`: where gatepass's `GET /revocations` is and its bearer secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// `https://gatepass:9091/revocations` (or through Traefik); none: no feed followed.
+    pub feed_url: Option<String>,
+    /// The feed secret (gatepass's `[revocation] feed_secret_file`).
+    pub feed_secret_file: Option<PathBuf>,
+    /// Root CA for an https feed_url with a private CA (else the system roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 fn strings(xs: &[&str]) -> Vec<String> {
@@ -209,6 +224,35 @@ impl gatepass_service::config::ConfigFile for Config {
             }
         }
         self.state.validate()?;
+        let r = &self.revocation;
+        match (&r.feed_url, &r.feed_secret_file) {
+            (Some(u), Some(_)) if u.starts_with("http://") || u.starts_with("https://") => {}
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "revocation.feed_url",
+                    "must be an http:// or https:// URL",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "revocation.feed_secret_file",
+                    "is required with feed_url",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "revocation.feed_url",
+                    "is required with feed_secret_file",
+                ))
+            }
+            (None, None) if r.ca_file.is_some() => {
+                return Err(ConfigError::new(
+                    "revocation.ca_file",
+                    "only applies with feed_url",
+                ))
+            }
+            (None, None) => {}
+        }
         let mut names = std::collections::HashSet::new();
         for (i, m) in self.mcps.iter().enumerate() {
             let key = |k: &str| format!("mcps[{i}].{k}");

@@ -20,11 +20,10 @@ use tokio::sync::{watch, Notify};
 use crate::broadcast::{Event, Hub, View};
 use crate::config::McpConfig;
 use crate::mcp::{now_rfc3339, Circuit, Mcp, McpState};
-use crate::mcp_log::{Entry, McpLog, Snapshot};
+use crate::mcp_log::{parse_entry, parse_snapshot, Entry, McpLog, Snapshot};
 use crate::metrics::Metrics;
+use gatepass_service::table::{Change, Replica, TableSnapshot};
 
-/// How long a follower's read waits for a change before asking again.
-const READ_BLOCK: Duration = Duration::from_secs(1);
 /// Between attempts while Redis is unreachable.
 const RETRY: Duration = Duration::from_millis(250);
 /// The poller lease lasts the shortest `interval` within these bounds (its holder renews it
@@ -310,45 +309,14 @@ impl Registry {
     /// The follower (Redis): applies the cluster's log to this registry, in order, and
     /// reloads the whole state at start, after Redis was away, or when it missed entries.
     async fn follow(self: Arc<Self>) {
-        let Some(log) = &self.log else { return };
-        let conn = match log.reader() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot follow the shared MCP state");
-                return;
-            }
-        };
-        let mut after: Option<String> = None;
-        loop {
-            let Some(from) = after.clone() else {
-                match log.snapshot().await {
-                    Ok(s) => after = Some(self.reload(s)),
-                    Err(_) => tokio::time::sleep(RETRY).await,
-                }
-                continue;
-            };
-            match log.read(&conn, &from, READ_BLOCK).await {
-                Ok(entries) => {
-                    for e in entries {
-                        let id = e.id.clone();
-                        if !self.apply(e) {
-                            after = None;
-                            break;
-                        }
-                        after = Some(id);
-                    }
-                }
-                Err(_) => {
-                    after = None;
-                    tokio::time::sleep(RETRY).await;
-                }
-            }
+        if let Some(log) = &self.log {
+            log.table().follow(&*self).await;
         }
     }
 
     /// Applies one logged change; false when it does not follow the version this replica has
     /// (entries were missed, or Redis lost its data): the caller reloads.
-    fn apply(&self, e: Entry) -> bool {
+    fn apply_entry(&self, e: Entry) -> bool {
         let Some(idx) = self.index(&e.mcp) else {
             // Not in this replica's config (a rolling config change): nothing to show.
             return true;
@@ -368,10 +336,9 @@ impl Registry {
         true
     }
 
-    /// Replaces every MCP's state with the snapshot's and tells sockets what changed; returns
-    /// the stream position to follow from. An MCP the snapshot lacks keeps its state and
+    /// Replaces every MCP's state with the snapshot's and tells sockets what changed. An MCP the snapshot lacks keeps its state and
     /// version here (Redis lost it): the next write stores it again, from that version.
-    fn reload(&self, s: Snapshot) -> String {
+    fn reload_snapshot(&self, s: Snapshot) {
         for idx in 0..self.wake.len() {
             let (before, after) = {
                 let mut mcps = self.lock();
@@ -391,7 +358,6 @@ impl Registry {
             }
         }
         self.applied.send_replace(());
-        s.last_id
     }
 
     /// The poller lease (Redis): while this replica holds it, it runs the pollers; it renews
@@ -439,5 +405,16 @@ impl Registry {
     pub async fn stop_polling(&self) {
         self.stop.send_replace(true);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.lease_task.closed()).await;
+    }
+}
+
+impl Replica for Registry {
+    fn reload(&self, snapshot: TableSnapshot) {
+        self.reload_snapshot(parse_snapshot(snapshot));
+    }
+
+    fn apply(&self, change: Change) -> bool {
+        // An unreadable entry is skipped; the version gap it leaves makes the next one reload.
+        parse_entry(&change).is_none_or(|e| self.apply_entry(e))
     }
 }

@@ -11,6 +11,7 @@ pub mod leases;
 pub mod mcp;
 pub mod mcp_log;
 pub mod metrics;
+pub mod revocation;
 pub mod server;
 pub mod ws;
 
@@ -23,8 +24,12 @@ pub use server::{run, serve};
 /// (defaults filled in) as TOML, with URL credentials and query strings redacted.
 pub fn check_config(config: &Config) -> Result<String, config::ConfigError> {
     auth::Auth::new(config)?;
+    revocation::feed(config)?;
     let mut c = config.clone();
-    if let Some(u) = &mut c.auth.assertion_jwks_url {
+    for u in [&mut c.auth.assertion_jwks_url, &mut c.revocation.feed_url]
+        .into_iter()
+        .flatten()
+    {
         *u = redact_url(u);
     }
     for m in &mut c.mcps {

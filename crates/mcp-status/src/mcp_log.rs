@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use gatepass_service::state::{BlockingConnection, RedisState, StateError};
+use gatepass_service::state::{RedisState, StateError};
+use gatepass_service::table::{Change, SharedTable, TableSnapshot};
 
 use crate::broadcast::Event;
 use crate::mcp::McpState;
@@ -37,14 +38,6 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*',
 return v
 "#;
 
-/// `KEYS` hash, stream: the last entry's id and the whole hash, at one instant.
-const SNAPSHOT_LUA: &str = r#"
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local id = '0-0'
-if last[1] then id = last[1][1] end
-return {id, redis.call('HGETALL', KEYS[1])}
-"#;
-
 /// `KEYS` lease; `ARGV` id, TTL ms: take it when free, renew it when ours.
 const HOLD_LUA: &str = r#"
 local cur = redis.call('GET', KEYS[1])
@@ -62,7 +55,6 @@ return 0
 "#;
 
 static COMMIT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(COMMIT_LUA));
-static SNAPSHOT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SNAPSHOT_LUA));
 static HOLD: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(HOLD_LUA));
 static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELEASE_LUA));
 
@@ -95,9 +87,7 @@ pub struct Snapshot {
 
 /// The cluster's MCP state on Redis.
 pub struct McpLog {
-    redis: Arc<RedisState>,
-    hash: String,
-    stream: String,
+    table: SharedTable,
     lease: String,
 }
 
@@ -109,22 +99,31 @@ fn garbled(what: &str, mcp: &str) {
 impl McpLog {
     pub fn new(redis: Arc<RedisState>) -> McpLog {
         McpLog {
-            hash: redis.key("mcp:state"),
-            stream: redis.key("mcp:events"),
             lease: redis.key("mcp:poller"),
-            redis,
+            table: SharedTable::new(
+                redis,
+                "mcp:state",
+                "mcp:events",
+                ["mcp_snapshot", "mcp_read"],
+            ),
         }
     }
 
-    pub fn redis(&self) -> &Arc<RedisState> {
-        &self.redis
+    /// The table every replica follows.
+    pub fn table(&self) -> &SharedTable {
+        &self.table
+    }
+
+    fn redis(&self) -> &RedisState {
+        self.table.redis()
     }
 
     /// The state of `mcp` now.
     pub async fn load(&self, mcp: &str) -> Result<Stored, StateError> {
-        let (hash, fields) = (self.hash.clone(), [format!("s:{mcp}"), format!("v:{mcp}")]);
+        let hash = self.table.hash().to_owned();
+        let fields = [format!("s:{mcp}"), format!("v:{mcp}")];
         let (state, version): (Option<String>, Option<String>) = self
-            .redis
+            .redis()
             .call("mcp_load", |mut c| async move {
                 redis::cmd("HMGET")
                     .arg(hash)
@@ -156,9 +155,10 @@ impl McpLog {
         let encode = |_| StateError::Failed("cannot encode");
         let state = serde_json::to_string(state).map_err(encode)?;
         let events = serde_json::to_string(events).map_err(encode)?;
-        let (hash, stream, mcp) = (self.hash.clone(), self.stream.clone(), mcp.to_owned());
+        let (hash, stream) = (self.table.hash().to_owned(), self.table.stream().to_owned());
+        let mcp = mcp.to_owned();
         let v: u64 = self
-            .redis
+            .redis()
             .call("mcp_commit", |mut c| async move {
                 COMMIT
                     .key(hash)
@@ -176,81 +176,11 @@ impl McpLog {
         Ok((v > 0).then_some(v))
     }
 
-    /// Every MCP's state, consistent with the stream position returned.
-    pub async fn snapshot(&self) -> Result<Snapshot, StateError> {
-        let (hash, stream) = (self.hash.clone(), self.stream.clone());
-        let (last_id, flat): (String, Vec<String>) = self
-            .redis
-            .call("mcp_snapshot", |mut c| async move {
-                SNAPSHOT.key(hash).key(stream).invoke_async(&mut c).await
-            })
-            .await?;
-        let mut states = HashMap::new();
-        let mut versions = HashMap::new();
-        for pair in flat.chunks_exact(2) {
-            if let Some(mcp) = pair[0].strip_prefix("s:") {
-                match serde_json::from_str::<McpState>(&pair[1]) {
-                    Ok(s) => {
-                        states.insert(mcp.to_owned(), s);
-                    }
-                    Err(_) => garbled("state", mcp),
-                }
-            } else if let Some(mcp) = pair[0].strip_prefix("v:") {
-                match pair[1].parse::<u64>() {
-                    Ok(v) => {
-                        versions.insert(mcp.to_owned(), v);
-                    }
-                    Err(_) => garbled("version", mcp),
-                }
-            }
-        }
-        // Only what is whole: the rest counts as absent.
-        let states = states
-            .into_iter()
-            .filter_map(|(mcp, s)| Some((versions.remove(&mcp)?, mcp, s)))
-            .map(|(v, mcp, s)| (mcp, (s, v)))
-            .collect();
-        Ok(Snapshot { last_id, states })
-    }
-
-    /// A connection of its own for [`McpLog::read`].
-    pub fn reader(&self) -> Result<BlockingConnection, StateError> {
-        self.redis.blocking_connection()
-    }
-
-    /// The changes after `after`, waiting up to `block` for one. Unreadable entries are
-    /// logged and skipped (the version gap they leave makes the follower reload).
-    pub async fn read(
-        &self,
-        conn: &BlockingConnection,
-        after: &str,
-        block: Duration,
-    ) -> Result<Vec<Entry>, StateError> {
-        type Reply = Option<Vec<(String, Vec<(String, Vec<String>)>)>>;
-        let (stream, after) = (self.stream.clone(), after.to_owned());
-        let reply: Reply = conn
-            .call("mcp_read", block, |mut c| async move {
-                redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(100)
-                    .arg("BLOCK")
-                    .arg(block.as_millis() as u64)
-                    .arg("STREAMS")
-                    .arg(stream)
-                    .arg(after)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        let entries = reply.into_iter().flatten().flat_map(|(_, entries)| entries);
-        Ok(entries.filter_map(parse_entry).collect())
-    }
-
     /// Takes or renews the poller lease for `id`: true while this replica holds it.
     pub async fn hold(&self, id: &str, ttl: Duration) -> Result<bool, StateError> {
         let (key, id) = (self.lease.clone(), id.to_owned());
         let held: i64 = self
-            .redis
+            .redis()
             .call("poller_lease", |mut c| async move {
                 HOLD.key(key)
                     .arg(id)
@@ -265,7 +195,7 @@ impl McpLog {
     /// Gives the lease up (when `id` holds it), so another replica takes over at once.
     pub async fn release(&self, id: &str) -> Result<(), StateError> {
         let (key, id) = (self.lease.clone(), id.to_owned());
-        self.redis
+        self.redis()
             .call("poller_lease", |mut c| async move {
                 RELEASE.key(key).arg(id).invoke_async::<i64>(&mut c).await
             })
@@ -274,20 +204,50 @@ impl McpLog {
     }
 }
 
-fn parse_entry((id, fields): (String, Vec<String>)) -> Option<Entry> {
-    let mut f = HashMap::new();
-    for pair in fields.chunks_exact(2) {
-        f.insert(pair[0].as_str(), pair[1].as_str());
+/// Every MCP's state and version in a snapshot of the table; what is unreadable counts as
+/// absent.
+pub fn parse_snapshot(s: TableSnapshot) -> Snapshot {
+    let mut states = HashMap::new();
+    let mut versions = HashMap::new();
+    for (field, value) in &s.entries {
+        if let Some(mcp) = field.strip_prefix("s:") {
+            match serde_json::from_str::<McpState>(value) {
+                Ok(state) => {
+                    states.insert(mcp.to_owned(), state);
+                }
+                Err(_) => garbled("state", mcp),
+            }
+        } else if let Some(mcp) = field.strip_prefix("v:") {
+            match value.parse::<u64>() {
+                Ok(v) => {
+                    versions.insert(mcp.to_owned(), v);
+                }
+                Err(_) => garbled("version", mcp),
+            }
+        }
     }
-    let mcp = f.get("mcp").copied().unwrap_or("");
+    let states = states
+        .into_iter()
+        .filter_map(|(mcp, state)| Some((versions.remove(&mcp)?, mcp, state)))
+        .map(|(v, mcp, state)| (mcp, (state, v)))
+        .collect();
+    Snapshot {
+        last_id: s.last_id,
+        states,
+    }
+}
+
+/// One change from the stream; `None` (logged) when unreadable.
+pub fn parse_entry(c: &Change) -> Option<Entry> {
+    let mcp = c.get("mcp").unwrap_or("");
     let parsed = (|| {
         Some(Entry {
-            version: f.get("v")?.parse().ok()?,
-            state: serde_json::from_str(f.get("state")?).ok()?,
-            events: serde_json::from_str(f.get("events")?).ok()?,
-            wake: *f.get("wake")? == "1",
+            version: c.get("v")?.parse().ok()?,
+            state: serde_json::from_str(c.get("state")?).ok()?,
+            events: serde_json::from_str(c.get("events")?).ok()?,
+            wake: c.get("wake")? == "1",
             mcp: mcp.to_owned(),
-            id: id.clone(),
+            id: c.id.clone(),
         })
     })();
     if parsed.is_none() {

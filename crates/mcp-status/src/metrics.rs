@@ -31,6 +31,10 @@ pub struct Metrics {
     pub state: std::sync::Arc<StateMetrics>,
     /// 1 while this replica polls MCP health (always in process; the lease holder's with Redis).
     pub poller: Gauge,
+    /// 1 while gatepass's revocation feed is connected.
+    pub feed_up: Gauge,
+    /// Revocations received from the feed.
+    pub revocations: Counter,
 }
 
 impl Default for Metrics {
@@ -69,12 +73,22 @@ impl Metrics {
         ));
         let poller =
             recorder.register_gauge(&Key::from_static_name("mcp_status_health_poller"), &META);
+        let feed_up = recorder.register_gauge(
+            &Key::from_static_name("mcp_status_revocation_feed_up"),
+            &META,
+        );
+        let revocations = recorder.register_counter(
+            &Key::from_static_name("mcp_status_revocations_total"),
+            &META,
+        );
         Metrics {
             recorder,
             sent,
             dropped,
             state,
             poller,
+            feed_up,
+            revocations,
         }
     }
 

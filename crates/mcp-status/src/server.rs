@@ -188,15 +188,18 @@ impl App {
 
     /// Runs the handshake checks, in order: identity (and assertion), origin, role.
     fn verdict(&self, h: &HeaderMap) -> Result<User, CloseReason> {
-        let identity = self.auth.identify(h, Self::host(h)).map_err(|d| match d {
-            Denied::Expired => close::EXPIRED,
-            _ => close::AUTH,
-        })?;
+        let user = self.auth.user(h, Self::host(h));
+        if let Err(d @ (Denied::Unauthenticated | Denied::Expired | Denied::Unavailable)) = user {
+            return Err(match d {
+                Denied::Expired => close::EXPIRED,
+                _ => close::AUTH,
+            });
+        }
         let origin = h.get("origin").and_then(|v| v.to_str().ok());
         if !self.auth.origin_allowed(origin) {
             return Err(close::ORIGIN);
         }
-        self.auth.authorize(identity).map_err(|_| close::FORBIDDEN)
+        user.map_err(|_| close::FORBIDDEN)
     }
 
     fn upgrade(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {

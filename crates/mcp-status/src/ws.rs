@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::app::App;
 use crate::auth::User;
-use crate::broadcast::{close, text, CloseReason, Refused};
+use crate::broadcast::{close, text, CloseReason, Refused, SocketIds};
 use crate::leases::Lease;
 use gatepass_service::state::OnUnavailable;
 
@@ -50,10 +50,18 @@ pub async fn serve(
             match lease(&app, &user.identity.id).await {
                 Err(reason) => reason,
                 Ok(lease) => {
-                    match app
-                        .hub
-                        .admit(&user.identity.id, &user.identity.role, user.view, first)
-                    {
+                    let ids = SocketIds {
+                        tid: user.tid.clone(),
+                        sid: user.sid.clone(),
+                        opened_at: crate::auth::now_secs(),
+                    };
+                    match app.hub.admit(
+                        &user.identity.id,
+                        &user.identity.role,
+                        user.view,
+                        ids,
+                        first,
+                    ) {
                         Ok(reg) => return connection(app, ws, user, reg, lease, audit).await,
                         Err(Refused::Capacity) => close::CAPACITY,
                         Err(Refused::UserLimit) => close::USER_LIMIT,

@@ -2,14 +2,15 @@
 //! config file loading and its one-line errors ([`config`]), tracing setup
 //! ([`init_tracing`]), the runtime and shutdown signal ([`runtime`], [`shutdown_signal`]),
 //! background tasks aborted with their owner ([`Tasks`]), and the HTTP accept loop with a
-//! bounded graceful drain ([`server::Server`]), and the `[state]` table with its Redis client
-//! ([`state`]).
+//! bounded graceful drain ([`server::Server`]), the `[state]` table with its Redis client
+//! ([`state`]), and tables every replica keeps a copy of ([`table`]).
 
 pub mod config;
 mod logging;
 mod runtime;
 pub mod server;
 pub mod state;
+pub mod table;
 mod tasks;
 
 pub use config::{ConfigError, Dur};

@@ -1,0 +1,608 @@
+//! Revocations (SPEC §6): the list every decision reads, kept in the process. A token is
+//! looked up once per change of the list, not once per request: the list has a generation,
+//! and a cached token remembers the generation it was last found clean at, so the cache-hit
+//! path pays two atomic loads.
+//!
+//! With `[state] backend = "redis"` the list is a shared table (`{key_prefix}revocations`,
+//! field `kind:value` → `id not_before expires_at`; changes on the stream
+//! `{key_prefix}revocations:log`; expiries in the sorted set `{key_prefix}revocations:expiry`)
+//! that every replica follows, so a revocation made on one replica is enforced by all within
+//! a second. The replica that takes a revocation enforces it at once. Redis restarted empty:
+//! each replica writes back the live entries it holds, so a revocation outlives a Redis restart
+//! while one replica runs.
+//!
+//! The same changes, in order, feed `GET /revocations` (Server-Sent Events); a recent window
+//! of them lets a reconnecting downstream resume from its `Last-Event-ID`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, RwLock};
+use std::time::Duration;
+
+use gatepass_identity::{Revocation, RevocationKind};
+use gatepass_service::state::{RedisState, StateError};
+use gatepass_service::table::{Change, Replica, SharedTable, TableSnapshot};
+use metrics::{Counter, Gauge, Label};
+use tokio::sync::{broadcast, watch};
+
+use crate::metrics::Metrics;
+use crate::verified::{now_secs, Verified};
+
+/// Changes kept for `Last-Event-ID` resumes.
+const RECENT: usize = 10_000;
+/// Changes a feed subscriber may fall behind by before it is cut off (it then resumes).
+const FEED_QUEUE: usize = 1024;
+/// How often expired entries are dropped (locally, and in Redis).
+pub const PURGE_EVERY: Duration = Duration::from_secs(10);
+
+/// `KEYS` hash, stream, expiry set; `ARGV` field, kind, value, not_before (`-`: none),
+/// expires_at, stream length. Merges with what is stored (the later `expires_at`, the later
+/// `not_before`), logs the result, returns `{id, not_before, expires_at}`.
+const COMMIT_LUA: &str = r#"
+local nb, exp = ARGV[4], tonumber(ARGV[5])
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local _, onb, oexp = string.match(cur, '^(%S+) (%S+) (%S+)$')
+  if oexp and tonumber(oexp) and tonumber(oexp) > exp then exp = tonumber(oexp) end
+  if onb and onb ~= '-' and tonumber(onb) and (nb == '-' or tonumber(onb) > tonumber(nb)) then nb = onb end
+end
+local e = string.format('%d', exp)
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*',
+  'kind', ARGV[2], 'value', ARGV[3], 'nb', nb, 'exp', e)
+redis.call('HSET', KEYS[1], ARGV[1], id .. ' ' .. nb .. ' ' .. e)
+redis.call('ZADD', KEYS[3], exp, ARGV[1])
+return {id, nb, e}
+"#;
+
+/// `KEYS` hash, expiry set; `ARGV` now: drops up to 1000 expired entries.
+const PURGE_LUA: &str = r#"
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 1000)
+for _, f in ipairs(gone) do redis.call('HDEL', KEYS[1], f) end
+if #gone > 0 then redis.call('ZREM', KEYS[2], unpack(gone)) end
+return #gone
+"#;
+
+static COMMIT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(COMMIT_LUA));
+static PURGE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PURGE_LUA));
+
+/// Where a revocation came from (the `source` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Api,
+    Backchannel,
+}
+
+/// Why a revocation was not recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevokeError {
+    #[error("the revocation list is full")]
+    Full,
+    #[error(transparent)]
+    Unavailable(#[from] StateError),
+}
+
+/// A feed event: its id and the revocation.
+pub type FeedEvent = Arc<(String, Revocation)>;
+
+struct Entry {
+    id: String,
+    rev: Revocation,
+}
+
+/// `a-b` (a stream id, or `0-n` in process) as numbers, for ordering.
+fn id_order(id: &str) -> (u64, u64) {
+    let (a, b) = id.split_once('-').unwrap_or((id, "0"));
+    (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+}
+
+#[derive(Default)]
+struct List {
+    jti: HashMap<String, Entry>,
+    sid: HashMap<String, Entry>,
+    sub: HashMap<String, Entry>,
+    /// The latest changes, in order.
+    recent: VecDeque<FeedEvent>,
+    /// In process: the last change's number.
+    seq: u64,
+    /// The latest change sent to the feed (an id's order).
+    fed: (u64, u64),
+}
+
+impl List {
+    fn map(&mut self, kind: RevocationKind) -> &mut HashMap<String, Entry> {
+        match kind {
+            RevocationKind::Jti => &mut self.jti,
+            RevocationKind::Sid => &mut self.sid,
+            RevocationKind::Sub => &mut self.sub,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.jti.len() + self.sid.len() + self.sub.len()
+    }
+
+    fn contains(&self, r: &Revocation) -> bool {
+        let map = match r.kind {
+            RevocationKind::Jti => &self.jti,
+            RevocationKind::Sid => &self.sid,
+            RevocationKind::Sub => &self.sub,
+        };
+        map.contains_key(&r.value)
+    }
+
+    /// Records `r` (merged with what is there: the later expiry, the later `not_before`);
+    /// returns the merged revocation.
+    fn merge(&mut self, r: Revocation, id: &str) -> Revocation {
+        let slot = self.map(r.kind).entry(r.value.clone());
+        let entry = slot.or_insert_with(|| Entry {
+            id: id.to_owned(),
+            rev: r.clone(),
+        });
+        let e = &mut entry.rev;
+        e.expires_at = e.expires_at.max(r.expires_at);
+        e.not_before = match (e.not_before, r.not_before) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if id_order(id) > id_order(&entry.id) {
+            entry.id = id.to_owned();
+        }
+        entry.rev.clone()
+    }
+
+    /// Does a live entry cover the token?
+    fn covers(&self, v: &Verified, now: u64) -> bool {
+        let t = v.token_ref();
+        let hit = |map: &HashMap<String, Entry>, key: Option<&str>| {
+            key.and_then(|k| map.get(k))
+                .is_some_and(|e| !e.rev.is_expired(now) && e.rev.covers_token(&t))
+        };
+        hit(&self.jti, t.jti) || hit(&self.sid, t.sid) || hit(&self.sub, Some(t.sub))
+    }
+
+    fn purge(&mut self, now: u64) -> usize {
+        let before = self.len();
+        for map in [&mut self.jti, &mut self.sid, &mut self.sub] {
+            map.retain(|_, e| !e.rev.is_expired(now));
+        }
+        before - self.len()
+    }
+
+    /// Every live entry, oldest change first.
+    fn live(&self, now: u64) -> Vec<FeedEvent> {
+        let mut all: Vec<FeedEvent> = [&self.jti, &self.sid, &self.sub]
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|e| !e.rev.is_expired(now))
+            .map(|e| Arc::new((e.id.clone(), e.rev.clone())))
+            .collect();
+        all.sort_by_key(|e| id_order(&e.0));
+        all
+    }
+}
+
+struct RevocationMetrics {
+    /// `[kind][source]`.
+    revoked: [[Counter; 2]; 3],
+    entries: Gauge,
+    subscribers: Gauge,
+    full: Counter,
+}
+
+fn kind_index(k: RevocationKind) -> usize {
+    match k {
+        RevocationKind::Jti => 0,
+        RevocationKind::Sub => 1,
+        RevocationKind::Sid => 2,
+    }
+}
+
+impl RevocationMetrics {
+    fn new(m: &Metrics) -> RevocationMetrics {
+        let c = |kind: &'static str, source: &'static str| {
+            m.counter(
+                "gatepass_revocations_total",
+                vec![Label::new("kind", kind), Label::new("source", source)],
+            )
+        };
+        RevocationMetrics {
+            revoked: [
+                [c("jti", "api"), c("jti", "backchannel")],
+                [c("sub", "api"), c("sub", "backchannel")],
+                [c("sid", "api"), c("sid", "backchannel")],
+            ],
+            entries: m.gauge("gatepass_revocation_entries", vec![]),
+            subscribers: m.gauge("gatepass_revocation_feed_subscribers", vec![]),
+            full: m.counter("gatepass_revocation_list_full_total", vec![]),
+        }
+    }
+}
+
+/// The revocation list of one process.
+pub struct Revocations {
+    list: RwLock<List>,
+    /// Bumped (under the write lock, after the change) whenever an entry is added or grows.
+    generation: AtomicU64,
+    table: Option<SharedTable>,
+    expiry_key: String,
+    feed: broadcast::Sender<FeedEvent>,
+    closing: watch::Sender<bool>,
+    metrics: RevocationMetrics,
+}
+
+impl Revocations {
+    /// The list, in process, or shared through `redis`.
+    pub fn new(metrics: &Metrics, redis: Option<Arc<RedisState>>) -> Arc<Revocations> {
+        let expiry_key = redis
+            .as_ref()
+            .map(|r| r.key("revocations:expiry"))
+            .unwrap_or_default();
+        let table = redis.map(|r| {
+            SharedTable::new(
+                r,
+                "revocations",
+                "revocations:log",
+                ["revocation_snapshot", "revocation_read"],
+            )
+        });
+        Arc::new(Revocations {
+            list: RwLock::new(List::default()),
+            generation: AtomicU64::new(1),
+            table,
+            expiry_key,
+            feed: broadcast::channel(FEED_QUEUE).0,
+            closing: watch::channel(false).0,
+            metrics: RevocationMetrics::new(metrics),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, List> {
+        self.list.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, List> {
+        self.list.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Is `v` revoked? Looks the token up only when the list changed since it was last
+    /// found clean.
+    pub fn is_revoked(&self, v: &Verified) -> bool {
+        let generation = self.generation.load(Ordering::Acquire);
+        if v.clean_at.load(Ordering::Relaxed) == generation {
+            return false;
+        }
+        let revoked = self.read().covers(v, now_secs());
+        if !revoked {
+            v.clean_at.store(generation, Ordering::Relaxed);
+        }
+        revoked
+    }
+
+    /// Records `r` here and, with Redis, for the cluster; returns it as recorded (merged with
+    /// an earlier entry for the same value). At `max_entries` live entries a new one is
+    /// refused.
+    pub async fn revoke(
+        &self,
+        r: Revocation,
+        source: Source,
+        max_entries: usize,
+    ) -> Result<Revocation, RevokeError> {
+        {
+            let mut list = self.write();
+            if !list.contains(&r) && list.len() >= max_entries {
+                list.purge(now_secs());
+                if list.len() >= max_entries {
+                    self.metrics.full.increment(1);
+                    tracing::error!(
+                        max_entries,
+                        "revocation list full: revocation refused (raise [revocation] max_entries)"
+                    );
+                    return Err(RevokeError::Full);
+                }
+            }
+        }
+        let (kind, value) = (r.kind, r.value.clone());
+        let recorded = match &self.table {
+            None => {
+                let mut list = self.write();
+                list.seq += 1;
+                let id = format!("0-{}", list.seq);
+                let merged = list.merge(r, &id);
+                self.changed(&mut list, id, merged.clone());
+                merged
+            }
+            Some(table) => {
+                let (id, merged) = self.commit(table, &r).await?;
+                // Enforced here at once; the feed and the other replicas get it from the log.
+                let mut list = self.write();
+                let merged = list.merge(merged, &id);
+                self.generation.fetch_add(1, Ordering::Release);
+                self.metrics.entries.set(list.len() as f64);
+                merged
+            }
+        };
+        let s = usize::from(source == Source::Backchannel);
+        self.metrics.revoked[kind_index(kind)][s].increment(1);
+        tracing::info!(kind = ?kind, source = ?source, expires_at = recorded.expires_at, value_len = value.len(), "revoked");
+        Ok(recorded)
+    }
+
+    /// After a change under the write lock: bumps the generation, logs it for resumes and
+    /// sends it to feed subscribers (under the lock, so `subscribe` sees a consistent cut).
+    fn changed(&self, list: &mut List, id: String, r: Revocation) {
+        self.generation.fetch_add(1, Ordering::Release);
+        list.fed = list.fed.max(id_order(&id));
+        let event = Arc::new((id, r));
+        if list.recent.len() == RECENT {
+            list.recent.pop_front();
+        }
+        list.recent.push_back(event.clone());
+        let _ = self.feed.send(event);
+        self.metrics.entries.set(list.len() as f64);
+    }
+
+    async fn commit(
+        &self,
+        table: &SharedTable,
+        r: &Revocation,
+    ) -> Result<(String, Revocation), StateError> {
+        let kind = kind_name(r.kind);
+        let (hash, stream, expiry) = (
+            table.hash().to_owned(),
+            table.stream().to_owned(),
+            self.expiry_key.clone(),
+        );
+        let field = format!("{kind}:{}", r.value);
+        let value = r.value.clone();
+        let nb = r.not_before.map_or("-".to_owned(), |n| n.to_string());
+        let exp = r.expires_at;
+        let (id, nb, exp): (String, String, String) = table
+            .redis()
+            .call("revocation_commit", |mut c| async move {
+                COMMIT
+                    .key(hash)
+                    .key(stream)
+                    .key(expiry)
+                    .arg(field)
+                    .arg(kind)
+                    .arg(value)
+                    .arg(nb)
+                    .arg(exp)
+                    .arg(RECENT.max(100_000))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let parsed = Revocation {
+            kind: r.kind,
+            value: r.value.clone(),
+            not_before: nb.parse().ok(),
+            expires_at: exp
+                .parse()
+                .map_err(|_| StateError::Failed("unexpected reply"))?,
+        };
+        Ok((id, parsed))
+    }
+
+    /// The feed for a subscriber that last saw `last_event_id`: what it missed (every live
+    /// entry when that id is unknown or absent), then each new change.
+    pub fn subscribe(
+        &self,
+        last_event_id: Option<&str>,
+    ) -> (Vec<FeedEvent>, broadcast::Receiver<FeedEvent>) {
+        // The write lock orders this with `changed`: nothing is both missed and replayed.
+        let list = self.write();
+        let rx = self.feed.subscribe();
+        let now = now_secs();
+        let resumed = last_event_id
+            .and_then(|id| list.recent.iter().position(|e| e.0 == id))
+            .map(|at| {
+                list.recent
+                    .iter()
+                    .skip(at + 1)
+                    .filter(|e| !e.1.is_expired(now))
+                    .cloned()
+                    .collect()
+            });
+        (resumed.unwrap_or_else(|| list.live(now)), rx)
+    }
+
+    /// A receiver that turns true on shutdown: feed streams end then.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Ends every feed stream (shutdown).
+    pub fn close_feeds(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Counts a feed subscriber in or out.
+    pub fn subscribers(&self, delta: f64) {
+        self.metrics.subscribers.increment(delta);
+    }
+
+    /// Drops expired entries here and, with Redis, in the shared table.
+    pub async fn purge(&self) {
+        let now = now_secs();
+        let len = {
+            let mut list = self.write();
+            list.purge(now);
+            list.len()
+        };
+        self.metrics.entries.set(len as f64);
+        if let Some(table) = &self.table {
+            let (hash, expiry) = (table.hash().to_owned(), self.expiry_key.clone());
+            let _ = table
+                .redis()
+                .call("revocation_purge", |mut c| async move {
+                    PURGE
+                        .key(hash)
+                        .key(expiry)
+                        .arg(now)
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                })
+                .await;
+        }
+    }
+
+    /// Background work until the list is dropped: with Redis, following the shared table;
+    /// always, purging expired entries.
+    pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        let weak = Arc::downgrade(self);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PURGE_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { return };
+                this.purge().await;
+            }
+        }));
+        if self.table.is_some() {
+            let this = self.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Some(table) = &this.table {
+                    table.follow(&Follower(this.clone())).await;
+                }
+            }));
+        }
+        tasks
+    }
+
+    /// Live entries, for tests and `/metrics`.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// SHA-256 of a feed secret: compared in constant time, and the secret itself is not kept.
+pub fn secret_digest(secret: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Does `presented` match the secret whose digest is `expected`? Constant time.
+pub fn secret_matches(expected: &[u8; 32], presented: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(expected, &secret_digest(presented)).is_ok()
+}
+
+fn kind_name(k: RevocationKind) -> &'static str {
+    match k {
+        RevocationKind::Jti => "jti",
+        RevocationKind::Sub => "sub",
+        RevocationKind::Sid => "sid",
+    }
+}
+
+fn parse_kind(s: &str) -> Option<RevocationKind> {
+    match s {
+        "jti" => Some(RevocationKind::Jti),
+        "sub" => Some(RevocationKind::Sub),
+        "sid" => Some(RevocationKind::Sid),
+        _ => None,
+    }
+}
+
+/// `kind`, `value`, `nb` (`-`: none) and `exp` as stored; `None` when unreadable.
+fn parse_stored(kind: &str, value: &str, nb: &str, exp: &str) -> Option<Revocation> {
+    Some(Revocation {
+        kind: parse_kind(kind)?,
+        value: value.to_owned(),
+        not_before: if nb == "-" {
+            None
+        } else {
+            Some(nb.parse().ok()?)
+        },
+        expires_at: exp.parse().ok()?,
+    })
+}
+
+/// Follows the shared table for a [`Revocations`].
+struct Follower(Arc<Revocations>);
+
+impl Replica for Follower {
+    fn reload(&self, snapshot: TableSnapshot) {
+        let this = &self.0;
+        let now = now_secs();
+        let mut stored = std::collections::HashSet::new();
+        {
+            let mut list = this.write();
+            for (field, value) in &snapshot.entries {
+                let parsed = field.split_once(':').and_then(|(kind, v)| {
+                    let mut parts = value.splitn(3, ' ');
+                    let (id, nb, exp) = (parts.next()?, parts.next()?, parts.next()?);
+                    Some((id.to_owned(), parse_stored(kind, v, nb, exp)?))
+                });
+                let Some((id, r)) = parsed else {
+                    tracing::warn!("unreadable revocation in redis; ignored");
+                    continue;
+                };
+                stored.insert((r.kind, r.value.clone()));
+                // Not yet fed from here (missed while Redis was away): tell the feed too.
+                let unfed = id_order(&id) > list.fed;
+                let merged = list.merge(r, &id);
+                if unfed && !merged.is_expired(now) {
+                    this.changed(&mut list, id, merged);
+                }
+            }
+            this.generation.fetch_add(1, Ordering::Release);
+            this.metrics.entries.set(list.len() as f64);
+        }
+        // What this replica holds and Redis lost (it restarted empty): write it back.
+        let missing: Vec<Revocation> = this
+            .read()
+            .live(now)
+            .iter()
+            .filter(|e| !stored.contains(&(e.1.kind, e.1.value.clone())))
+            .map(|e| e.1.clone())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            entries = missing.len(),
+            "shared revocation list lacks entries this replica holds; writing them back"
+        );
+        let this = this.clone();
+        tokio::spawn(async move {
+            if let Some(table) = &this.table {
+                for r in missing {
+                    let _ = this.commit(table, &r).await;
+                }
+            }
+        });
+    }
+
+    fn apply(&self, change: Change) -> bool {
+        let this = &self.0;
+        let parsed = (|| {
+            parse_stored(
+                change.get("kind")?,
+                change.get("value")?,
+                change.get("nb")?,
+                change.get("exp")?,
+            )
+        })();
+        match parsed {
+            Some(r) => {
+                let mut list = this.write();
+                let merged = list.merge(r, &change.id);
+                if id_order(&change.id) > list.fed {
+                    this.changed(&mut list, change.id, merged);
+                } else {
+                    this.generation.fetch_add(1, Ordering::Release);
+                }
+            }
+            None => tracing::warn!("unreadable revocation change in redis; ignored"),
+        }
+        true
+    }
+}
