@@ -86,6 +86,10 @@ if [ ! -s "$RUN/secrets/hs256.key" ]; then
   head -c 48 /dev/urandom | base64 | tr -d '\n=' > "$RUN/secrets/hs256.key"
   chmod 600 "$RUN/secrets/hs256.key"
 fi
+if [ ! -s "$RUN/secrets/feed.key" ]; then
+  head -c 32 /dev/urandom | base64 | tr -d '\n=' > "$RUN/secrets/feed.key"
+  chmod 600 "$RUN/secrets/feed.key"
+fi
 [ -s "$RUN/keys/assertion-ed25519.pem" ] || "$GP" keygen --out "$RUN/keys/assertion-ed25519.pem"
 
 # A private CA and a certificate for gatepass: Traefik talks to gatepass over TLS + HTTP/2.
@@ -142,6 +146,9 @@ upgrades_per_user = { rate = 20, per = "1m", burst = 20 }
 [assertion]
 key_file = "keys/assertion-ed25519.pem"
 ttl = "60s"
+
+[revocation]
+feed_secret_file = "secrets/feed.key"
 TOML
 
 cat > "$RUN/mcp-status.toml" <<TOML
@@ -150,6 +157,11 @@ listen = "127.0.0.1:$MCP_PORT"
 [auth]
 allowed_origins = ["http://$WEB", "http://localhost:$WEB_PORT"]
 assertion_jwks_url = "http://$WEB/.well-known/jwks.json"
+
+# Sockets of a revoked token or session close with 4001 Token revoked.
+[revocation]
+feed_url = "http://$WEB/auth/revocations"
+feed_secret_file = "secrets/feed.key"
 
 [[mcps]]
 name = "oracle_mcp"
@@ -286,6 +298,7 @@ curl:
   curl -s -X POST http://$WEB/api/v1/mcps/oracle_mcp/enable -H "Authorization: Bearer $ADMIN"
   curl -si http://$WEB/api/v1/mcps -H "Authorization: Bearer $VIEWER" -X POST   # 403
   curl -s -X POST http://$WEB/auth/tickets -H "Authorization: Bearer $ADMIN"
+  curl -s -X POST http://$WEB/auth/revocations -H "Authorization: Bearer $ADMIN" -d '{"sub": "bob"}'   # bob's tokens and sockets end now
   curl -s -X POST http://127.0.0.1:$DEMO1_PORT/down      # flip oracle_mcp unhealthy (/up to restore)
 
 Python (websockets):

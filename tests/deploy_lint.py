@@ -200,6 +200,9 @@ def file_refs(data):
                 yield f"issuers[{i}].{k}", iss[k]
     if "assertion_public_key_file" in data.get("auth", {}):
         yield "auth.assertion_public_key_file", data["auth"]["assertion_public_key_file"]
+    for k in ("feed_secret_file", "ca_file"):
+        if k in data.get("revocation", {}):
+            yield f"revocation.{k}", data["revocation"][k]
 
 
 def run(*args, **kw):
@@ -222,14 +225,14 @@ def make_file(key, dest, tmp):
         r = run("openssl", "pkey", "-in", priv, "-pubout", "-out", dest)
         if r.returncode != 0:
             return r.stderr.strip()
-    elif key in ("tls.cert", "tls.key"):
+    elif key in ("tls.cert", "tls.key", "revocation.ca_file"):
         cert, keyf = tmp / "tls-cert.pem", tmp / "tls-key.pem"
         if not cert.exists():
             r = run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                     "-nodes", "-days", "1", "-subj", "/CN=gatepass", "-keyout", keyf, "-out", cert)
             if r.returncode != 0:
                 return r.stderr.strip()
-        shutil.copy(cert if key == "tls.cert" else keyf, dest)
+        shutil.copy(keyf if key == "tls.key" else cert, dest)
     else:
         return f"no stand-in known for {key}"
     return None
@@ -292,6 +295,12 @@ for deployment, configs, hosts in (("compose", COMPOSE_CONFIGS, COMPOSE_REDIS_HO
         values = {product: state.get(key) for product, state in states.items()}
         check(f"{deployment}: gatepass and mcp-status share [state] {key}",
               len(values) == 2 and len(set(values.values())) == 1 and None not in values.values(), values)
+    # Sockets of a revoked token close: mcp-status follows gatepass's revocation feed.
+    rev = {p: EFFECTIVE.get(c.resolve(), {}).get("revocation", {}) for p, c in configs.items()}
+    check(f"{deployment}: mcp-status follows gatepass's revocation feed",
+          bool(rev.get("gatepass", {}).get("feed_secret_file"))
+          and str(rev.get("mcp-status", {}).get("feed_url", "")).endswith("/revocations")
+          and bool(rev.get("mcp-status", {}).get("feed_secret_file")), rev)
 
 README = (ROOT / "README.md").read_text()
 # Every identifier inside backticks in a table row of README.md: `listen`, `[tls]`,

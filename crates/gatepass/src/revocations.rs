@@ -606,3 +606,115 @@ impl Replica for Follower {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verified::TokenIds;
+    use gatepass_identity::Identity;
+
+    fn token(jti: &str, sid: &str, sub: &str, iat: u64) -> Verified {
+        let identity = Identity {
+            id: sub.into(),
+            username: sub.into(),
+            role: "admin".into(),
+            permissions: vec![],
+            expires: Some(now_secs() + 3600),
+        };
+        let ids = TokenIds {
+            jti: Some(jti.into()),
+            sid: Some(sid.into()),
+            sub: Some(sub.into()),
+            iat: Some(iat),
+        };
+        Verified::with_ids(identity, now_secs() + 3600, ids)
+    }
+
+    fn rev(kind: RevocationKind, value: &str, not_before: Option<u64>, exp: u64) -> Revocation {
+        Revocation {
+            kind,
+            value: value.into(),
+            not_before,
+            expires_at: exp,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_looked_up_again_only_after_a_change() {
+        let r = Revocations::new(&Metrics::new(), None);
+        let later = now_secs() + 3600;
+        let v = token("j", "s", "u", now_secs() - 10);
+        assert!(!r.is_revoked(&v));
+        let generation = || r.generation.load(Ordering::Acquire);
+        assert_eq!(v.clean_at.load(Ordering::Relaxed), generation());
+        r.revoke(
+            rev(RevocationKind::Jti, "other", None, later),
+            Source::Api,
+            10,
+        )
+        .await
+        .unwrap();
+        assert_ne!(v.clean_at.load(Ordering::Relaxed), generation());
+        assert!(!r.is_revoked(&v));
+        assert_eq!(v.clean_at.load(Ordering::Relaxed), generation());
+        r.revoke(rev(RevocationKind::Sid, "s", None, later), Source::Api, 10)
+            .await
+            .unwrap();
+        assert!(r.is_revoked(&v));
+        assert!(r.is_revoked(&v), "stays revoked");
+        assert_ne!(v.clean_at.load(Ordering::Relaxed), generation());
+    }
+
+    #[tokio::test]
+    async fn entries_merge_expire_and_feed_in_order() {
+        let r = Revocations::new(&Metrics::new(), None);
+        let now = now_secs();
+        r.revoke(
+            rev(RevocationKind::Sub, "u", Some(now - 100), now + 10),
+            Source::Api,
+            10,
+        )
+        .await
+        .unwrap();
+        let merged = r
+            .revoke(
+                rev(RevocationKind::Sub, "u", Some(now - 200), now + 5),
+                Source::Api,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (merged.not_before, merged.expires_at),
+            (Some(now - 100), now + 10)
+        );
+        assert!(r.is_revoked(&token("a", "b", "u", now - 150)));
+        assert!(!r.is_revoked(&token("a", "b", "u", now - 50)));
+        // An expired entry covers nothing and is purged.
+        r.revoke(
+            rev(RevocationKind::Jti, "gone", None, now - 1),
+            Source::Api,
+            10,
+        )
+        .await
+        .unwrap();
+        assert!(!r.is_revoked(&token("gone", "b", "x", now)));
+        r.purge().await;
+        assert_eq!(r.len(), 1);
+        // The feed: everything live, in order; resuming from the first id skips it.
+        r.revoke(
+            rev(RevocationKind::Sid, "s2", None, now + 10),
+            Source::Api,
+            10,
+        )
+        .await
+        .unwrap();
+        let (all, _) = r.subscribe(None);
+        let values: Vec<&str> = all.iter().map(|e| e.1.value.as_str()).collect();
+        assert_eq!(values, ["u", "s2"]);
+        let (rest, _) = r.subscribe(Some(&all[0].0));
+        assert!(rest.iter().all(|e| e.1.value != "u"), "{rest:?}");
+        assert_eq!(id_order("12-3"), (12, 3));
+        assert!(id_order("2-0") < id_order("10-0"));
+    }
+}
