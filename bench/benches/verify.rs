@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 fn decoding_key(key: &Key) -> DecodingKey {
     match key.alg {
-        Algorithm::HS256 => DecodingKey::from_secret(gatepass_bench::SECRET.as_bytes()),
+        Algorithm::HS256 => DecodingKey::from_secret(gatepass_bench::SECRET.as_bytes()).unwrap(),
         Algorithm::RS256 => DecodingKey::from_rsa_pem(key.public_pem.as_bytes()).unwrap(),
         Algorithm::ES256 => DecodingKey::from_ec_pem(key.public_pem.as_bytes()).unwrap(),
         _ => DecodingKey::from_ed_pem(key.public_pem.as_bytes()).unwrap(),

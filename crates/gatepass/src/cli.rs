@@ -105,7 +105,7 @@ pub fn mint(config: &Config, req: &MintRequest) -> Result<String, ConfigError> {
         .filter_map(|a| Algorithm::from_str(a).ok())
     {
         let key = match (alg.family(), &secret, &pem) {
-            (AlgorithmFamily::Hmac, Some(s), _) => Some(EncodingKey::from_secret(s)),
+            (AlgorithmFamily::Hmac, Some(s), _) => EncodingKey::from_secret(s).ok(),
             (AlgorithmFamily::Rsa, None, Some(p)) => EncodingKey::from_rsa_pem(p).ok(),
             (AlgorithmFamily::Ec, None, Some(p)) => EncodingKey::from_ec_pem(p).ok(),
             (AlgorithmFamily::Ed, None, Some(p)) => EncodingKey::from_ed_pem(p).ok(),

@@ -110,6 +110,27 @@ pub struct IssuerConfig {
     /// The client id this issuer's back-channel logout tokens name in `aud`; set, it accepts
     /// `POST /backchannel-logout` for this issuer.
     pub backchannel_logout_audience: Option<String>,
+    /// `issuer` is an OpenID issuer URL: its discovery document names the JWKS (and the
+    /// introspection endpoint).
+    #[serde(default)]
+    pub discovery: bool,
+    /// `rfc9068`: JWT access tokens with strict `typ` and claims.
+    pub profile: Option<Profile>,
+    /// `exp - iat` must not exceed it.
+    pub max_token_lifetime: Option<Dur>,
+    /// RFC 7662 endpoint for opaque tokens (at most one issuer).
+    pub introspection_url: Option<String>,
+    pub introspection_client_id: Option<String>,
+    /// client_secret_basic secret for `introspection_url`.
+    pub introspection_secret_file: Option<PathBuf>,
+}
+
+/// An access-token profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// RFC 9068: `typ` `at+jwt`; `sub`, `client_id`, `iat`, `jti` required; `aud` checked.
+    Rfc9068,
 }
 
 impl gatepass_service::Listen for Config {
@@ -215,6 +236,8 @@ impl Default for TokensConfig {
 pub struct CacheConfig {
     pub max_tokens: u64,
     pub ttl: Dur,
+    /// How long an inactive introspection answer is cached; `0s`: never.
+    pub negative_ttl: Dur,
 }
 
 impl Default for CacheConfig {
@@ -222,6 +245,7 @@ impl Default for CacheConfig {
         CacheConfig {
             max_tokens: 100_000,
             ttl: Dur::secs(300),
+            negative_ttl: Dur::secs(5),
         }
     }
 }
@@ -500,10 +524,63 @@ impl Config {
             .iter()
             .filter(|b| **b)
             .count();
-            if sources != 1 {
+            if iss.discovery {
+                if sources != 0 {
+                    return Err(ConfigError::new(
+                        key("discovery"),
+                        "takes the keys from the discovery document: remove secret_file, secret_env, public_key_file, jwks_file and jwks_url",
+                    ));
+                }
+                if !(iss.issuer.starts_with("https://") || iss.issuer.starts_with("http://")) {
+                    return Err(ConfigError::new(
+                        key("issuer"),
+                        "must be the issuer's http(s) URL with discovery = true",
+                    ));
+                }
+            } else if sources != 1 && !(sources == 0 && iss.introspection_url.is_some()) {
                 return Err(ConfigError::new(
                     format!("issuers[{i}]"),
-                    "exactly one of secret_file, secret_env, public_key_file, jwks_file, jwks_url is required",
+                    "exactly one of secret_file, secret_env, public_key_file, jwks_file, jwks_url (or discovery = true) is required",
+                ));
+            }
+            if iss.profile.is_some() && iss.audiences.is_none() {
+                return Err(ConfigError::new(
+                    key("profile"),
+                    "rfc9068 requires `aud` to be checked: set audiences",
+                ));
+            }
+            if let Some(l) = iss.max_token_lifetime {
+                if l.0 < Duration::from_secs(1) {
+                    return Err(ConfigError::new(
+                        key("max_token_lifetime"),
+                        "must be at least 1s",
+                    ));
+                }
+            }
+            if let Some(url) = &iss.introspection_url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::new(
+                        key("introspection_url"),
+                        "must be an http:// or https:// URL",
+                    ));
+                }
+            }
+            let introspects = iss.introspection_url.is_some()
+                || iss.introspection_client_id.is_some()
+                || iss.introspection_secret_file.is_some();
+            if introspects
+                && (iss.introspection_client_id.is_none()
+                    || iss.introspection_secret_file.is_none())
+            {
+                return Err(ConfigError::new(
+                    key("introspection_client_id"),
+                    "introspection needs introspection_client_id and introspection_secret_file (client_secret_basic)",
+                ));
+            }
+            if introspects && iss.introspection_url.is_none() && !iss.discovery {
+                return Err(ConfigError::new(
+                    key("introspection_url"),
+                    "is required (or discovery = true, whose document names it)",
                 ));
             }
             if let Some(url) = &iss.jwks_url {
@@ -514,10 +591,14 @@ impl Config {
                     ));
                 }
             }
-            if iss.ca_file.is_some() && iss.jwks_url.is_none() {
+            if iss.ca_file.is_some()
+                && iss.jwks_url.is_none()
+                && !iss.discovery
+                && iss.introspection_url.is_none()
+            {
                 return Err(ConfigError::new(
                     key("ca_file"),
-                    "only applies with jwks_url",
+                    "only applies with jwks_url, discovery or introspection_url",
                 ));
             }
             if let Some(aud) = &iss.audiences {
@@ -528,6 +609,15 @@ impl Config {
                     ));
                 }
             }
+        }
+        let introspecting: Vec<usize> = (0..self.issuers.len())
+            .filter(|i| self.issuers[*i].introspection_client_id.is_some())
+            .collect();
+        if let [_, second, ..] = introspecting[..] {
+            return Err(ConfigError::new(
+                format!("issuers[{second}].introspection_url"),
+                "at most one issuer may introspect opaque tokens",
+            ));
         }
         Ok(())
     }

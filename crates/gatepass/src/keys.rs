@@ -205,7 +205,8 @@ pub fn load_static(config: &Config, issuer: &IssuerConfig) -> Result<Option<KeyS
             .map(|p| config.path(p).display().to_string())
             .or_else(|| issuer.secret_env.clone())
             .unwrap_or_default();
-        (KeyKind::Hmac, DecodingKey::from_secret(&secret), label)
+        let key = DecodingKey::from_secret(&secret).map_err(|_| KeyError::Empty(label.clone()))?;
+        (KeyKind::Hmac, key, label)
     } else if let Some(p) = &issuer.public_key_file {
         let p = config.path(p);
         let label = p.display().to_string();
@@ -303,6 +304,12 @@ mod tests {
             leeway: Dur::secs(0),
             signing_key_file: None,
             backchannel_logout_audience: None,
+            discovery: false,
+            profile: None,
+            max_token_lifetime: None,
+            introspection_url: None,
+            introspection_client_id: None,
+            introspection_secret_file: None,
         }
     }
 

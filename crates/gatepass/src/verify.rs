@@ -13,7 +13,7 @@ use moka::future::Cache;
 use serde_json::{Map, Value};
 
 use crate::claims::ClaimMap;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Profile};
 use crate::jwks::KeySource;
 use crate::keys;
 use crate::metrics::Metrics;
@@ -30,6 +30,9 @@ pub struct Issuer {
     pub backchannel_audience: Option<String>,
     /// Clock skew allowed, in seconds.
     pub leeway: u64,
+    pub profile: Option<Profile>,
+    /// Longest `exp - iat`, in seconds.
+    pub max_lifetime: Option<u64>,
 }
 
 struct UntilExp {
@@ -70,6 +73,8 @@ impl Verifier {
                 keys,
                 backchannel_audience: ic.backchannel_logout_audience.clone(),
                 leeway: ic.leeway.0.as_secs(),
+                profile: ic.profile,
+                max_lifetime: ic.max_token_lifetime.map(|d| d.0.as_secs()),
             });
         }
         let cache = Cache::builder()
@@ -148,16 +153,28 @@ impl Verifier {
         }
         // `alg` values outside the enum (`none`, `None`, `HS1`) fail here.
         let header = light_header(token)?;
+        // RFC 7515 §4.1.11: gatepass implements no extension, so any `crit` is refused.
+        if header.crit {
+            return Err(DenyReason::UnsupportedCritical);
+        }
         let issuer = self.select_issuer(token)?;
         if !issuer.algorithms.contains(&header.alg) {
             return Err(DenyReason::AlgorithmNotAllowed);
+        }
+        if issuer.profile == Some(Profile::Rfc9068) {
+            let at_jwt = header.typ.as_deref().is_some_and(|t| {
+                t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+            });
+            if !at_jwt {
+                return Err(DenyReason::WrongTokenType);
+            }
         }
         let kid = header.kid.as_deref();
         let keys = issuer.keys_for(kid).await?;
         let mut best: Option<DenyReason> = None;
         for key in keys.candidates(kid, header.alg) {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation) {
-                Ok(data) => return self.build(data.claims),
+                Ok(data) => return self.build(data.claims, issuer),
                 Err(e) => {
                     let reason = map_error(e.kind());
                     // A claim error means the signature was good: it explains more than a
@@ -171,14 +188,28 @@ impl Verifier {
         Err(best.unwrap_or(DenyReason::UnknownKey))
     }
 
-    fn build(&self, claims: Map<String, Value>) -> Result<Verified, DenyReason> {
+    fn build(&self, claims: Map<String, Value>, issuer: &Issuer) -> Result<Verified, DenyReason> {
         if !claim_types_ok(&claims) {
             return Err(DenyReason::MissingClaim);
         }
-        let exp = claims
-            .get("exp")
-            .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
-            .ok_or(DenyReason::MissingClaim)?;
+        let number = |name: &str| {
+            claims
+                .get(name)
+                .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
+        };
+        let exp = number("exp").ok_or(DenyReason::MissingClaim)?;
+        let iat = number("iat");
+        check_times(issuer, exp, iat)?;
+        if issuer.profile == Some(Profile::Rfc9068) {
+            let present = |name: &str| {
+                claims
+                    .get(name)
+                    .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+            };
+            if !(present("sub") && present("client_id") && present("jti") && iat.is_some()) {
+                return Err(DenyReason::MissingClaim);
+            }
+        }
         let identity = self
             .claims
             .identity(&claims, exp)
@@ -216,6 +247,21 @@ impl Issuer {
     }
 }
 
+/// RFC 8725 checks every token gets: no `iat` beyond `leeway` in the future, and a lifetime
+/// within the issuer's `max_token_lifetime` (which then requires `iat`).
+pub(crate) fn check_times(issuer: &Issuer, exp: u64, iat: Option<u64>) -> Result<(), DenyReason> {
+    if iat.is_some_and(|iat| iat > now_secs() + issuer.leeway) {
+        return Err(DenyReason::IssuedInFuture);
+    }
+    if let Some(max) = issuer.max_lifetime {
+        let iat = iat.ok_or(DenyReason::MissingClaim)?;
+        if exp.saturating_sub(iat) > max {
+            return Err(DenyReason::LifetimeTooLong);
+        }
+    }
+    Ok(())
+}
+
 /// The registered claims have the types the JWT RFCs give them; any other type is malformed
 /// (an `iss` array must never pass for the issuer, a numeric `sub` for a user id).
 fn claim_types_ok(claims: &Map<String, Value>) -> bool {
@@ -231,6 +277,9 @@ fn claim_types_ok(claims: &Map<String, Value>) -> bool {
 pub(crate) struct LightHeader {
     pub alg: Algorithm,
     pub kid: Option<String>,
+    pub typ: Option<String>,
+    /// A `crit` member is present.
+    pub crit: bool,
 }
 
 pub(crate) fn light_header(token: &str) -> Result<LightHeader, DenyReason> {
@@ -240,6 +289,10 @@ pub(crate) fn light_header(token: &str) -> Result<LightHeader, DenyReason> {
         alg: std::borrow::Cow<'a, str>,
         #[serde(borrow, default)]
         kid: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        typ: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        crit: Option<serde::de::IgnoredAny>,
     }
     let segment = token.split('.').next().ok_or(DenyReason::MalformedToken)?;
     let bytes = URL_SAFE_NO_PAD
@@ -251,6 +304,8 @@ pub(crate) fn light_header(token: &str) -> Result<LightHeader, DenyReason> {
     Ok(LightHeader {
         alg,
         kid: raw.kid.map(|k| k.into_owned()),
+        typ: raw.typ.map(|t| t.into_owned()),
+        crit: raw.crit.is_some(),
     })
 }
 

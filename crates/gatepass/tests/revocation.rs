@@ -386,7 +386,7 @@ fn logout_token(claims: &Value, typ: Option<&str>) -> String {
     jsonwebtoken::encode(
         &header,
         claims,
-        &jsonwebtoken::EncodingKey::from_secret(HS_SECRET.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(HS_SECRET.as_bytes()).unwrap(),
     )
     .unwrap()
 }
@@ -522,7 +522,7 @@ async fn backchannel_logout_checks_every_rule() {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
             &c,
-            &jsonwebtoken::EncodingKey::from_secret(b"another-secret-of-enough-length!!"),
+            &jsonwebtoken::EncodingKey::from_secret(b"another-secret-of-enough-length!!").unwrap(),
         )
         .unwrap()
     };
