@@ -1,5 +1,6 @@
 # gatepass — `make run` starts the local stack, `make test` runs every test.
-# Both install what is missing into the project (.venv, tests/browser/node_modules) first.
+# Both install what is missing into the project (.venv, tests/browser/node_modules,
+# tests/oidc/node_modules) first.
 SHELL := /bin/bash
 CARGO ?= cargo
 TRAEFIK_VERSION := 3.7.15
@@ -8,6 +9,7 @@ PYYAML_VERSION := 6.0.3
 VENV := .venv
 TRAEFIK_STAMP := $(VENV)/.stamp-traefik-$(TRAEFIK_VERSION)-websockets-$(WEBSOCKETS_VERSION)-pyyaml-$(PYYAML_VERSION)
 BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
+OIDC_DEPS := tests/oidc/node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run run-cluster stop test check contract bench wrk deps traefik chromium redis build release fmt lint clean
@@ -35,8 +37,9 @@ test: deps lint
 	$(VENV)/bin/python tests/deploy_lint.py
 
 # The fast loop: fmt, clippy, the module-layer check and `cargo test` over the default members
-# (identity, service, gatepass, mcp-status, testkit: no Traefik, no browser, no .venv).
-check: redis
+# (identity, service, gatepass, mcp-status, testkit: no Traefik, no browser, no .venv; the
+# OpenID Provider tests need tests/oidc/node_modules).
+check: redis $(OIDC_DEPS)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	python3 scripts/check_layers.py
@@ -70,7 +73,11 @@ chromium:
 $(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json
 	npm ci --prefix tests/browser --no-audit --no-fund
 
-deps: traefik chromium redis $(BROWSER_DEPS)
+# The real OpenID Provider (npm oidc-provider) that gatepass-testkit's OidcProvider runs.
+$(OIDC_DEPS): tests/oidc/package.json tests/oidc/package-lock.json
+	npm ci --prefix tests/oidc --no-audit --no-fund
+
+deps: traefik chromium redis $(BROWSER_DEPS) $(OIDC_DEPS)
 
 build:
 	$(CARGO) build --workspace
@@ -85,4 +92,4 @@ lint:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) tests/browser/node_modules run
+	rm -rf $(VENV) tests/browser/node_modules tests/oidc/node_modules run

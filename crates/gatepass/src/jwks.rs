@@ -1,12 +1,17 @@
 //! Where an issuer's keys come from: a static key, a JWKS file (re-read on change) or a JWKS
 //! URL (background refresh, unknown-`kid` refetch at most once per `min_refresh_interval`,
-//! single-flight, stale keys served for `stale_for`).
+//! single-flight, stale keys served for `stale_for`). With `discovery = true` the URL comes
+//! from the issuer's discovery document, fetched on the same clock before each JWKS fetch.
+//! With `[state] dir` the last good document and JWKS are saved, and read at start when the
+//! live fetch fails (a restart during an IdP outage still verifies).
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use metrics::{Counter, Label};
+use metrics::{Counter, Gauge, Label};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::{Config, IssuerConfig, JwksConfig};
@@ -18,6 +23,8 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// The keys of one issuer and how they are kept fresh.
 pub enum KeySource {
+    /// No keys: the issuer only introspects opaque tokens.
+    None,
     Static(Arc<KeySet>),
     File(Arc<FileJwks>),
     Remote(Arc<RemoteJwks>),
@@ -44,40 +51,11 @@ impl KeySource {
                 loaded_at: Mutex::new(Instant::now()),
             })));
         }
-        let url = issuer.jwks_url.clone().unwrap_or_default();
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.jwks.fetch_timeout.0)
-            .connect_timeout(config.jwks.fetch_timeout.0)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("gatepass/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &issuer.ca_file {
-            let path = config.path(ca);
-            let pem = std::fs::read(&path).map_err(|e| KeyError::CaFile {
-                path: path.clone(),
-                reason: e.kind().to_string(),
-            })?;
-            // reqwest parses lazily and skips what it can't read: check the PEM here, so a
-            // file that holds no certificate is a config error, not a silent no-op.
-            let not_pem = || KeyError::CaFile {
-                path: path.clone(),
-                reason: "not a PEM certificate".into(),
-            };
-            use tokio_rustls::rustls::pki_types::pem::PemObject;
-            let certs = tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| not_pem())?;
-            if certs.is_empty() {
-                return Err(not_pem());
-            }
-            for der in certs {
-                let cert = reqwest::Certificate::from_der(&der).map_err(|_| not_pem())?;
-                builder = builder.add_root_certificate(cert);
-            }
+        if issuer.jwks_url.is_none() && !issuer.discovery {
+            return Ok(KeySource::None);
         }
-        let client = builder.build().map_err(|e| KeyError::Read {
-            path: url.clone().into(),
-            reason: e.to_string(),
-        })?;
+        let url = issuer.jwks_url.clone().unwrap_or_default();
+        let client = http_client(config, issuer)?;
         let fetch = |result: &'static str| {
             metrics.counter(
                 "gatepass_jwks_fetches_total",
@@ -87,9 +65,31 @@ impl KeySource {
                 ],
             )
         };
+        let saved = config.state.dir.as_ref().map(|d| {
+            let name: String = issuer
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            config.path(d).join(format!("{name}.json"))
+        });
         Ok(KeySource::Remote(Arc::new(RemoteJwks {
             issuer: issuer.clone(),
-            url,
+            url: RwLock::new(url),
+            discovery: issuer.discovery.then(|| issuer.issuer.clone()),
+            discovered: RwLock::new(None),
+            saved,
+            from_saved: AtomicBool::new(false),
+            from_saved_gauge: metrics.gauge(
+                "gatepass_jwks_from_saved_state",
+                vec![Label::new("issuer", issuer.name.clone())],
+            ),
             client,
             cfg: config.jwks.clone(),
             loaded: RwLock::new(None),
@@ -101,9 +101,32 @@ impl KeySource {
         })))
     }
 
+    /// Were the keys read from the saved state (the IdP unreachable since start)?
+    pub fn from_saved_state(&self) -> bool {
+        match self {
+            KeySource::Remote(r) => r.from_saved.load(Ordering::Relaxed),
+            _ => false,
+        }
+    }
+
+    /// The introspection endpoint the discovery document names.
+    pub fn discovered_introspection(&self) -> Option<String> {
+        match self {
+            KeySource::Remote(r) => r
+                .discovered
+                .read()
+                .ok()?
+                .as_ref()?
+                .introspection_endpoint
+                .clone(),
+            _ => None,
+        }
+    }
+
     /// The keys usable now; `None` when never fetched or stale past `stale_for`.
     pub fn current(&self) -> Option<Arc<KeySet>> {
         match self {
+            KeySource::None => None,
             KeySource::Static(k) => Some(k.clone()),
             KeySource::File(f) => f.keys.read().ok().map(|k| k.clone()),
             KeySource::Remote(r) => r.current(),
@@ -113,7 +136,7 @@ impl KeySource {
     /// Seconds since the keys were last loaded.
     pub fn age(&self) -> Option<Duration> {
         match self {
-            KeySource::Static(_) => None,
+            KeySource::None | KeySource::Static(_) => None,
             KeySource::File(f) => f.loaded_at.lock().ok().map(|t| t.elapsed()),
             KeySource::Remote(r) => r.loaded.read().ok()?.as_ref().map(|(_, t)| t.elapsed()),
         }
@@ -122,11 +145,54 @@ impl KeySource {
     /// Background upkeep for this source, if it needs any.
     pub fn spawn_upkeep(&self) -> Option<tokio::task::JoinHandle<()>> {
         match self {
-            KeySource::Static(_) => None,
+            KeySource::None | KeySource::Static(_) => None,
             KeySource::File(f) => Some(tokio::spawn(f.clone().watch())),
             KeySource::Remote(r) => Some(tokio::spawn(r.clone().refresh_loop())),
         }
     }
+}
+
+/// The HTTP client of an issuer's fetches (JWKS, discovery, introspection): bounded by
+/// `fetch_timeout`, with the issuer's `ca_file` trusted too.
+pub fn http_client(config: &Config, issuer: &IssuerConfig) -> Result<reqwest::Client, KeyError> {
+    let url = issuer
+        .jwks_url
+        .clone()
+        .unwrap_or_else(|| issuer.issuer.clone());
+    let mut builder = reqwest::Client::builder()
+        .timeout(config.jwks.fetch_timeout.0)
+        .connect_timeout(config.jwks.fetch_timeout.0)
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("gatepass/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &issuer.ca_file {
+        let path = config.path(ca);
+        let pem = std::fs::read(&path).map_err(|e| KeyError::CaFile {
+            path: path.clone(),
+            reason: e.kind().to_string(),
+        })?;
+        // reqwest parses lazily and skips what it can't read: check the PEM here, so a
+        // file that holds no certificate is a config error, not a silent no-op.
+        let not_pem = || KeyError::CaFile {
+            path: path.clone(),
+            reason: "not a PEM certificate".into(),
+        };
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let certs = tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| not_pem())?;
+        if certs.is_empty() {
+            return Err(not_pem());
+        }
+        for der in certs {
+            let cert = reqwest::Certificate::from_der(&der).map_err(|_| not_pem())?;
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder.build().map_err(|e| KeyError::Read {
+        path: url.clone().into(),
+        reason: e.to_string(),
+    })?;
+    Ok(client)
 }
 
 /// A JWKS file, re-read when its modification time or size changes.
@@ -198,7 +264,15 @@ impl FileJwks {
 /// A JWKS fetched over HTTP(S).
 pub struct RemoteJwks {
     issuer: IssuerConfig,
-    url: String,
+    /// The JWKS URL: configured, or the discovery document's `jwks_uri`.
+    url: RwLock<String>,
+    /// With discovery: the issuer URL whose document names the JWKS.
+    discovery: Option<String>,
+    discovered: RwLock<Option<Discovered>>,
+    /// `[state] dir`'s file for this issuer.
+    saved: Option<PathBuf>,
+    from_saved: AtomicBool,
+    from_saved_gauge: Gauge,
     client: reqwest::Client,
     cfg: JwksConfig,
     loaded: RwLock<Option<(Arc<KeySet>, Instant)>>,
@@ -210,6 +284,37 @@ pub struct RemoteJwks {
     fetch_error: Counter,
 }
 
+/// What gatepass uses from a discovery document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovered {
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
+}
+
+/// The saved state of one issuer: when, the discovery document (if any) and the JWKS.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    fetched_at: u64,
+    #[serde(default)]
+    discovery: Option<Discovered>,
+    jwks: serde_json::Value,
+}
+
+/// RFC 8414 §3: the well-known segment goes between the host and the issuer's path.
+fn rfc8414_url(issuer: &str) -> Option<String> {
+    let u = reqwest::Url::parse(issuer).ok()?;
+    let path = u.path().trim_end_matches('/');
+    Some(format!(
+        "{}/.well-known/oauth-authorization-server{path}",
+        u.origin().ascii_serialization()
+    ))
+}
+
+fn http_url(u: &str) -> bool {
+    u.starts_with("https://") || u.starts_with("http://")
+}
+
 impl RemoteJwks {
     fn current(&self) -> Option<Arc<KeySet>> {
         let guard = self.loaded.read().ok()?;
@@ -217,18 +322,16 @@ impl RemoteJwks {
         (at.elapsed() <= self.cfg.stale_for.0).then(|| keys.clone())
     }
 
-    /// One fetch; returns the server's `max-age` when it sent one.
-    async fn fetch(&self) -> Result<Option<Duration>, String> {
+    /// GET `url`, at most 1 MiB: the status and body, and the server's `max-age`.
+    async fn get(&self, url: &str) -> Result<(u16, Vec<u8>, Option<Duration>), String> {
         let mut resp = self
             .client
-            .get(&self.url)
+            .get(url)
             .header("accept", "application/json")
             .send()
             .await
             .map_err(|e| e.without_url().to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("status {}", resp.status()));
-        }
+        let status = resp.status().as_u16();
         let max_age = resp
             .headers()
             .get(http::header::CACHE_CONTROL)
@@ -245,6 +348,69 @@ impl RemoteJwks {
             }
             body.extend_from_slice(&chunk);
         }
+        Ok((status, body, max_age))
+    }
+
+    /// The discovery document (OpenID Connect, else RFC 8414), whose `issuer` must equal the
+    /// configured one exactly.
+    async fn discover(&self, issuer: &str) -> Result<Discovered, String> {
+        let oidc = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let mut last = String::new();
+        for url in [Some(oidc), rfc8414_url(issuer)].into_iter().flatten() {
+            let (status, body, _) = self.get(&url).await?;
+            if status == 404 {
+                last = format!("discovery document not found (404) at {url}");
+                continue;
+            }
+            if !(200..300).contains(&status) {
+                return Err(format!("discovery document: status {status}"));
+            }
+            #[derive(Deserialize)]
+            struct Doc {
+                issuer: String,
+                jwks_uri: Option<String>,
+                introspection_endpoint: Option<String>,
+            }
+            let doc: Doc = serde_json::from_slice(&body)
+                .map_err(|_| "discovery document is not the expected JSON".to_string())?;
+            if doc.issuer != issuer {
+                return Err(format!(
+                    "discovery document names issuer `{}`, configured `{issuer}`: they must be equal",
+                    doc.issuer
+                ));
+            }
+            let jwks_uri = doc
+                .jwks_uri
+                .filter(|u| http_url(u))
+                .ok_or("discovery document has no http(s) jwks_uri")?;
+            return Ok(Discovered {
+                jwks_uri,
+                introspection_endpoint: doc.introspection_endpoint.filter(|u| http_url(u)),
+            });
+        }
+        Err(last)
+    }
+
+    /// One fetch (the discovery document first, with discovery); returns the server's
+    /// `max-age` when it sent one.
+    async fn fetch(&self) -> Result<Option<Duration>, String> {
+        if let Some(issuer) = &self.discovery {
+            let d = self.discover(issuer).await?;
+            if let Ok(mut u) = self.url.write() {
+                u.clone_from(&d.jwks_uri);
+            }
+            if let Ok(mut slot) = self.discovered.write() {
+                *slot = Some(d);
+            }
+        }
+        let url = self.url.read().map(|u| u.clone()).unwrap_or_default();
+        let (status, body, max_age) = self.get(&url).await?;
+        if !(200..300).contains(&status) {
+            return Err(format!("status {status}"));
+        }
         let set = keys::parse_jwks(&self.issuer, &body, "jwks_url").map_err(|e| e.to_string())?;
         if set.keys.is_empty() {
             return Err("no usable signing keys".into());
@@ -252,7 +418,75 @@ impl RemoteJwks {
         if let Ok(mut l) = self.loaded.write() {
             *l = Some((Arc::new(set), Instant::now()));
         }
+        if self.from_saved.swap(false, Ordering::Relaxed) {
+            self.from_saved_gauge.set(0.0);
+            tracing::info!(issuer = %self.issuer.name, "keys fetched live again (no longer from the saved state)");
+        }
+        self.save(&body).await;
         Ok(max_age)
+    }
+
+    /// Writes the last good document and JWKS (temp file + rename, mode 0600).
+    async fn save(&self, jwks: &[u8]) {
+        let Some(path) = &self.saved else { return };
+        let Ok(jwks) = serde_json::from_slice::<serde_json::Value>(jwks) else {
+            return;
+        };
+        let saved = Saved {
+            fetched_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            discovery: self.discovered.read().ok().and_then(|d| d.clone()),
+            jwks,
+        };
+        let Ok(text) = serde_json::to_vec(&saved) else {
+            return;
+        };
+        if let Err(e) = write_private(path, &text).await {
+            tracing::warn!(issuer = %self.issuer.name, path = %path.display(), error = %e, "cannot save the issuer's keys to [state] dir");
+        }
+    }
+
+    /// At start, the live fetch failed: the saved keys, if younger than `stale_for`.
+    async fn load_saved(&self) -> bool {
+        let Some(path) = &self.saved else {
+            return false;
+        };
+        let Ok(text) = tokio::fs::read(path).await else {
+            return false;
+        };
+        let Ok(saved) = serde_json::from_slice::<Saved>(&text) else {
+            tracing::warn!(issuer = %self.issuer.name, path = %path.display(), "saved state unreadable; ignored");
+            return false;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let age = Duration::from_secs(now.saturating_sub(saved.fetched_at));
+        if age > self.cfg.stale_for.0 {
+            tracing::warn!(issuer = %self.issuer.name, age_secs = age.as_secs(), "saved keys older than stale_for; not used");
+            return false;
+        }
+        let body = saved.jwks.to_string();
+        let Ok(set) = keys::parse_jwks(&self.issuer, body.as_bytes(), "saved state") else {
+            return false;
+        };
+        let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        if let Ok(mut l) = self.loaded.write() {
+            *l = Some((Arc::new(set), at));
+        }
+        if let (Some(d), Ok(mut slot)) = (saved.discovery, self.discovered.write()) {
+            if let Ok(mut u) = self.url.write() {
+                u.clone_from(&d.jwks_uri);
+            }
+            *slot = Some(d);
+        }
+        self.from_saved.store(true, Ordering::Relaxed);
+        self.from_saved_gauge.set(1.0);
+        tracing::warn!(issuer = %self.issuer.name, age_secs = age.as_secs(), "IdP unreachable at start: verifying with the saved keys");
+        true
     }
 
     async fn fetch_logged(&self) -> Result<Option<Duration>, ()> {
@@ -276,9 +510,15 @@ impl RemoteJwks {
     }
 
     async fn refresh_loop(self: Arc<Self>) {
+        let mut first = true;
         loop {
             self.in_flight.store(true, Ordering::Release);
-            let next = match self.fetch_logged().await {
+            let result = self.fetch_logged().await;
+            if first && result.is_err() {
+                self.load_saved().await;
+            }
+            first = false;
+            let next = match result {
                 Ok(max_age) => {
                     next_refresh(self.cfg.refresh_interval.0, max_age, self.cfg.stale_for.0)
                 }
@@ -324,6 +564,33 @@ impl RemoteJwks {
         )
         .await;
     }
+}
+
+/// Writes `bytes` to `path` atomically (a temp file renamed over it), readable by the owner
+/// only; creates the directory (0700) if needed.
+async fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let (path, bytes) = (path.to_path_buf(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || {
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// When to refresh after a good fetch: `refresh_interval`, or the IdP's longer `max-age`,

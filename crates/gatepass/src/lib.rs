@@ -5,6 +5,7 @@ pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod introspect;
 pub mod jwks;
 pub mod keys;
 pub mod logout;

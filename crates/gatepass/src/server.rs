@@ -148,12 +148,23 @@ impl App {
                 let state = self.state();
                 let missing = state.unready_issuers();
                 let shared = state.state_status();
-                if missing.is_empty() && !state.state_blocks_readiness() {
-                    let body = format!(r#"{{"status":"ready","state":"{shared}"}}"#);
+                let saved = state.saved_state_issuers();
+                let ready = missing.is_empty() && !state.state_blocks_readiness();
+                // Members in a fixed order: status first.
+                let extra = if saved.is_empty() {
+                    String::new()
+                } else {
+                    format!(r#","keys_from_saved_state":{}"#, serde_json::json!(saved))
+                };
+                if ready {
+                    let body = format!(r#"{{"status":"ready","state":"{shared}"{extra}}}"#);
                     json_response(StatusCode::OK, body)
                 } else {
-                    let body = serde_json::json!({"status": "unavailable", "issuers_without_keys": missing, "state": shared});
-                    json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
+                    let body = format!(
+                        r#"{{"status":"unavailable","issuers_without_keys":{},"state":"{shared}"{extra}}}"#,
+                        serde_json::json!(missing)
+                    );
+                    json_response(StatusCode::SERVICE_UNAVAILABLE, body)
                 }
             }
             "/metrics" => {

@@ -194,11 +194,22 @@ impl State {
             .is_some_and(|r| !r.is_up() && r.on_unavailable() == OnUnavailable::Deny)
     }
 
+    /// Issuers whose keys came from `[state] dir` (their IdP unreachable since start).
+    pub fn saved_state_issuers(&self) -> Vec<&str> {
+        self.verifier
+            .issuers
+            .iter()
+            .filter(|i| i.keys.from_saved_state())
+            .map(|i| i.name.as_str())
+            .collect()
+    }
+
     /// Issuers without usable keys.
     pub fn unready_issuers(&self) -> Vec<&str> {
         self.verifier
             .issuers
             .iter()
+            .filter(|i| !matches!(i.keys, crate::jwks::KeySource::None))
             .filter(|i| i.keys.current().is_none_or(|k| k.keys.is_empty()))
             .map(|i| i.name.as_str())
             .collect()

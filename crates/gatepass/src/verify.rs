@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::claims::ClaimMap;
 use crate::config::{Config, ConfigError, Profile};
+use crate::introspect::Introspector;
 use crate::jwks::KeySource;
 use crate::keys;
 use crate::metrics::Metrics;
@@ -55,6 +56,8 @@ impl moka::Expiry<String, Arc<Verified>> for UntilExp {
 pub struct Verifier {
     pub issuers: Vec<Issuer>,
     claims: ClaimMap,
+    /// Opaque tokens: the one issuer that introspects them.
+    introspector: Option<Introspector>,
     cache: Cache<String, Arc<Verified>>,
     max_token_bytes: usize,
 }
@@ -85,6 +88,7 @@ impl Verifier {
             .build();
         Ok(Verifier {
             issuers,
+            introspector: Introspector::new(config, metrics)?,
             claims: ClaimMap::new(&config.claims),
             cache,
             max_token_bytes: config.tokens.max_token_bytes,
@@ -101,6 +105,15 @@ impl Verifier {
             return Ok(v);
         }
         metrics.cache_miss.increment(1);
+        if !crate::token::is_jws(token) {
+            if let Some(i) = &self.introspector {
+                if token.len() > self.max_token_bytes {
+                    return Err(DenyReason::TokenTooLarge);
+                }
+                let discovered = self.issuers[i.issuer].keys.discovered_introspection();
+                return i.verify(token, &self.claims, discovered).await;
+            }
+        }
         let v = Arc::new(self.verify_uncached(token).await?);
         self.cache.insert(token.to_owned(), v.clone()).await;
         Ok(v)
@@ -108,7 +121,10 @@ impl Verifier {
 
     /// The token's earlier verification, while it is unexpired; never a signature check.
     pub async fn lookup(&self, token: &str, metrics: &Metrics) -> Option<Arc<Verified>> {
-        let v = self.cache.get(token).await.filter(|v| v.exp > now_secs())?;
+        let v = match &self.introspector {
+            Some(i) if !crate::token::is_jws(token) => i.cached(token).await?,
+            _ => self.cache.get(token).await.filter(|v| v.exp > now_secs())?,
+        };
         metrics.cache_hit.increment(1);
         Some(v)
     }

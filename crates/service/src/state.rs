@@ -63,6 +63,9 @@ pub struct StateConfig {
     /// Longest wait for one Redis call.
     pub command_timeout: Dur,
     pub on_unavailable: OnUnavailable,
+    /// gatepass: where the last good discovery document and JWKS of every issuer are kept,
+    /// read at start when the live fetch fails.
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for StateConfig {
@@ -75,6 +78,7 @@ impl Default for StateConfig {
             key_prefix: "gatepass:".into(),
             command_timeout: Dur(Duration::from_millis(100)),
             on_unavailable: OnUnavailable::Local,
+            dir: None,
         }
     }
 }

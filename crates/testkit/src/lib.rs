@@ -1,6 +1,7 @@
 //! Helpers shared by the workspace's tests and benches: one polling helper, token minting, a
 //! dev CA, a configurable stub HTTP server, metric reading, free ports, a background server
-//! handle and process helpers. No dependency on gatepass or mcp-status themselves.
+//! handle and process helpers, and a real OpenID Provider ([`oidc`]). No dependency on gatepass or
+//! mcp-status themselves.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,6 +18,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
+
+pub mod oidc;
+pub use oidc::OidcProvider;
 
 // ---- polling -------------------------------------------------------------------------------
 
@@ -60,7 +64,9 @@ pub fn claims(iss: &str, sub: &str, role: &str) -> Value {
 pub fn encoding_key(alg: Algorithm, pem_or_secret: &str) -> EncodingKey {
     let bytes = pem_or_secret.as_bytes();
     match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => EncodingKey::from_secret(bytes),
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            EncodingKey::from_secret(bytes).expect("a non-empty HMAC secret")
+        }
         Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(bytes).unwrap(),
         Algorithm::EdDSA => EncodingKey::from_ed_pem(bytes).unwrap(),
         _ => EncodingKey::from_rsa_pem(bytes).unwrap(),
@@ -268,6 +274,214 @@ async fn respond(
     }
     let body = state.body.lock().unwrap().clone();
     Ok(resp.body(Full::new(Bytes::from(body))).unwrap())
+}
+
+// ---- Server-Sent Events stub ----------------------------------------------------------------
+
+/// A response body fed through a channel; dropping the sender ends it.
+struct ChanBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChanBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// One request an [`SseStub`] received: its `Authorization` and `Last-Event-ID` headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseRequest {
+    pub authorization: Option<String>,
+    pub last_event_id: Option<String>,
+}
+
+struct SseState {
+    secret: String,
+    /// 0: serve; else answer every request with this status (empty body).
+    refuse: AtomicU16,
+    streams: Mutex<Vec<tokio::sync::mpsc::Sender<Bytes>>>,
+    requests: Mutex<Vec<SseRequest>>,
+}
+
+/// A Server-Sent Events feed on 127.0.0.1, shaped like gatepass's `GET /revocations`: a
+/// request with `Authorization: Bearer <secret>` gets 200 `text/event-stream`, a comment line
+/// at once, then every event [`SseStub::send`] pushes while it is open; any other bearer gets
+/// 401. [`SseStub::refuse`] answers every request with a status instead, [`SseStub::stop`]
+/// closes the port (and every open stream) and [`SseStub::restart`] reopens the same port.
+pub struct SseStub {
+    pub addr: SocketAddr,
+    state: Arc<SseState>,
+    /// The accept loop and every connection task, aborted by `stop` and on drop.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl SseStub {
+    /// Serves on a fresh port, expecting `Bearer <secret>`.
+    pub async fn start(secret: &str) -> SseStub {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stub = SseStub {
+            addr: listener.local_addr().unwrap(),
+            state: Arc::new(SseState {
+                secret: secret.to_owned(),
+                refuse: AtomicU16::new(0),
+                streams: Mutex::new(Vec::new()),
+                requests: Mutex::new(Vec::new()),
+            }),
+            tasks: Mutex::new(Vec::new()),
+        };
+        stub.serve(listener);
+        stub
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        /// Aborts the connection tasks when the accept loop ends or is aborted.
+        struct Conns(Vec<tokio::task::AbortHandle>);
+        impl Drop for Conns {
+            fn drop(&mut self) {
+                for c in &self.0 {
+                    c.abort();
+                }
+            }
+        }
+        let state = self.state.clone();
+        let accept = tokio::spawn(async move {
+            let mut conns = Conns(Vec::new());
+            while let Ok((sock, _)) = listener.accept().await {
+                let state = state.clone();
+                let conn = tokio::spawn(async move {
+                    let svc =
+                        hyper::service::service_fn(move |req| sse_respond(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                        .await;
+                });
+                conns.0.retain(|c| !c.is_finished());
+                conns.0.push(conn.abort_handle());
+            }
+        });
+        self.tasks.lock().unwrap().push(accept.abort_handle());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Writes `event` (SSE text, e.g. `Revocation::to_sse`) to every open stream; returns
+    /// how many streams it reached.
+    pub async fn send(&self, event: impl Into<String>) -> usize {
+        let bytes = Bytes::from(event.into());
+        let streams: Vec<_> = self.state.streams.lock().unwrap().clone();
+        let mut reached = 0;
+        for s in streams {
+            if s.send(bytes.clone()).await.is_ok() {
+                reached += 1;
+            }
+        }
+        reached
+    }
+
+    /// Streams currently open (their client still connected).
+    pub fn open_streams(&self) -> usize {
+        let mut streams = self.state.streams.lock().unwrap();
+        streams.retain(|s| !s.is_closed());
+        streams.len()
+    }
+
+    /// Requests received so far, in order.
+    pub fn requests(&self) -> Vec<SseRequest> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// `Some(status)`: answer every new request with it; `None`: serve again. Open streams
+    /// are left alone (see [`SseStub::end_streams`]).
+    pub fn refuse(&self, status: Option<u16>) {
+        self.state
+            .refuse
+            .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Ends every open stream (cleanly, as a server that closes the response).
+    pub fn end_streams(&self) {
+        self.state.streams.lock().unwrap().clear();
+    }
+
+    /// Closes the port and every connection: clients get connection refused until
+    /// [`SseStub::restart`].
+    pub fn stop(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+        self.end_streams();
+    }
+
+    /// Listens on the same port again (after [`SseStub::stop`]).
+    pub async fn restart(&self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "cannot rebind {}: {e}",
+                        self.addr
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        self.serve(listener);
+    }
+}
+
+impl Drop for SseStub {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn sse_respond(
+    state: Arc<SseState>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<ChanBody>, Infallible> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let seen = SseRequest {
+        authorization: header("authorization"),
+        last_event_id: header("last-event-id"),
+    };
+    let authorized = seen.authorization.as_deref() == Some(&format!("Bearer {}", state.secret));
+    state.requests.lock().unwrap().push(seen);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let refuse = state.refuse.load(Ordering::SeqCst);
+    let status = match (refuse, authorized) {
+        (0, true) => 200,
+        (0, false) => 401,
+        (s, _) => s,
+    };
+    let mut resp = http::Response::builder().status(status);
+    if status == 200 {
+        resp = resp
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-store");
+        // As gatepass does: a comment first (it is no event).
+        let _ = tx.try_send(Bytes::from_static(b": stub feed\n\n"));
+        state.streams.lock().unwrap().push(tx);
+    } else {
+        drop(tx);
+    }
+    Ok(resp.body(ChanBody(rx)).unwrap())
 }
 
 // ---- HTTP client and metrics ---------------------------------------------------------------

@@ -1,0 +1,301 @@
+//! A real OpenID Provider for the tests: panva's `oidc-provider` (npm, pinned in
+//! `tests/oidc/package.json`, installed by `make test`), run as `node tests/oidc/provider.mjs`
+//! on 127.0.0.1 and a free port, stopped by its PID.
+//!
+//! It has two clients: `gatepass` (client_secret_basic, may introspect) and `mcp-client`
+//! (client_secret_basic, client_credentials grant). Access tokens are per RFC 8707 resource:
+//! [`RS256_RESOURCE`], [`ES256_RESOURCE`], [`EDDSA_RESOURCE`] and [`MCP_RESOURCE`] get RFC 9068
+//! JWTs (`typ: at+jwt`, `aud` = the resource), [`OPAQUE_RESOURCE`] gets opaque tokens (which
+//! introspect; oidc-provider refuses to introspect its JWTs). Its signing keys (RS256, ES256,
+//! EdDSA) live in a file of its temporary directory, so [`OidcProvider::restart`] serves the
+//! same keys on the same port.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::{client, free_port, kill, stop};
+
+pub const GATEPASS_CLIENT_ID: &str = "gatepass";
+pub const GATEPASS_CLIENT_SECRET: &str = "gatepass-oidc-test-secret-0123456789";
+pub const MCP_CLIENT_ID: &str = "mcp-client";
+pub const MCP_CLIENT_SECRET: &str = "mcp-client-oidc-test-secret-0123456789";
+/// The scopes every resource knows; [`OidcProvider::token`] asks for all of them.
+pub const SCOPES: &str = "mcp:read mcp:write";
+pub const RS256_RESOURCE: &str = "https://api.test/rs256";
+pub const ES256_RESOURCE: &str = "https://api.test/es256";
+pub const EDDSA_RESOURCE: &str = "https://api.test/eddsa";
+pub const OPAQUE_RESOURCE: &str = "https://api.test/opaque";
+/// The MCP server's resource: RS256 JWTs with `aud` = this URI.
+pub const MCP_RESOURCE: &str = "https://mcp.example.test/mcp";
+
+/// What `provider.mjs` prints once it serves.
+const READY: &str = "oidc-provider listening on http://127.0.0.1:";
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `oidc-provider`; stopped (SIGTERM, then SIGKILL) by [`OidcProvider::stop`] and on
+/// drop.
+pub struct OidcProvider {
+    port: u16,
+    /// The keys file and the process's log.
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl OidcProvider {
+    /// Starts one on a free port with fresh keys; waits until it serves.
+    pub fn start() -> OidcProvider {
+        let script = root().join("tests/oidc/provider.mjs");
+        assert!(
+            root()
+                .join("tests/oidc/node_modules/oidc-provider")
+                .is_dir(),
+            "tests/oidc/node_modules is missing: run `make test` (it runs npm ci in tests/oidc)"
+        );
+        assert!(script.is_file(), "{} is missing", script.display());
+        let mut p = OidcProvider {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        p.spawn();
+        p
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("provider.log")
+    }
+
+    /// Everything the process (and earlier ones of this provider) printed.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let from = log.metadata().unwrap().len() as usize;
+        let child = Command::new("node")
+            .arg(root().join("tests/oidc/provider.mjs"))
+            .current_dir(root())
+            .env("PORT", self.port.to_string())
+            .env("OIDC_KEYS", self.dir.path().join("keys.json"))
+            .env("GATEPASS_SECRET", GATEPASS_CLIENT_SECRET)
+            .env("MCP_CLIENT_SECRET", MCP_CLIENT_SECRET)
+            .stdin(Stdio::null())
+            .stdout(File::try_clone(&log).unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("node is installed (make test uses it for tests/browser and tests/oidc)");
+        self.child = Some(child);
+        let ready = format!("{READY}{}", self.port);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let out = self.log();
+            let out = out.get(from..).unwrap_or_default();
+            if out.lines().any(|l| l.trim() == ready) {
+                return;
+            }
+            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+            if exited.is_some() || Instant::now() >= deadline {
+                let what = exited.map_or("did not get ready".into(), |s| format!("exited ({s})"));
+                if let Some(mut c) = self.child.take() {
+                    kill(&mut c);
+                }
+                panic!(
+                    "oidc-provider on port {} {what} within {START_TIMEOUT:?}; its output:\n{out}",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT`, exactly as the provider's `iss` and discovery `issuer`.
+    pub fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The issuer followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer())
+    }
+
+    /// The JWKS (oidc-provider's default route, as discovery names it).
+    pub fn jwks_uri(&self) -> String {
+        self.url("/jwks")
+    }
+
+    pub fn token_endpoint(&self) -> String {
+        self.url("/token")
+    }
+
+    pub fn introspection_endpoint(&self) -> String {
+        self.url("/token/introspection")
+    }
+
+    pub fn revocation_endpoint(&self) -> String {
+        self.url("/token/revocation")
+    }
+
+    /// `/.well-known/openid-configuration`.
+    pub async fn discovery(&self) -> Value {
+        self.get_json("/.well-known/openid-configuration").await
+    }
+
+    /// The public JWKS document.
+    pub async fn jwks(&self) -> Value {
+        self.get_json("/jwks").await
+    }
+
+    /// A client_credentials access token of `mcp-client` for `resource`, with [`SCOPES`].
+    pub async fn token(&self, resource: &str) -> String {
+        self.token_response(resource, Some(SCOPES)).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The whole token response of a client_credentials grant for `resource` (and `scope`).
+    pub async fn token_response(&self, resource: &str, scope: Option<&str>) -> Value {
+        let mut form = vec![("grant_type", "client_credentials"), ("resource", resource)];
+        form.extend(scope.map(|s| ("scope", s)));
+        let resp = client()
+            .post(self.token_endpoint())
+            .basic_auth(MCP_CLIENT_ID, Some(MCP_CLIENT_SECRET))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        assert!(status.is_success(), "token for {resource}: {status} {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// The (client id, secret) allowed to introspect (client_secret_basic).
+    pub fn introspection_client(&self) -> (String, String) {
+        (GATEPASS_CLIENT_ID.into(), GATEPASS_CLIENT_SECRET.into())
+    }
+
+    /// The introspection response (RFC 7662) for `token`, asked as `gatepass`.
+    pub async fn introspect(&self, token: &str) -> Value {
+        let resp = client()
+            .post(self.introspection_endpoint())
+            .basic_auth(GATEPASS_CLIENT_ID, Some(GATEPASS_CLIENT_SECRET))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        assert!(status.is_success(), "introspection: {status} {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Revokes an access token of `mcp-client` at the provider (RFC 7009, as its owner).
+    pub async fn revoke(&self, token: &str) {
+        let resp = client()
+            .post(self.revocation_endpoint())
+            .basic_auth(MCP_CLIENT_ID, Some(MCP_CLIENT_SECRET))
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "revocation: {status} {}",
+            resp.text().await.unwrap()
+        );
+    }
+
+    /// Adds a new RS256 key as the first key (new RS256 tokens use it; old keys stay).
+    pub async fn rotate(&self) -> Vec<(String, String)> {
+        kid_list(self.call(reqwest::Method::POST, "/test/rotate", None).await)
+    }
+
+    /// Drops every key but the newest of each alg.
+    pub async fn retire(&self) -> Vec<(String, String)> {
+        kid_list(self.call(reqwest::Method::POST, "/test/retire", None).await)
+    }
+
+    /// The (kid, alg) of every signing key, newest of each alg first.
+    pub async fn kids(&self) -> Vec<(String, String)> {
+        kid_list(self.call(reqwest::Method::GET, "/test/kids", None).await)
+    }
+
+    /// An OIDC Back-Channel Logout token (`typ: logout+jwt`, RS256, current key) for `aud`.
+    pub async fn logout_token(&self, sub: Option<&str>, sid: Option<&str>, aud: &str) -> String {
+        let body = json!({ "sub": sub, "sid": sid, "aud": aud });
+        let v = self
+            .call(reqwest::Method::POST, "/test/logout-token", Some(body))
+            .await;
+        v["logout_token"].as_str().unwrap().to_owned()
+    }
+
+    /// SIGTERM by PID, SIGKILL after 5 s; the exit status when it exited by itself. The port
+    /// is closed when it returns.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        stop(&mut child, Duration::from_secs(5))
+    }
+
+    /// Stops it and starts it again on the same port with the same keys (in-memory state, such
+    /// as opaque tokens, is lost).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = client().request(method, self.url(path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+fn kid_list(v: Value) -> Vec<(String, String)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["kid"].as_str().unwrap().to_owned(),
+                k["alg"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child, Duration::from_secs(2));
+        }
+    }
+}
