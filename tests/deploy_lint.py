@@ -195,7 +195,7 @@ def file_refs(data):
     if "key_file" in data.get("assertion", {}):
         yield "assertion.key_file", data["assertion"]["key_file"]
     for i, iss in enumerate(data.get("issuers", [])):
-        for k in ("secret_file", "public_key_file", "jwks_file", "ca_file", "signing_key_file"):
+        for k in ("secret_file", "public_key_file", "jwks_file", "ca_file", "signing_key_file", "introspection_secret_file"):
             if k in iss:
                 yield f"issuers[{i}].{k}", iss[k]
     if "assertion_public_key_file" in data.get("auth", {}):
@@ -212,7 +212,7 @@ def run(*args, **kw):
 def make_file(key, dest, tmp):
     """Creates a stand-in for a file the repository doesn't ship (generated at deploy time)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if key.endswith(".secret_file"):
+    if key.endswith("secret_file"):
         dest.write_text(os.urandom(48).hex())
     elif key == "assertion.key_file":
         r = run(BIN / "gatepass", "keygen", "--out", dest)
