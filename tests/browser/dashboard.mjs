@@ -8,7 +8,9 @@
 //  3. a garbage token: "token rejected" with the server's reason, and no retry loop;
 //  4. a viewer token: "your role may not view MCP status", no retry loop; a new token recovers;
 //  5. /api/v1/me answering 429 (Retry-After: 2) then 503, mocked in the browser: the page waits
-//     out Retry-After, then backs off, then connects.
+//     out Retry-After, then backs off, then connects;
+//  6. a session revoked while connected (an admin's POST /auth/revocations naming the token's
+//     jti): closed 4001 Token revoked within 1 s, "session revoked", and no reconnect loop.
 import { chromium } from "playwright-core";
 
 const need = (name) => {
@@ -21,6 +23,10 @@ const token = need("TOKEN");
 const viewer = need("VIEWER_TOKEN");
 const down = need("FLIP_DOWN_URL");
 const up = need("FLIP_UP_URL");
+const revokedToken = need("REVOKED_TOKEN");
+const revokedJti = need("REVOKED_JTI");
+const admin = need("ADMIN_TOKEN");
+const origin = new URL(url).origin;
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -46,12 +52,13 @@ async function watched() {
 }
 
 // For refused tokens: the message stays, and nothing is retried while we watch (a bounded
-// observation: absence can't be waited for).
-async function noRetryLoop(page, seen, what) {
+// observation: absence can't be waited for). By default the page never got a socket.
+async function noRetryLoop(page, seen, what, { sockets = 0, state = "refused" } = {}) {
   await page.waitForTimeout(2500);
-  check(seen.sockets === 0, `${what}: ${seen.sockets} WebSocket attempt(s)`);
+  check(seen.sockets === sockets, `${what}: ${seen.sockets} WebSocket attempt(s), want ${sockets}`);
   check(seen.me.length === 1, `${what}: ${seen.me.length} /api/v1/me fetches`);
-  check(await page.getAttribute("#conn", "data-state") === "refused", `${what}: not shown as refused`);
+  const shown = await page.getAttribute("#conn", "data-state");
+  check(shown === state, `${what}: shown as ${shown}, not ${state}`);
 }
 
 try {
@@ -163,7 +170,30 @@ try {
     check(seen.me.length === 3 && seen.sockets === 1, `${seen.me.length} fetches, ${seen.sockets} sockets`);
     await page.close();
   }
-  console.log("ok: dashboard connected, row changed on flip, ticket path works, refusals shown, admin controls work");
+  // 6. Revoked while connected: the server closes 4001 Token revoked; no reconnect.
+  {
+    const { page, seen } = await watched();
+    await page.goto(`${url}#token=${encodeURIComponent(revokedToken)}`);
+    await page.waitForSelector("#conn[data-state=connected]", { timeout: 15000 });
+    const r = await fetch(`${origin}/auth/revocations`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${admin}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ jti: revokedJti }),
+    });
+    const revokedAt = Date.now();
+    const body = await r.json();
+    check(r.status === 200 && body.kind === "jti" && body.value === revokedJti,
+      `revocation answered ${r.status} ${JSON.stringify(body)}`);
+    await page.waitForSelector(`#notice[data-kind=error]:has-text("session revoked: sign in again for a new token")`, { timeout: 5000 });
+    const took = Date.now() - revokedAt;
+    console.error(`revocation -> "session revoked" shown: ${took} ms`);
+    check(took < 1000, `"session revoked" shown ${took} ms after the revocation`);
+    const conn = await page.textContent("#conn");
+    check(conn === "closed 4001 Token revoked", `connection shown as "${conn}"`);
+    await noRetryLoop(page, seen, "revoked session", { sockets: 1, state: "closed" });
+    await page.close();
+  }
+  console.log("ok: dashboard connected, row changed on flip, ticket path works, refusals shown, admin controls work, revocation shown");
 } finally {
   await browser.close();
 }

@@ -59,6 +59,9 @@ pub struct Proc {
     pub name: &'static str,
     pub child: Child,
     pub log: PathBuf,
+    /// For `serve` processes: the binary and the address it listens on (once known), which
+    /// `Stack::restart` reuses.
+    serve: Option<(&'static str, String)>,
 }
 
 impl Proc {
@@ -71,30 +74,47 @@ impl Proc {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name, child, log }
+        Proc {
+            name,
+            child,
+            log,
+            serve: None,
+        }
     }
 
     /// `BIN serve --config DIR/BIN.toml --listen 127.0.0.1:0`, logged as `name`.
-    fn serve_as(name: &'static str, binary: &str, dir: &Path) -> Proc {
+    fn serve_as(name: &'static str, binary: &'static str, dir: &Path) -> Proc {
+        Proc::serve_on(name, binary, dir, "127.0.0.1:0")
+    }
+
+    /// `BIN serve --config DIR/BIN.toml --listen LISTEN`, logged as `name`.
+    fn serve_on(name: &'static str, binary: &'static str, dir: &Path, listen: &str) -> Proc {
         let config = dir.join(format!("{binary}.toml"));
         let mut cmd = Command::new(bin(binary));
         cmd.args(["serve", "--config"])
             .arg(config)
-            .args(["--listen", "127.0.0.1:0"]);
-        Proc::spawn(name, &mut cmd, dir)
+            .args(["--listen", listen]);
+        let mut p = Proc::spawn(name, &mut cmd, dir);
+        p.serve = Some((binary, listen.to_owned()));
+        p
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits for the "listening" line and returns the 127.0.0.1:PORT it names.
+    /// Waits for the "listening" line and returns the 127.0.0.1:PORT it names (kept as the
+    /// address a restart listens on).
     fn listening_addr(&mut self) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = self.log_text();
             if let Some(line) = text.lines().find(|l| l.contains(" listening")) {
-                return gatepass_testkit::loopback_addr(line).unwrap();
+                let addr = gatepass_testkit::loopback_addr(line).unwrap();
+                if let Some((_, listen)) = &mut self.serve {
+                    listen.clone_from(&addr);
+                }
+                return addr;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("{} exited with {status}:\n{text}", self.name);
@@ -140,7 +160,8 @@ pub struct Options {
     pub per_user_burst: Option<u32>,
     /// mcp-status replicas, load-balanced by Traefik (round robin).
     pub mcp_status_replicas: usize,
-    /// Appended to mcp-status's config (e.g. `[state]` and `[limits]`).
+    /// Appended to mcp-status's config (e.g. `[state]` and `[limits]`); it comes after the
+    /// harness's `[revocation]` table, so it must not define that one again.
     pub mcp_status_extra: Option<String>,
 }
 
@@ -194,7 +215,19 @@ pub struct Stack {
     pub echo: Stub,
     pub demo: mcp_status::demo::Switch,
     pub demo_url: String,
+    /// gatepass's `[revocation] feed_secret_file` content (mcp-status reads the feed with it).
+    pub feed_secret: String,
     pub procs: HashMap<&'static str, Proc>,
+}
+
+/// `n` random bytes as hex, from the kernel.
+fn random_hex(n: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("/dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Renders a `traefik/` template with `vars`.
@@ -220,12 +253,25 @@ impl Stack {
         ca.write(d, "ca.pem", "gatepass.pem", "gatepass-key.pem");
         let ca_pem = ca.ca_pem;
         std::fs::write(d.join("hs256.key"), SECRET).unwrap();
+        // The revocation feed's bearer, shared by gatepass and mcp-status (32 random bytes).
+        let feed_secret = random_hex(32);
+        std::fs::write(d.join("feed.key"), format!("{feed_secret}\n")).unwrap();
         std::fs::write(
             d.join("assertion.pem"),
             gatepass_identity::generate_ed25519_pkcs8_pem().unwrap(),
         )
         .unwrap();
 
+        // The harness writes both services' `[revocation]` table; TOML refuses a second one.
+        for extra in [&opts.gatepass_state, &opts.mcp_status_extra]
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                !extra.contains("[revocation]"),
+                "the harness defines [revocation] already"
+            );
+        }
         let web = format!("127.0.0.1:{}", free_port());
         let echo = Stub::echo().await;
         let demo_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -264,6 +310,9 @@ per_ip_failures = {{ rate = 1, per = "1m", burst = {burst} }}
 [assertion]
 key_file = "assertion.pem"
 
+[revocation]
+feed_secret_file = "feed.key"
+
 {state}
 "#,
                 burst = opts.failure_burst,
@@ -290,6 +339,11 @@ timeout = "500ms"
 failure_threshold = 1
 recovery_timeout = "300ms"
 disable_after_cycles = 3
+
+# gatepass's feed through Traefik, like the JWKS.
+[revocation]
+feed_url = "http://{web}/auth/revocations"
+feed_secret_file = "feed.key"
 
 {extra}
 "#,
@@ -457,6 +511,7 @@ disable_after_cycles = 3
             echo,
             demo,
             demo_url,
+            feed_secret,
             procs,
         };
         stack.wait_ready().await;
@@ -536,6 +591,63 @@ disable_after_cycles = 3
         extra: &[(&str, &str)],
     ) -> (Result<Ws, u16>, Option<String>) {
         ws_connect(&self.ws_url(path), protocols, extra).await
+    }
+
+    /// `POST /auth/revocations` through Traefik with `Authorization: Bearer admin_token`:
+    /// the status and the JSON body (`Null` when it is not JSON).
+    pub async fn revoke(&self, admin_token: &str, body: Value) -> (u16, Value) {
+        let resp = client()
+            .post(self.url("/auth/revocations"))
+            .bearer_auth(admin_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// mcp-status replica `i`'s /metrics.
+    pub async fn mcp_metrics(&self, i: usize) -> String {
+        gatepass_testkit::get_text(&format!("http://{}/metrics", self.mcp_addrs[i])).await
+    }
+
+    /// Waits (at most 20 s) until every mcp-status replica follows the revocation feed
+    /// (`mcp_status_revocation_feed_up 1`): it starts before Traefik, so it connects after a
+    /// backoff or two.
+    pub async fn wait_feed_up(&self) {
+        for i in 0..self.mcp_addrs.len() {
+            wait_for(Duration::from_secs(20), "mcp-status feed up", || async {
+                self.mcp_metrics(i)
+                    .await
+                    .lines()
+                    .any(|l| l == "mcp_status_revocation_feed_up 1")
+            })
+            .await;
+        }
+    }
+
+    /// Stops the `serve` process `name` (by PID: SIGTERM, SIGKILL after 10 s) and starts a new
+    /// one of the same binary on the same config and address (Traefik keeps routing to it);
+    /// waits for its "listening" line. The old log is kept as `NAME.N.log`.
+    pub fn restart(&mut self, name: &'static str) -> Option<i32> {
+        let mut old = self
+            .procs
+            .remove(name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        let (binary, listen) = old.serve.clone().expect("a serve process");
+        let code = old.stop();
+        let d = self.dir.path();
+        let kept = (1..)
+            .map(|n| d.join(format!("{name}.{n}.log")))
+            .find(|p| !p.exists())
+            .unwrap();
+        let _ = std::fs::rename(&old.log, kept);
+        let mut new = Proc::serve_on(name, binary, d, &listen);
+        assert_eq!(new.listening_addr(), listen, "{name} restarted elsewhere");
+        self.procs.insert(name, new);
+        code
     }
 
     /// gatepass's /metrics, over TLS with the stack's CA and HTTP/1.1.

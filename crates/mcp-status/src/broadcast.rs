@@ -222,13 +222,24 @@ pub struct SocketIds {
 struct Inner {
     conns: HashMap<u64, Conn>,
     per_user: HashMap<String, usize>,
+    /// Revocations handled in the last [`RECENT_REVOCATIONS`], newest last: a handshake that
+    /// gatepass allowed just before a revocation can reach `admit` just after the hub handled
+    /// it; `admit` refuses such a socket instead of keeping it open.
+    recent: std::collections::VecDeque<(std::time::Instant, gatepass_identity::Revocation)>,
 }
+
+/// How long `admit` remembers a revocation (longer than any handshake takes).
+const RECENT_REVOCATIONS: std::time::Duration = std::time::Duration::from_secs(60);
+/// At most this many remembered (a feed replaying a long list keeps its newest entries).
+const RECENT_MAX: usize = 4096;
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
     Capacity,
     UserLimit,
+    /// A revocation handled moments ago covers it.
+    Revoked,
 }
 
 pub struct Hub {
@@ -294,6 +305,15 @@ impl Hub {
         let count = inner.per_user.get(user).copied().unwrap_or(0);
         if count >= self.max_per_user {
             return Err(Refused::UserLimit);
+        }
+        let socket = gatepass_identity::SocketRef {
+            tid: ids.tid.as_deref(),
+            sid: ids.sid.as_deref(),
+            user,
+            opened_at: ids.opened_at,
+        };
+        if inner.recent.iter().any(|(_, r)| r.covers_socket(&socket)) {
+            return Err(Refused::Revoked);
         }
         let (tx, rx) = mpsc::channel(self.queue);
         let _ = tx.try_send(first());
@@ -372,9 +392,20 @@ impl Hub {
         self.metrics.dropped.increment(slow.len() as u64);
     }
 
-    /// Closes every socket `r` covers (4001 Token revoked); returns how many.
+    /// Closes every socket `r` covers (4001 Token revoked); returns how many. `admit` refuses
+    /// the sockets it covers for a while after.
     pub fn revoke(&self, r: &gatepass_identity::Revocation) -> usize {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        while inner.recent.len() >= RECENT_MAX
+            || inner
+                .recent
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > RECENT_REVOCATIONS)
+        {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back((now, r.clone()));
         let mut closed = 0;
         for c in inner.conns.values() {
             let socket = gatepass_identity::SocketRef {

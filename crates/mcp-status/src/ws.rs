@@ -65,6 +65,7 @@ pub async fn serve(
                         Ok(reg) => return connection(app, ws, user, reg, lease, audit).await,
                         Err(Refused::Capacity) => close::CAPACITY,
                         Err(Refused::UserLimit) => close::USER_LIMIT,
+                        Err(Refused::Revoked) => close::REVOKED,
                     }
                 }
             }

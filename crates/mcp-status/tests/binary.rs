@@ -43,6 +43,22 @@ fn bad_config_is_one_line_naming_the_key_and_exit_1() {
             "mcp-status: config error: auth.assertion_public_key_file: cannot read",
         ),
         (
+            "[revocation]\nfeed_url = \"http://127.0.0.1:9091/revocations\"\n",
+            "mcp-status: config error: revocation.feed_secret_file: is required with feed_url",
+        ),
+        (
+            "[revocation]\nfeed_url = \"ws://127.0.0.1:9091/revocations\"\nfeed_secret_file = \"feed.key\"\n",
+            "mcp-status: config error: revocation.feed_url: must be an http:// or https:// URL",
+        ),
+        (
+            "[revocation]\nfeed_url = \"http://127.0.0.1:9091/revocations\"\nfeed_secret_file = \"nope.key\"\n",
+            "mcp-status: config error: revocation.feed_secret_file: cannot read",
+        ),
+        (
+            "[revocation]\nca_file = \"ca.pem\"\n",
+            "mcp-status: config error: revocation.ca_file: only applies with feed_url",
+        ),
+        (
             "listen = [1]\n",
             "mcp-status: config error: listen (line 1): invalid type: sequence, expected a string",
         ),
@@ -107,9 +123,12 @@ fn demo_mcp_flips_and_stops_on_sigterm() {
 fn check_config_prints_the_effective_config_or_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
+    std::fs::write(dir.path().join("feed.key"), "feed-secret-do-not-print\n").unwrap();
     std::fs::write(
         &path,
         "[auth]\nassertion_jwks_url = \"https://ops:hunter2@gatepass.test/.well-known/jwks.json\"\n\n\
+         [revocation]\nfeed_url = \"https://feed:pa55word@gatepass.test/auth/revocations?key=k3y\"\n\
+         feed_secret_file = \"feed.key\"\n\n\
          [[mcps]]\nname = \"oracle_mcp\"\nhealth_url = \"http://mcp.test:7001/health?token=s3cret\"\n",
     )
     .unwrap();
@@ -132,15 +151,23 @@ fn check_config_prints_the_effective_config_or_names_the_bad_key() {
         "idle_timeout = \"5m\"",
         "assertion_jwks_url = \"https://<redacted>@gatepass.test/.well-known/jwks.json\"",
         "health_url = \"http://mcp.test:7001/health?<redacted>\"",
+        "[revocation]",
+        "feed_url = \"https://<redacted>@gatepass.test/auth/revocations?<redacted>\"",
+        "feed_secret_file = \"feed.key\"",
         "[[mcps]]",
         "failure_threshold = 3",
     ] {
         assert!(stdout.contains(want), "{want:?} not in\n{stdout}");
     }
-    assert!(
-        !stdout.contains("hunter2") && !stdout.contains("s3cret"),
-        "{stdout}"
-    );
+    for secret in [
+        "hunter2",
+        "s3cret",
+        "pa55word",
+        "k3y",
+        "feed-secret-do-not-print",
+    ] {
+        assert!(!stdout.contains(secret), "{secret} in\n{stdout}");
+    }
     let effective = dir.path().join("effective.toml");
     std::fs::write(&effective, stdout.as_bytes()).unwrap();
     mcp_status::Config::load(&effective).unwrap();
@@ -153,6 +180,10 @@ fn check_config_prints_the_effective_config_or_names_the_bad_key() {
         (
             "[auth]\nassertion_public_key_file = \"missing.pem\"\n",
             "mcp-status: config error: auth.assertion_public_key_file: cannot read",
+        ),
+        (
+            "[revocation]\nfeed_url = \"http://127.0.0.1:9091/revocations\"\nfeed_secret_file = \"missing.key\"\n",
+            "mcp-status: config error: revocation.feed_secret_file: cannot read",
         ),
         (
             "[limits]\nmax_mesage_bytes = 1\n",

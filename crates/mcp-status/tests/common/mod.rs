@@ -94,8 +94,21 @@ impl Who {
 
     /// Adds `X-User-Assertion` signed by `signer` for `aud`.
     pub fn asserted(self, signer: &AssertionSigner, aud: &str) -> Who {
+        self.asserted_ids(signer, aud, None, None)
+    }
+
+    /// Adds `X-User-Assertion` signed by `signer` for `aud`, carrying the token's session id
+    /// (`sid`) and `jti` (`tid`), as gatepass signs it for a token that has them.
+    pub fn asserted_ids(
+        self,
+        signer: &AssertionSigner,
+        aud: &str,
+        sid: Option<&str>,
+        tid: Option<&str>,
+    ) -> Who {
+        let ids = gatepass_identity::TokenIds { sid, tid };
         let a = signer
-            .sign(&self.identity, aud, now(), Duration::from_secs(60))
+            .sign_with_ids(&self.identity, ids, aud, now(), Duration::from_secs(60))
             .unwrap();
         self.h(headers::USER_ASSERTION, &a)
     }
