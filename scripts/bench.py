@@ -294,6 +294,68 @@ def revocation_section():
             + table(["conns", "target", "req/s", "p50 ms", "p99 ms", "× empty", "CPU µs/req", "errors"], rows))
 
 
+def introspection_section():
+    """Cache hits of opaque tokens (introspected once each) next to JWT cache hits. The
+    introspection endpoint is a minimal local stub: only the cache-hit path is measured."""
+    import http.server
+    import threading
+    log("section 1d: introspection cache hits")
+
+    class Stub(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            body = json.dumps({"active": True, "sub": "opaque-user", "exp": int(time.time()) + 3600}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    stub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    (WORK / "introspection.key").write_text("bench-introspection-secret\n")
+    base = (WORK / "gp-hs256.toml").read_text()
+    extra = (f'\n[[issuers]]\nname = "opaque"\nissuer = "https://opaque.bench"\nalgorithms = ["RS256"]\n'
+             f'introspection_url = "http://127.0.0.1:{stub.server_address[1]}/introspect"\n'
+             f'introspection_client_id = "gatepass"\nintrospection_secret_file = "{WORK / "introspection.key"}"\n')
+    (WORK / "gp-opaque.toml").write_text(base + extra)
+    (WORK / "tokens-opaque.txt").write_text("\n".join(os.urandom(24).hex() for _ in range(1000)) + "\n")
+    port = free_port()
+    p = start("gp-opaque", [REL / "gatepass", "serve", "--config", WORK / "gp-opaque.toml", "--listen", f"127.0.0.1:{port}"],
+              ready_url=f"http://127.0.0.1:{port}/healthz")
+    url = f"http://127.0.0.1:{port}/validate"
+    jwt = {"MODE": "validate", "TOKENS": str(WORK / "tokens-hs256.txt")}
+    opaque = {"MODE": "validate", "TOKENS": str(WORK / "tokens-opaque.txt")}
+    # Warm both caches: every token verified or introspected once.
+    wrk(url, 16, jwt, "2s")
+    wrk(url, 16, opaque, "2s")
+    calls = metric(f"http://127.0.0.1:{port}/metrics", 'gatepass_introspections_total{result="active"}')
+    targets = [{"name": "JWT (HS256) cache hit", "url": url, "env": jwt, "pid": p.pid},
+               {"name": "opaque token, introspection cache hit", "url": url, "env": opaque, "pid": p.pid}]
+    COMMANDS.append("gatepass with an introspecting issuer (local stub endpoint), 1000 opaque tokens  # section 1d")
+    rows = []
+    for conns in CONNS:
+        med = round_robin(targets, conns)
+        j = med[targets[0]["name"]]
+        for t in targets:
+            m = med[t["name"]]
+            rows.append([conns, t["name"], f"{m['rps']:.0f}", f"{m['p50']:.2f}", f"{m['p99']:.2f}",
+                         f"{m['rps'] / j['rps']:.2f}", f"{m['cpu_us']:.1f}", m["errors"]])
+    after = metric(f"http://127.0.0.1:{port}/metrics", 'gatepass_introspections_total{result="active"}')
+    stop(p)
+    PROCS.remove(p)
+    stub.shutdown()
+    return ("## 1d. Opaque tokens: introspection cache hits vs JWT cache hits\n\n"
+            "One gatepass, one HS256 issuer and one introspecting issuer (a local stub endpoint); 1,000 tokens of "
+            "each kind, every one verified or introspected once before measuring. An opaque token's cache key is "
+            "its SHA-256.\n\n"
+            + table(["conns", "target", "req/s", "p50 ms", "p99 ms", "× JWT", "CPU µs/req", "errors"], rows)
+            + f"\n\nIntrospection calls: {calls:.0f} while warming up, {after - calls:.0f} during the measured runs.")
+
+
 def main():
     for tool in ["wrk"]:
         if not shutil.which(tool):
@@ -339,6 +401,7 @@ def main():
     # 1b. Shared state: the cache-hit path with a per_user limit, in process and on Redis.
     sections.append(shared_state_section(limit_port, traefik))
     sections.append(revocation_section())
+    sections.append(introspection_section())
 
     # 2. In-process verify cost (criterion).
     log("section 2: criterion")

@@ -46,6 +46,9 @@ pub struct Config {
     /// Who may revoke, the feed's secret, how long entries live (SPEC §6).
     #[serde(default)]
     pub revocation: RevocationConfig,
+    /// OAuth protected resources (MCP servers) behind Traefik (SPEC §8, RFC 9728).
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
     /// Directory that relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -56,6 +59,20 @@ pub struct Config {
 
 fn default_listen() -> String {
     "127.0.0.1:9091".into()
+}
+
+/// One `[[resources]]`: an OAuth protected resource (RFC 9728), e.g. an MCP server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// Its canonical URI: tokens for it must have it in `aud` (RFC 8707).
+    pub resource: String,
+    /// Requests under this path prefix belong to it; its metadata is at
+    /// `/.well-known/oauth-protected-resource{path}`.
+    pub path: String,
+    pub authorization_servers: Vec<String>,
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
 }
 
 /// `[revocation]` (SPEC §6).
@@ -403,6 +420,7 @@ impl gatepass_service::config::ConfigFile for Config {
         self.validate_limits()?;
         self.validate_assertion_and_tickets()?;
         self.validate_revocation()?;
+        self.validate_resources()?;
         self.state.validate()?;
         Ok(())
     }
@@ -424,6 +442,52 @@ impl Config {
     /// Resolves a configured path against the config file's directory.
     pub fn path(&self, p: &Path) -> PathBuf {
         gatepass_service::config::resolve(&self.base_dir, p)
+    }
+
+    fn validate_resources(&self) -> Result<(), ConfigError> {
+        let mut paths = std::collections::HashSet::new();
+        for (i, r) in self.resources.iter().enumerate() {
+            let key = |k: &str| format!("resources[{i}].{k}");
+            let url = |u: &str| {
+                (u.starts_with("https://") || u.starts_with("http://"))
+                    && reqwest::Url::parse(u).is_ok()
+            };
+            if !url(&r.resource) {
+                return Err(ConfigError::new(
+                    key("resource"),
+                    "must be the resource's absolute http(s) URI, like https://mcp.example.com/mcp",
+                ));
+            }
+            if !r.path.starts_with('/') || r.path.len() < 2 || r.path.contains(['?', '#', '%']) {
+                return Err(ConfigError::new(
+                    key("path"),
+                    "must be a path prefix like /mcp (not `/`, no query, no percent-encoding)",
+                ));
+            }
+            if !paths.insert(r.path.trim_end_matches('/')) {
+                return Err(ConfigError::new(
+                    key("path"),
+                    format!("`{}` is listed twice", r.path),
+                ));
+            }
+            if r.authorization_servers.is_empty() || !r.authorization_servers.iter().all(|a| url(a))
+            {
+                return Err(ConfigError::new(
+                    key("authorization_servers"),
+                    "must list at least one issuer URL",
+                ));
+            }
+            if r.scopes_supported
+                .iter()
+                .any(|s| s.is_empty() || s.contains(' '))
+            {
+                return Err(ConfigError::new(
+                    key("scopes_supported"),
+                    "scopes are non-empty and contain no space",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_revocation(&self) -> Result<(), ConfigError> {

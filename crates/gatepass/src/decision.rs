@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use ipnet::IpNet;
 
 use crate::metrics::Metrics;
-use crate::outcome::{allow_response, Body, Decision, Denial, DenyReason};
+use crate::outcome::{allow_response, Body, Challenge, Decision, Denial, DenyReason};
 use crate::ratelimit::{Refusal, Unavailable};
 use crate::rules::{self, Matched};
 use crate::state::State;
@@ -31,6 +31,7 @@ pub struct Ctx<'a> {
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
@@ -240,6 +241,18 @@ impl State {
         if self.revocations.is_revoked(&verified) {
             return self.revoked(verified, ctx.ip).await;
         }
+        // RFC 8707: a protected resource accepts only tokens issued for it.
+        if let Some(r) = self.rules.resource_for(ctx.uri) {
+            if !verified.ids.aud.iter().any(|a| **a == *r.config.resource) {
+                let (reason, retry_after) =
+                    self.count_failure(DenyReason::WrongAudience, ctx.ip).await;
+                return Decision::Deny(Denial {
+                    reason,
+                    retry_after,
+                    user: Some(verified),
+                });
+            }
+        }
         if !rule.role_ok(verified.role()) {
             return denied_user(DenyReason::InsufficientRole, verified);
         }
@@ -313,6 +326,39 @@ impl State {
             log_denial(d, Some(ip), "POST", "", path, "", false);
         }
         decision
+    }
+
+    /// A denial's challenge additions when the request is under a protected resource: its
+    /// metadata URL (from `X-Forwarded-Proto`/`-Host`) and, for a missing permission, the
+    /// scope the route needs.
+    pub fn challenge(&self, h: &HeaderMap, reason: DenyReason) -> Challenge {
+        let uri = header(h, &X_FORWARDED_URI).unwrap_or("");
+        let Some(r) = self.rules.resource_for(uri) else {
+            return Challenge::default();
+        };
+        let proto = match header(h, &X_FORWARDED_PROTO) {
+            Some("http") => "http",
+            _ => "https",
+        };
+        let host = header(h, &X_FORWARDED_HOST).unwrap_or("");
+        // Only a plain host[:port] goes into the quoted challenge parameter.
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+        if !host_ok {
+            return Challenge::default();
+        }
+        let scope = (reason == DenyReason::InsufficientPermissions)
+            .then(|| {
+                let method = header(h, &X_FORWARDED_METHOD).unwrap_or("GET");
+                self.rules.required_scope(host, uri, method)
+            })
+            .flatten();
+        Challenge {
+            resource_metadata: Some(format!("{proto}://{host}{}", r.metadata_path)),
+            scope,
+        }
     }
 
     /// The allow response, with a fresh assertion when configured.

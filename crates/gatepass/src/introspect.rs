@@ -240,6 +240,13 @@ impl Introspector {
             sid: text("sid"),
             sub: text("sub"),
             iat: map.get("iat").and_then(Value::as_u64),
+            aud: match map.get("aud") {
+                Some(Value::String(a)) => vec![a.as_str().into()],
+                Some(Value::Array(a)) => {
+                    a.iter().filter_map(Value::as_str).map(Box::from).collect()
+                }
+                _ => Vec::new(),
+            },
         };
         Ok(Answer::Active(Arc::new(Verified::with_ids(
             identity, exp, ids,

@@ -98,20 +98,34 @@ impl DenyReason {
 
     /// The response for this denial.
     pub fn response(self, retry_after: Option<u64>) -> Response<Body> {
+        self.response_for(retry_after, &Challenge::default())
+    }
+
+    /// The response, its challenge naming a protected resource's metadata (RFC 9728) and,
+    /// for a missing permission, the scope needed (RFC 6750 §3.1).
+    pub fn response_for(self, retry_after: Option<u64>, extra: &Challenge) -> Response<Body> {
         let (_, status, error, description) = self.parts();
         let body =
             serde_json::json!({"error": error, "error_description": description}).to_string();
         let mut resp = json_response(status, body);
         let h = resp.headers_mut();
+        let mut head = String::from(r#"Bearer realm="gatepass""#);
+        if let Some(url) = &extra.resource_metadata {
+            head.push_str(&format!(r#", resource_metadata="{url}""#));
+        }
+        let scope = match (&extra.scope, self) {
+            (Some(s), DenyReason::InsufficientPermissions) => format!(r#", scope="{s}""#),
+            _ => String::new(),
+        };
         let challenge = match (status, self) {
-            (_, DenyReason::MissingToken) => Some(r#"Bearer realm="gatepass""#.to_string()),
+            (_, DenyReason::MissingToken) => Some(head),
             // RFC 6750 §3: the error code travels in the challenge, 400 included.
             (StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST, _)
             | (
                 StatusCode::FORBIDDEN,
                 DenyReason::InsufficientRole | DenyReason::InsufficientPermissions,
             ) => Some(format!(
-                r#"Bearer realm="gatepass", error="{error}", error_description="{description}""#
+                r#"{head}, error="{error}", error_description="{description}"{scope}"#
             )),
             _ => None,
         };
@@ -123,6 +137,15 @@ impl DenyReason {
         }
         resp
     }
+}
+
+/// What a challenge adds for a protected resource (SPEC §8).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Challenge {
+    /// `<proto>://<host>/.well-known/oauth-protected-resource<path>`.
+    pub resource_metadata: Option<String>,
+    /// The permissions the route needs, space-separated.
+    pub scope: Option<String>,
 }
 
 /// A JSON response that is never cached: every denial and every gatepass endpoint's answer.

@@ -115,8 +115,19 @@ impl Rule {
 
 /// The rule set with the default policy.
 #[derive(Debug, Clone)]
+/// An OAuth protected resource (SPEC §8): the requests under its path.
+pub struct Resource {
+    pub config: crate::config::ResourceConfig,
+    segments: Vec<Vec<u8>>,
+    /// The metadata path: `/.well-known/oauth-protected-resource` + `path`.
+    pub metadata_path: String,
+    /// The metadata document, built once.
+    pub metadata: String,
+}
+
 pub struct Rules {
     rules: Vec<Rule>,
+    resources: Vec<Resource>,
     default_policy: Policy,
     default_rule: Rule,
     allow: AllowEncoded,
@@ -146,6 +157,7 @@ impl Rules {
             .collect::<Result<_, _>>()?;
         Ok(Rules {
             rules,
+            resources: Vec::new(),
             default_policy,
             allow: AllowEncoded::new(&paths.allow_encoded),
             default_rule: Rule {
@@ -158,6 +170,59 @@ impl Rules {
                 path: "(default)".into(),
             },
         })
+    }
+
+    /// Adds the protected resources (validated by the config).
+    pub fn with_resources(mut self, resources: &[crate::config::ResourceConfig]) -> Rules {
+        self.resources = resources
+            .iter()
+            .map(|c| {
+                let path = c.path.trim_end_matches('/');
+                Resource {
+                    segments: normalize_path(path),
+                    metadata_path: format!("/.well-known/oauth-protected-resource{path}"),
+                    metadata: serde_json::json!({
+                        "resource": c.resource,
+                        "authorization_servers": c.authorization_servers,
+                        "scopes_supported": c.scopes_supported,
+                        "bearer_methods_supported": ["header"],
+                    })
+                    .to_string(),
+                    config: c.clone(),
+                }
+            })
+            .collect();
+        self
+    }
+
+    /// The protected resource `uri` belongs to (its path prefix, on segment boundaries).
+    pub fn resource_for(&self, uri: &str) -> Option<&Resource> {
+        if self.resources.is_empty() {
+            return None;
+        }
+        let segments = Segments::of(path_of(uri));
+        self.resources
+            .iter()
+            .find(|r| segments.starts_with(&r.segments))
+    }
+
+    /// The resource whose metadata lives at `path`.
+    pub fn resource_metadata(&self, path: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.metadata_path == path)
+    }
+
+    /// The permissions the rule for this request requires, space-separated (a 403's `scope`).
+    pub fn required_scope(&self, host: &str, uri: &str, method: &str) -> Option<String> {
+        match self.find(host, uri, method) {
+            Matched::Rule(r) if !r.permissions.is_empty() => Some(
+                r.permissions
+                    .iter()
+                    .map(|p| gatepass_identity::decode_value(p).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        }
     }
 
     /// True when the path of `uri` may be read differently by a backend (SPEC §3.8).

@@ -144,6 +144,22 @@ impl App {
                 ),
             },
             "/healthz" => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
+            p if p.starts_with("/.well-known/oauth-protected-resource") => {
+                match self.state().rules.resource_metadata(p) {
+                    Some(r) => {
+                        let mut resp = json_response(StatusCode::OK, r.metadata.clone());
+                        resp.headers_mut().insert(
+                            CACHE_CONTROL,
+                            HeaderValue::from_static("public, max-age=300"),
+                        );
+                        resp
+                    }
+                    None => json_response(
+                        StatusCode::NOT_FOUND,
+                        r#"{"error":"not_found","error_description":"no [[resources]] with this path"}"#,
+                    ),
+                }
+            }
             "/readyz" => {
                 let state = self.state();
                 let missing = state.unready_issuers();
@@ -200,7 +216,11 @@ impl App {
                 self.metrics.allowed.increment(1);
                 state.allow(req.headers(), v.as_deref())
             }
-            Decision::Deny(d) => self.deny(d.reason, d.retry_after),
+            Decision::Deny(d) => {
+                self.metrics.denied(d.reason);
+                let challenge = state.challenge(req.headers(), d.reason);
+                d.reason.response_for(d.retry_after, &challenge)
+            }
         }
     }
 

@@ -63,7 +63,8 @@ impl State {
         previous: Option<&State>,
     ) -> Result<State, ConfigError> {
         // Rules and token sources first: they need no files, so their errors come first.
-        let rules = Rules::compile(&config.rules, config.default_rule.policy, &config.paths)?;
+        let rules = Rules::compile(&config.rules, config.default_rule.policy, &config.paths)?
+            .with_resources(&config.resources);
         let sources = token::parse_sources(&config.tokens.sources)
             .map_err(|m| ConfigError::new("tokens.sources", m))?;
         let verifier = Verifier::new(&config, metrics)?;

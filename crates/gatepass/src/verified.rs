@@ -20,6 +20,9 @@ pub struct TokenIds {
     pub sub: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// The `aud` values (a protected resource needs its URI among them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aud: Vec<Box<str>>,
 }
 
 /// A verified token: what an allow needs, precomputed once per token. The identity is kept

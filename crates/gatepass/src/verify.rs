@@ -235,9 +235,14 @@ impl Verifier {
             jti: text("jti"),
             sid: text("sid"),
             sub: text("sub"),
-            iat: claims
-                .get("iat")
-                .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64))),
+            iat,
+            aud: match claims.get("aud") {
+                Some(Value::String(a)) => vec![a.as_str().into()],
+                Some(Value::Array(a)) => {
+                    a.iter().filter_map(Value::as_str).map(Box::from).collect()
+                }
+                _ => Vec::new(),
+            },
         };
         Ok(Verified::with_ids(identity, exp, ids))
     }
