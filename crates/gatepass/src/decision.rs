@@ -366,14 +366,31 @@ impl State {
         let assertion = match (verified, &self.assertion) {
             (Some(v), Some((signer, ttl))) => {
                 let aud = header(h, &X_FORWARDED_HOST).unwrap_or("");
-                let ids = gatepass_identity::TokenIds {
-                    sid: v.ids.sid.as_deref(),
-                    tid: v.ids.jti.as_deref(),
-                };
-                signer
-                    .sign_with_ids(&v.identity(), ids, aud, now_secs(), *ttl)
-                    .ok()
-                    .and_then(|a| HeaderValue::from_str(&a).ok())
+                let method = header(h, &X_FORWARDED_METHOD).unwrap_or("");
+                // SPEC 3.6: safe methods (upgrades are GETs) may reuse a recent assertion for
+                // the same token and host; every other method gets a fresh one (new jti).
+                let safe = ["GET", "HEAD", "OPTIONS"]
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(method));
+                let now = now_secs();
+                match v.assertion_for(aud, now).filter(|_| safe) {
+                    Some(a) => Some(a),
+                    None => {
+                        let ids = gatepass_identity::TokenIds {
+                            sid: v.ids.sid.as_deref(),
+                            tid: v.ids.jti.as_deref(),
+                        };
+                        let signed = signer
+                            .sign_with_ids(&v.identity(), ids, aud, now, *ttl)
+                            .ok()
+                            .and_then(|a| HeaderValue::from_str(&a).ok());
+                        if let (Some(a), true) = (&signed, safe) {
+                            let exp = now.saturating_add(ttl.as_secs()).min(v.exp);
+                            v.keep_assertion(aud, a.clone(), now, exp);
+                        }
+                        signed
+                    }
+                }
             }
             _ => None,
         };

@@ -5,6 +5,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 
+use arc_swap::ArcSwapOption;
 use gatepass_identity::{Identity, TokenRef};
 use http::HeaderValue;
 
@@ -39,6 +40,17 @@ pub struct Verified {
     /// The revocation list generation this token was last found clean at (see
     /// `Revocations::is_revoked`): a cache hit re-checks only when the list changed.
     pub clean_at: AtomicU64,
+    /// The last assertion signed for a safe method, reused while 3/4 of its life is left.
+    assertion: ArcSwapOption<KeptAssertion>,
+}
+
+/// An assertion kept for reuse: for which host, and its lifetime.
+#[derive(Debug)]
+struct KeptAssertion {
+    aud: Box<str>,
+    value: HeaderValue,
+    iat: u64,
+    exp: u64,
 }
 
 impl Verified {
@@ -69,7 +81,28 @@ impl Verified {
             headers,
             ids,
             clean_at: AtomicU64::new(0),
+            assertion: ArcSwapOption::empty(),
         }
+    }
+
+    /// The kept assertion for `aud`, while at least 3/4 of its lifetime is left at `now`.
+    pub fn assertion_for(&self, aud: &str, now: u64) -> Option<HeaderValue> {
+        let guard = self.assertion.load();
+        let a = guard.as_ref()?;
+        let life = a.exp.saturating_sub(a.iat);
+        let left = a.exp.saturating_sub(now);
+        (*a.aud == *aud && left * 4 >= life * 3 && left > 0).then(|| a.value.clone())
+    }
+
+    /// Keeps `value`, an assertion for `aud` issued at `iat` and valid until `exp`.
+    pub fn keep_assertion(&self, aud: &str, value: HeaderValue, iat: u64, exp: u64) {
+        self.assertion
+            .store(Some(std::sync::Arc::new(KeptAssertion {
+                aud: aud.into(),
+                value,
+                iat,
+                exp,
+            })));
     }
 
     /// The token as revocations see it.

@@ -792,3 +792,37 @@ async fn trusted_proxies_and_a_blocked_ip_keeps_verified_tokens() {
     }
     assert_metric(&s, r#"gatepass_token_cache_total{result="miss"}"#, misses).await;
 }
+
+/// SPEC 3.6: safe methods reuse a recent assertion for the same token and host (the cache-hit
+/// path signs nothing); a POST always gets a fresh one, and another host its own.
+#[tokio::test]
+async fn safe_methods_reuse_the_assertion_others_get_a_fresh_one() {
+    let s = start(&base_config()).await;
+    let t = user("reuse", "admin");
+    let assertion = |f: Fwd| {
+        let s = &s;
+        async move {
+            let g = validate(s, f).await;
+            assert_eq!(g.status, 200, "{}", g.body);
+            g.h("x-user-assertion").unwrap().to_string()
+        }
+    };
+    let first = assertion(Fwd::get("/x").bearer(&t)).await;
+    assert_eq!(assertion(Fwd::get("/x").bearer(&t)).await, first);
+    assert_eq!(assertion(Fwd::new("HEAD", "/x").bearer(&t)).await, first);
+    assert_eq!(
+        assertion(Fwd::upgrade("/ws/mcp-status").bearer(&t)).await,
+        first
+    );
+    let post = assertion(Fwd::new("POST", "/x").bearer(&t)).await;
+    assert_ne!(post, first);
+    assert_ne!(assertion(Fwd::new("POST", "/x").bearer(&t)).await, post);
+    let other_host = assertion(
+        Fwd::get("/x")
+            .bearer(&t)
+            .without("X-Forwarded-Host")
+            .h("X-Forwarded-Host", "other.test"),
+    )
+    .await;
+    assert_ne!(other_host, first);
+}
