@@ -58,7 +58,7 @@ pub struct Verifier {
     claims: ClaimMap,
     /// Opaque tokens: the one issuer that introspects them.
     introspector: Option<Introspector>,
-    cache: Cache<String, Arc<Verified>>,
+    cache: Cache<String, Arc<Verified>, foldhash::fast::RandomState>,
     max_token_bytes: usize,
 }
 
@@ -80,12 +80,14 @@ impl Verifier {
                 max_lifetime: ic.max_token_lifetime.map(|d| d.0.as_secs()),
             });
         }
+        // Keyed by the token, which the client chooses: a hash seeded per process (foldhash,
+        // cheaper than SipHash on the hot path); a hit still compares the whole token.
         let cache = Cache::builder()
             .max_capacity(config.cache.max_tokens)
             .expire_after(UntilExp {
                 ttl: config.cache.ttl.0,
             })
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Ok(Verifier {
             issuers,
             introspector: Introspector::new(config, metrics)?,
