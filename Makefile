@@ -1,6 +1,6 @@
 # gatepass — `make run` starts the local stack, `make test` runs every test.
 # Both install what is missing into the project (.venv, tests/browser/node_modules,
-# tests/oidc/node_modules) first.
+# tests/oidc/node_modules, tests/mcp/node_modules) first.
 SHELL := /bin/bash
 CARGO ?= cargo
 TRAEFIK_VERSION := 3.7.15
@@ -10,15 +10,16 @@ VENV := .venv
 TRAEFIK_STAMP := $(VENV)/.stamp-traefik-$(TRAEFIK_VERSION)-websockets-$(WEBSOCKETS_VERSION)-pyyaml-$(PYYAML_VERSION)
 BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
 OIDC_DEPS := tests/oidc/node_modules/.package-lock.json
+MCP_DEPS := tests/mcp/node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run run-cluster stop test check contract bench wrk deps traefik chromium redis build release fmt lint clean
 
-run: traefik
+run: traefik $(MCP_DEPS)
 	./scripts/run.sh
 
 # `make run` with two replicas each of gatepass and mcp-status sharing one local redis-server.
-run-cluster: traefik redis
+run-cluster: traefik redis $(MCP_DEPS)
 	./scripts/run.sh cluster
 
 stop:
@@ -77,7 +78,12 @@ $(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json
 $(OIDC_DEPS): tests/oidc/package.json tests/oidc/package-lock.json
 	npm ci --prefix tests/oidc --no-audit --no-fund
 
-deps: traefik chromium redis $(BROWSER_DEPS) $(OIDC_DEPS)
+# The demo MCP server and the MCP client of the e2e test (the official MCP TypeScript SDK);
+# `make run` starts the server behind gatepass at /mcp.
+$(MCP_DEPS): tests/mcp/package.json tests/mcp/package-lock.json
+	npm ci --prefix tests/mcp --no-audit --no-fund
+
+deps: traefik chromium redis $(BROWSER_DEPS) $(OIDC_DEPS) $(MCP_DEPS)
 
 build:
 	$(CARGO) build --workspace
@@ -92,4 +98,4 @@ lint:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) tests/browser/node_modules tests/oidc/node_modules run
+	rm -rf $(VENV) tests/browser/node_modules tests/oidc/node_modules tests/mcp/node_modules run

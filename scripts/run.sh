@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: build, write dev keys/certs/configs into ./run (ignored by git) if absent, start
-# Traefik + gatepass + mcp-status + two demo MCPs (one flapping), print tokens and commands.
+# Traefik + gatepass + mcp-status + two demo MCPs (one flapping) + a demo MCP server (official
+# MCP SDK, tests/mcp/server.mjs) behind gatepass at /mcp, print tokens and commands.
 # `make run-cluster` (`run.sh cluster`): the same with a redis-server and two replicas each of
 # gatepass and mcp-status sharing it (`[state] backend = "redis"`), Traefik balancing both pairs.
 # Ctrl-C stops everything this script started; `make stop` does the same from elsewhere.
@@ -14,6 +15,7 @@ GATEPASS_PORT="${GATEPASS_PORT:-9091}"
 MCP_PORT="${MCP_STATUS_PORT:-9092}"
 DEMO1_PORT="${DEMO1_PORT:-7001}"
 DEMO2_PORT="${DEMO2_PORT:-7002}"
+MCP_SERVER_PORT="${MCP_SERVER_PORT:-7003}"
 # Cluster mode only: the second replicas, Traefik's `auth` entry point and redis-server.
 GATEPASS2_PORT="${GATEPASS2_PORT:-9093}"
 MCP2_PORT="${MCP_STATUS2_PORT:-9094}"
@@ -78,6 +80,8 @@ GP=target/release/gatepass
 MS=target/release/mcp-status
 TRAEFIK=.venv/bin/traefik
 [ -x "$TRAEFIK" ] || { echo "Traefik is missing: run 'make run' (it installs .venv)" >&2; exit 1; }
+command -v node > /dev/null && [ -d tests/mcp/node_modules/@modelcontextprotocol/sdk ] ||
+  { echo "The demo MCP server needs node and tests/mcp/node_modules: run 'make run' (it runs npm ci in tests/mcp)" >&2; exit 1; }
 .venv/bin/python -c 'import websockets' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check websockets
 
 mkdir -p "$RUN/secrets" "$RUN/keys" "$RUN/certs" "$RUN/dynamic" "$RUN/logs"
@@ -128,6 +132,18 @@ roles = ["admin", "developer", "dba", "super_admin"]
 path = "/api/v1/mcps"
 methods = ["POST", "PUT", "DELETE"]
 roles = ["admin", "super_admin"]
+# The demo MCP server: every call needs mcp:read; its write tool (set_note) checks mcp:write
+# itself, since the tool name is in the JSON-RPC body that gatepass never sees.
+[[rules]]
+path = "/mcp"
+permissions = ["mcp:read"]
+
+# SPEC §8 (RFC 9728): 401s under /mcp name the metadata, and tokens need aud = resource.
+[[resources]]
+resource = "http://$WEB/mcp"
+path = "/mcp"
+authorization_servers = ["https://auth.example.test"]
+scopes_supported = ["mcp:read", "mcp:write"]
 
 [websocket]
 allowed_origins = ["http://$WEB", "http://localhost:$WEB_PORT"]
@@ -175,6 +191,12 @@ interval = "2s"
 failure_threshold = 2
 recovery_timeout = "10s"
 disable_after_cycles = 3
+
+# The demo MCP server behind gatepass at http://$WEB/mcp.
+[[mcps]]
+name = "demo_mcp_server"
+health_url = "http://127.0.0.1:$MCP_SERVER_PORT/health"
+interval = "5s"
 TOML
 
 # Cluster mode: both products share tickets, rate limits and connection counts on one Redis
@@ -206,6 +228,7 @@ render() {
       -e "s|{{ACCESS_LOG}}|$PWD/$RUN/logs/access.log|g" \
       -e "s|{{GATEPASS_ADDR}}|127.0.0.1:$GATEPASS_PORT|g" \
       -e "s|{{MCP_STATUS_ADDR}}|127.0.0.1:$MCP_PORT|g" \
+      -e "s|{{MCP_SERVER_ADDR}}|127.0.0.1:$MCP_SERVER_PORT|g" \
       -e "s|{{CA_FILE}}|$PWD/$RUN/certs/ca.pem|g" "$1"
 }
 render traefik/traefik.yml > "$RUN/traefik.yml"
@@ -227,6 +250,9 @@ if [ -n "$CLUSTER" ]; then
 fi
 start demo-oracle "$MS" demo-mcp --listen "127.0.0.1:$DEMO1_PORT"
 start demo-flaky "$MS" demo-mcp --listen "127.0.0.1:$DEMO2_PORT" --flap 20s
+# It reads gatepass's assertion keys through Traefik, as mcp-status does.
+PORT="$MCP_SERVER_PORT" GATEPASS_JWKS_URL="http://$WEB/.well-known/jwks.json" \
+  start mcp-server node tests/mcp/server.mjs
 start gatepass "$GP" serve --config "$RUN/gatepass.toml"
 start mcp-status "$MS" serve --config "$RUN/mcp-status.toml"
 if [ -n "$CLUSTER" ]; then
@@ -246,8 +272,10 @@ ready_now() {
     curl -fsS "http://127.0.0.1:$p/readyz" > /dev/null 2>&1 || return 1
   done
   [ -z "$CLUSTER" ] || redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping > /dev/null 2>&1 || return 1
+  curl -fsS "http://127.0.0.1:$MCP_SERVER_PORT/health" > /dev/null 2>&1 || return 1
   curl -fsS "http://$WEB/" > /dev/null 2>&1 &&
-    curl -fsS "http://$WEB/.well-known/jwks.json" > /dev/null 2>&1
+    curl -fsS "http://$WEB/.well-known/jwks.json" > /dev/null 2>&1 &&
+    curl -fsS "http://$WEB/.well-known/oauth-protected-resource/mcp" > /dev/null 2>&1
 }
 ready=""
 for _ in $(seq 1 300); do
@@ -266,6 +294,12 @@ fi
 
 ADMIN=$("$GP" mint --config "$RUN/gatepass.toml" --issuer local --sub alice --username alice --role admin --permissions mcp:read,mcp:write --ttl 8h)
 VIEWER=$("$GP" mint --config "$RUN/gatepass.toml" --issuer local --sub bob --username bob --role viewer --permissions mcp:read --ttl 8h)
+# Tokens for the MCP resource (aud = its URI; the two above have no aud and get 401 there).
+MCP_WRITER=$("$GP" mint --config "$RUN/gatepass.toml" --issuer local --sub alice --username alice --role admin --permissions mcp:read,mcp:write --aud "http://$WEB/mcp" --ttl 8h)
+MCP_READER=$("$GP" mint --config "$RUN/gatepass.toml" --issuer local --sub bob --username bob --role viewer --permissions mcp:read --aud "http://$WEB/mcp" --ttl 8h)
+MCP_HEADERS="-H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream'"
+MCP_WHOAMI='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}'
+MCP_SET_NOTE='{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"set_note","arguments":{"text":"hi"}}}'
 # Replica lists for the message (one address each without `cluster`).
 GATEPASS_URLS=$(printf 'https://127.0.0.1:%s, ' "${GATEPASS_PORTS[@]}")
 MCP_URLS=$(printf 'http://127.0.0.1:%s, ' "${MCP_PORTS[@]}")
@@ -278,10 +312,12 @@ fi
 cat <<MSG
 
 The stack is up and ready (logs in $RUN/logs/, configs in $RUN/):
-  Traefik      http://$WEB   (routes /, /ws/mcp-status, /api/v1, /auth/tickets, /.well-known/jwks.json)
+  Traefik      http://$WEB   (routes /, /ws/mcp-status, /api/v1, /mcp, /auth/tickets, /.well-known/jwks.json,
+               /.well-known/oauth-protected-resource)
   gatepass     ${GATEPASS_URLS%, }  (TLS, HTTP/2; CA $RUN/certs/ca.pem)
   mcp-status   ${MCP_URLS%, }  (/readyz, /metrics)
-  demo MCPs    http://127.0.0.1:$DEMO1_PORT/health (steady), http://127.0.0.1:$DEMO2_PORT/health (flaps every 20s)$CLUSTER_INFO
+  demo MCPs    http://127.0.0.1:$DEMO1_PORT/health (steady), http://127.0.0.1:$DEMO2_PORT/health (flaps every 20s)
+  MCP server   http://$WEB/mcp behind gatepass (tools whoami, set_note; direct: http://127.0.0.1:$MCP_SERVER_PORT/health)$CLUSTER_INFO
 
 Admin token (alice, role admin, valid 8 h: the stream, the full view, enable/disable):
   $ADMIN
@@ -300,6 +336,12 @@ curl:
   curl -s -X POST http://$WEB/auth/tickets -H "Authorization: Bearer $ADMIN"
   curl -s -X POST http://$WEB/auth/revocations -H "Authorization: Bearer $ADMIN" -d '{"sub": "bob"}'   # bob's tokens and sockets end now
   curl -s -X POST http://127.0.0.1:$DEMO1_PORT/down      # flip oracle_mcp unhealthy (/up to restore)
+
+MCP server (SPEC §8): the metadata, the 401 challenge naming it, a call, a write without mcp:write:
+  curl -s http://$WEB/.well-known/oauth-protected-resource/mcp
+  curl -si -X POST http://$WEB/mcp   # 401, WWW-Authenticate: Bearer realm="gatepass", resource_metadata="..."
+  curl -s http://$WEB/mcp -H "Authorization: Bearer $MCP_WRITER" $MCP_HEADERS -d '$MCP_WHOAMI'
+  curl -si http://$WEB/mcp -H "Authorization: Bearer $MCP_READER" $MCP_HEADERS -d '$MCP_SET_NOTE'   # 403 insufficient_scope, scope="mcp:write"
 
 Python (websockets):
   .venv/bin/python examples/python/ws_client.py --url ws://$WEB/ws/mcp-status --token $ADMIN

@@ -63,7 +63,8 @@ check("traefik/: access log drops query parameters", static["accessLog"]["fields
 # 2. docker-compose agrees with traefik/.
 compose = load_all(ROOT / "deploy" / "docker-compose.yml")[0]
 services = compose["services"]
-check("compose: services", set(services) == {"traefik", "redis", "gatepass", "mcp-status"}, list(services))
+# mcp-server: the demo MCP server behind gatepass at /mcp (SPEC §8).
+check("compose: services", set(services) == {"traefik", "redis", "gatepass", "mcp-status", "mcp-server"}, list(services))
 
 
 def is_redis(image):

@@ -7,7 +7,12 @@
 //                        generated (RS256, ES256, EdDSA) and written, so a restart serves the
 //                        same keys and tokens minted before it still verify
 //   GATEPASS_SECRET      secret of client `gatepass` (introspection)
-//   MCP_CLIENT_SECRET    secret of client `mcp-client` (client_credentials, revocation)
+//   MCP_CLIENT_SECRET    secret of client `mcp-client` (client_credentials, revocation;
+//                        may ask for `mcp:read mcp:write`)
+//   MCP_VIEWER_SECRET    secret of client `mcp-viewer` (client_credentials, `mcp:read` only)
+//   EXTRA_RESOURCES      more RFC 8707 resource indicators, space-separated absolute URIs (e.g.
+//                        the e2e stack's `http://127.0.0.1:<port>/mcp`): each gets RS256
+//                        `at+jwt` access tokens with `aud` = the URI, like the fixed ones below
 //
 // Prints `oidc-provider listening on http://127.0.0.1:<port>` once it serves. Besides the
 // provider's own routes, the same port answers a few test-only routes (handled before the
@@ -33,7 +38,13 @@ const port = Number(process.env.PORT ?? 0);
 const keysFile = process.env.OIDC_KEYS;
 const gatepassSecret = process.env.GATEPASS_SECRET ?? 'gatepass-introspection-secret';
 const mcpSecret = process.env.MCP_CLIENT_SECRET ?? 'mcp-client-secret';
+const viewerSecret = process.env.MCP_VIEWER_SECRET ?? 'mcp-viewer-secret';
 const SCOPES = 'mcp:read mcp:write';
+const extraResources = (process.env.EXTRA_RESOURCES ?? '').split(/\s+/).filter(Boolean);
+for (const r of extraResources) {
+  const u = new URL(r); // throws on anything but an absolute URI
+  if (u.hash) throw new Error(`EXTRA_RESOURCES: ${r} has a fragment (RFC 8707 forbids it)`);
+}
 
 // ---- keys ------------------------------------------------------------------------------------
 
@@ -67,6 +78,7 @@ const RESOURCES = {
   'https://api.test/eddsa': jwtResource('EdDSA'),
   'https://api.test/opaque': { scope: SCOPES, accessTokenFormat: 'opaque' },
   'https://mcp.example.test/mcp': jwtResource('RS256'),
+  ...Object.fromEntries(extraResources.map((r) => [r, jwtResource('RS256')])),
 };
 
 function buildProvider(issuer) {
@@ -92,6 +104,17 @@ function buildProvider(issuer) {
         response_types: [],
         redirect_uris: [],
         scope: SCOPES,
+      },
+      {
+        // A second MCP client that may only read: tokens carry `scope: mcp:read` at most (a
+        // request for `mcp:write` is refused with invalid_scope).
+        client_id: 'mcp-viewer',
+        client_secret: viewerSecret,
+        token_endpoint_auth_method: 'client_secret_basic',
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+        scope: 'mcp:read',
       },
     ],
     scopes: ['openid', 'offline_access', ...SCOPES.split(' ')],

@@ -1,13 +1,16 @@
 //! End-to-end harness: the real Traefik binary (from `.venv`, installed by `make test`) in
 //! front of the real `gatepass` and `mcp-status` binaries (built by `make test`), an echo
-//! backend and a demo MCP, all on 127.0.0.1 with ephemeral ports. Traefik's configuration is
-//! rendered from the same templates as `traefik/`. Every process started is stopped by PID.
+//! backend and a demo MCP, all on 127.0.0.1 with ephemeral ports; on request
+//! ([`Options::mcp_server`]) also the MCP server of `tests/mcp/` behind `/mcp` and a real
+//! OpenID Provider as its authorization server. Traefik's configuration is rendered from the
+//! same templates as `traefik/`. Every process started is stopped by PID.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gatepass_testkit::oidc::OidcProvider;
 pub use gatepass_testkit::{client, now, wait_for, Stub};
 use gatepass_testkit::{free_port, DevCa};
 use serde_json::Value;
@@ -163,6 +166,13 @@ pub struct Options {
     /// Appended to mcp-status's config (e.g. `[state]` and `[limits]`); it comes after the
     /// harness's `[revocation]` table, so it must not define that one again.
     pub mcp_status_extra: Option<String>,
+    /// SPEC §8: start the demo MCP server (`tests/mcp/server.mjs`, official MCP SDK) behind
+    /// Traefik's `/mcp` router (the gatepass middleware) and a real [`OidcProvider`] that
+    /// accepts the resource `http://<web>/mcp`; gatepass gets it as issuer `oidc` (discovery,
+    /// rfc9068), a `[[resources]]` for that URI on `/mcp` with the provider as its
+    /// authorization server, and a rule `/mcp` needing `mcp:read`; mcp-status also polls the
+    /// server's /health as `demo_mcp_server`. Off: the `/mcp` router points at a closed port.
+    pub mcp_server: bool,
 }
 
 impl Default for Options {
@@ -176,6 +186,7 @@ impl Default for Options {
             per_user_burst: None,
             mcp_status_replicas: 1,
             mcp_status_extra: None,
+            mcp_server: false,
         }
     }
 }
@@ -199,6 +210,13 @@ pub const ENCODED_CHARACTER_OPTIONS: [&str; 7] = [
 /// The secret that `files/admin/secret.txt` holds for the decoding backend.
 pub const ADMIN_SECRET: &str = "the admin secret";
 
+/// Where Traefik's `mcp-server` service points without [`Options::mcp_server`]: a port
+/// nothing listens on (TCP port 1), so `/mcp` answers 502 after gatepass allowed it.
+pub const NO_MCP_SERVER: &str = "127.0.0.1:1";
+
+/// The scopes the MCP resource advertises (`scopes_supported`).
+pub const MCP_SCOPES: [&str; 2] = ["mcp:read", "mcp:write"];
+
 /// Traefik + gatepass + mcp-status + echo backend + demo MCP.
 pub struct Stack {
     pub dir: tempfile::TempDir,
@@ -218,6 +236,11 @@ pub struct Stack {
     /// gatepass's `[revocation] feed_secret_file` content (mcp-status reads the feed with it).
     pub feed_secret: String,
     pub procs: HashMap<&'static str, Proc>,
+    /// With [`Options::mcp_server`]: the OpenID Provider (gatepass's issuer `oidc` and the MCP
+    /// resource's authorization server); stopped after the processes.
+    pub oidc: Option<OidcProvider>,
+    /// With [`Options::mcp_server`]: the MCP server's own address (`procs["mcp-server"]`).
+    pub mcp_server_addr: Option<String>,
 }
 
 /// `n` random bytes as hex, from the kernel.
@@ -279,6 +302,81 @@ impl Stack {
         let demo = mcp_status::demo::Switch::new(true);
         tokio::spawn(mcp_status::demo::serve(demo_listener, demo.clone(), None));
 
+        let mut procs = HashMap::new();
+        // SPEC §8: the OpenID Provider first (gatepass discovers it at start), then the MCP
+        // server (Traefik's router needs its address).
+        let mcp_resource = format!("http://{web}/mcp");
+        let (oidc, mcp_server_addr) = if opts.mcp_server {
+            let op = tokio::task::spawn_blocking({
+                let r = mcp_resource.clone();
+                move || OidcProvider::start_with_resources(&[&r])
+            })
+            .await
+            .unwrap();
+            require(
+                root().join("tests/mcp/node_modules/@modelcontextprotocol/sdk"),
+                "run `make test` (it runs npm ci in tests/mcp)",
+            );
+            let mut server = Proc::spawn(
+                "mcp-server",
+                Command::new("node")
+                    .arg(root().join("tests/mcp/server.mjs"))
+                    .env("PORT", "0")
+                    .env(
+                        "GATEPASS_JWKS_URL",
+                        format!("http://{web}/.well-known/jwks.json"),
+                    ),
+                d,
+            );
+            let addr = server.listening_addr();
+            procs.insert("mcp-server", server);
+            (Some(op), Some(addr))
+        } else {
+            (None, None)
+        };
+        let mcp_gatepass = match &oidc {
+            Some(op) => format!(
+                r#"# SPEC §8: the MCP server's authorization server, and the resource itself.
+[[issuers]]
+name = "oidc"
+issuer = "{iss}"
+discovery = true
+algorithms = ["RS256"]
+audiences = ["{mcp_resource}", "{rs256}"]
+profile = "rfc9068"
+
+[claims]
+user_id = ["sub", "client_id"]
+
+[[rules]]
+path = "/mcp"
+permissions = ["mcp:read"]
+
+[[resources]]
+resource = "{mcp_resource}"
+path = "/mcp"
+authorization_servers = ["{iss}"]
+scopes_supported = {scopes:?}
+"#,
+                iss = op.issuer(),
+                rs256 = gatepass_testkit::oidc::RS256_RESOURCE,
+                scopes = MCP_SCOPES,
+            ),
+            None => String::new(),
+        };
+        let mcp_polled = match &mcp_server_addr {
+            Some(addr) => format!(
+                r#"
+[[mcps]]
+name = "demo_mcp_server"
+health_url = "http://{addr}/health"
+interval = "200ms"
+timeout = "1s"
+"#
+            ),
+            None => String::new(),
+        };
+
         std::fs::write(
             d.join("gatepass.toml"),
             format!(
@@ -314,6 +412,8 @@ key_file = "assertion.pem"
 feed_secret_file = "feed.key"
 
 {state}
+
+{mcp_gatepass}
 "#,
                 burst = opts.failure_burst,
                 per_user = opts.per_user_burst.map_or(String::new(), |b| format!(
@@ -339,7 +439,7 @@ timeout = "500ms"
 failure_threshold = 1
 recovery_timeout = "300ms"
 disable_after_cycles = 3
-
+{mcp_polled}
 # gatepass's feed through Traefik, like the JWKS.
 [revocation]
 feed_url = "http://{web}/auth/revocations"
@@ -352,7 +452,6 @@ feed_secret_file = "feed.key"
         )
         .unwrap();
 
-        let mut procs = HashMap::new();
         let mut gatepass_addrs = Vec::new();
         for name in &GATEPASS_REPLICAS[..opts.gatepass_replicas.clamp(1, GATEPASS_REPLICAS.len())] {
             let mut gp = Proc::serve_as(name, "gatepass", d);
@@ -396,6 +495,10 @@ feed_secret_file = "feed.key"
             &[
                 ("GATEPASS_ADDR", &gatepass_addr),
                 ("MCP_STATUS_ADDR", &mcp_addr),
+                (
+                    "MCP_SERVER_ADDR",
+                    mcp_server_addr.as_deref().unwrap_or(NO_MCP_SERVER),
+                ),
                 ("CA_FILE", &ca_file),
             ],
         );
@@ -513,8 +616,11 @@ feed_secret_file = "feed.key"
             demo_url,
             feed_secret,
             procs,
+            oidc,
+            mcp_server_addr,
         };
         stack.wait_ready().await;
+        stack.wait_mcp_ready().await;
         stack
     }
 
@@ -554,6 +660,72 @@ feed_secret_file = "feed.key"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// With [`Options::mcp_server`]: waits until gatepass has the provider's keys (`/readyz`),
+    /// Traefik routes the resource metadata, and the MCP server answers its /health.
+    async fn wait_mcp_ready(&self) {
+        let Some(addr) = &self.mcp_server_addr else {
+            return;
+        };
+        let gp = self.gatepass_client();
+        let readyz = format!("https://{}/readyz", self.gatepass_addr);
+        let meta = self.url("/.well-known/oauth-protected-resource/mcp");
+        let health = format!("http://{addr}/health");
+        wait_for(
+            Duration::from_secs(30),
+            "gatepass has the OP's keys, Traefik routes the metadata, the MCP server is healthy",
+            || async {
+                let ready = gp
+                    .get(&readyz)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                ready
+                    && gatepass_testkit::get_status(&meta).await == 200
+                    && gatepass_testkit::get_status(&health).await == 200
+            },
+        )
+        .await;
+    }
+
+    /// `http://<web>/mcp`: the MCP resource (its canonical URI and the URL clients use).
+    pub fn mcp_url(&self) -> String {
+        self.url("/mcp")
+    }
+
+    /// The OpenID Provider of [`Options::mcp_server`].
+    pub fn op(&self) -> &OidcProvider {
+        self.oidc
+            .as_ref()
+            .expect("the stack was started with Options::mcp_server")
+    }
+
+    /// Runs the MCP SDK client `tests/mcp/client.mjs` against `http://<web>/mcp` with only
+    /// these client credentials (and `scope`, if given), calling `call` with its arguments
+    /// after listing the tools (`None`: list only). Killed by PID after 30 s.
+    pub async fn mcp_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+        scope: Option<&str>,
+        call: Option<(&str, Value)>,
+    ) -> McpRun {
+        let dir = self.dir.path().to_path_buf();
+        let mut cmd = Command::new("node");
+        cmd.arg(root().join("tests/mcp/client.mjs"))
+            .env("MCP_URL", self.mcp_url())
+            .env("CLIENT_ID", client_id)
+            .env("CLIENT_SECRET", secret)
+            .env("SCOPE", scope.unwrap_or(""))
+            .env("CALL", call.as_ref().map_or("", |(name, _)| name))
+            .env(
+                "ARGUMENTS",
+                call.as_ref().map_or("{}".into(), |(_, a)| a.to_string()),
+            );
+        tokio::task::spawn_blocking(move || McpRun::run(cmd, &dir, Duration::from_secs(30)))
+            .await
+            .unwrap()
     }
 
     /// Every process's log, for failure messages.
@@ -682,6 +854,89 @@ impl Drop for Stack {
         for (_, mut p) in self.procs.drain() {
             p.stop();
         }
+    }
+}
+
+/// One run of `tests/mcp/client.mjs`: its exit code and output.
+#[derive(Debug)]
+pub struct McpRun {
+    pub code: Option<i32>,
+    /// Every JSON line it printed, in order.
+    pub lines: Vec<Value>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl McpRun {
+    fn run(mut cmd: Command, dir: &Path, timeout: Duration) -> McpRun {
+        let n = (0..)
+            .find(|n| !dir.join(format!("mcp-client-{n}.out")).exists())
+            .unwrap();
+        let out_path = dir.join(format!("mcp-client-{n}.out"));
+        let err_path = dir.join(format!("mcp-client-{n}.err"));
+        let mut child = cmd
+            .current_dir(root())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .expect("node runs tests/mcp/client.mjs");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if Instant::now() >= deadline {
+                gatepass_testkit::kill(&mut child);
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        assert!(
+            status.is_some(),
+            "the MCP client did not finish within {timeout:?}:\n{stdout}\n{stderr}"
+        );
+        let lines = stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{stderr}"))
+            })
+            .collect();
+        McpRun {
+            code: status.and_then(|s| s.code()),
+            lines,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The values of every line's member `key`, in order.
+    pub fn all(&self, key: &str) -> Vec<&Value> {
+        self.lines.iter().filter_map(|l| l.get(key)).collect()
+    }
+
+    /// The first line's member `key`; panics (with the output) when no line has one.
+    pub fn one(&self, key: &str) -> &Value {
+        self.all(key)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no {key:?} line:\n{}\n{}", self.stdout, self.stderr))
+    }
+
+    /// The recorded HTTP exchanges as (method, url, status).
+    pub fn exchanges(&self) -> Vec<(String, String, u16)> {
+        self.all("http")
+            .into_iter()
+            .map(|h| {
+                (
+                    h["method"].as_str().unwrap().to_owned(),
+                    h["url"].as_str().unwrap().to_owned(),
+                    h["status"].as_u64().unwrap() as u16,
+                )
+            })
+            .collect()
     }
 }
 

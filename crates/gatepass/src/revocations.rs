@@ -626,6 +626,7 @@ mod tests {
             sid: Some(sid.into()),
             sub: Some(sub.into()),
             iat: Some(iat),
+            aud: Vec::new(),
         };
         Verified::with_ids(identity, now_secs() + 3600, ids)
     }

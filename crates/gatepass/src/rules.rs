@@ -113,9 +113,8 @@ impl Rule {
     }
 }
 
-/// The rule set with the default policy.
-#[derive(Debug, Clone)]
 /// An OAuth protected resource (SPEC §8): the requests under its path.
+#[derive(Debug, Clone)]
 pub struct Resource {
     pub config: crate::config::ResourceConfig,
     segments: Vec<Vec<u8>>,
@@ -125,6 +124,8 @@ pub struct Resource {
     pub metadata: String,
 }
 
+/// The rule set with the default policy.
+#[derive(Debug, Clone)]
 pub struct Rules {
     rules: Vec<Rule>,
     resources: Vec<Resource>,

@@ -2,10 +2,12 @@
 //! `tests/oidc/package.json`, installed by `make test`), run as `node tests/oidc/provider.mjs`
 //! on 127.0.0.1 and a free port, stopped by its PID.
 //!
-//! It has two clients: `gatepass` (client_secret_basic, may introspect) and `mcp-client`
-//! (client_secret_basic, client_credentials grant). Access tokens are per RFC 8707 resource:
-//! [`RS256_RESOURCE`], [`ES256_RESOURCE`], [`EDDSA_RESOURCE`] and [`MCP_RESOURCE`] get RFC 9068
-//! JWTs (`typ: at+jwt`, `aud` = the resource), [`OPAQUE_RESOURCE`] gets opaque tokens (which
+//! It has three clients: `gatepass` (client_secret_basic, may introspect), `mcp-client`
+//! (client_secret_basic, client_credentials grant, [`SCOPES`]) and `mcp-viewer` (the same, but
+//! [`VIEWER_SCOPES`] only). Access tokens are per RFC 8707 resource: [`RS256_RESOURCE`],
+//! [`ES256_RESOURCE`], [`EDDSA_RESOURCE`], [`MCP_RESOURCE`] and the extra resources given to
+//! [`OidcProvider::start_with_resources`] get RFC 9068 JWTs (`typ: at+jwt`, `aud` = the
+//! resource; RS256 unless named otherwise), [`OPAQUE_RESOURCE`] gets opaque tokens (which
 //! introspect; oidc-provider refuses to introspect its JWTs). Its signing keys (RS256, ES256,
 //! EdDSA) live in a file of its temporary directory, so [`OidcProvider::restart`] serves the
 //! same keys on the same port.
@@ -23,6 +25,11 @@ pub const GATEPASS_CLIENT_ID: &str = "gatepass";
 pub const GATEPASS_CLIENT_SECRET: &str = "gatepass-oidc-test-secret-0123456789";
 pub const MCP_CLIENT_ID: &str = "mcp-client";
 pub const MCP_CLIENT_SECRET: &str = "mcp-client-oidc-test-secret-0123456789";
+/// A client_credentials client that may only get [`VIEWER_SCOPES`].
+pub const MCP_VIEWER_ID: &str = "mcp-viewer";
+pub const MCP_VIEWER_SECRET: &str = "mcp-viewer-oidc-test-secret-0123456789";
+/// The only scope `mcp-viewer` may ask for.
+pub const VIEWER_SCOPES: &str = "mcp:read";
 /// The scopes every resource knows; [`OidcProvider::token`] asks for all of them.
 pub const SCOPES: &str = "mcp:read mcp:write";
 pub const RS256_RESOURCE: &str = "https://api.test/rs256";
@@ -40,6 +47,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// drop.
 pub struct OidcProvider {
     port: u16,
+    /// Resource indicators besides the fixed ones (`EXTRA_RESOURCES`).
+    extra_resources: Vec<String>,
     /// The keys file and the process's log.
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -52,6 +61,13 @@ fn root() -> PathBuf {
 impl OidcProvider {
     /// Starts one on a free port with fresh keys; waits until it serves.
     pub fn start() -> OidcProvider {
+        OidcProvider::start_with_resources(&[])
+    }
+
+    /// [`OidcProvider::start`], also accepting each of `resources` (absolute URIs, e.g. an e2e
+    /// stack's `http://127.0.0.1:PORT/mcp`) as a resource indicator with RS256 `at+jwt` tokens
+    /// and [`SCOPES`], like [`MCP_RESOURCE`].
+    pub fn start_with_resources(resources: &[&str]) -> OidcProvider {
         let script = root().join("tests/oidc/provider.mjs");
         assert!(
             root()
@@ -62,6 +78,7 @@ impl OidcProvider {
         assert!(script.is_file(), "{} is missing", script.display());
         let mut p = OidcProvider {
             port: free_port(),
+            extra_resources: resources.iter().map(|r| (*r).to_owned()).collect(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
         };
@@ -92,6 +109,8 @@ impl OidcProvider {
             .env("OIDC_KEYS", self.dir.path().join("keys.json"))
             .env("GATEPASS_SECRET", GATEPASS_CLIENT_SECRET)
             .env("MCP_CLIENT_SECRET", MCP_CLIENT_SECRET)
+            .env("MCP_VIEWER_SECRET", MCP_VIEWER_SECRET)
+            .env("EXTRA_RESOURCES", self.extra_resources.join(" "))
             .stdin(Stdio::null())
             .stdout(File::try_clone(&log).unwrap())
             .stderr(log)
@@ -172,19 +191,50 @@ impl OidcProvider {
 
     /// The whole token response of a client_credentials grant for `resource` (and `scope`).
     pub async fn token_response(&self, resource: &str, scope: Option<&str>) -> Value {
+        let (status, body) = self
+            .client_token_request(MCP_CLIENT_ID, MCP_CLIENT_SECRET, resource, scope)
+            .await;
+        assert_eq!(status, 200, "token for {resource}: {body}");
+        body
+    }
+
+    /// A client_credentials access token of `mcp-viewer` for `resource`, with [`VIEWER_SCOPES`].
+    pub async fn viewer_token(&self, resource: &str) -> String {
+        let (status, body) = self
+            .client_token_request(
+                MCP_VIEWER_ID,
+                MCP_VIEWER_SECRET,
+                resource,
+                Some(VIEWER_SCOPES),
+            )
+            .await;
+        assert_eq!(status, 200, "viewer token for {resource}: {body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A client_credentials grant of any client (client_secret_basic), successful or not: the
+    /// status and the JSON body.
+    pub async fn client_token_request(
+        &self,
+        client_id: &str,
+        secret: &str,
+        resource: &str,
+        scope: Option<&str>,
+    ) -> (u16, Value) {
         let mut form = vec![("grant_type", "client_credentials"), ("resource", resource)];
         form.extend(scope.map(|s| ("scope", s)));
         let resp = client()
             .post(self.token_endpoint())
-            .basic_auth(MCP_CLIENT_ID, Some(MCP_CLIENT_SECRET))
+            .basic_auth(client_id, Some(secret))
             .form(&form)
             .send()
             .await
             .unwrap();
-        let status = resp.status();
+        let status = resp.status().as_u16();
         let body = resp.text().await.unwrap();
-        assert!(status.is_success(), "token for {resource}: {status} {body}");
-        serde_json::from_str(&body).unwrap()
+        let json = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("token response for {resource} is not JSON ({e}): {body}"));
+        (status, json)
     }
 
     /// The (client id, secret) allowed to introspect (client_secret_basic).

@@ -1,8 +1,9 @@
 //! The OpenID Provider wrapper against the real `oidc-provider` (installed by `make test`).
 
 use gatepass_testkit::oidc::{
-    OidcProvider, EDDSA_RESOURCE, ES256_RESOURCE, GATEPASS_CLIENT_ID, MCP_CLIENT_ID, MCP_RESOURCE,
-    OPAQUE_RESOURCE, RS256_RESOURCE, SCOPES,
+    OidcProvider, EDDSA_RESOURCE, ES256_RESOURCE, GATEPASS_CLIENT_ID, MCP_CLIENT_ID,
+    MCP_CLIENT_SECRET, MCP_RESOURCE, MCP_VIEWER_ID, MCP_VIEWER_SECRET, OPAQUE_RESOURCE,
+    RS256_RESOURCE, SCOPES, VIEWER_SCOPES,
 };
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
@@ -87,6 +88,54 @@ async fn jwt_access_tokens_are_at_jwt_per_alg_and_verify_against_the_jwks() {
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "invalid_target");
+}
+
+#[tokio::test]
+async fn extra_resources_and_the_read_only_viewer_client() {
+    let extra = "http://127.0.0.1:1/mcp";
+    let idp = OidcProvider::start_with_resources(&[extra]);
+    // An extra resource: RS256 at+jwt with aud = the URI, like MCP_RESOURCE.
+    let token = idp.token(extra).await;
+    let h = decode_header(&token).unwrap();
+    assert_eq!(h.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(h.alg, Algorithm::RS256);
+    let c = verify(&idp, &token, Algorithm::RS256, extra).await;
+    assert_eq!(c["aud"], extra);
+    assert_eq!(c["scope"], SCOPES);
+    assert_eq!(c["sub"], MCP_CLIENT_ID);
+    // The fixed ones still work; a provider without the extra one refuses it.
+    idp.token(MCP_RESOURCE).await;
+    let plain = OidcProvider::start();
+    let (status, body) = plain
+        .client_token_request(MCP_CLIENT_ID, MCP_CLIENT_SECRET, extra, Some(SCOPES))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_target"))
+    );
+
+    // mcp-viewer: mcp:read only; asking for mcp:write is refused.
+    let viewer = idp.viewer_token(extra).await;
+    let c = verify(&idp, &viewer, Algorithm::RS256, extra).await;
+    assert_eq!(c["scope"], VIEWER_SCOPES);
+    assert_eq!(c["client_id"], MCP_VIEWER_ID);
+    assert_eq!(c["sub"], MCP_VIEWER_ID);
+    let (status, body) = idp
+        .client_token_request(MCP_VIEWER_ID, MCP_VIEWER_SECRET, extra, Some(SCOPES))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{body}"
+    );
+    let (status, body) = idp
+        .client_token_request(MCP_VIEWER_ID, "wrong", extra, Some(VIEWER_SCOPES))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
