@@ -471,6 +471,10 @@ def main():
     dyn = WORK / "dynamic"
     dyn.mkdir()
     headers = "[X-User-Id, X-User-Username, X-User-Role, X-User-Permissions, X-User-Expires, X-User-Assertion]"
+    # The shipped config's forwardAuth (traefik/dynamic.yml): only what gatepass reads goes out.
+    request_headers = ("[Authorization, Cookie, Origin, Sec-WebSocket-Key, Sec-WebSocket-Version, Sec-WebSocket-Protocol, "
+                       "Access-Control-Request-Method, X-User-Id, X-User-Username, X-User-Role, X-User-Permissions, "
+                       "X-User-Expires, X-User-Assertion, traceparent, tracestate]")
     (dyn / "bench.yml").write_text(f"""http:
   middlewares:
     basic:
@@ -486,12 +490,21 @@ def main():
         trustForwardHeader: false
         authResponseHeaders: {headers}
         tls: {{ca: "{WORK / 'ca.pem'}"}}
+    fa-gp-h2-shipped:
+      forwardAuth:
+        address: "https://127.0.0.1:{gp_tls_port}/validate"
+        trustForwardHeader: false
+        authRequestHeaders: {request_headers}
+        authResponseHeadersRegex: "^X-User-"
+        headerField: X-User-Id
+        tls: {{ca: "{WORK / 'ca.pem'}"}}
   routers:
     backend: {{entryPoints: [web], rule: "PathPrefix(`/backend`)", service: limit}}
     basic: {{entryPoints: [web], rule: "PathPrefix(`/basic`)", service: limit, middlewares: [basic]}}
     fa-limit: {{entryPoints: [web], rule: "PathPrefix(`/fa-limit`)", service: limit, middlewares: [fa-limit]}}
     fa-gp: {{entryPoints: [web], rule: "PathPrefix(`/fa-gp-http1`)", service: limit, middlewares: [fa-gp]}}
     fa-gp-h2: {{entryPoints: [web], rule: "PathPrefix(`/fa-gp-h2`)", service: limit, middlewares: [fa-gp-h2]}}
+    fa-gp-h2-shipped: {{entryPoints: [web], rule: "PathPrefix(`/fa-shipped-h2`)", service: limit, middlewares: [fa-gp-h2-shipped]}}
   services:
     limit:
       loadBalancer:
@@ -515,6 +528,8 @@ log: {{level: ERROR}}
         {"name": "forwardAuth → limit server (http/1.1)", "url": f"{web}/fa-limit", "env": {"MODE": "none", "TOKENS": ""}},
         {"name": "forwardAuth → gatepass (http/1.1)", "url": f"{web}/fa-gp-http1", "env": {"MODE": "bearer", "TOKENS": hs_tokens}},
         {"name": "forwardAuth → gatepass (https, h2)", "url": f"{web}/fa-gp-h2", "env": {"MODE": "bearer", "TOKENS": hs_tokens}},
+        {"name": "forwardAuth → gatepass (https, h2, shipped: authRequestHeaders + regex)", "url": f"{web}/fa-shipped-h2",
+         "env": {"MODE": "bearer", "TOKENS": hs_tokens}},
     ]
     COMMANDS.append(f"wrk -t2 -c{{16,64}} -d{DURATION} --latency -s bench/wrk/rotate.lua http://127.0.0.1:PORT/ROUTE  # Traefik {ROOT.joinpath('.venv/bin/traefik').relative_to(ROOT)}")
     ca = str(WORK / "ca.pem")

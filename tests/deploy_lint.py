@@ -48,12 +48,19 @@ for p in yamls:
 dynamic = load_all(ROOT / "traefik" / "dynamic.yml")[0]["http"]
 static = load_all(ROOT / "traefik" / "traefik.yml")[0]
 fa = dynamic["middlewares"]["gatepass"]["forwardAuth"]
-HEADERS = fa["authResponseHeaders"]
+IDENTITY = {"X-User-Id", "X-User-Username", "X-User-Role", "X-User-Permissions", "X-User-Expires", "X-User-Assertion"}
+REQUEST_HEADERS = fa.get("authRequestHeaders", [])
+REGEX = fa.get("authResponseHeadersRegex", "")
 ROUTERS = set(dynamic["routers"])
 PROTECTED = {n for n, r in dynamic["routers"].items() if "gatepass" in r.get("middlewares", [])}
 
-check("traefik/: every identity header is listed",
-      set(HEADERS) == {"X-User-Id", "X-User-Username", "X-User-Role", "X-User-Permissions", "X-User-Expires", "X-User-Assertion"}, HEADERS)
+check("traefik/: authResponseHeadersRegex covers every identity header",
+      bool(REGEX) and all(re.match(REGEX, h) for h in IDENTITY) and "authResponseHeaders" not in fa, REGEX)
+check("traefik/: authRequestHeaders are what gatepass reads",
+      {h.lower() for h in REQUEST_HEADERS} == {"authorization", "cookie", "origin", "sec-websocket-key",
+       "sec-websocket-version", "sec-websocket-protocol", "access-control-request-method", "traceparent",
+       "tracestate"} | {h.lower() for h in IDENTITY}, REQUEST_HEADERS)
+check("traefik/: headerField X-User-Id", fa.get("headerField") == "X-User-Id")
 check("traefik/: trustForwardHeader is false", fa.get("trustForwardHeader") is False)
 check("traefik/: maxResponseBodySize is set", isinstance(fa.get("maxResponseBodySize"), int))
 check("traefik/: forwardAuth over https to /validate", fa["address"].startswith("https://") and fa["address"].endswith("/validate"))
@@ -103,7 +110,9 @@ check("compose: aliasHeadersStrategy delete", "--entryPoints.web.http.aliasHeade
 check("compose: access log drops query parameters", "--accessLog.fields.queryParameters.defaultMode=drop" in cmd)
 mw = "traefik.http.middlewares.gatepass.forwardAuth."
 check("compose: middleware named gatepass", any(k.startswith(mw) for k in labels))
-check("compose: authResponseHeaders match traefik/", labels.get(mw + "authResponseHeaders", "").split(",") == HEADERS)
+check("compose: authRequestHeaders match traefik/", labels.get(mw + "authRequestHeaders", "").split(",") == REQUEST_HEADERS)
+check("compose: authResponseHeadersRegex matches traefik/", labels.get(mw + "authResponseHeadersRegex") == REGEX)
+check("compose: headerField matches traefik/", labels.get(mw + "headerField") == fa.get("headerField"))
 check("compose: trustForwardHeader false", labels.get(mw + "trustForwardHeader") == "false")
 check("compose: maxResponseBodySize set", labels.get(mw + "maxResponseBodySize", "").isdigit())
 check("compose: forwardAuth to /validate over https", labels.get(mw + "address", "").startswith("https://") and labels.get(mw + "address", "").endswith("/validate"))
@@ -120,7 +129,9 @@ docs = [d for p in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")) for d in loa
 middlewares = [d for d in docs if d["kind"] == "Middleware"]
 check("k8s: one Middleware named gatepass", [m["metadata"]["name"] for m in middlewares] == ["gatepass"])
 kfa = middlewares[0]["spec"]["forwardAuth"] if middlewares else {}
-check("k8s: authResponseHeaders match traefik/", kfa.get("authResponseHeaders") == HEADERS)
+check("k8s: authRequestHeaders match traefik/", kfa.get("authRequestHeaders") == REQUEST_HEADERS)
+check("k8s: authResponseHeadersRegex matches traefik/", kfa.get("authResponseHeadersRegex") == REGEX)
+check("k8s: headerField matches traefik/", kfa.get("headerField") == fa.get("headerField"))
 check("k8s: trustForwardHeader false", kfa.get("trustForwardHeader") is False)
 check("k8s: forwardAuth to /validate over https", str(kfa.get("address", "")).startswith("https://") and str(kfa.get("address", "")).endswith("/validate"))
 routes = [r for d in docs if d["kind"] == "IngressRoute" for r in d["spec"]["routes"]]

@@ -22,7 +22,8 @@ pub const IDENTITY: [&str; 5] = [
     USER_EXPIRES,
 ];
 
-/// Every header name gatepass sets; list all of them in Traefik's `authResponseHeaders`.
+/// Every header name gatepass sets; Traefik must protect all of them (the shipped config uses
+/// `authResponseHeadersRegex: ^X-User-`).
 pub const ALL: [&str; 6] = [
     USER_ID,
     USER_USERNAME,
