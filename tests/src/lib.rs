@@ -173,6 +173,9 @@ pub struct Options {
     /// authorization server, and a rule `/mcp` needing `mcp:read`; mcp-status also polls the
     /// server's /health as `demo_mcp_server`. Off: the `/mcp` router points at a closed port.
     pub mcp_server: bool,
+    /// An OTLP/HTTP traces URL (e.g. a [`gatepass_testkit::OtlpReceiver`]'s): Traefik's own
+    /// tracing exports there, and gatepass and mcp-status get a `[telemetry]` pointing at it.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -187,6 +190,7 @@ impl Default for Options {
             mcp_status_replicas: 1,
             mcp_status_extra: None,
             mcp_server: false,
+            otlp_endpoint: None,
         }
     }
 }
@@ -451,6 +455,14 @@ feed_secret_file = "feed.key"
             ),
         )
         .unwrap();
+        if let Some(endpoint) = &opts.otlp_endpoint {
+            for service in ["gatepass", "mcp-status"] {
+                let path = d.join(format!("{service}.toml"));
+                let mut text = std::fs::read_to_string(&path).unwrap();
+                text.push_str(&format!("\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n"));
+                std::fs::write(path, text).unwrap();
+            }
+        }
 
         let mut gatepass_addrs = Vec::new();
         for name in &GATEPASS_REPLICAS[..opts.gatepass_replicas.clamp(1, GATEPASS_REPLICAS.len())] {
@@ -544,6 +556,11 @@ feed_secret_file = "feed.key"
                 "http:\n  routers:\n    gatepass-validate:\n      entryPoints: [auth]\n      rule: \"PathPrefix(`/`)\"\n      service: gatepass\n",
             )
             .unwrap();
+        }
+        if let Some(endpoint) = &opts.otlp_endpoint {
+            static_cfg.push_str(&format!(
+                "\ntracing:\n  serviceName: traefik\n  otlp:\n    http:\n      endpoint: \"{endpoint}\"\n"
+            ));
         }
         std::fs::write(d.join("traefik.yml"), static_cfg).unwrap();
         std::fs::write(dynamic.join("dynamic.yml"), dynamic_cfg).unwrap();

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use gatepass_service::config::{ConfigError, Dur};
 pub use gatepass_service::state::{Backend, OnUnavailable, StateConfig};
+pub use gatepass_service::telemetry::TelemetryConfig;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +50,9 @@ pub struct Config {
     /// OAuth protected resources (MCP servers) behind Traefik (SPEC §8, RFC 9728).
     #[serde(default)]
     pub resources: Vec<ResourceConfig>,
+    /// OpenTelemetry traces over OTLP/HTTP; read at start only (a reload keeps the first).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Directory that relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -153,6 +157,10 @@ pub enum Profile {
 impl gatepass_service::Listen for Config {
     fn listen(&mut self) -> &mut String {
         &mut self.listen
+    }
+
+    fn telemetry(&self) -> Option<&TelemetryConfig> {
+        Some(&self.telemetry)
     }
 }
 
@@ -422,6 +430,7 @@ impl gatepass_service::config::ConfigFile for Config {
         self.validate_revocation()?;
         self.validate_resources()?;
         self.state.validate()?;
+        self.telemetry.validate()?;
         Ok(())
     }
 }
@@ -875,7 +884,7 @@ secret_env = "X"
         );
         assert_eq!(
             Config::parse(&MINIMAL.replace("secret_env = \"X\"", "")).unwrap_err().to_string(),
-            "config error: issuers[0]: exactly one of secret_file, secret_env, public_key_file, jwks_file, jwks_url is required"
+            "config error: issuers[0]: exactly one of secret_file, secret_env, public_key_file, jwks_file, jwks_url (or discovery = true) is required"
         );
         assert_eq!(
             err("[rate_limit]\nper_user = { rate = 0, per = \"1s\", burst = 1 }\n"),
@@ -893,6 +902,35 @@ secret_env = "X"
         let c = Config::parse(&format!("{MINIMAL}[state]\nbackend = \"redis\"\n")).unwrap();
         assert!(c.state.is_redis());
         assert_eq!(c.state.on_unavailable, OnUnavailable::Local);
+    }
+
+    /// `[telemetry]`: off by default; bad values are one line naming the key.
+    #[test]
+    fn telemetry_table() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert!(!c.telemetry.enabled());
+        let c = Config::parse(&format!(
+            "{MINIMAL}[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nsampling_ratio = 0.25\n"
+        ))
+        .unwrap();
+        assert!(c.telemetry.enabled());
+        assert_eq!(c.telemetry.sampling_ratio, 0.25);
+        assert_eq!(c.telemetry.service_name, None);
+        for (text, want) in [
+            ("otlp_endpoint = \"localhost:4318\"", "config error: telemetry.otlp_endpoint: must be an http:// or https:// URL like http://127.0.0.1:4318/v1/traces"),
+            ("otlp_endpoint = \"http://localhost:4318\"", "config error: telemetry.otlp_endpoint: must name the traces path, like http://127.0.0.1:4318/v1/traces"),
+            ("sampling_ratio = 2.0", "config error: telemetry.sampling_ratio: must be between 0.0 and 1.0"),
+            ("service_name = \"\"", "config error: telemetry.service_name: must be a non-empty name without control characters"),
+        ] {
+            let e = err(&format!("[telemetry]\n{text}\n"));
+            assert_eq!(e, want, "{text}");
+        }
+        let e = err("[telemetry]\nsample_rate = 1.0\n");
+        assert!(
+            e.starts_with("config error: sample_rate (line 8): unknown field `sample_rate`")
+                && !e.contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]

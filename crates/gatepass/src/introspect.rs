@@ -12,6 +12,7 @@ use base64::Engine;
 use metrics::{Counter, Label};
 use moka::future::Cache;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::claims::ClaimMap;
 use crate::config::{Config, ConfigError};
@@ -167,7 +168,29 @@ impl Introspector {
         claims: &ClaimMap,
         discovered: Option<String>,
     ) -> Result<Answer, DenyReason> {
-        let result = self.call(token, claims, discovered).await;
+        // The call's span: its answer and status, never the token (it travels in the form).
+        let span = if gatepass_service::telemetry::enabled() {
+            tracing::info_span!(
+                "gatepass.introspect",
+                otel.kind = "client",
+                gatepass.introspection = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let result = self
+            .call(token, claims, discovered)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "gatepass.introspection",
+            match &result {
+                Ok(Answer::Active(_)) => "active",
+                Ok(Answer::Inactive) => "inactive",
+                Err(_) => "error",
+            },
+        );
         match &result {
             Ok(Answer::Active(_)) => self.active.increment(1),
             Ok(Answer::Inactive) => self.inactive.increment(1),
@@ -204,6 +227,9 @@ impl Introspector {
                 tracing::warn!(error = %e.without_url(), "introspection call failed");
                 unavailable
             })?;
+        if gatepass_service::telemetry::enabled() {
+            tracing::Span::current().record("http.response.status_code", resp.status().as_u16());
+        }
         if !resp.status().is_success() {
             tracing::warn!(
                 status = resp.status().as_u16(),

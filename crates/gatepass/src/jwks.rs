@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use metrics::{Counter, Gauge, Label};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::config::{Config, IssuerConfig, JwksConfig};
 use crate::keys::{self, KeyError, KeySet};
@@ -408,6 +409,9 @@ impl RemoteJwks {
         }
         let url = self.url.read().map(|u| u.clone()).unwrap_or_default();
         let (status, body, max_age) = self.get(&url).await?;
+        if gatepass_service::telemetry::enabled() {
+            tracing::Span::current().record("http.response.status_code", status);
+        }
         if !(200..300).contains(&status) {
             return Err(format!("status {status}"));
         }
@@ -493,7 +497,22 @@ impl RemoteJwks {
         if let Ok(mut last) = self.last_attempt.lock() {
             *last = Some(Instant::now());
         }
-        let res = self.fetch().await;
+        // A span of its own: a child of the decision that asked for a refetch, else a trace
+        // of its own (the background refresh).
+        let span = if gatepass_service::telemetry::enabled() {
+            tracing::info_span!(
+                "gatepass.jwks.fetch",
+                otel.kind = "client",
+                gatepass.issuer = %self.issuer.name,
+                gatepass.discovery = self.discovery.is_some(),
+                gatepass.ok = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let res = self.fetch().instrument(span.clone()).await;
+        span.record("gatepass.ok", res.is_ok());
         match &res {
             Ok(_) => {
                 self.fetch_ok.increment(1);
@@ -554,9 +573,12 @@ impl RemoteJwks {
         if start {
             // Spawned, so a client that goes away can't cancel the fetch halfway.
             let this = self.clone();
-            tokio::spawn(async move {
-                let _ = this.fetch_logged().await;
-            });
+            tokio::spawn(
+                async move {
+                    let _ = this.fetch_logged().await;
+                }
+                .in_current_span(),
+            );
         }
         let _ = tokio::time::timeout(
             self.cfg.fetch_timeout.0 + Duration::from_millis(250),

@@ -185,20 +185,9 @@ impl Replays {
             }
             Replays::Redis(redis) => {
                 let key = redis.key(&format!("logout-jti:{id}"));
-                let ms = t.remember.as_millis().max(1) as u64;
-                let set: Option<String> = redis
-                    .call("logout_jti", |mut c| async move {
-                        redis::cmd("SET")
-                            .arg(key)
-                            .arg("1")
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(ms)
-                            .query_async(&mut c)
-                            .await
-                    })
-                    .await?;
-                Ok(set.is_some())
+                redis
+                    .set_new("logout_jti", key, "1".into(), t.remember)
+                    .await
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use gatepass_service::{Server, Transport};
+use gatepass_service::{telemetry, Server, Transport};
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -17,11 +17,14 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use metrics::Label;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::config::{Config, ConfigError};
+use crate::decision::Ctx;
 use crate::metrics::Metrics;
 use crate::outcome::{json_response, Body, Decision, DenyReason};
 use crate::revocation_api::{self, ServerBody};
+use crate::rules::Matched;
 use crate::state::State;
 use http_body_util::Either;
 
@@ -69,6 +72,9 @@ impl App {
 
     /// Replaces config, keys and limits; on error the current state stays.
     pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        if config.telemetry != self.state().config.telemetry {
+            tracing::warn!("[telemetry] changes take effect at the next start");
+        }
         let state = State::build_after(config, &self.metrics, Some(&self.state()))?;
         self.install(state);
         Ok(())
@@ -210,13 +216,51 @@ impl App {
     }
 
     async fn validate(&self, req: &Request<Incoming>) -> Response<Body> {
+        if !telemetry::enabled() {
+            return self.answer(req, &tracing::Span::none()).await;
+        }
+        // One span per decision, continuing the trace Traefik's AuthRequest span started.
+        // Its attributes never carry a token or a header value.
+        let span = tracing::info_span!(
+            "gatepass.decision",
+            otel.kind = "server",
+            gatepass.outcome = tracing::field::Empty,
+            gatepass.deny_reason = tracing::field::Empty,
+            gatepass.cache_hit = false,
+            gatepass.rule = tracing::field::Empty,
+            gatepass.issuer = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        telemetry::continue_trace(&span, req.headers());
+        let resp = self.answer(req, &span).instrument(span.clone()).await;
+        span.record("http.response.status_code", resp.status().as_u16());
+        resp
+    }
+
+    /// The decision and its response; its outcome (and, when tracing, the matched rule) is
+    /// recorded on `span`.
+    async fn answer(&self, req: &Request<Incoming>, span: &tracing::Span) -> Response<Body> {
         let state = self.state();
+        if !span.is_disabled() {
+            let h = req.headers();
+            if let Some(ctx) = Ctx::parse(h, &state.config.rate_limit.trusted_proxies) {
+                // The configured path, `(default)` for the authenticated default rule.
+                let rule = match state.rules.find(ctx.host, ctx.uri, ctx.method) {
+                    Matched::Rule(r) => r.path.as_str(),
+                    Matched::DefaultDeny => "(default deny)",
+                };
+                span.record("gatepass.rule", rule);
+            }
+        }
         match state.decide(req.headers(), &self.metrics).await {
             Decision::Allow(v) => {
+                span.record("gatepass.outcome", "allow");
                 self.metrics.allowed.increment(1);
                 state.allow(req.headers(), v.as_deref())
             }
             Decision::Deny(d) => {
+                span.record("gatepass.outcome", "deny");
+                span.record("gatepass.deny_reason", d.reason.code());
                 self.metrics.denied(d.reason);
                 let challenge = state.challenge(req.headers(), d.reason);
                 d.reason.response_for(d.retry_after, &challenge)

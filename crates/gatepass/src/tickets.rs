@@ -73,21 +73,9 @@ impl Tickets {
             Backend::Redis(redis) => {
                 let key = Tickets::key(redis, &ticket);
                 let value = identity.to_stored();
-                let ms = self.ttl.as_millis().max(1) as u64;
-                let set: Option<String> = redis
-                    .call("ticket_issue", |mut c| async move {
-                        redis::cmd("SET")
-                            .arg(key)
-                            .arg(value)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(ms)
-                            .query_async(&mut c)
-                            .await
-                    })
-                    .await?;
+                let set = redis.set_new("ticket_issue", key, value, self.ttl).await?;
                 // NX refused: 256 random bits collided. Never overwrite someone's ticket.
-                if set.is_none() {
+                if !set {
                     return Err(StateError::Failed("ticket collision"));
                 }
             }

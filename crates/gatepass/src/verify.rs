@@ -52,6 +52,13 @@ impl moka::Expiry<String, Arc<Verified>> for UntilExp {
     }
 }
 
+/// Names the issuer verifying the token on the current (decision) span, when tracing.
+fn record_issuer(issuer: &Issuer) {
+    if gatepass_service::telemetry::enabled() {
+        tracing::Span::current().record("gatepass.issuer", issuer.name.as_str());
+    }
+}
+
 /// Verifies tokens for every configured issuer.
 pub struct Verifier {
     pub issuers: Vec<Issuer>,
@@ -112,6 +119,7 @@ impl Verifier {
                 if token.len() > self.max_token_bytes {
                     return Err(DenyReason::TokenTooLarge);
                 }
+                record_issuer(&self.issuers[i.issuer]);
                 let discovered = self.issuers[i.issuer].keys.discovered_introspection();
                 return i.verify(token, &self.claims, discovered).await;
             }
@@ -128,6 +136,9 @@ impl Verifier {
             _ => self.cache.get(token).await.filter(|v| v.exp > now_secs())?,
         };
         metrics.cache_hit.increment(1);
+        if gatepass_service::telemetry::enabled() {
+            tracing::Span::current().record("gatepass.cache_hit", true);
+        }
         Some(v)
     }
 
@@ -176,6 +187,7 @@ impl Verifier {
             return Err(DenyReason::UnsupportedCritical);
         }
         let issuer = self.select_issuer(token)?;
+        record_issuer(issuer);
         if !issuer.algorithms.contains(&header.alg) {
             return Err(DenyReason::AlgorithmNotAllowed);
         }

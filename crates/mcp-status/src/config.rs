@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 pub use gatepass_service::config::{ConfigError, Dur};
 pub use gatepass_service::state::{Backend, OnUnavailable, StateConfig};
+pub use gatepass_service::telemetry::TelemetryConfig;
 
 /// Every section is optional; what is left out takes its default.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -26,6 +27,8 @@ pub struct Config {
     pub state: StateConfig,
     /// gatepass's revocation feed: sockets opened with a revoked token are closed.
     pub revocation: RevocationConfig,
+    /// OpenTelemetry traces over OTLP/HTTP, the same table as gatepass's.
+    pub telemetry: TelemetryConfig,
     /// Directory relative paths resolve against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -41,6 +44,7 @@ impl Default for Config {
             mcps: Vec::new(),
             state: StateConfig::default(),
             revocation: RevocationConfig::default(),
+            telemetry: TelemetryConfig::default(),
             base_dir: PathBuf::new(),
         }
     }
@@ -65,6 +69,10 @@ fn strings(xs: &[&str]) -> Vec<String> {
 impl gatepass_service::Listen for Config {
     fn listen(&mut self) -> &mut String {
         &mut self.listen
+    }
+
+    fn telemetry(&self) -> Option<&TelemetryConfig> {
+        Some(&self.telemetry)
     }
 }
 
@@ -224,6 +232,7 @@ impl gatepass_service::config::ConfigFile for Config {
             }
         }
         self.state.validate()?;
+        self.telemetry.validate()?;
         let r = &self.revocation;
         match (&r.feed_url, &r.feed_secret_file) {
             (Some(u), Some(_)) if u.starts_with("http://") || u.starts_with("https://") => {}
@@ -372,6 +381,36 @@ mod tests {
             "{e}"
         );
         assert!(!err("url = \"http://u:s3cret@h/0\"").contains("s3cret"));
+    }
+
+    /// `[telemetry]` is gatepass's table: off by default, bad values name the key.
+    #[test]
+    fn telemetry_errors_name_the_key() {
+        assert!(!Config::parse("").unwrap().telemetry.enabled());
+        let c = Config::parse(
+            "[telemetry]\notlp_endpoint = \"https://collector:4318/v1/traces\"\nservice_name = \"status-eu\"\n",
+        )
+        .unwrap();
+        assert!(c.telemetry.enabled());
+        assert_eq!(c.telemetry.service_name.as_deref(), Some("status-eu"));
+        let err = |t: &str| {
+            Config::parse(&format!("[telemetry]\n{t}\n"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("sampling_ratio = -1.0"),
+            "config error: telemetry.sampling_ratio: must be between 0.0 and 1.0"
+        );
+        assert_eq!(
+            err("otlp_endpoint = \"udp://c:4318/v1/traces\""),
+            "config error: telemetry.otlp_endpoint: must be an http:// or https:// URL like http://127.0.0.1:4318/v1/traces"
+        );
+        let e = err("otlp_endpointt = \"x\"");
+        assert!(
+            e.contains("unknown field `otlp_endpointt`") && !e.contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gatepass_identity::headers;
-use gatepass_service::Server;
+use gatepass_service::{telemetry, Server};
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST, SEC_WEBSOCKET_PROTOCOL};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 pub use crate::app::App;
 use crate::auth::{Denied, User};
@@ -34,7 +35,41 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 
 impl App {
+    /// Routes a request; with telemetry on, the WebSocket handshake and every `/api/v1/` call
+    /// get a span continuing the `traceparent` Traefik sent (its ReverseProxy span).
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        if !telemetry::enabled() {
+            return self.route(req, peer).await;
+        }
+        let path = req.uri().path();
+        let method = req.method().as_str();
+        let span = if path == "/ws/mcp-status" {
+            tracing::info_span!(
+                "mcp_status.upgrade",
+                otel.kind = "server",
+                http.request.method = method,
+                url.path = path,
+                mcp_status.verdict = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            )
+        } else if path.starts_with("/api/v1/") {
+            tracing::info_span!(
+                "mcp_status.api",
+                otel.kind = "server",
+                http.request.method = method,
+                url.path = path,
+                http.response.status_code = tracing::field::Empty,
+            )
+        } else {
+            return self.route(req, peer).await;
+        };
+        telemetry::continue_trace(&span, req.headers());
+        let resp = self.route(req, peer).instrument(span.clone()).await;
+        span.record("http.response.status_code", resp.status().as_u16());
+        resp
+    }
+
+    async fn route(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path();
         match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/" | "/index.html") => {
@@ -211,6 +246,14 @@ impl App {
         let offered_marker = gatepass_identity::offers_subprotocol(req.headers(), MARKER);
         let h = req.headers();
         let verdict = self.verdict(h);
+        if telemetry::enabled() {
+            // `accept`, or the close code the socket gets right after the handshake.
+            let span = tracing::Span::current();
+            match &verdict {
+                Ok(_) => span.record("mcp_status.verdict", "accept"),
+                Err(c) => span.record("mcp_status.verdict", c.code.to_string().as_str()),
+            };
+        }
         let header = |n: &str| {
             h.get(n)
                 .and_then(|v| v.to_str().ok())

@@ -166,6 +166,17 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
     }
 }
 
+/// The URL with any user/password replaced, for printing.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://<redacted>@{host}"),
+            None => url.to_string(),
+        },
+        None => "<redacted>".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,8 @@
 //! ([`init_tracing`]), the runtime and shutdown signal ([`runtime`], [`shutdown_signal`]),
 //! background tasks aborted with their owner ([`Tasks`]), and the HTTP accept loop with a
 //! bounded graceful drain ([`server::Server`]), the `[state]` table with its Redis client
-//! ([`state`]), and tables every replica keeps a copy of ([`table`]).
+//! ([`state`]), tables every replica keeps a copy of ([`table`]), and the `[telemetry]` table
+//! with OpenTelemetry traces over OTLP ([`telemetry`]).
 
 pub mod config;
 mod logging;
@@ -12,9 +13,10 @@ pub mod server;
 pub mod state;
 pub mod table;
 mod tasks;
+pub mod telemetry;
 
 pub use config::{ConfigError, Dur};
-pub use logging::init_tracing;
+pub use logging::{init_tracing, init_tracing_with, subscriber as logging_subscriber};
 pub use runtime::{
     bind, exit_code, runtime, serve_blocking, shutdown_signal, Binary, Cli, ConfigArg, Listen,
     LogFormat, ServeArgs, ShutdownSignal,

@@ -86,6 +86,10 @@ pub enum LogFormat {
 pub trait Listen {
     /// The listen address, which `--listen` replaces.
     fn listen(&mut self) -> &mut String;
+    /// The `[telemetry]` table (traces exported when it names an endpoint); none: no traces.
+    fn telemetry(&self) -> Option<&crate::telemetry::TelemetryConfig> {
+        None
+    }
 }
 
 /// `--config FILE`; [`Binary::main`] also reads it from `<PREFIX>_CONFIG`.
@@ -110,8 +114,10 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The `serve` subcommand of both binaries: loads the config with `load`, puts `--listen`
-    /// over its address, starts tracing filtered by `<PREFIX>_LOG`, then runs `run` with the
-    /// bound listener on a new runtime until SIGTERM or Ctrl-C (logged).
+    /// over its address, starts tracing filtered by `<PREFIX>_LOG` (and the config's
+    /// `[telemetry]` exporter, service name the binary's), then runs `run` with the bound
+    /// listener on a new runtime until SIGTERM or Ctrl-C (logged); queued spans are exported
+    /// before it returns.
     pub fn serve<C, F, E>(
         self,
         binary: &Binary,
@@ -128,9 +134,10 @@ impl ServeArgs {
             *config.listen() = addr;
         }
         let log_env = format!("{}_LOG", binary.env_prefix);
-        crate::init_tracing(&log_env, self.log_format == LogFormat::Json);
+        let json = self.log_format == LogFormat::Json;
+        let telemetry = crate::init_tracing_with(&log_env, json, config.telemetry(), binary.name)?;
         let addr = config.listen().clone();
-        serve_blocking(&addr, |listener| {
+        let result = serve_blocking(&addr, |listener| {
             // Registered now, before "listening" is logged: a signal right after it counts.
             let signal = shutdown_signal();
             let shutdown = ShutdownSignal(Box::pin(async {
@@ -138,7 +145,10 @@ impl ServeArgs {
                 tracing::info!("shutting down: finishing in-flight requests");
             }));
             run(listener, config, shutdown)
-        })
+        });
+        // After the runtime is gone: the exporter's blocking client must not stop inside it.
+        telemetry.shutdown();
+        result
     }
 }
 

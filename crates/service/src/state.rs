@@ -83,16 +83,7 @@ impl Default for StateConfig {
     }
 }
 
-/// The URL with any user/password replaced, for printing.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://<redacted>@{host}"),
-            None => url.to_string(),
-        },
-        None => "<redacted>".into(),
-    }
-}
+pub use crate::config::redact_url;
 
 fn redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&redact_url(url))
@@ -422,6 +413,30 @@ impl RedisState {
         self.timed(&self.manager, op, self.timeout, f).await
     }
 
+    /// `SET key value NX PX ttl`: true when the key was set, false when it already existed.
+    pub async fn set_new(
+        &self,
+        op: &'static str,
+        key: String,
+        value: String,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let ms = ttl.as_millis().max(1) as u64;
+        let set: Option<String> = self
+            .call(op, |mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// A second connection for blocking reads (`XREAD BLOCK`), which would otherwise stall
     /// every command queued behind them on the shared one.
     pub fn blocking_connection(self: &Arc<Self>) -> Result<BlockingConnection, StateError> {
@@ -447,9 +462,34 @@ impl RedisState {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        // One span per call, only inside another span (a request's): the probe's PINGs and
+        // other background calls make no trace of their own.
+        let span = if crate::telemetry::enabled() && !tracing::Span::current().is_none() {
+            tracing::info_span!(
+                "redis",
+                otel.kind = "client",
+                db.system.name = "redis",
+                op,
+                outcome = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let start = Instant::now();
-        let result = tokio::time::timeout(limit, f(manager.clone())).await;
+        let result = tracing::Instrument::instrument(
+            tokio::time::timeout(limit, f(manager.clone())),
+            span.clone(),
+        )
+        .await;
         self.observer.seconds(op, start.elapsed().as_secs_f64());
+        span.record(
+            "outcome",
+            match &result {
+                Ok(Ok(_)) => "ok",
+                Ok(Err(_)) => "error",
+                Err(_) => "timeout",
+            },
+        );
         match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {

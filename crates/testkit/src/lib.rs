@@ -1,6 +1,7 @@
 //! Helpers shared by the workspace's tests and benches: one polling helper, token minting, a
 //! dev CA, a configurable stub HTTP server, metric reading, free ports, a background server
-//! handle and process helpers, and a real OpenID Provider ([`oidc`]). No dependency on gatepass or
+//! handle and process helpers, a real OpenID Provider ([`oidc`]) and an OTLP/HTTP trace
+//! receiver ([`otlp`]). No dependency on gatepass or
 //! mcp-status themselves.
 
 use std::convert::Infallible;
@@ -21,6 +22,8 @@ use serde_json::{json, Value};
 
 pub mod oidc;
 pub use oidc::OidcProvider;
+pub mod otlp;
+pub use otlp::OtlpReceiver;
 
 // ---- polling -------------------------------------------------------------------------------
 
