@@ -159,6 +159,20 @@ def table(header, rows):
     return "\n".join(out)
 
 
+def ratio_rows(targets):
+    """Runs `targets` round robin at every connection count; rows with each target's ratio to
+    the first one (the baseline) and its CPU per request."""
+    rows = []
+    for conns in CONNS:
+        med = round_robin(targets, conns)
+        base = med[targets[0]["name"]]
+        for t in targets:
+            m = med[t["name"]]
+            rows.append([conns, t["name"], f"{m['rps']:.0f}", f"{m['p50']:.2f}", f"{m['p99']:.2f}",
+                         f"{m['rps'] / base['rps']:.2f}", f"{m['cpu_us']:.1f}", m["errors"]])
+    return rows
+
+
 def shared_state_section(limit_port, traefik):
     """Cache hit with `per_user` on (never reached): memory vs a real redis-server, direct and
     through Traefik. The Redis rows pay one round trip per request (the GCRA script)."""
@@ -276,14 +290,7 @@ def revocation_section():
     targets = [{"name": f"cache hit, {kind} revocation list", "url": f"http://127.0.0.1:{port}/validate", "env": tokens, "pid": p.pid}
                for kind, (port, p) in gp.items()]
     COMMANDS.append("gatepass mint ... --role admin; POST /revocations x1000  # section 1c")
-    rows = []
-    for conns in CONNS:
-        med = round_robin(targets, conns)
-        empty = med[targets[0]["name"]]
-        for t in targets:
-            m = med[t["name"]]
-            rows.append([conns, t["name"], f"{m['rps']:.0f}", f"{m['p50']:.2f}", f"{m['p99']:.2f}",
-                         f"{m['rps'] / empty['rps']:.2f}", f"{m['cpu_us']:.1f}", m["errors"]])
+    rows = ratio_rows(targets)
     for _, p in gp.values():
         stop(p)
         PROCS.remove(p)
@@ -336,14 +343,7 @@ def introspection_section():
     targets = [{"name": "JWT (HS256) cache hit", "url": url, "env": jwt, "pid": p.pid},
                {"name": "opaque token, introspection cache hit", "url": url, "env": opaque, "pid": p.pid}]
     COMMANDS.append("gatepass with an introspecting issuer (local stub endpoint), 1000 opaque tokens  # section 1d")
-    rows = []
-    for conns in CONNS:
-        med = round_robin(targets, conns)
-        j = med[targets[0]["name"]]
-        for t in targets:
-            m = med[t["name"]]
-            rows.append([conns, t["name"], f"{m['rps']:.0f}", f"{m['p50']:.2f}", f"{m['p99']:.2f}",
-                         f"{m['rps'] / j['rps']:.2f}", f"{m['cpu_us']:.1f}", m["errors"]])
+    rows = ratio_rows(targets)
     after = metric(f"http://127.0.0.1:{port}/metrics", 'gatepass_introspections_total{result="active"}')
     stop(p)
     PROCS.remove(p)
@@ -374,14 +374,7 @@ def assertion_section():
     targets = [{"name": f"cache hit, [assertion] {kind}", "url": f"http://127.0.0.1:{port}/validate", "env": tokens, "pid": p.pid}
                for kind, (port, p) in gp.items()]
     COMMANDS.append("gp-hs256.toml with and without [assertion] (gatepass keygen)  # section 1e")
-    rows = []
-    for conns in CONNS:
-        med = round_robin(targets, conns)
-        off = med[targets[0]["name"]]
-        for t in targets:
-            m = med[t["name"]]
-            rows.append([conns, t["name"], f"{m['rps']:.0f}", f"{m['p50']:.2f}", f"{m['p99']:.2f}",
-                         f"{m['rps'] / off['rps']:.2f}", f"{m['cpu_us']:.1f}", m["errors"]])
+    rows = ratio_rows(targets)
     for _, p in gp.values():
         stop(p)
         PROCS.remove(p)
