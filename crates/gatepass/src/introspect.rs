@@ -18,7 +18,7 @@ use crate::claims::ClaimMap;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::outcome::DenyReason;
-use crate::verified::{now_secs, TokenIds, Verified};
+use crate::verified::{now_secs, sha256, TokenIds, Verified};
 
 /// Largest introspection answer read.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -63,10 +63,7 @@ pub struct Introspector {
 }
 
 fn digest(token: &str) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+    sha256(token.as_bytes())
 }
 
 impl Introspector {
@@ -260,20 +257,7 @@ impl Introspector {
             return Ok(Answer::Inactive);
         }
         let identity = claims.identity(&map, exp).ok_or(DenyReason::MissingClaim)?;
-        let text = |name: &str| map.get(name).and_then(Value::as_str).map(Box::from);
-        let ids = TokenIds {
-            jti: text("jti"),
-            sid: text("sid"),
-            sub: text("sub"),
-            iat: map.get("iat").and_then(Value::as_u64),
-            aud: match map.get("aud") {
-                Some(Value::String(a)) => vec![a.as_str().into()],
-                Some(Value::Array(a)) => {
-                    a.iter().filter_map(Value::as_str).map(Box::from).collect()
-                }
-                _ => Vec::new(),
-            },
-        };
+        let ids = TokenIds::from_claims(&map);
         Ok(Answer::Active(Arc::new(Verified::with_ids(
             identity, exp, ids,
         ))))

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use gatepass_identity::{Revocation, RevocationKind};
 use gatepass_service::state::{RedisState, StateError};
 use moka::future::Cache;
@@ -173,11 +171,7 @@ impl Replays {
 
     /// True the first time `t`'s `jti` (for its issuer) is seen.
     pub async fn first_use(&self, t: &LogoutToken) -> Result<bool, StateError> {
-        let d = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            format!("{}\n{}", t.iss, t.jti).as_bytes(),
-        );
-        let id = URL_SAFE_NO_PAD.encode(d.as_ref());
+        let id = crate::verified::sha256_b64(format!("{}\n{}", t.iss, t.jti).as_bytes());
         match self {
             Replays::Memory(cache) => {
                 let entry = cache.entry(id).or_insert(()).await;

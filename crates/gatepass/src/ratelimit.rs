@@ -10,8 +10,6 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use gatepass_service::state::{OnUnavailable, RedisState};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -291,10 +289,9 @@ impl Shared {
 
     /// A stable (cluster-wide) key for a user: a digest of the encoded id.
     fn user_key(&self, kind: &str, v: &Verified) -> String {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v.headers[0].as_bytes());
         self.redis.key(&format!(
             "limit:{kind}:{}",
-            URL_SAFE_NO_PAD.encode(d.as_ref())
+            crate::verified::sha256_b64(v.headers[0].as_bytes())
         ))
     }
 

@@ -483,10 +483,7 @@ impl Revocations {
 
 /// SHA-256 of a feed secret: compared in constant time, and the secret itself is not kept.
 pub fn secret_digest(secret: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+    crate::verified::sha256(secret)
 }
 
 /// Does `presented` match the secret whose digest is `expected`? Constant time.

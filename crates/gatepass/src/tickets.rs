@@ -56,8 +56,10 @@ impl Tickets {
 
     /// The Redis key of a ticket: a digest, so whoever reads Redis's keys can't redeem them.
     fn key(redis: &RedisState, ticket: &str) -> String {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ticket.as_bytes());
-        redis.key(&format!("ticket:{}", URL_SAFE_NO_PAD.encode(d.as_ref())))
+        redis.key(&format!(
+            "ticket:{}",
+            crate::verified::sha256_b64(ticket.as_bytes())
+        ))
     }
 
     /// A new ticket carrying `identity`.

@@ -26,6 +26,48 @@ pub struct TokenIds {
     pub aud: Vec<Box<str>>,
 }
 
+impl TokenIds {
+    /// The ids in a token's claims (or an introspection answer's members).
+    pub fn from_claims(claims: &serde_json::Map<String, serde_json::Value>) -> TokenIds {
+        use serde_json::Value;
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(Box::from);
+        TokenIds {
+            jti: text("jti"),
+            sid: text("sid"),
+            sub: text("sub"),
+            iat: seconds(claims, "iat"),
+            aud: match claims.get("aud") {
+                Some(Value::String(a)) => vec![a.as_str().into()],
+                Some(Value::Array(a)) => {
+                    a.iter().filter_map(Value::as_str).map(Box::from).collect()
+                }
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+/// A time claim in seconds (an integer, or a float truncated).
+pub fn seconds(claims: &serde_json::Map<String, serde_json::Value>, name: &str) -> Option<u64> {
+    claims
+        .get(name)
+        .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
+}
+
+/// SHA-256: what a token, ticket, secret or user id is known by where it must not be shown.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// [`sha256`] in base64url, for Redis keys.
+pub fn sha256_b64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha256(data))
+}
+
 /// A verified token: what an allow needs, precomputed once per token. The identity is kept
 /// only in its encoded header form (one shared buffer): that is what every allow sends, rules
 /// compare encoded bytes (the encoding is injective), and cold paths decode it on demand.

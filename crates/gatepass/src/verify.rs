@@ -19,7 +19,7 @@ use crate::jwks::KeySource;
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::outcome::DenyReason;
-pub use crate::verified::{now_secs, user_key, TokenIds, Verified};
+pub use crate::verified::{now_secs, seconds, user_key, TokenIds, Verified};
 
 /// One configured issuer.
 pub struct Issuer {
@@ -222,13 +222,8 @@ impl Verifier {
         if !claim_types_ok(&claims) {
             return Err(DenyReason::MissingClaim);
         }
-        let number = |name: &str| {
-            claims
-                .get(name)
-                .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
-        };
-        let exp = number("exp").ok_or(DenyReason::MissingClaim)?;
-        let iat = number("iat");
+        let exp = seconds(&claims, "exp").ok_or(DenyReason::MissingClaim)?;
+        let iat = seconds(&claims, "iat");
         check_times(issuer, exp, iat)?;
         if issuer.profile == Some(Profile::Rfc9068) {
             let present = |name: &str| {
@@ -244,20 +239,7 @@ impl Verifier {
             .claims
             .identity(&claims, exp)
             .ok_or(DenyReason::MissingClaim)?;
-        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(Box::from);
-        let ids = TokenIds {
-            jti: text("jti"),
-            sid: text("sid"),
-            sub: text("sub"),
-            iat,
-            aud: match claims.get("aud") {
-                Some(Value::String(a)) => vec![a.as_str().into()],
-                Some(Value::Array(a)) => {
-                    a.iter().filter_map(Value::as_str).map(Box::from).collect()
-                }
-                _ => Vec::new(),
-            },
-        };
+        let ids = TokenIds::from_claims(&claims);
         Ok(Verified::with_ids(identity, exp, ids))
     }
 }

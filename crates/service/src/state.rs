@@ -407,10 +407,25 @@ impl RedisState {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        self.gated(&self.manager, op, self.timeout, f).await
+    }
+
+    /// `timed`, failing at once while the server is known to be down.
+    async fn gated<T, F, Fut>(
+        &self,
+        manager: &ConnectionManager,
+        op: &'static str,
+        limit: Duration,
+        f: F,
+    ) -> Result<T, StateError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         if !self.is_up() {
             return Err(StateError::Unavailable);
         }
-        self.timed(&self.manager, op, self.timeout, f).await
+        self.timed(manager, op, limit, f).await
     }
 
     /// `SET key value NX PX ttl`: true when the key was set, false when it already existed.
@@ -573,10 +588,7 @@ impl BlockingConnection {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let s = &self.state;
-        if !s.is_up() {
-            return Err(StateError::Unavailable);
-        }
-        s.timed(&self.manager, op, block + s.probe_timeout, f).await
+        s.gated(&self.manager, op, block + s.probe_timeout, f).await
     }
 }
 
