@@ -3,7 +3,9 @@
 //! One [`RedisState`] per process holds one `ConnectionManager` (it reconnects by itself, with
 //! backoff). Every call is bounded by `command_timeout`; a call made while the server is known
 //! to be down fails at once, without a round trip, and a background probe notices when it is
-//! back. Errors are counted through a [`StateObserver`] and logged once per transition
+//! back. Only the request path's connection errors mark the server down at once; a late
+//! reply, or an error on a follower's own connection, wakes the probe, whose PING (with its
+//! longer timeout) decides. Errors are counted through a [`StateObserver`] and logged once per transition
 //! (up → down, down → up), never per failure. Credentials never reach a log line or an error:
 //! errors are described by kind only.
 
@@ -259,6 +261,23 @@ pub struct RedisState {
     on_unavailable: OnUnavailable,
     status: AtomicU8,
     observer: Arc<dyn StateObserver>,
+    /// Wakes the probe at once, to decide with a PING whether the server is down.
+    recheck: Arc<tokio::sync::Notify>,
+}
+
+/// Whose call failed, which decides what a failure says about the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// The request path, on the shared connection: a connection error marks the server down
+    /// at once, so the next request fails fast. A late reply does not: one slow answer (a
+    /// busy Redis, a starved replica) is not an outage, so it fails alone and the probe
+    /// pings at once.
+    Request,
+    /// A follower on a connection of its own: its error may be stale (a reconnect that
+    /// failed while the server was away), so the probe decides.
+    Follower,
+    /// The probe's PING: the probe loop itself draws the conclusion.
+    Probe,
 }
 
 /// What went wrong, by kind only: a Redis error's text may quote the connection info.
@@ -373,9 +392,10 @@ impl RedisState {
             on_unavailable: c.on_unavailable,
             status: AtomicU8::new(UNKNOWN),
             observer,
+            recheck: Arc::new(tokio::sync::Notify::new()),
         });
         state.observer.up(false);
-        tokio::spawn(probe(Arc::downgrade(&state)));
+        tokio::spawn(probe(Arc::downgrade(&state), state.recheck.clone()));
         Ok(state)
     }
 
@@ -407,7 +427,8 @@ impl RedisState {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.gated(&self.manager, op, self.timeout, f).await
+        self.gated(&self.manager, op, self.timeout, Caller::Request, f)
+            .await
     }
 
     /// `timed`, failing at once while the server is known to be down.
@@ -416,6 +437,7 @@ impl RedisState {
         manager: &ConnectionManager,
         op: &'static str,
         limit: Duration,
+        caller: Caller,
         f: F,
     ) -> Result<T, StateError>
     where
@@ -425,7 +447,7 @@ impl RedisState {
         if !self.is_up() {
             return Err(StateError::Unavailable);
         }
-        self.timed(manager, op, limit, f).await
+        self.timed(manager, op, limit, caller, f).await
     }
 
     /// `SET key value NX PX ttl`: true when the key was set, false when it already existed.
@@ -471,6 +493,7 @@ impl RedisState {
         manager: &ConnectionManager,
         op: &'static str,
         limit: Duration,
+        caller: Caller,
         f: F,
     ) -> Result<T, StateError>
     where
@@ -510,16 +533,18 @@ impl RedisState {
             Ok(Err(e)) => {
                 self.observer.error(op);
                 let what = describe(&e);
-                if is_outage(&e) {
-                    self.set(false, what);
-                } else {
-                    tracing::debug!(op, error = what, "shared state call failed");
+                match (is_outage(&e), caller) {
+                    (true, Caller::Request) => self.set(false, what),
+                    (true, Caller::Follower) => self.recheck.notify_one(),
+                    _ => tracing::debug!(op, error = what, "shared state call failed"),
                 }
                 Err(StateError::Failed(what))
             }
             Err(_) => {
                 self.observer.error(op);
-                self.set(false, "timed out");
+                if caller != Caller::Probe {
+                    self.recheck.notify_one();
+                }
                 Err(StateError::Timeout)
             }
         }
@@ -532,6 +557,7 @@ impl RedisState {
                 &self.manager,
                 "ping",
                 self.probe_timeout,
+                Caller::Probe,
                 |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await },
             )
             .await;
@@ -588,12 +614,20 @@ impl BlockingConnection {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let s = &self.state;
-        s.gated(&self.manager, op, block + s.probe_timeout, f).await
+        s.gated(
+            &self.manager,
+            op,
+            block + s.probe_timeout,
+            Caller::Follower,
+            f,
+        )
+        .await
     }
 }
 
-/// Pings until the client is dropped: often while down, so recovery is seen quickly.
-async fn probe(this: Weak<RedisState>) {
+/// Pings until the client is dropped: often while down, so recovery is seen quickly, and at
+/// once when a call asks for a verdict.
+async fn probe(this: Weak<RedisState>, recheck: Arc<tokio::sync::Notify>) {
     loop {
         let Some(state) = this.upgrade() else { return };
         let up = state.ping().await;
@@ -601,7 +635,10 @@ async fn probe(this: Weak<RedisState>) {
             state.set(false, "no answer to PING");
         }
         drop(state);
-        tokio::time::sleep(if up { PROBE_UP } else { PROBE_DOWN }).await;
+        tokio::select! {
+            _ = tokio::time::sleep(if up { PROBE_UP } else { PROBE_DOWN }) => {}
+            _ = recheck.notified() => {}
+        }
     }
 }
 
@@ -736,6 +773,36 @@ mod tests {
         redis.restart();
         wait_up(&s, true).await;
         s.call("test", set(s.key("k"))).await.unwrap();
+    }
+
+    /// A reply later than `command_timeout` fails that call alone: the server stays up and
+    /// the next call works. A server that answers nothing for longer than the probe's
+    /// timeout (1 s) is down, and up again once it answers.
+    #[tokio::test]
+    async fn a_late_reply_is_not_an_outage_but_silence_is() {
+        let redis = gatepass_testkit::RedisServer::start();
+        let c = StateConfig {
+            backend: Backend::Redis,
+            url: redis.url(),
+            ..StateConfig::default()
+        };
+        let s = RedisState::start(&c, Path::new("."), Arc::new(NoObserver)).unwrap();
+        wait_up(&s, true).await;
+        let ping = |mut c: ConnectionManager| async move {
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        };
+        redis.pause();
+        assert_eq!(s.call("test", ping).await, Err(StateError::Timeout));
+        assert!(s.is_up(), "one late reply marked the server down");
+        redis.resume();
+        assert_eq!(s.call("test", ping).await.as_deref(), Ok("PONG"));
+        assert!(s.is_up());
+        redis.pause();
+        wait_up(&s, false).await;
+        assert_eq!(s.call("test", ping).await, Err(StateError::Unavailable));
+        redis.resume();
+        wait_up(&s, true).await;
+        assert_eq!(s.call("test", ping).await.as_deref(), Ok("PONG"));
     }
 
     /// A wrong password or no server at all: the client starts, stays down, never panics.

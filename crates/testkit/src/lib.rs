@@ -753,8 +753,23 @@ impl RedisServer {
         }
     }
 
+    /// Freezes it (SIGSTOP): the port stays open and nothing is answered, as a stalled
+    /// server; [`RedisServer::resume`] thaws it.
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            assert!(signal(child.id(), "-STOP"), "cannot pause redis-server");
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            assert!(signal(child.id(), "-CONT"), "cannot resume redis-server");
+        }
+    }
+
     /// Stops it (SIGTERM, then SIGKILL) and waits until the port is closed.
     pub fn stop(&mut self) {
+        self.resume();
         if let Some(mut child) = self.child.take() {
             stop(&mut child, Duration::from_secs(5));
         }
