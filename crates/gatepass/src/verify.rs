@@ -3,13 +3,12 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Algorithm;
-use moka::future::Cache;
 use serde_json::{Map, Value};
 
 use crate::claims::ClaimMap;
@@ -36,20 +35,28 @@ pub struct Issuer {
     pub max_lifetime: Option<u64>,
 }
 
-struct UntilExp {
-    ttl: Duration,
+/// A verified token in the cache, until the earlier of its `exp` and `[cache] ttl` (Unix ms).
+#[derive(Clone)]
+struct Cached {
+    verified: Arc<Verified>,
+    until_ms: u64,
 }
 
-impl moka::Expiry<String, Arc<Verified>> for UntilExp {
-    fn expire_after_create(
-        &self,
-        _k: &String,
-        v: &Arc<Verified>,
-        _at: Instant,
-    ) -> Option<Duration> {
-        let left = Duration::from_secs(v.exp.saturating_sub(now_secs()));
-        Some(left.min(self.ttl))
-    }
+/// The token cache: S3-FIFO (quick_cache), sharded, a read lock and one clone per hit (no
+/// per-read bookkeeping queue, no housekeeping on the request path). Keyed by the token, which
+/// the client chooses: a hash seeded per process (foldhash); a hit still compares the whole
+/// token.
+type TokenCache = quick_cache::sync::Cache<
+    String,
+    Cached,
+    quick_cache::UnitWeighter,
+    foldhash::fast::RandomState,
+>;
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Names the issuer verifying the token on the current (decision) span, when tracing.
@@ -65,7 +72,9 @@ pub struct Verifier {
     claims: ClaimMap,
     /// Opaque tokens: the one issuer that introspects them.
     introspector: Option<Introspector>,
-    cache: Cache<String, Arc<Verified>, foldhash::fast::RandomState>,
+    cache: TokenCache,
+    /// `[cache] ttl` in ms; 0: nothing is cached.
+    ttl_ms: u64,
     max_token_bytes: usize,
 }
 
@@ -87,19 +96,20 @@ impl Verifier {
                 max_lifetime: ic.max_token_lifetime.map(|d| d.0.as_secs()),
             });
         }
-        // Keyed by the token, which the client chooses: a hash seeded per process (foldhash,
-        // cheaper than SipHash on the hot path); a hit still compares the whole token.
-        let cache = Cache::builder()
-            .max_capacity(config.cache.max_tokens)
-            .expire_after(UntilExp {
-                ttl: config.cache.ttl.0,
-            })
-            .build_with_hasher(foldhash::fast::RandomState::default());
+        let max = config.cache.max_tokens;
+        let cache = TokenCache::with(
+            usize::try_from(max).unwrap_or(usize::MAX),
+            max,
+            quick_cache::UnitWeighter,
+            foldhash::fast::RandomState::default(),
+            Default::default(),
+        );
         Ok(Verifier {
             issuers,
             introspector: Introspector::new(config, metrics)?,
             claims: ClaimMap::new(&config.claims),
             cache,
+            ttl_ms: config.cache.ttl.0.as_millis() as u64,
             max_token_bytes: config.tokens.max_token_bytes,
         })
     }
@@ -125,7 +135,16 @@ impl Verifier {
             }
         }
         let v = Arc::new(self.verify_uncached(token).await?);
-        self.cache.insert(token.to_owned(), v.clone()).await;
+        if self.ttl_ms > 0 {
+            let until_ms = (now_millis() + self.ttl_ms).min(v.exp.saturating_mul(1000));
+            self.cache.insert(
+                token.to_owned(),
+                Cached {
+                    verified: v.clone(),
+                    until_ms,
+                },
+            );
+        }
         Ok(v)
     }
 
@@ -133,7 +152,15 @@ impl Verifier {
     pub async fn lookup(&self, token: &str, metrics: &Metrics) -> Option<Arc<Verified>> {
         let v = match &self.introspector {
             Some(i) if !crate::token::is_jws(token) => i.cached(token).await?,
-            _ => self.cache.get(token).await.filter(|v| v.exp > now_secs())?,
+            _ => {
+                let c = self.cache.get(token)?;
+                if c.until_ms <= now_millis() {
+                    // Lapsed: gone now, so the cache holds only live entries it can reuse.
+                    self.cache.remove(token);
+                    return None;
+                }
+                c.verified
+            }
         };
         metrics.cache_hit.increment(1);
         if gatepass_service::telemetry::enabled() {
@@ -144,7 +171,7 @@ impl Verifier {
 
     /// Number of cached tokens (approximate).
     pub fn cached(&self) -> u64 {
-        self.cache.entry_count()
+        self.cache.len() as u64
     }
 
     pub fn select_issuer(&self, token: &str) -> Result<&Issuer, DenyReason> {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use gatepass_identity::{headers as h, AssertionVerifier, Identity};
@@ -320,6 +320,36 @@ async fn cached_token_still_expires() {
     .await;
     let g = validate(&s, Fwd::get("/x").bearer(&tok)).await;
     g.assert_denied_with(401, "invalid_token", "token expired");
+}
+
+/// `[cache] ttl` bounds how long a verified token is reused; `0ms` caches nothing.
+#[tokio::test]
+async fn cache_ttl_lapses_and_zero_caches_nothing() {
+    let hits = r#"gatepass_token_cache_total{result="hit"}"#;
+    let misses = r#"gatepass_token_cache_total{result="miss"}"#;
+    let s = start(&(base_config() + "\n[cache]\nttl = \"300ms\"\n")).await;
+    let tok = user("u1", "admin");
+    let cached_at = Instant::now();
+    assert_status(&s, Fwd::get("/x").bearer(&tok), 200).await;
+    assert_status(&s, Fwd::get("/x").bearer(&tok), 200).await;
+    assert_metric(&s, misses, 1.0).await;
+    assert_metric(&s, hits, 1.0).await;
+    assert_metric(&s, "gatepass_token_cache_entries", 1.0).await;
+    // Verified again once the entry lapsed, never before.
+    wait_for(Duration::from_secs(5), "the entry to lapse", || async {
+        assert_status(&s, Fwd::get("/x").bearer(&tok), 200).await;
+        metric(&s, misses).await == 2.0
+    })
+    .await;
+    assert!(cached_at.elapsed() >= Duration::from_millis(300));
+
+    let s = start(&(base_config() + "\n[cache]\nttl = \"0ms\"\n")).await;
+    for _ in 0..3 {
+        assert_status(&s, Fwd::get("/x").bearer(&tok), 200).await;
+    }
+    assert_metric(&s, misses, 3.0).await;
+    assert_metric(&s, hits, 0.0).await;
+    assert_metric(&s, "gatepass_token_cache_entries", 0.0).await;
 }
 
 #[tokio::test]
