@@ -240,7 +240,8 @@ impl App {
     /// The decision and its response; its outcome (and, when tracing, the matched rule) is
     /// recorded on `span`.
     async fn answer(&self, req: &Request<Incoming>, span: &tracing::Span) -> Response<Body> {
-        let state = self.state();
+        // A guard, not a clone: no write to the shared reference count on every request.
+        let state = self.state.load();
         if !span.is_disabled() {
             let h = req.headers();
             if let Some(ctx) = Ctx::parse(h, &state.config.rate_limit.trusted_proxies) {

@@ -123,9 +123,12 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ExtractError> {
     if all.next().is_some() {
         return Err(ExtractError::MultipleAuthorization);
     }
-    let value = value
-        .to_str()
-        .map_err(|_| ExtractError::UnsupportedScheme)?;
+    // ASCII, as `to_str` demands, checked a word at a time: a token is hundreds of bytes and
+    // `to_str` looks at them one by one. (Control bytes never get past hyper's parser.)
+    let value = std::str::from_utf8(value.as_bytes())
+        .ok()
+        .filter(|v| v.is_ascii())
+        .ok_or(ExtractError::UnsupportedScheme)?;
     let (scheme, rest) = value
         .trim()
         .split_once(' ')
@@ -273,6 +276,11 @@ mod tests {
             ),
             (
                 vec![("authorization", "Bearer ")],
+                ExtractError::UnsupportedScheme,
+            ),
+            // Bytes past ASCII (valid UTF-8 or not) are no token.
+            (
+                vec![("authorization", "Bearer a.b.cé")],
                 ExtractError::UnsupportedScheme,
             ),
             // A bad bearer never falls through to a good cookie.

@@ -224,9 +224,10 @@ where
             hook(transport);
         }
         let (service, peer) = (self.service, self.peer);
+        // The service's future owns what it needs: no reference count touched per request here.
         let svc = service_fn(move |req| {
-            let service = service.clone();
-            async move { Ok::<_, Infallible>(service(req, peer, transport).await) }
+            let response = service(req, peer, transport);
+            async move { Ok::<_, Infallible>(response.await) }
         });
         let io = TokioIo::new(io);
         if self.upgrades {
