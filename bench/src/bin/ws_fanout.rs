@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 fn arg(name: &str) -> Option<String> {
@@ -76,7 +77,12 @@ async fn main() {
                 .into_client_request()
                 .unwrap();
             identity(&mut req, &format!("fan-{i}"));
-            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else {
+            // A 4 KiB read buffer, as mcp-status's own: tungstenite's default (128 KiB) is zeroed
+            // on every read, which made this client, not the server, the cost of a broadcast.
+            let config = WebSocketConfig::default().read_buffer_size(4 * 1024);
+            let Ok((mut ws, _)) =
+                tokio_tungstenite::connect_async_with_config(req, Some(config), false).await
+            else {
                 failed.fetch_add(1, Ordering::SeqCst);
                 return;
             };
