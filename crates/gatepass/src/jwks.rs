@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{Counter, Gauge, Label};
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::config::{Config, IssuerConfig, JwksConfig};
 use crate::keys::{self, KeyError, KeySet};
 use crate::metrics::Metrics;
+use crate::verified::now_secs;
 
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -437,10 +438,7 @@ impl RemoteJwks {
             return;
         };
         let saved = Saved {
-            fetched_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            fetched_at: now_secs(),
             discovery: self.discovered.read().ok().and_then(|d| d.clone()),
             jwks,
         };
@@ -464,11 +462,7 @@ impl RemoteJwks {
             tracing::warn!(issuer = %self.issuer.name, path = %path.display(), "saved state unreadable; ignored");
             return false;
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let age = Duration::from_secs(now.saturating_sub(saved.fetched_at));
+        let age = Duration::from_secs(now_secs().saturating_sub(saved.fetched_at));
         if age > self.cfg.stale_for.0 {
             tracing::warn!(issuer = %self.issuer.name, age_secs = age.as_secs(), "saved keys older than stale_for; not used");
             return false;

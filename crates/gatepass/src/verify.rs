@@ -3,7 +3,6 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -18,7 +17,7 @@ use crate::jwks::KeySource;
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::outcome::DenyReason;
-pub use crate::verified::{now_secs, seconds, user_key, TokenIds, Verified};
+pub use crate::verified::{now_millis, now_secs, seconds, user_key, TokenIds, Verified};
 
 /// One configured issuer.
 pub struct Issuer {
@@ -52,12 +51,6 @@ type TokenCache = quick_cache::sync::Cache<
     quick_cache::UnitWeighter,
     foldhash::fast::RandomState,
 >;
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Names the issuer verifying the token on the current (decision) span, when tracing.
 fn record_issuer(issuer: &Issuer) {

@@ -35,7 +35,7 @@ pub use encoding::{
 #[cfg(feature = "revocation-feed")]
 pub use feed::{DownReason, FeedError, FeedStatus, RevocationFeed, DEFAULT_IDLE_TIMEOUT};
 pub use request::{
-    client_ip, now_secs, offers_subprotocol, origin_allowed, subprotocols,
+    client_ip, now_millis, now_secs, offers_subprotocol, origin_allowed, subprotocols,
     WEBSOCKET_PROTOCOL_MARKER,
 };
 pub use revocation::{Revocation, RevocationKind, SocketRef, TokenRef};

@@ -60,10 +60,18 @@ pub fn client_ip(headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
 
 /// The current Unix time in seconds (0 if the clock is before 1970).
 pub fn now_secs() -> u64 {
+    since_epoch().as_secs()
+}
+
+/// The current Unix time in milliseconds (0 if the clock is before 1970).
+pub fn now_millis() -> u64 {
+    since_epoch().as_millis() as u64
+}
+
+fn since_epoch() -> std::time::Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

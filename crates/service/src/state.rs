@@ -427,27 +427,8 @@ impl RedisState {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.gated(&self.manager, op, self.timeout, Caller::Request, f)
+        self.timed(&self.manager, op, self.timeout, Caller::Request, f)
             .await
-    }
-
-    /// `timed`, failing at once while the server is known to be down.
-    async fn gated<T, F, Fut>(
-        &self,
-        manager: &ConnectionManager,
-        op: &'static str,
-        limit: Duration,
-        caller: Caller,
-        f: F,
-    ) -> Result<T, StateError>
-    where
-        F: FnOnce(ConnectionManager) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        if !self.is_up() {
-            return Err(StateError::Unavailable);
-        }
-        self.timed(manager, op, limit, caller, f).await
     }
 
     /// `SET key value NX PX ttl`: true when the key was set, false when it already existed.
@@ -488,6 +469,8 @@ impl RedisState {
         })
     }
 
+    /// One call bounded by `limit`; fails at once while the server is known to be down, but
+    /// for the probe's PING, which is how it comes back.
     async fn timed<T, F, Fut>(
         &self,
         manager: &ConnectionManager,
@@ -500,6 +483,9 @@ impl RedisState {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        if caller != Caller::Probe && !self.is_up() {
+            return Err(StateError::Unavailable);
+        }
         // One span per call, only inside another span (a request's): the probe's PINGs and
         // other background calls make no trace of their own.
         let span = if crate::telemetry::enabled() && !tracing::Span::current().is_none() {
@@ -614,7 +600,7 @@ impl BlockingConnection {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let s = &self.state;
-        s.gated(
+        s.timed(
             &self.manager,
             op,
             block + s.probe_timeout,
