@@ -86,6 +86,20 @@ def stop(p):
             p.kill()
 
 
+def start_gatepass(name, config):
+    """`gatepass serve --config WORK/config` on a free port, once `/healthz` answers: (port, process)."""
+    port = free_port()
+    p = start(name, [REL / "gatepass", "serve", "--config", WORK / config, "--listen", f"127.0.0.1:{port}"],
+              ready_url=f"http://127.0.0.1:{port}/healthz")
+    return port, p
+
+
+def retire(p):
+    """Stops a process a section started and forgets it."""
+    stop(p)
+    PROCS.remove(p)
+
+
 def stop_all():
     for p in PROCS:
         stop(p)
@@ -191,10 +205,7 @@ def shared_state_section(limit_port, traefik):
     tokens = {"MODE": "validate", "TOKENS": str(WORK / "tokens-hs256.txt")}
     gp = {}
     for kind in ["memory", "redis"]:
-        port = free_port()
-        p = start(f"gp-peruser-{kind}", [REL / "gatepass", "serve", "--config", WORK / f"gp-peruser-{kind}.toml",
-                                         "--listen", f"127.0.0.1:{port}"], ready_url=f"http://127.0.0.1:{port}/healthz")
-        gp[kind] = (port, p)
+        gp[kind] = start_gatepass(f"gp-peruser-{kind}", f"gp-peruser-{kind}.toml")
     # Redis connects in the background: wait until gatepass says it is up.
     deadline = time.time() + 10
     while metric(f"http://127.0.0.1:{gp['redis'][0]}/metrics", "gatepass_state_up") != 1.0:
@@ -255,8 +266,7 @@ log: {{level: ERROR}}
     allows = metric(redis_metrics, allow) - allows_before
     fallbacks = metric(redis_metrics, "gatepass_state_fallbacks_total")
     for p in [tr, gp["memory"][1], gp["redis"][1]] + [q for q in PROCS if q.args[0] == "redis-server"]:
-        stop(p)
-        PROCS.remove(p)
+        retire(p)
     return ("## 1b. Shared state: cache hit with `per_user`, in process vs Redis\n\n"
             "HS256 cache hits with a `per_user` limit that is never reached, the limiter in process (`[state]` memory, "
             "the default) or one GCRA per user in a real `redis-server` on the same 2 cores (`backend = \"redis\"`). "
@@ -276,10 +286,7 @@ def revocation_section():
     gp = {}
     for kind in ["empty", "1000"]:
         (WORK / f"gp-rev-{kind}.toml").write_text(base)
-        port = free_port()
-        p = start(f"gp-rev-{kind}", [REL / "gatepass", "serve", "--config", WORK / f"gp-rev-{kind}.toml",
-                                     "--listen", f"127.0.0.1:{port}"], ready_url=f"http://127.0.0.1:{port}/healthz")
-        gp[kind] = (port, p)
+        gp[kind] = start_gatepass(f"gp-rev-{kind}", f"gp-rev-{kind}.toml")
     admin = subprocess.run([REL / "gatepass", "mint", "--config", WORK / "gp-rev-1000.toml", "--issuer", "bench",
                             "--sub", "bench-admin", "--role", "admin"], capture_output=True, text=True, check=True).stdout.strip()
     for i in range(1000):
@@ -295,8 +302,7 @@ def revocation_section():
     COMMANDS.append("gatepass mint ... --role admin; POST /revocations x1000  # section 1c")
     rows = ratio_rows(targets)
     for _, p in gp.values():
-        stop(p)
-        PROCS.remove(p)
+        retire(p)
     return ("## 1c. Revocation check on the cache-hit path\n\n"
             f"HS256 cache hits, every request checked against the revocation list: empty, or {entries:.0f} live entries "
             "(none matching). A cached token is looked up again only when the list changed since it was last found "
@@ -333,9 +339,7 @@ def introspection_section():
              f'introspection_client_id = "gatepass"\nintrospection_secret_file = "{WORK / "introspection.key"}"\n')
     (WORK / "gp-opaque.toml").write_text(base + extra)
     (WORK / "tokens-opaque.txt").write_text("\n".join(os.urandom(24).hex() for _ in range(1000)) + "\n")
-    port = free_port()
-    p = start("gp-opaque", [REL / "gatepass", "serve", "--config", WORK / "gp-opaque.toml", "--listen", f"127.0.0.1:{port}"],
-              ready_url=f"http://127.0.0.1:{port}/healthz")
+    port, p = start_gatepass("gp-opaque", "gp-opaque.toml")
     url = f"http://127.0.0.1:{port}/validate"
     jwt = {"MODE": "validate", "TOKENS": str(WORK / "tokens-hs256.txt")}
     opaque = {"MODE": "validate", "TOKENS": str(WORK / "tokens-opaque.txt")}
@@ -348,8 +352,7 @@ def introspection_section():
     COMMANDS.append("gatepass with an introspecting issuer (local stub endpoint), 1000 opaque tokens  # section 1d")
     rows = ratio_rows(targets)
     after = metric(f"http://127.0.0.1:{port}/metrics", 'gatepass_introspections_total{result="active"}')
-    stop(p)
-    PROCS.remove(p)
+    retire(p)
     stub.shutdown()
     return ("## 1d. Opaque tokens: introspection cache hits vs JWT cache hits\n\n"
             "One gatepass, one HS256 issuer and one introspecting issuer (a local stub endpoint); 1,000 tokens of "
@@ -401,8 +404,7 @@ def instructions_section():
         subprocess.run(["callgrind_control", "--zero", str(p.pid)], check=True, capture_output=True)
         codes = validate_requests(port, tokens, n)
         subprocess.run(["callgrind_control", "--dump=measured", str(p.pid)], check=True, capture_output=True)
-        stop(p)
-        PROCS.remove(p)
+        retire(p)
         total = 0
         dump = WORK / f"callgrind.{port}.1"  # the --dump above; the file without a suffix is what came after
         for line in subprocess.run(["callgrind_annotate", str(dump)], capture_output=True, text=True).stdout.splitlines():
@@ -429,18 +431,14 @@ def assertion_section():
     (WORK / "gp-assert-on.toml").write_text(base + f'\n[assertion]\nkey_file = "{WORK / "assertion.pem"}"\nttl = "60s"\n')
     gp = {}
     for kind in ["off", "on"]:
-        port = free_port()
-        p = start(f"gp-assert-{kind}", [REL / "gatepass", "serve", "--config", WORK / f"gp-assert-{kind}.toml",
-                                        "--listen", f"127.0.0.1:{port}"], ready_url=f"http://127.0.0.1:{port}/healthz")
-        gp[kind] = (port, p)
+        gp[kind] = start_gatepass(f"gp-assert-{kind}", f"gp-assert-{kind}.toml")
     tokens = {"MODE": "validate", "TOKENS": str(WORK / "tokens-hs256.txt")}
     targets = [{"name": f"cache hit, [assertion] {kind}", "url": f"http://127.0.0.1:{port}/validate", "env": tokens, "pid": p.pid}
                for kind, (port, p) in gp.items()]
     COMMANDS.append("gp-hs256.toml with and without [assertion] (gatepass keygen)  # section 1e")
     rows = ratio_rows(targets)
     for _, p in gp.values():
-        stop(p)
-        PROCS.remove(p)
+        retire(p)
     return ("## 1e. The shipped hot path: `[assertion]` on\n\n"
             "Every shipped config signs an Ed25519 identity assertion on each allow. Safe methods (GET, HEAD, OPTIONS, "
             "upgrades) reuse the assertion issued for the same token and `X-Forwarded-Host` while 3/4 of its lifetime "
@@ -473,9 +471,7 @@ def main():
                 "env": {"MODE": "none", "TOKENS": ""}, "pid": limit.pid}]
     for alg in ["hs256", "rs256", "es256", "eddsa"]:
         for kind, cfg in [("cache hit", f"gp-{alg}.toml"), ("signature path", f"gp-{alg}-nocache.toml")]:
-            port = free_port()
-            p = start(f"gp-{alg}-{kind.split()[0]}", [REL / "gatepass", "serve", "--config", WORK / cfg, "--listen", f"127.0.0.1:{port}"],
-                      ready_url=f"http://127.0.0.1:{port}/healthz")
+            port, p = start_gatepass(f"gp-{alg}-{kind.split()[0]}", cfg)
             targets.append({"name": f"gatepass {alg.upper()} {kind}", "url": f"http://127.0.0.1:{port}/validate",
                             "env": {"MODE": "validate", "TOKENS": str(WORK / f"tokens-{alg}.txt")}, "pid": p.pid})
     COMMANDS.append(f"wrk -t2 -c{{16,64}} -d{DURATION} --latency -s bench/wrk/rotate.lua http://127.0.0.1:PORT/validate  # MODE=validate TOKENS=tokens-ALG.txt")
@@ -632,9 +628,7 @@ log: {{level: ERROR}}
 
     # 4. Memory.
     log("section 4: memory")
-    port = free_port()
-    gp = start("gp-mem", [REL / "gatepass", "serve", "--config", WORK / "gp-hs256.toml", "--listen", f"127.0.0.1:{port}"],
-               ready_url=f"http://127.0.0.1:{port}/healthz")
+    port, gp = start_gatepass("gp-mem", "gp-hs256.toml")
     time.sleep(1)
     idle = rss_kb(gp.pid)
     miss = "gatepass_token_cache_total{result=\"miss\"}"
