@@ -94,6 +94,17 @@ def start_gatepass(name, config):
     return port, p
 
 
+def cache_hit_rows(gp, name):
+    """ratio_rows over gatepass processes `gp` (kind -> (port, process)) with the HS256 tokens, the
+    first kind as baseline and `name(kind)` as each row's name; stops them after."""
+    tokens = {"MODE": "validate", "TOKENS": str(WORK / "tokens-hs256.txt")}
+    rows = ratio_rows([{"name": name(kind), "url": f"http://127.0.0.1:{port}/validate", "env": tokens, "pid": p.pid}
+                       for kind, (port, p) in gp.items()])
+    for _, p in gp.values():
+        retire(p)
+    return rows
+
+
 def retire(p):
     """Stops a process a section started and forgets it."""
     stop(p)
@@ -296,13 +307,8 @@ def revocation_section():
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 200
     entries = metric(f"http://127.0.0.1:{gp['1000'][0]}/metrics", "gatepass_revocation_entries")
-    tokens = {"MODE": "validate", "TOKENS": str(WORK / "tokens-hs256.txt")}
-    targets = [{"name": f"cache hit, {kind} revocation list", "url": f"http://127.0.0.1:{port}/validate", "env": tokens, "pid": p.pid}
-               for kind, (port, p) in gp.items()]
     COMMANDS.append("gatepass mint ... --role admin; POST /revocations x1000  # section 1c")
-    rows = ratio_rows(targets)
-    for _, p in gp.values():
-        retire(p)
+    rows = cache_hit_rows(gp, lambda kind: f"cache hit, {kind} revocation list")
     return ("## 1c. Revocation check on the cache-hit path\n\n"
             f"HS256 cache hits, every request checked against the revocation list: empty, or {entries:.0f} live entries "
             "(none matching). A cached token is looked up again only when the list changed since it was last found "
@@ -432,13 +438,8 @@ def assertion_section():
     gp = {}
     for kind in ["off", "on"]:
         gp[kind] = start_gatepass(f"gp-assert-{kind}", f"gp-assert-{kind}.toml")
-    tokens = {"MODE": "validate", "TOKENS": str(WORK / "tokens-hs256.txt")}
-    targets = [{"name": f"cache hit, [assertion] {kind}", "url": f"http://127.0.0.1:{port}/validate", "env": tokens, "pid": p.pid}
-               for kind, (port, p) in gp.items()]
     COMMANDS.append("gp-hs256.toml with and without [assertion] (gatepass keygen)  # section 1e")
-    rows = ratio_rows(targets)
-    for _, p in gp.values():
-        retire(p)
+    rows = cache_hit_rows(gp, lambda kind: f"cache hit, [assertion] {kind}")
     return ("## 1e. The shipped hot path: `[assertion]` on\n\n"
             "Every shipped config signs an Ed25519 identity assertion on each allow. Safe methods (GET, HEAD, OPTIONS, "
             "upgrades) reuse the assertion issued for the same token and `X-Forwarded-Host` while 3/4 of its lifetime "

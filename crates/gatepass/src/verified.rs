@@ -232,4 +232,4 @@ pub fn user_key(id: &str) -> u64 {
     STATE.get_or_init(Default::default).hash_one(id)
 }
 
-pub use gatepass_identity::{now_millis, now_secs};
+pub use gatepass_identity::now_secs;

@@ -17,7 +17,8 @@ use crate::jwks::KeySource;
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::outcome::DenyReason;
-pub use crate::verified::{now_millis, now_secs, seconds, user_key, TokenIds, Verified};
+pub use crate::verified::{now_secs, seconds, user_key, TokenIds, Verified};
+use gatepass_identity::now_millis;
 
 /// One configured issuer.
 pub struct Issuer {
@@ -162,7 +163,7 @@ impl Verifier {
         Some(v)
     }
 
-    /// Number of cached tokens (approximate).
+    /// Number of cached tokens.
     pub fn cached(&self) -> u64 {
         self.cache.len() as u64
     }

@@ -719,6 +719,16 @@ mod tests {
         );
     }
 
+    /// A client of the server at `url`, default settings.
+    fn client(url: String) -> Arc<RedisState> {
+        let c = StateConfig {
+            backend: Backend::Redis,
+            url,
+            ..StateConfig::default()
+        };
+        RedisState::start(&c, Path::new("."), Arc::new(NoObserver)).unwrap()
+    }
+
     async fn wait_up(s: &RedisState, up: bool) {
         gatepass_testkit::wait_for(Duration::from_secs(10), "redis status", || async {
             s.is_up() == up
@@ -731,12 +741,7 @@ mod tests {
     #[tokio::test]
     async fn follows_the_server_down_and_up_again() {
         let mut redis = gatepass_testkit::RedisServer::start();
-        let c = StateConfig {
-            backend: Backend::Redis,
-            url: redis.url(),
-            ..StateConfig::default()
-        };
-        let s = RedisState::start(&c, Path::new("."), Arc::new(NoObserver)).unwrap();
+        let s = client(redis.url());
         wait_up(&s, true).await;
         let set = |k: String| {
             move |mut c: ConnectionManager| async move {
@@ -767,12 +772,7 @@ mod tests {
     #[tokio::test]
     async fn a_late_reply_is_not_an_outage_but_silence_is() {
         let redis = gatepass_testkit::RedisServer::start();
-        let c = StateConfig {
-            backend: Backend::Redis,
-            url: redis.url(),
-            ..StateConfig::default()
-        };
-        let s = RedisState::start(&c, Path::new("."), Arc::new(NoObserver)).unwrap();
+        let s = client(redis.url());
         wait_up(&s, true).await;
         let ping = |mut c: ConnectionManager| async move {
             redis::cmd("PING").query_async::<String>(&mut c).await
@@ -800,21 +800,14 @@ mod tests {
             format!("redis://:wrong-password@127.0.0.1:{}/0", redis.port()),
             format!("redis://127.0.0.1:{port}/0"),
         ] {
-            let c = StateConfig {
-                backend: Backend::Redis,
-                url,
-                ..StateConfig::default()
-            };
-            let s = RedisState::start(&c, Path::new("."), Arc::new(NoObserver)).unwrap();
+            let s = client(url);
             assert!(!s.ping().await);
             assert!(!s.is_up());
         }
-        let c = StateConfig {
-            backend: Backend::Redis,
-            url: format!("redis://:right-password@127.0.0.1:{}/0", redis.port()),
-            ..StateConfig::default()
-        };
-        let s = RedisState::start(&c, Path::new("."), Arc::new(NoObserver)).unwrap();
+        let s = client(format!(
+            "redis://:right-password@127.0.0.1:{}/0",
+            redis.port()
+        ));
         wait_up(&s, true).await;
     }
 }
