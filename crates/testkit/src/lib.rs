@@ -534,8 +534,33 @@ pub fn metric(text: &str, series: &str) -> f64 {
 
 // ---- ports and background servers ----------------------------------------------------------
 
-/// A port that was free a moment ago (for programs that cannot take port 0).
+/// A port that was free a moment ago (for programs that cannot take port 0). Taken below the
+/// kernel's ephemeral range, so no outgoing connection (of this test or another running beside
+/// it) can be given it before the program binds it, and never the same one twice in a process.
 pub fn free_port() -> u16 {
+    const FIRST: u32 = 10_000;
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // `ip_local_port_range` is "low high"; outgoing connections take ports from it.
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(FIRST).max(1);
+    // A different start per test process, so two binaries run back to back rarely meet.
+    let start = *START.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        nanos ^ std::process::id()
+    });
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+        let port = FIRST + start.wrapping_add(n) % span;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().unwrap().port();
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
