@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use aws_lc_rs::hmac;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use crate::config::{Config, IssuerConfig};
@@ -67,6 +68,36 @@ pub struct VerifyKey {
     pub kid: Option<String>,
     pub key: DecodingKey,
     pub validation: Validation,
+    /// A shared secret, keyed once: `jsonwebtoken` keys an HMAC anew for every token.
+    pub hmac: Option<HmacKeys>,
+}
+
+/// One HMAC secret keyed for each HS algorithm.
+#[derive(Clone)]
+pub struct HmacKeys {
+    hs256: hmac::Key,
+    hs384: hmac::Key,
+    hs512: hmac::Key,
+}
+
+impl HmacKeys {
+    pub fn new(secret: &[u8]) -> HmacKeys {
+        HmacKeys {
+            hs256: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            hs384: hmac::Key::new(hmac::HMAC_SHA384, secret),
+            hs512: hmac::Key::new(hmac::HMAC_SHA512, secret),
+        }
+    }
+
+    /// The key for `alg`, when it is an HMAC algorithm.
+    pub fn get(&self, alg: Algorithm) -> Option<&hmac::Key> {
+        match alg {
+            Algorithm::HS256 => Some(&self.hs256),
+            Algorithm::HS384 => Some(&self.hs384),
+            Algorithm::HS512 => Some(&self.hs512),
+            _ => None,
+        }
+    }
 }
 
 impl VerifyKey {
@@ -198,6 +229,7 @@ pub fn public_key_from_pem(pem: &[u8]) -> Option<(KeyKind, DecodingKey)> {
 
 /// Loads a non-JWKS issuer's single key.
 pub fn load_static(config: &Config, issuer: &IssuerConfig) -> Result<Option<KeySet>, KeyError> {
+    let mut hmac = None;
     let (kind, key, label) = if let Some(secret) = hmac_secret(config, issuer)? {
         let label = issuer
             .secret_file
@@ -206,6 +238,7 @@ pub fn load_static(config: &Config, issuer: &IssuerConfig) -> Result<Option<KeyS
             .or_else(|| issuer.secret_env.clone())
             .unwrap_or_default();
         let key = DecodingKey::from_secret(&secret).map_err(|_| KeyError::Empty(label.clone()))?;
+        hmac = Some(HmacKeys::new(&secret));
         (KeyKind::Hmac, key, label)
     } else if let Some(p) = &issuer.public_key_file {
         let p = config.path(p);
@@ -222,6 +255,7 @@ pub fn load_static(config: &Config, issuer: &IssuerConfig) -> Result<Option<KeyS
             kid: None,
             key,
             validation,
+            hmac,
         }],
     }))
 }
@@ -281,6 +315,7 @@ fn jwk_to_key(issuer: &IssuerConfig, k: &serde_json::Value) -> Option<VerifyKey>
         kid: s("kid").map(str::to_owned),
         key,
         validation,
+        hmac: None,
     })
 }
 

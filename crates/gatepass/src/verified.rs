@@ -47,11 +47,19 @@ impl TokenIds {
     }
 }
 
-/// A time claim in seconds (an integer, or a float truncated).
+/// A time claim in seconds: see [`numeric_date`].
 pub fn seconds(claims: &serde_json::Map<String, serde_json::Value>, name: &str) -> Option<u64> {
-    claims
-        .get(name)
-        .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
+    claims.get(name).and_then(numeric_date)
+}
+
+/// A NumericDate (RFC 7519 §2) as jsonwebtoken reads one: an unsigned integer, or a finite
+/// non-negative number, rounded. Anything else is malformed.
+pub fn numeric_date(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f.round() as u64)
+    })
 }
 
 /// SHA-256: what a token, ticket, secret or user id is known by where it must not be shown.
@@ -105,17 +113,12 @@ impl Verified {
         if ids.sub.is_none() {
             ids.sub = Some(identity.id.as_str().into());
         }
-        let values = identity.header_values();
-        let mut buf = Vec::with_capacity(values.iter().map(String::len).sum());
-        let bounds = values.map(|v| {
-            let start = buf.len();
-            buf.extend_from_slice(v.as_bytes());
-            (start, buf.len())
-        });
-        let buf = bytes::Bytes::from(buf);
+        let mut buf = String::with_capacity(64);
+        let bounds = identity.header_values_into(&mut buf);
+        let buf = bytes::Bytes::from(buf.into_bytes());
         // The encoding only emits visible ASCII, so these never fail.
-        let headers = bounds.map(|(a, b)| {
-            HeaderValue::from_maybe_shared(buf.slice(a..b)).unwrap_or(HeaderValue::from_static(""))
+        let headers = bounds.map(|r| {
+            HeaderValue::from_maybe_shared(buf.slice(r)).unwrap_or(HeaderValue::from_static(""))
         });
         Verified {
             user_key: user_key(&identity.id),

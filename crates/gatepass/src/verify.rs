@@ -1,22 +1,24 @@
 //! Token verification (SPEC §3.4 step 4) behind the verified-token cache: a repeated token is
 //! a cache lookup, not a signature check.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::Algorithm;
+use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 use crate::claims::ClaimMap;
 use crate::config::{Config, ConfigError, Profile};
 use crate::introspect::Introspector;
 use crate::jwks::KeySource;
-use crate::keys;
+use crate::keys::{self, VerifyKey};
 use crate::metrics::Metrics;
 use crate::outcome::DenyReason;
+use crate::verified::numeric_date;
 pub use crate::verified::{now_secs, seconds, user_key, TokenIds, Verified};
 use gatepass_identity::now_millis;
 
@@ -222,24 +224,26 @@ impl Verifier {
         }
         let kid = header.kid.as_deref();
         let keys = issuer.keys_for(kid).await?;
+        // `is_jws` held: exactly two dots.
+        let (message, signature) = token.rsplit_once('.').ok_or(DenyReason::MalformedToken)?;
         let mut best: Option<DenyReason> = None;
         for key in keys.candidates(kid, header.alg) {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation) {
-                Ok(data) => return self.build(data.claims, issuer),
-                Err(e) => {
-                    let reason = map_error(e.kind());
-                    // A claim error means the signature was good: it explains more than a
-                    // signature mismatch on another key.
-                    if best.is_none() || best == Some(DenyReason::BadSignature) {
-                        best = Some(reason);
-                    }
-                }
+            match signature_ok(key, header.alg, message, signature) {
+                // The first key that signed it decides: the claim checks are the issuer's.
+                Ok(()) => return self.build(claims_of(message)?, issuer, &key.validation),
+                Err(reason) => best = best.or(Some(reason)),
             }
         }
         Err(best.unwrap_or(DenyReason::UnknownKey))
     }
 
-    fn build(&self, claims: Map<String, Value>, issuer: &Issuer) -> Result<Verified, DenyReason> {
+    fn build(
+        &self,
+        claims: Map<String, Value>,
+        issuer: &Issuer,
+        rules: &Validation,
+    ) -> Result<Verified, DenyReason> {
+        check_registered(&claims, rules, now_secs())?;
         if !claim_types_ok(&claims) {
             return Err(DenyReason::MissingClaim);
         }
@@ -282,6 +286,126 @@ impl Issuer {
             }
         }
         Ok(keys)
+    }
+}
+
+/// Whether `key` signed `message` with `alg`: as `jsonwebtoken::decode` decides it (a signature
+/// that is not base64url is malformed, any other failure a bad signature), with an HMAC
+/// secret's prebuilt key.
+fn signature_ok(
+    key: &VerifyKey,
+    alg: Algorithm,
+    message: &str,
+    signature: &str,
+) -> Result<(), DenyReason> {
+    if let Some(hmac) = key.hmac.as_ref().and_then(|h| h.get(alg)) {
+        // Room for HS512's 64 bytes; anything longer is no HMAC tag of ours.
+        let mut tag = [0u8; 96];
+        let n = match URL_SAFE_NO_PAD.decode_slice(signature, &mut tag) {
+            Ok(n) => n,
+            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                return Err(DenyReason::BadSignature)
+            }
+            Err(base64::DecodeSliceError::DecodeError(_)) => {
+                return Err(DenyReason::MalformedToken)
+            }
+        };
+        return aws_lc_rs::hmac::verify(hmac, message.as_bytes(), &tag[..n])
+            .map_err(|_| DenyReason::BadSignature);
+    }
+    match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.key, alg) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(DenyReason::BadSignature),
+        Err(e) => Err(map_error(e.kind())),
+    }
+}
+
+/// The payload of a signed `header.payload`, decoded once.
+fn claims_of(message: &str) -> Result<Map<String, Value>, DenyReason> {
+    let payload = message
+        .split_once('.')
+        .map(|(_, p)| p)
+        .ok_or(DenyReason::MalformedToken)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| DenyReason::MalformedToken)?;
+    serde_json::from_slice(&bytes).map_err(|_| DenyReason::MalformedToken)
+}
+
+/// The registered-claim checks of a key's `Validation`, as `jsonwebtoken::decode` makes them
+/// (same order, same outcomes), on the claims parsed once: decode would parse the header and the
+/// payload a second time. Required claims present and well-formed, then `exp`, `nbf` (both
+/// with `leeway`), `iss`, `aud`. (`validation_for` sets neither `sub` nor
+/// `reject_tokens_expiring_in_less_than`.)
+fn check_registered(
+    claims: &Map<String, Value>,
+    rules: &Validation,
+    now: u64,
+) -> Result<(), DenyReason> {
+    let get = |name: &str| claims.get(name).filter(|v| !v.is_null());
+    for name in &rules.required_spec_claims {
+        let ok = match name.as_str() {
+            n @ ("exp" | "nbf") => claims.get(n).and_then(numeric_date).is_some(),
+            n @ ("iss" | "aud") => get(n).is_some_and(|v| any_of(v, None).is_some()),
+            n => get(n).is_some(),
+        };
+        if !ok {
+            return Err(DenyReason::MissingClaim);
+        }
+    }
+    // A null `exp` or `nbf` is malformed to jsonwebtoken, a null `iss` or `aud` absent.
+    let date = |name: &str| match claims.get(name) {
+        None => Ok(None),
+        Some(v) => numeric_date(v).map(Some).ok_or(DenyReason::MissingClaim),
+    };
+    // Both read before either is compared, as jsonwebtoken does.
+    let exp = if rules.validate_exp {
+        date("exp")?
+    } else {
+        None
+    };
+    let nbf = if rules.validate_nbf {
+        date("nbf")?
+    } else {
+        None
+    };
+    if exp.is_some_and(|exp| exp < now.saturating_sub(rules.leeway)) {
+        return Err(DenyReason::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now + rules.leeway) {
+        return Err(DenyReason::NotYetValid);
+    }
+    let one_of = |name: &str, allowed: &HashSet<String>, wrong| match get(name) {
+        None => Ok(()),
+        Some(v) => match any_of(v, Some(allowed)) {
+            Some(true) => Ok(()),
+            Some(false) => Err(wrong),
+            None => Err(DenyReason::MissingClaim),
+        },
+    };
+    if let Some(iss) = &rules.iss {
+        one_of("iss", iss, DenyReason::WrongIssuer)?;
+    }
+    if rules.validate_aud {
+        match &rules.aud {
+            Some(aud) => one_of("aud", aud, DenyReason::WrongAudience)?,
+            None if get("aud").is_some() => return Err(DenyReason::WrongAudience),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// A StringOrURI claim, or an array of them: whether one is in `allowed` (none given: false);
+/// `None` when it is neither.
+fn any_of(v: &Value, allowed: Option<&HashSet<String>>) -> Option<bool> {
+    let hit = |s: &str| allowed.is_some_and(|a| a.contains(s));
+    match v {
+        Value::String(s) => Some(hit(s)),
+        Value::Array(items) => items
+            .iter()
+            .try_fold(false, |any, x| Some(hit(x.as_str()?) || any)),
+        _ => None,
     }
 }
 
@@ -365,5 +489,127 @@ fn map_error(kind: &ErrorKind) -> DenyReason {
         | ErrorKind::MissingAlgorithm
         | ErrorKind::UnsupportedAlgorithm => DenyReason::AlgorithmNotAllowed,
         _ => DenyReason::MalformedToken,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// A claim value of every shape a token can put there (`None`: absent).
+    fn claim(now: i64) -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            // Well inside or well outside a 30 s leeway, never on its edge.
+            prop_oneof![Just(-3600i64), Just(-10), Just(10), Just(3600)]
+                .prop_map(move |d| Some(json!(now + d))),
+            Just(Some(json!((now + 3600) as f64 + 0.4))),
+            Just(Some(json!(-5))),
+            Just(Some(json!("https://i"))),
+            Just(Some(json!("https://other"))),
+            Just(Some(json!(["x", "https://i"]))),
+            Just(Some(json!(["x", 1]))),
+            Just(Some(json!([]))),
+            Just(Some(json!({"a": 1}))),
+        ]
+    }
+
+    proptest! {
+        /// The registered-claim checks decide as `jsonwebtoken::decode` does with the same
+        /// `Validation`, for every shape of `exp`, `nbf`, `iss` and `aud`.
+        #[test]
+        fn registered_claims_decide_as_jsonwebtoken(
+            exp in claim(now_secs() as i64),
+            nbf in claim(now_secs() as i64),
+            iss in claim(now_secs() as i64),
+            aud in claim(now_secs() as i64),
+            with_aud in any::<bool>(),
+        ) {
+            let mut claims = Map::new();
+            for (name, v) in [("exp", exp), ("nbf", nbf), ("iss", iss), ("aud", aud)] {
+                if let Some(v) = v {
+                    claims.insert(name.into(), v);
+                }
+            }
+            let mut rules = Validation::new(Algorithm::HS256);
+            rules.leeway = 30;
+            rules.validate_nbf = true;
+            rules.set_issuer(&["https://i"]);
+            if with_aud {
+                rules.set_audience(&["https://i"]);
+                rules.set_required_spec_claims(&["exp", "iss", "aud"]);
+            } else {
+                rules.validate_aud = false;
+                rules.set_required_spec_claims(&["exp", "iss"]);
+            }
+            let secret = b"0123456789abcdef0123456789abcdef";
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret).unwrap(),
+            )
+            .unwrap();
+            let key = jsonwebtoken::DecodingKey::from_secret(secret).unwrap();
+            let theirs = match jsonwebtoken::decode::<Map<String, Value>>(&token, &key, &rules) {
+                Ok(_) => Ok(()),
+                // An array or object as `exp`/`nbf` derails jsonwebtoken's whole claims parse
+                // ("malformed token"); here it is that claim that is malformed.
+                Err(e) if matches!(e.kind(), ErrorKind::Json(_)) => Err(DenyReason::MissingClaim),
+                Err(e) => Err(map_error(e.kind())),
+            };
+            prop_assert_eq!(check_registered(&claims, &rules, now_secs()), theirs, "{:?}", claims);
+        }
+    }
+
+    #[test]
+    fn hmac_signatures_decide_as_jsonwebtoken() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let key = VerifyKey {
+            kid: None,
+            key: jsonwebtoken::DecodingKey::from_secret(secret).unwrap(),
+            validation: Validation::new(Algorithm::HS256),
+            hmac: Some(keys::HmacKeys::new(secret)),
+        };
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(alg),
+                &json!({"sub": "u"}),
+                &jsonwebtoken::EncodingKey::from_secret(secret).unwrap(),
+            )
+            .unwrap();
+            let (message, sig) = token.rsplit_once('.').unwrap();
+            let other = if sig.starts_with('A') { "B" } else { "A" };
+            let long = "A".repeat(200);
+            for (sig, want) in [
+                (sig.to_string(), Some(Ok(()))),
+                (
+                    format!("{other}{}", &sig[1..]),
+                    Some(Err(DenyReason::BadSignature)),
+                ),
+                (String::new(), Some(Err(DenyReason::BadSignature))),
+                (long, Some(Err(DenyReason::BadSignature))),
+                (format!("{sig}="), Some(Err(DenyReason::MalformedToken))),
+                (sig[..sig.len() - 4].to_string(), None),
+                (sig[..sig.len() - 1].to_string(), None),
+            ] {
+                let theirs =
+                    match jsonwebtoken::crypto::verify(&sig, message.as_bytes(), &key.key, alg) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(DenyReason::BadSignature),
+                        Err(e) => Err(map_error(e.kind())),
+                    };
+                if let Some(want) = want {
+                    assert_eq!(theirs, want, "{alg:?} {sig}");
+                }
+                assert_eq!(
+                    signature_ok(&key, alg, message, &sig),
+                    theirs,
+                    "{alg:?} {sig}"
+                );
+            }
+        }
     }
 }

@@ -26,15 +26,23 @@ fn needs_escape(b: u8) -> bool {
 
 /// Appends the encoding of `value` to `out`.
 pub fn encode_into(value: &str, out: &mut String) {
-    for &b in value.as_bytes() {
+    // Runs of bytes that need no escape are copied whole. They are ASCII, so each run is
+    // UTF-8 on its own (a cut inside a multi-byte character only ever meets escaped bytes).
+    let bytes = value.as_bytes();
+    fn ascii(r: &[u8]) -> &str {
+        std::str::from_utf8(r).unwrap_or_default()
+    }
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
         if needs_escape(b) {
+            out.push_str(ascii(&bytes[run..i]));
             out.push('%');
             out.push(HEX[(b >> 4) as usize] as char);
             out.push(HEX[(b & 0x0F) as usize] as char);
-        } else {
-            out.push(b as char);
+            run = i + 1;
         }
     }
+    out.push_str(ascii(&bytes[run..]));
 }
 
 /// Encodes one header value.
@@ -47,13 +55,18 @@ pub fn encode_value(value: &str) -> String {
 /// Encodes a list: each item encoded, joined by `,`.
 pub fn encode_list<S: AsRef<str>>(items: &[S]) -> String {
     let mut out = String::new();
+    encode_list_into(items, &mut out);
+    out
+}
+
+/// Appends the encoding of a list to `out`.
+pub fn encode_list_into<S: AsRef<str>>(items: &[S], out: &mut String) {
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        encode_into(item.as_ref(), &mut out);
+        encode_into(item.as_ref(), out);
     }
-    out
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -135,6 +148,19 @@ mod tests {
             prop_assert!(enc.bytes().all(|b| (0x21..=0x7E).contains(&b) && b != b','));
             prop_assert!(http::HeaderValue::from_str(&enc).is_ok());
             prop_assert_eq!(decode_value(&enc).unwrap(), s);
+        }
+
+        #[test]
+        fn value_is_every_byte_escaped_or_kept(s in any::<String>()) {
+            let mut want = String::new();
+            for b in s.bytes() {
+                if needs_escape(b) {
+                    want.push_str(&format!("%{b:02X}"));
+                } else {
+                    want.push(b as char);
+                }
+            }
+            prop_assert_eq!(encode_value(&s), want);
         }
 
         #[test]

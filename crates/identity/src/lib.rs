@@ -109,12 +109,31 @@ impl Identity {
     /// The encoded header values in the order of [`headers::IDENTITY`]:
     /// id, username, role, permissions, expires.
     pub fn header_values(&self) -> [String; 5] {
+        let mut all = String::new();
+        self.header_values_into(&mut all)
+            .map(|r| all.get(r).unwrap_or_default().to_owned())
+    }
+
+    /// [`Identity::header_values`] appended to `out` one after another, without a separator:
+    /// where each one is in `out`. (One buffer for all five: what a cache of verified
+    /// tokens keeps.)
+    pub fn header_values_into(&self, out: &mut String) -> [std::ops::Range<usize>; 5] {
+        fn span(out: &mut String, write: impl FnOnce(&mut String)) -> std::ops::Range<usize> {
+            let start = out.len();
+            write(out);
+            start..out.len()
+        }
         [
-            encode_value(&self.id),
-            encode_value(&self.username),
-            encode_value(&self.role),
-            encode_list(&self.permissions),
-            self.expires.map(|e| e.to_string()).unwrap_or_default(),
+            span(out, |o| encode_into(&self.id, o)),
+            span(out, |o| encode_into(&self.username, o)),
+            span(out, |o| encode_into(&self.role, o)),
+            span(out, |o| encoding::encode_list_into(&self.permissions, o)),
+            span(out, |o| {
+                if let Some(e) = self.expires {
+                    use std::fmt::Write;
+                    let _ = write!(o, "{e}");
+                }
+            }),
         ]
     }
 }
