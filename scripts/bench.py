@@ -447,6 +447,54 @@ def assertion_section():
             + table(["conns", "target", "req/s", "p50 ms", "p99 ms", "× off", "CPU µs/req", "errors"], rows))
 
 
+def fanout_section():
+    """10,000 WebSocket clients on one mcp-status: delivery latency, RSS and CPU per delivery."""
+    log(f"section 5: fan-out to {FANOUT_CLIENTS} WebSocket clients")
+    demo_port, ms_port = free_port(), free_port()
+    start("demo", [REL / "mcp-status", "demo-mcp", "--listen", f"127.0.0.1:{demo_port}"], ready_port=demo_port)
+    (WORK / "mcp-status.toml").write_text(f"""[limits]
+max_connections = {FANOUT_CLIENTS + 100}
+max_connections_per_user = 5
+[[mcps]]
+name = "bench_mcp"
+health_url = "http://127.0.0.1:{demo_port}/health"
+interval = "1h"
+""")
+    msp = start("mcp-status", [REL / "mcp-status", "serve", "--config", WORK / "mcp-status.toml", "--listen", f"127.0.0.1:{ms_port}"],
+                ready_url=f"http://127.0.0.1:{ms_port}/healthz")
+    out = subprocess.run([str(REL / "ws_fanout"), "--addr", f"127.0.0.1:{ms_port}", "--mcp", "bench_mcp", "--pid", str(msp.pid),
+                          "--clients", str(FANOUT_CLIENTS), "--rounds", "3"],
+                         capture_output=True, text=True, timeout=600, preexec_fn=raise_nofile)
+    COMMANDS.append(f"target/release/ws_fanout --addr 127.0.0.1:PORT --mcp bench_mcp --pid PID --clients {FANOUT_CLIENTS} --rounds 3")
+    try:
+        f = json.loads(out.stdout.strip().splitlines()[-1])
+        cpu = {k: f[f"{k}_us_per_delivery"] for k in ("server_user", "server_sys", "client_user", "client_sys")}
+        # With user space free, the kernel's share alone, spread over every core, still takes this long.
+        floor_ms = (cpu["server_sys"] + cpu["client_sys"]) * f["connected"] / os.cpu_count() / 1000
+        all_ms = sum(cpu.values()) * f["connected"] / os.cpu_count() / 1000
+        section = ("## 5. mcp-status fan-out\n\n"
+            f"{FANOUT_CLIENTS:,} clients on one mcp-status, the load client on the same {os.cpu_count()} cores; each round is one status change "
+            "(admin API), timed from the request to each client's receipt. CPU per delivered message is read from "
+            "`/proc/PID/stat` (user / system) over the rounds, for the server and for the load client.\n\n" + table(
+            ["clients", "connected", "delivered per round", "p50 ms", "p99 ms", "max ms", "RSS per connection", "targets"],
+            [[f["clients"], f["connected"], ", ".join(str(d) for d in f["delivered_per_round"]), f"{f['p50_ms']:.1f}",
+              f"{f['p99_ms']:.1f}", f"{f['max_ms']:.1f}", f"{f['rss_per_connection_bytes'] / 1024:.1f} KB", "p99 < 100 ms, < 16 KB"]])
+            + "\n\n" + table(
+            ["CPU µs per delivery", "user", "system"],
+            [["mcp-status", f"{cpu['server_user']:.1f}", f"{cpu['server_sys']:.1f}"],
+             ["load client", f"{cpu['client_user']:.1f}", f"{cpu['client_sys']:.1f}"]])
+            + f"\n\nOne broadcast costs {all_ms * os.cpu_count():.0f} ms of CPU in all, {all_ms:.0f} ms on {os.cpu_count()} cores "
+            f"kept busy; the kernel's share alone (each message is one `sendto` by mcp-status, which on loopback also "
+            f"runs the receiving TCP stack, and one read by the client) is **{floor_ms:.0f} ms** spread over "
+            f"{os.cpu_count()} cores: the floor for the last delivery on this machine even if user space cost nothing"
+            + (", so with one TCP message per client p99 < 100 ms is out of reach here." if floor_ms >= 100 else
+               ", below the 100 ms target: the rest of p99 is user space and scheduling."))
+    except (IndexError, ValueError, KeyError):
+        section = "## 5. mcp-status fan-out\n\nThe load client failed:\n\n```\n" + out.stderr[-2000:] + "\n```"
+    stop_all()
+    return section
+
+
 def main():
     for tool in ["wrk"]:
         if not shutil.which(tool):
@@ -646,33 +694,7 @@ log: {{level: ERROR}}
     stop_all()
     PROCS.clear()
 
-    # 5. mcp-status fan-out.
-    log(f"section 5: fan-out to {FANOUT_CLIENTS} WebSocket clients")
-    demo_port, ms_port = free_port(), free_port()
-    start("demo", [REL / "mcp-status", "demo-mcp", "--listen", f"127.0.0.1:{demo_port}"], ready_port=demo_port)
-    (WORK / "mcp-status.toml").write_text(f"""[limits]
-max_connections = {FANOUT_CLIENTS + 100}
-max_connections_per_user = 5
-[[mcps]]
-name = "bench_mcp"
-health_url = "http://127.0.0.1:{demo_port}/health"
-interval = "1h"
-""")
-    msp = start("mcp-status", [REL / "mcp-status", "serve", "--config", WORK / "mcp-status.toml", "--listen", f"127.0.0.1:{ms_port}"],
-                ready_url=f"http://127.0.0.1:{ms_port}/healthz")
-    out = subprocess.run([str(REL / "ws_fanout"), "--addr", f"127.0.0.1:{ms_port}", "--mcp", "bench_mcp", "--pid", str(msp.pid),
-                          "--clients", str(FANOUT_CLIENTS), "--rounds", "3"],
-                         capture_output=True, text=True, timeout=600, preexec_fn=raise_nofile)
-    COMMANDS.append(f"target/release/ws_fanout --addr 127.0.0.1:PORT --mcp bench_mcp --pid PID --clients {FANOUT_CLIENTS} --rounds 3")
-    try:
-        f = json.loads(out.stdout.strip().splitlines()[-1])
-        sections.append("## 5. mcp-status fan-out\n\n" + table(
-            ["clients", "connected", "delivered per round", "p50 ms", "p99 ms", "max ms", "RSS per connection", "targets"],
-            [[f["clients"], f["connected"], ", ".join(str(d) for d in f["delivered_per_round"]), f"{f['p50_ms']:.1f}",
-              f"{f['p99_ms']:.1f}", f"{f['max_ms']:.1f}", f"{f['rss_per_connection_bytes'] / 1024:.1f} KB", "p99 < 100 ms, < 16 KB"]]))
-    except (IndexError, ValueError, KeyError):
-        sections.append("## 5. mcp-status fan-out\n\nThe load client failed:\n\n```\n" + out.stderr[-2000:] + "\n```")
-    stop_all()
+    sections.append(fanout_section())
 
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?")
     header = (f"# Benchmarks\n\nGenerated by `make bench` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} "

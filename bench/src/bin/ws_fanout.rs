@@ -31,6 +31,21 @@ fn rss_kb(pid: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// User and system CPU time of a process so far, in µs (`/proc/PID/stat`, clock ticks).
+fn cpu_us(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`, which may itself hold spaces: utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let field = |i: usize| {
+        rest.split_whitespace()
+            .nth(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // USER_HZ is 100 on Linux.
+    (field(14) * 10_000.0, field(15) * 10_000.0)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -124,6 +139,9 @@ async fn main() {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut latencies = Vec::new();
     let mut delivered_per_round = Vec::new();
+    let me = std::process::id().to_string();
+    let (server_user0, server_sys0) = cpu_us(&pid);
+    let (client_user0, client_sys0) = cpu_us(&me);
     for r in 0..rounds {
         let action = if r % 2 == 0 { "disable" } else { "enable" };
         let t0 = Instant::now();
@@ -160,6 +178,17 @@ async fn main() {
         delivered_per_round.push(got);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // CPU spent over the rounds (the 300 ms pauses are idle), per message delivered.
+    let (server_user, server_sys) = cpu_us(&pid);
+    let (client_user, client_sys) = cpu_us(&me);
+    let delivered: usize = delivered_per_round.iter().sum();
+    let per = |a: f64, b: f64| {
+        if delivered > 0 {
+            (a - b) / delivered as f64
+        } else {
+            f64::NAN
+        }
+    };
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let out = serde_json::json!({
         "clients": clients,
@@ -171,6 +200,10 @@ async fn main() {
         "p50_ms": percentile(&latencies, 0.50),
         "p99_ms": percentile(&latencies, 0.99),
         "max_ms": latencies.last().copied().unwrap_or(f64::NAN),
+        "server_user_us_per_delivery": per(server_user, server_user0),
+        "server_sys_us_per_delivery": per(server_sys, server_sys0),
+        "client_user_us_per_delivery": per(client_user, client_user0),
+        "client_sys_us_per_delivery": per(client_sys, client_sys0),
         "rss_before_kb": rss_before,
         "rss_after_kb": rss_after,
         "rss_per_connection_bytes": if connected > 0 { (rss_after.saturating_sub(rss_before) * 1024) as f64 / connected as f64 } else { f64::NAN },

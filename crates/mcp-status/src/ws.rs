@@ -173,7 +173,8 @@ async fn drain_raw(ws: &mut HyperWebsocketStream, linger: Duration) {
     let io = ws.get_mut();
     let _ = tokio::time::timeout(linger, async {
         let _ = io.shutdown().await;
-        let mut buf = [0u8; 8192];
+        // On the heap: in the future it would be part of every connection's task, all its life.
+        let mut buf = vec![0u8; 8192];
         while let Ok(n) = io.read(&mut buf).await {
             if n == 0 {
                 break;
