@@ -37,19 +37,67 @@ fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The headers `decide` reads, found in one pass over the map: a lookup by name hashes the
+/// name and probes the map, once per name. Each is the first line of its name, as `get` gives.
+#[derive(Default)]
+struct Scan<'a> {
+    method: Option<&'a HeaderValue>,
+    uri: Option<&'a HeaderValue>,
+    host: Option<&'a HeaderValue>,
+    origin: Option<&'a HeaderValue>,
+    ws_version: Option<&'a HeaderValue>,
+    ws_key: bool,
+    /// The first header named like an identity header (the client's, never Traefik's).
+    spoofed: Option<&'a HeaderName>,
+}
+
+impl<'a> Scan<'a> {
+    fn of(h: &'a HeaderMap) -> Scan<'a> {
+        let mut s = Scan::default();
+        for (name, value) in h {
+            let slot = if name == X_FORWARDED_METHOD {
+                &mut s.method
+            } else if name == X_FORWARDED_URI {
+                &mut s.uri
+            } else if name == X_FORWARDED_HOST {
+                &mut s.host
+            } else if name == http::header::ORIGIN {
+                &mut s.origin
+            } else if name == http::header::SEC_WEBSOCKET_VERSION {
+                &mut s.ws_version
+            } else {
+                if name == http::header::SEC_WEBSOCKET_KEY {
+                    s.ws_key = true;
+                } else if s.spoofed.is_none() && names::is_identity_like(name.as_str()) {
+                    s.spoofed = Some(name);
+                }
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        s
+    }
+}
+
+fn text(v: Option<&HeaderValue>) -> Option<&str> {
+    v.and_then(|v| v.to_str().ok())
+}
+
 impl<'a> Ctx<'a> {
     pub fn parse(h: &'a HeaderMap, trusted: &[IpNet]) -> Option<Ctx<'a>> {
-        let method = header(h, &X_FORWARDED_METHOD).filter(|m| !m.is_empty())?;
-        let uri = header(h, &X_FORWARDED_URI).filter(|u| !u.is_empty())?;
+        Ctx::of(&Scan::of(h), h, trusted)
+    }
+
+    fn of(s: &Scan<'a>, h: &'a HeaderMap, trusted: &[IpNet]) -> Option<Ctx<'a>> {
+        let method = text(s.method).filter(|m| !m.is_empty())?;
+        let uri = text(s.uri).filter(|u| !u.is_empty())?;
         Some(Ctx {
             method,
             uri,
-            host: header(h, &X_FORWARDED_HOST).unwrap_or(""),
+            host: text(s.host).unwrap_or(""),
             ip: client_ip(h, trusted),
-            origin: header(h, &http::header::ORIGIN),
-            upgrade: h.contains_key(http::header::SEC_WEBSOCKET_KEY)
-                && header(h, &http::header::SEC_WEBSOCKET_VERSION)
-                    .is_some_and(|v| v.trim() == "13"),
+            origin: text(s.origin),
+            upgrade: s.ws_key && text(s.ws_version).is_some_and(|v| v.trim() == "13"),
         })
     }
 }
@@ -77,7 +125,8 @@ impl State {
     /// Decides a `/validate` request.
     pub async fn decide(&self, h: &HeaderMap, metrics: &Metrics) -> Decision {
         let trusted = &self.config.rate_limit.trusted_proxies;
-        let ctx = Ctx::parse(h, trusted);
+        let scan = Scan::of(h);
+        let ctx = Ctx::of(&scan, h, trusted);
         let ip = match &ctx {
             Some(c) => c.ip,
             None => client_ip(h, trusted),
@@ -86,7 +135,7 @@ impl State {
             Some(c) => (c.method, c.uri, c.host, c.origin.unwrap_or(""), c.upgrade),
             None => ("", "", "", "", false),
         };
-        if let Some(name) = h.keys().find(|n| names::is_identity_like(n.as_str())) {
+        if let Some(name) = scan.spoofed {
             metrics.spoofed.increment(1);
             tracing::warn!(client_ip = %LogIp(ip), header = name.as_str(), method, path = rules::path_of(uri), "client sent an identity header; ignored");
         }

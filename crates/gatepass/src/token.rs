@@ -129,12 +129,11 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ExtractError> {
         .ok()
         .filter(|v| v.is_ascii())
         .ok_or(ExtractError::UnsupportedScheme)?;
-    let (scheme, rest) = value
-        .trim()
-        .split_once(' ')
-        .ok_or(ExtractError::UnsupportedScheme)?;
-    let token = rest.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+    // `Bearer` and a space, then the token: no search for the space through the token.
+    let value = value.trim();
+    let scheme = value.get(..7).ok_or(ExtractError::UnsupportedScheme)?;
+    let token = value[7..].trim();
+    if !scheme.eq_ignore_ascii_case("bearer ") || token.is_empty() {
         return Err(ExtractError::UnsupportedScheme);
     }
     Ok(Some(token))
