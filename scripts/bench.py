@@ -33,6 +33,12 @@ FANOUT_CLIENTS = int(os.environ.get("BENCH_FANOUT_CLIENTS", "10000"))
 WORK = Path(tempfile.mkdtemp(prefix="gatepass-bench-"))
 PROCS = []
 COMMANDS = []
+# The targets every section checks: [target, measured, met, where to read why].
+TARGETS = []
+
+
+def target(what, measured, met, why=""):
+    TARGETS.append([what, measured, "met" if met else "**not met**", why])
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -395,6 +401,24 @@ def validate_requests(port, tokens, n):
     return codes
 
 
+# The functions section 1f breaks a cache-hit request into: (label, function as callgrind names it).
+PROFILE_FUNCTIONS = [
+    ("request parse (hyper)", ":<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::parse"),
+    ("response head written (hyper)", ":hyper::proto::h1::conn::Conn<I,B,T>::write_head"),
+    ("request dropped", ":core::ptr::drop_in_place<http::request::Parts>"),
+    ("decision", ":gatepass::decision::<impl gatepass::state::State>::decide::{{closure}}"),
+    ("  headers read in one pass", ":gatepass::decision::Scan::of"),
+    ("  client IP (X-Forwarded-For)", ":gatepass_identity::request::client_ip"),
+    ("  token found (bearer)", ":gatepass::token::extract"),
+    ("  rule match", ":gatepass::rules::Rules::find"),
+    ("  path ambiguity check", ":gatepass::rules::Rules::ambiguous"),
+    ("  token cache lookup", ":gatepass::verify::Verifier::lookup"),
+    ("  rule's roles and permissions", ":gatepass::decision::<impl gatepass::state::State>::authorize"),
+    ("allow response built", ":gatepass::outcome::allow_response"),
+    ("decision time histogram", " as metrics::handles::HistogramFn>::record"),
+]
+
+
 def instructions_section():
     """User-space instructions per cache-hit request under callgrind: unlike req/s, nearly the
     same count on every run, whatever else the machine is doing."""
@@ -403,7 +427,7 @@ def instructions_section():
     log("section 1f: callgrind")
     tokens = [t for t in (WORK / "tokens-hs256.txt").read_text().split() if t]
     n = 5000
-    rows, counts = [], {}
+    rows, counts, parts = [], {}, {}
     for name, args in [("limit (minimal hyper, 6 headers)", lambda port: [REL / "limit_server", f"127.0.0.1:{port}"]),
                        ("gatepass HS256 cache hit", lambda port: [REL / "gatepass", "serve", "--config", WORK / "gp-hs256.toml",
                                                                   "--listen", f"127.0.0.1:{port}"])]:
@@ -417,9 +441,16 @@ def instructions_section():
         retire(p)
         total = 0
         dump = WORK / f"callgrind.{port}.1"  # the --dump above; the file without a suffix is what came after
-        for line in subprocess.run(["callgrind_annotate", str(dump)], capture_output=True, text=True).stdout.splitlines():
+        lines = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(dump)], capture_output=True, text=True).stdout.splitlines()
+        for line in lines:
             if "PROGRAM TOTALS" in line:
                 total = int(line.split()[0].replace(",", ""))
+        # Inclusive instructions of the functions a request goes through (the first, costliest, line naming each).
+        parts[name] = {}
+        for label, fn in PROFILE_FUNCTIONS:
+            hit = next((l for l in lines if fn in l), None)
+            if hit:
+                parts[name][label] = int(hit.split()[0].replace(",", "")) / n
         counts[name] = total / n
         rows.append([name, f"{total / n:,.0f}", f"{total / n / counts[next(iter(counts))]:.2f}", json.dumps(codes)])
     COMMANDS.append("valgrind --tool=callgrind SERVER; 1000 requests; callgrind_control --zero; 5000 requests; callgrind_control --dump  # section 1f")
@@ -428,7 +459,13 @@ def instructions_section():
             "1,000 of warm-up. User-space instructions only (the kernel's share is the same for both: one `recvfrom` and "
             "one `writev` per request); the count moves by about 0.5% from run to run (tokio's idle polling), so it shows changes of a few per cent "
             "that req/s cannot. It does not show what contention between the cores costs.\n\n"
-            + table(["target", "instructions/request", "× limit", "statuses"], rows))
+            + table(["target", "instructions/request", "× limit", "statuses"], rows)
+            + "\n\nWhere they go (inclusive instructions per request, from `callgrind_annotate --inclusive=yes`; "
+            "indented rows are part of the decision; blank: inlined or not on that path):\n\n"
+            + table(["function", *counts.keys()],
+                    [[label.replace("  ", "&nbsp;&nbsp;", 1) if label.startswith("  ") else label,
+                      *(f"{parts[t][label]:,.0f}" if label in parts[t] else "" for t in counts)]
+                     for label, _ in PROFILE_FUNCTIONS]))
 
 
 def assertion_section():
@@ -444,6 +481,8 @@ def assertion_section():
         gp[kind] = start_gatepass(f"gp-assert-{kind}", f"gp-assert-{kind}.toml")
     COMMANDS.append("gp-hs256.toml with and without [assertion] (gatepass keygen)  # section 1e")
     rows = cache_hit_rows(gp, lambda kind: f"cache hit, [assertion] {kind}")
+    on = [float(r[5]) for r in rows if r[1].endswith(" on")]
+    target("[assertion] on ≥ 0.85× off, 16 and 64 conns (1e)", ", ".join(f"{x:.2f}×" for x in on), min(on) >= 0.85)
     return ("## 1e. The shipped hot path: `[assertion]` on\n\n"
             "Every shipped config signs an Ed25519 identity assertion on each allow. Safe methods (GET, HEAD, OPTIONS, "
             "upgrades) reuse the assertion issued for the same token and `X-Forwarded-Host` while 3/4 of its lifetime "
@@ -557,6 +596,9 @@ log: {{level: ERROR}}
         reqs = after[k][1] - before[k][1]
         per_k[k] = (conns_opened, reqs, conns_opened / reqs * 1000 if reqs else float("nan"))
     h2_total = after["gp-tls"][0]
+    target("through Traefik, shipped h2 forwardAuth ≥ 1.3× the forwardAuth-limit row, 16 and 64 conns (3)",
+           ", ".join(f"{r:.2f}× at {c}" for c, r, _, _ in bounds), all(r >= 1.3 for _, r, _, _ in bounds),
+           "Traefik's share of the CPU: with gatepass free, at most " + ", ".join(f"{b:.2f}× at {c}" for c, _, b, _ in bounds))
     section = ("## 3. Through real Traefik 3.7.15\n\nAll routes end at the limit server as backend. Ratios are to *backend alone*; "
                     "the last column compares gatepass rows with the forwardAuth-limit row.\n\n"
                     + table(["conns", "route", "req/s", "p50 ms", "p99 ms", "× backend", "× forwardAuth limit",
@@ -601,6 +643,13 @@ interval = "1h"
         # With user space free, the kernel's share alone, spread over every core, still takes this long.
         floor_ms = (cpu["server_sys"] + cpu["client_sys"]) * f["connected"] / os.cpu_count() / 1000
         all_ms = sum(cpu.values()) * f["connected"] / os.cpu_count() / 1000
+        everyone = all(d == f["connected"] for d in f["delivered_per_round"]) and f["connected"] == f["clients"]
+        target(f"fan-out to {FANOUT_CLIENTS:,}: every client gets every broadcast (5)",
+               f"{f['connected']} connected, delivered {', '.join(str(d) for d in f['delivered_per_round'])}", everyone)
+        target("fan-out p99 < 100 ms (5)", f"{f['p99_ms']:.0f} ms", f["p99_ms"] < 100,
+               f"kernel floor for one broadcast: {floor_ms:.0f} ms (5)")
+        target("fan-out RSS per connection < 16 KB (5)", f"{f['rss_per_connection_bytes'] / 1024:.1f} KB",
+               f["rss_per_connection_bytes"] < 16 * 1024)
         section = ("## 5. mcp-status fan-out\n\n"
             f"{FANOUT_CLIENTS:,} clients on one mcp-status, the load client on the same {os.cpu_count()} cores; each round is one status change "
             "(admin API), timed from the request to each client's receipt. CPU per delivered message is read from "
@@ -662,6 +711,15 @@ def main():
             m = med[t["name"]]
             rows.append([conns, t["name"], f"{m['rps']:.0f}", f"±{m['spread'] * 50:.0f}%", f"{m['p50']:.2f}", f"{m['p99']:.2f}",
                          f"{m['rps'] / lim['rps']:.2f}", f"{m['cpu_us']:.1f}", f"{m['cpu_us'] / lim['cpu_us']:.2f}", m["errors"]])
+    hits = [(r[1], r[0], float(r[6]), float(r[8])) for r in rows if "cache hit" in r[1]]
+    worst = min(hits, key=lambda h: h[2])
+    costly = max(hits, key=lambda h: h[3])
+    target("cache hit ≥ 0.90× the limit, every algorithm, 16 and 64 conns (1)",
+           f"{min(h[2] for h in hits):.2f}–{max(h[2] for h in hits):.2f}× (lowest: {worst[0]}, {worst[1]} conns)",
+           worst[2] >= 0.90, "run-to-run spread (the spread column) is as large as the gap; instructions in 1f")
+    target("cache hit CPU ≤ 1.2× the limit's (1)",
+           f"{min(h[3] for h in hits):.2f}–{costly[3]:.2f}× (highest: {costly[0]}, {costly[1]} conns)",
+           costly[3] <= 1.2, "where the extra instructions go: 1f")
     sections.append("## 1. `/validate` called directly\n\nwrk (2 threads) on the same 2 cores as the server; 1,000 rotating "
                     "valid tokens per algorithm. *Cache hit*: the normal config. *Signature path*: `[cache] ttl = \"0ms\"`, "
                     "so every request verifies the signature. CPU µs/req is the server process's user+system time per request. "
@@ -697,6 +755,10 @@ def main():
         hit = times.get((alg, "gatepass verify (cache hit)"))
         if raw and gp:
             rows.append([alg, f"{raw:.2f}", f"{gp:.2f}", f"{(gp / raw - 1) * 100:+.0f}%", f"{hit:.3f}" if hit else "?"])
+    hs = times.get(("HS256", "gatepass verify (signature path)")), times.get(("HS256", "jsonwebtoken::decode"))
+    if all(hs):
+        target("HS256 signature path ≤ +15% over raw `jsonwebtoken::decode` (2)", f"{(hs[0] / hs[1] - 1) * 100:+.0f}%",
+               hs[0] / hs[1] <= 1.15)
     sections.append("## 2. In-process verify cost (criterion, median)\n\nThe signature path includes issuer selection, header "
                     "checks, claims → identity and header encoding; the raw column is `jsonwebtoken::decode` of the same token "
                     "into a JSON map with an equivalent `Validation`.\n\n"
@@ -716,6 +778,8 @@ def main():
     misses = metric(f"http://127.0.0.1:{port}/metrics", miss)
     entries = metric(f"http://127.0.0.1:{port}/metrics", "gatepass_token_cache_entries")
     full = rss_kb(gp.pid)
+    target("gatepass RSS idle < 20 MB, after 100k tokens < 150 MB (4)", f"{idle / 1024:.1f} MB, {full / 1024:.1f} MB",
+           idle < 20 * 1024 and full < 150 * 1024)
     sections.append("## 4. Memory (gatepass RSS)\n\n" + table(
         ["state", "RSS MB", "target"],
         [["idle, after start", f"{idle / 1024:.1f}", "< 20 MB"],
@@ -731,7 +795,9 @@ def main():
               f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, Linux {platform.release()}. "
               f"wrk and every server share these cores, so absolute numbers are low and noisy: read the ratios. "
               f"Each row is the median of {REPS} runs of {DURATION}, targets alternated round robin.\n\nCommands:\n\n```\n"
-              + "\n".join(COMMANDS) + "\n```\n")
+              + "\n".join(COMMANDS) + "\n```\n\n## Targets\n\nEach measured in this run; the number in brackets is the "
+              "section with the figures (and, for a target not met, the profile that says why).\n\n"
+              + table(["target", "measured", "", "why / where"], TARGETS) + "\n")
     (ROOT / "BENCHMARKS.md").write_text(header + "\n" + "\n\n".join(sections) + "\n")
     print((ROOT / "BENCHMARKS.md").read_text())
 
