@@ -622,6 +622,10 @@ impl Config {
                     "rfc9068 requires `aud` to be checked: set audiences",
                 ));
             }
+            // Clock skew, not validity: a day is already far more than any clock is off by.
+            if iss.leeway.0 > Duration::from_secs(86_400) {
+                return Err(ConfigError::new(key("leeway"), "must be at most 24h"));
+            }
             if let Some(l) = iss.max_token_lifetime {
                 if l.0 < Duration::from_secs(1) {
                     return Err(ConfigError::new(
@@ -856,6 +860,11 @@ secret_env = "X"
         assert_eq!(c.tokens.websocket_protocol, "jwt-auth");
         assert_eq!(c.cache.max_tokens, 100_000);
         assert_eq!(c.issuers[0].leeway, Dur::secs(30));
+        assert!(Config::parse(&format!("{MINIMAL}leeway = \"24h\"\n")).is_ok());
+        assert_eq!(
+            err("leeway = \"25h\"\n"),
+            "config error: issuers[0].leeway: must be at most 24h"
+        );
     }
 
     fn err(extra: &str) -> String {

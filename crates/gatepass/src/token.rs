@@ -371,6 +371,22 @@ mod tests {
     }
 
     #[test]
+    fn bearer_spacing() {
+        let auth = |v: &str| bearer(&h(&[("authorization", v)])).map(|t| t.map(str::to_owned));
+        assert_eq!(auth("Bearer   a.b.c "), Ok(Some("a.b.c".into())));
+        assert_eq!(auth(" bearer a.b.c"), Ok(Some("a.b.c".into())));
+        for v in [
+            "Bearer\ta.b.c",
+            "Bearer",
+            "Bearer ",
+            "Bearera.b.c",
+            "Bear a.b.c",
+        ] {
+            assert_eq!(auth(v), Err(ExtractError::UnsupportedScheme), "{v:?}");
+        }
+    }
+
+    #[test]
     fn jws_shape() {
         for (s, want) in [
             ("a.b.c", true),

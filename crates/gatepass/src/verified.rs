@@ -47,13 +47,16 @@ impl TokenIds {
     }
 }
 
-/// A time claim in seconds: see [`numeric_date`].
+/// A time claim in seconds (an integer, or a number truncated: never later than it says, so
+/// an `iat` is never moved past a revocation's `not_before`, nor a lifetime shortened).
 pub fn seconds(claims: &serde_json::Map<String, serde_json::Value>, name: &str) -> Option<u64> {
-    claims.get(name).and_then(numeric_date)
+    claims
+        .get(name)
+        .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
 }
 
-/// A NumericDate (RFC 7519 §2) as jsonwebtoken reads one: an unsigned integer, or a finite
-/// non-negative number, rounded. Anything else is malformed.
+/// A NumericDate (RFC 7519 §2) as jsonwebtoken's checks read one: an unsigned integer, or a
+/// finite non-negative number, rounded. Anything else is malformed.
 pub fn numeric_date(v: &serde_json::Value) -> Option<u64> {
     v.as_u64().or_else(|| {
         v.as_f64()

@@ -298,6 +298,11 @@ fn signature_ok(
     message: &str,
     signature: &str,
 ) -> Result<(), DenyReason> {
+    // `candidates` already filters on this; checked here too, as `decode` did, so no caller
+    // can verify with a key outside its allow-list and family.
+    if !key.supports(alg) {
+        return Err(DenyReason::AlgorithmNotAllowed);
+    }
     if let Some(hmac) = key.hmac.as_ref().and_then(|h| h.get(alg)) {
         // Room for HS512's 64 bytes; anything longer is no HMAC tag of ours.
         let mut tag = [0u8; 96];
@@ -329,14 +334,52 @@ fn claims_of(message: &str) -> Result<Map<String, Value>, DenyReason> {
     let bytes = URL_SAFE_NO_PAD
         .decode(payload)
         .map_err(|_| DenyReason::MalformedToken)?;
-    serde_json::from_slice(&bytes).map_err(|_| DenyReason::MalformedToken)
+    serde_json::from_slice::<UniqueClaims>(&bytes)
+        .map(|c| c.0)
+        .map_err(|_| DenyReason::MalformedToken)
 }
 
-/// The registered-claim checks of a key's `Validation`, as `jsonwebtoken::decode` makes them
-/// (same order, same outcomes), on the claims parsed once: decode would parse the header and the
-/// payload a second time. Required claims present and well-formed, then `exp`, `nbf` (both
-/// with `leeway`), `iss`, `aud`. (`validation_for` sets neither `sub` nor
-/// `reject_tokens_expiring_in_less_than`.)
+/// The claims object, refusing a claim name given twice: RFC 7519 §4 lets a parser keep the
+/// last, but then two readers of one token can disagree (jsonwebtoken's own claim checks refused
+/// a repeated `exp`, `nbf`, `sub`, `iss` or `aud`; this refuses any repeated top-level name).
+struct UniqueClaims(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueClaims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = UniqueClaims;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object with distinct names")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<UniqueClaims, A::Error> {
+                let mut claims = Map::new();
+                while let Some((name, value)) = a.next_entry::<String, Value>()? {
+                    match claims.entry(name) {
+                        serde_json::map::Entry::Vacant(e) => {
+                            e.insert(value);
+                        }
+                        serde_json::map::Entry::Occupied(_) => {
+                            return Err(serde::de::Error::custom("a claim name is repeated"))
+                        }
+                    }
+                }
+                Ok(UniqueClaims(claims))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// The registered-claim checks of a key's `Validation` as `jsonwebtoken::decode` makes them, in
+/// its order, on the claims parsed once (decode parses the header and the payload a second
+/// time): required claims present and well-formed, then `exp`, `nbf` (both with `leeway`),
+/// `iss`, `aud`. Only what `validation_for` sets is honoured: it never requires `sub`, sets no
+/// `sub` and no `reject_tokens_expiring_in_less_than`. Where jsonwebtoken's whole parse failed on
+/// a malformed `exp`/`nbf` (an array, an object) this names the claim instead.
 fn check_registered(
     claims: &Map<String, Value>,
     rules: &Validation,
@@ -434,8 +477,9 @@ fn claim_types_ok(claims: &Map<String, Value>) -> bool {
         && typed(&["exp", "nbf", "iat"], Value::is_number)
 }
 
-/// `alg` and `kid` only. `jsonwebtoken::decode` parses the full header again, so parsing its
-/// complete `Header` here too would double the work on the signature path.
+/// The JOSE header: `alg`, `kid`, `typ`, and whether `crit` is there. The members
+/// jsonwebtoken's `Header` types are type-checked the same way (a token it refused stays
+/// refused) without building its `Header`; `jwk` is never used, so any value is ignored.
 pub(crate) struct LightHeader {
     pub alg: Algorithm,
     pub kid: Option<String>,
@@ -446,6 +490,7 @@ pub(crate) struct LightHeader {
 
 pub(crate) fn light_header(token: &str) -> Result<LightHeader, DenyReason> {
     #[derive(serde::Deserialize)]
+    #[allow(dead_code)] // `cty` to `nonce` are read only to type-check them.
     struct Raw<'a> {
         #[serde(borrow)]
         alg: std::borrow::Cow<'a, str>,
@@ -454,20 +499,54 @@ pub(crate) fn light_header(token: &str) -> Result<LightHeader, DenyReason> {
         #[serde(borrow, default)]
         typ: Option<std::borrow::Cow<'a, str>>,
         #[serde(default)]
-        crit: Option<serde::de::IgnoredAny>,
+        crit: Present,
+        /// RFC 7797 (unencoded payload): not implemented, so refused whatever its value.
+        #[serde(default)]
+        b64: Present,
+        #[serde(borrow, default)]
+        cty: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        jku: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        x5u: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        x5c: Option<Vec<std::borrow::Cow<'a, str>>>,
+        #[serde(borrow, default)]
+        x5t: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default, rename = "x5t#S256")]
+        x5t_s256: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        enc: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        zip: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        url: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        nonce: Option<std::borrow::Cow<'a, str>>,
+    }
+    /// A member that is there, whatever its value (`null` included).
+    #[derive(Default)]
+    struct Present(bool);
+    impl<'de> serde::Deserialize<'de> for Present {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            serde::de::IgnoredAny::deserialize(d).map(|_| Present(true))
+        }
     }
     let segment = token.split('.').next().ok_or(DenyReason::MalformedToken)?;
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| DenyReason::MalformedToken)?;
     let raw: Raw<'_> = serde_json::from_slice(&bytes).map_err(|_| DenyReason::MalformedToken)?;
+    if raw.b64.0 {
+        return Err(DenyReason::MalformedToken);
+    }
     // `none`, `None`, `HS1`...: not an algorithm gatepass knows.
     let alg = Algorithm::from_str(&raw.alg).map_err(|_| DenyReason::AlgorithmNotAllowed)?;
     Ok(LightHeader {
         alg,
         kid: raw.kid.map(|k| k.into_owned()),
         typ: raw.typ.map(|t| t.into_owned()),
-        crit: raw.crit.is_some(),
+        crit: raw.crit.0,
     })
 }
 
@@ -567,11 +646,18 @@ mod tests {
     #[test]
     fn hmac_signatures_decide_as_jsonwebtoken() {
         let secret = b"0123456789abcdef0123456789abcdef";
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
         let key = VerifyKey {
             kid: None,
             key: jsonwebtoken::DecodingKey::from_secret(secret).unwrap(),
-            validation: Validation::new(Algorithm::HS256),
+            validation,
             hmac: Some(keys::HmacKeys::new(secret)),
+        };
+        // A key verifies only the algorithms it is allowed, whatever the caller asks.
+        let hs256_only = VerifyKey {
+            validation: Validation::new(Algorithm::HS256),
+            ..key.clone()
         };
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
             let token = jsonwebtoken::encode(
@@ -581,6 +667,16 @@ mod tests {
             )
             .unwrap();
             let (message, sig) = token.rsplit_once('.').unwrap();
+            let want = if alg == Algorithm::HS256 {
+                Ok(())
+            } else {
+                Err(DenyReason::AlgorithmNotAllowed)
+            };
+            assert_eq!(
+                signature_ok(&hs256_only, alg, message, sig),
+                want,
+                "{alg:?}"
+            );
             let other = if sig.starts_with('A') { "B" } else { "A" };
             let long = "A".repeat(200);
             for (sig, want) in [

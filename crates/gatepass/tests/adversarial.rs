@@ -479,3 +479,57 @@ async fn oversized_token_is_a_clean_401() {
     let t = hs(&c);
     rejected(&s, &t, "token is too large").await;
 }
+
+/// A header and payload given as JSON text (so names can repeat), signed with the HS256 secret.
+fn hs_text(header: &str, payload: &str) -> String {
+    let msg = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let sig = hmac(HS_SECRET.as_bytes(), aws_lc_rs::hmac::HMAC_SHA256, &msg);
+    format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// Well signed, but a claim named twice (two readers could each take another), a `b64`
+/// header (RFC 7797, not implemented), or a header member of the wrong type: all refused.
+#[tokio::test]
+async fn repeated_claims_and_odd_headers_are_refused() {
+    let s = start(&base_config()).await;
+    let (past, future) = (now() - 3600, now() + 3600);
+    let body = |extra: &str| {
+        format!(r#"{{"sub":"u1","role":"admin","iss":"{ISS}","exp":{future}{extra}}}"#)
+    };
+    let hs = r#"{"alg":"HS256","typ":"JWT"}"#;
+    // The control: the same text with no repeat passes.
+    assert_eq!(
+        status_of(&s, Fwd::get("/x").bearer(&hs_text(hs, &body("")))).await,
+        200
+    );
+    for extra in [
+        format!(r#","exp":{past}"#),
+        r#","iss":"https://evil.example""#.to_string(),
+        r#","sub":"u2""#.to_string(),
+        r#","role":"viewer""#.to_string(),
+    ] {
+        rejected(&s, &hs_text(hs, &body(&extra)), "token is malformed").await;
+    }
+    for header in [
+        r#"{"alg":"HS256","b64":false}"#,
+        r#"{"alg":"HS256","b64":true}"#,
+        r#"{"alg":"HS256","b64":null}"#,
+        r#"{"alg":"HS256","x5c":1}"#,
+        r#"{"alg":"HS256","cty":["JWT"]}"#,
+        r#"{"alg":"HS256","jku":7}"#,
+        r#"{"alg":"HS256","alg":"HS256"}"#,
+    ] {
+        rejected(&s, &hs_text(header, &body("")), "token is malformed").await;
+    }
+    // Members gatepass does not use, well typed, change nothing.
+    let extra =
+        r#"{"alg":"HS256","typ":"JWT","cty":"x","x5c":["AA"],"jwk":{"kty":"oct"},"zzz":[1]}"#;
+    assert_eq!(
+        status_of(&s, Fwd::get("/x").bearer(&hs_text(extra, &body("")))).await,
+        200
+    );
+}
