@@ -33,8 +33,12 @@ const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+fn text(v: Option<&HeaderValue>) -> Option<&str> {
+    v.and_then(|v| v.to_str().ok())
+}
+
 fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok())
+    text(h.get(name))
 }
 
 /// The headers `decide` reads, found in one pass over the map: a lookup by name hashes the
@@ -77,10 +81,6 @@ impl<'a> Scan<'a> {
         }
         s
     }
-}
-
-fn text(v: Option<&HeaderValue>) -> Option<&str> {
-    v.and_then(|v| v.to_str().ok())
 }
 
 impl<'a> Ctx<'a> {

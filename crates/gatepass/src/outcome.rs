@@ -159,7 +159,7 @@ pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Bod
     r
 }
 
-const IDENTITY_NAMES: [HeaderName; 5] = [
+static IDENTITY_NAMES: [HeaderName; 5] = [
     HeaderName::from_static(names::USER_ID),
     HeaderName::from_static(names::USER_USERNAME),
     HeaderName::from_static(names::USER_ROLE),
@@ -168,14 +168,13 @@ const IDENTITY_NAMES: [HeaderName; 5] = [
 ];
 const ASSERTION_NAME: HeaderName = HeaderName::from_static(names::USER_ASSERTION);
 
-/// An allow's headers with empty identity values: `no-store`, then the identity headers in
-/// the order of [`IDENTITY_NAMES`]. An allow clones it and sets the values in place, rather
-/// than hashing six names into a new map on every request.
+/// An allow's headers with empty identity values. An allow clones it and sets the values in
+/// place, rather than hashing six names into a new map on every request.
 static ALLOW_HEADERS: std::sync::LazyLock<http::HeaderMap> = std::sync::LazyLock::new(|| {
     let mut h = http::HeaderMap::with_capacity(8);
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    for name in IDENTITY_NAMES {
-        h.insert(name, HeaderValue::from_static(""));
+    for name in &IDENTITY_NAMES {
+        h.insert(name.clone(), HeaderValue::from_static(""));
     }
     h
 });
@@ -189,22 +188,9 @@ pub fn allow_response(
     let h = resp.headers_mut();
     *h = ALLOW_HEADERS.clone();
     if let Some(v) = verified {
-        // The template's identity entries come after `no-store`, in its order; each name is
-        // checked, so a map that iterated otherwise would only take the slow path below.
-        let mut set = 0;
-        for ((name, slot), (want, value)) in h
-            .iter_mut()
-            .skip(1)
-            .zip(IDENTITY_NAMES.iter().zip(&v.headers))
-        {
-            if name == want {
-                *slot = value.clone();
-                set += 1;
-            }
-        }
-        if set != IDENTITY_NAMES.len() {
-            for (name, value) in IDENTITY_NAMES.iter().zip(&v.headers) {
-                h.insert(name.clone(), value.clone());
+        for (name, slot) in h.iter_mut() {
+            if let Some(i) = IDENTITY_NAMES.iter().position(|n| n == name) {
+                *slot = v.headers[i].clone();
             }
         }
     }

@@ -55,16 +55,6 @@ pub fn seconds(claims: &serde_json::Map<String, serde_json::Value>, name: &str) 
         .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
 }
 
-/// A NumericDate (RFC 7519 §2) as jsonwebtoken's checks read one: an unsigned integer, or a
-/// finite non-negative number, rounded. Anything else is malformed.
-pub fn numeric_date(v: &serde_json::Value) -> Option<u64> {
-    v.as_u64().or_else(|| {
-        v.as_f64()
-            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
-            .map(|f| f.round() as u64)
-    })
-}
-
 /// SHA-256: what a token, ticket, secret or user id is known by where it must not be shown.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);

@@ -18,8 +18,8 @@ use crate::jwks::KeySource;
 use crate::keys::{self, VerifyKey};
 use crate::metrics::Metrics;
 use crate::outcome::DenyReason;
-use crate::verified::numeric_date;
-pub use crate::verified::{now_secs, seconds, user_key, TokenIds, Verified};
+use crate::verified::seconds;
+pub use crate::verified::{now_secs, user_key, TokenIds, Verified};
 use gatepass_identity::now_millis;
 
 /// One configured issuer.
@@ -439,6 +439,16 @@ fn check_registered(
     Ok(())
 }
 
+/// A NumericDate (RFC 7519 §2) as jsonwebtoken's checks read one: an unsigned integer, or a
+/// finite non-negative number, rounded. Anything else is malformed.
+fn numeric_date(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f.round() as u64)
+    })
+}
+
 /// A StringOrURI claim, or an array of them: whether one is in `allowed` (none given: false);
 /// `None` when it is neither.
 fn any_of(v: &Value, allowed: Option<&HashSet<String>>) -> Option<bool> {
@@ -489,40 +499,42 @@ pub(crate) struct LightHeader {
 }
 
 pub(crate) fn light_header(token: &str) -> Result<LightHeader, DenyReason> {
+    use std::borrow::Cow;
+    type Text<'a> = Option<Cow<'a, str>>;
     #[derive(serde::Deserialize)]
     #[allow(dead_code)] // `cty` to `nonce` are read only to type-check them.
     struct Raw<'a> {
         #[serde(borrow)]
-        alg: std::borrow::Cow<'a, str>,
+        alg: Cow<'a, str>,
         #[serde(borrow, default)]
-        kid: Option<std::borrow::Cow<'a, str>>,
+        kid: Text<'a>,
         #[serde(borrow, default)]
-        typ: Option<std::borrow::Cow<'a, str>>,
+        typ: Text<'a>,
         #[serde(default)]
         crit: Present,
         /// RFC 7797 (unencoded payload): not implemented, so refused whatever its value.
         #[serde(default)]
         b64: Present,
         #[serde(borrow, default)]
-        cty: Option<std::borrow::Cow<'a, str>>,
+        cty: Text<'a>,
         #[serde(borrow, default)]
-        jku: Option<std::borrow::Cow<'a, str>>,
+        jku: Text<'a>,
         #[serde(borrow, default)]
-        x5u: Option<std::borrow::Cow<'a, str>>,
+        x5u: Text<'a>,
         #[serde(borrow, default)]
-        x5c: Option<Vec<std::borrow::Cow<'a, str>>>,
+        x5c: Option<Vec<Cow<'a, str>>>,
         #[serde(borrow, default)]
-        x5t: Option<std::borrow::Cow<'a, str>>,
+        x5t: Text<'a>,
         #[serde(borrow, default, rename = "x5t#S256")]
-        x5t_s256: Option<std::borrow::Cow<'a, str>>,
+        x5t_s256: Text<'a>,
         #[serde(borrow, default)]
-        enc: Option<std::borrow::Cow<'a, str>>,
+        enc: Text<'a>,
         #[serde(borrow, default)]
-        zip: Option<std::borrow::Cow<'a, str>>,
+        zip: Text<'a>,
         #[serde(borrow, default)]
-        url: Option<std::borrow::Cow<'a, str>>,
+        url: Text<'a>,
         #[serde(borrow, default)]
-        nonce: Option<std::borrow::Cow<'a, str>>,
+        nonce: Text<'a>,
     }
     /// A member that is there, whatever its value (`null` included).
     #[derive(Default)]

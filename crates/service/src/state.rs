@@ -5,9 +5,9 @@
 //! to be down fails at once, without a round trip, and a background probe notices when it is
 //! back. Only the request path's connection errors mark the server down at once; a late
 //! reply, or an error on a follower's own connection, wakes the probe, whose PING (with its
-//! longer timeout) decides. Errors are counted through a [`StateObserver`] and logged once per transition
-//! (up → down, down → up), never per failure. Credentials never reach a log line or an error:
-//! errors are described by kind only.
+//! longer timeout) decides. Errors are counted through a [`StateObserver`] and logged once
+//! per transition (up → down, down → up), never per failure. Credentials never reach a log
+//! line or an error: errors are described by kind only.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
