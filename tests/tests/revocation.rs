@@ -136,7 +136,7 @@ async fn revoking_a_jti_closes_its_dashboard_socket_within_a_second_and_refuses_
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
-        json!({"kind": "jti", "value": "jti-alice-1", "expires_at": exp})
+        json!({"kind": "jti", "value": "jti-alice-1", "iss": ISS, "expires_at": exp})
     );
     assert_revoked(&mut a, revoked_at, "alice's socket").await;
     assert_revoked(&mut a_ticket, revoked_at, "alice's ticket socket").await;

@@ -45,7 +45,14 @@ fn scalar(v: &Value) -> Option<String> {
 
 fn list(v: &Value) -> Option<Vec<String>> {
     match v {
-        Value::String(s) => Some(s.split_whitespace().map(str::to_owned).collect()),
+        // RFC 6749 §3.3: items are separated by the space character only; a tab, NBSP or
+        // U+2003 is part of an item (splitting on any whitespace let `a\u{2003}b` grant `b`).
+        Value::String(s) => Some(
+            s.split(' ')
+                .filter(|i| !i.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
         Value::Array(a) => Some(
             a.iter()
                 .filter_map(|x| match x {
@@ -124,5 +131,25 @@ mod tests {
         assert_eq!(id.role, "");
         assert_eq!(id.permissions, vec!["a", "b"]);
         assert!(m.identity(&map(json!({"name": "x"})), 9).is_none());
+    }
+
+    /// Issue 20 finding 4: only the space character separates scope items.
+    #[test]
+    fn scope_splits_on_the_space_character_only() {
+        let m = ClaimMap::new(&ClaimsConfig::default());
+        for (scope, want) in [
+            (
+                "mcp:read\u{2003}mcp:write",
+                vec!["mcp:read\u{2003}mcp:write"],
+            ),
+            ("mcp:read\tmcp:write", vec!["mcp:read\tmcp:write"]),
+            ("mcp:read\u{a0}mcp:write", vec!["mcp:read\u{a0}mcp:write"]),
+            (" mcp:read  mcp:write ", vec!["mcp:read", "mcp:write"]),
+        ] {
+            let id = m
+                .identity(&map(json!({"sub": "u", "scope": scope})), 9)
+                .unwrap();
+            assert_eq!(id.permissions, want, "{scope:?}");
+        }
     }
 }

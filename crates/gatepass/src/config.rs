@@ -92,6 +92,8 @@ pub struct RevocationConfig {
     pub retain: Dur,
     /// Most live entries; a revocation beyond it is refused (503), never silently dropped.
     pub max_entries: usize,
+    /// Whether a `POST /revocations` caller may revoke another issuer's tokens (`iss`).
+    pub cross_issuer: bool,
 }
 
 impl Default for RevocationConfig {
@@ -101,6 +103,7 @@ impl Default for RevocationConfig {
             feed_secret_file: None,
             retain: Dur::secs(24 * 3600),
             max_entries: 100_000,
+            cross_issuer: false,
         }
     }
 }
@@ -374,6 +377,9 @@ pub enum EncodedClass {
 pub struct PathsConfig {
     /// Classes re-allowed for backends that need them; all are refused by default.
     pub allow_encoded: Vec<EncodedClass>,
+    /// Rule and `[[resources]]` paths match ignoring ASCII case (for backends that route
+    /// case-insensitively); by default they match case-sensitively, as Traefik routes.
+    pub case_insensitive: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -562,6 +568,14 @@ impl Config {
                 return Err(ConfigError::new(
                     key("issuer"),
                     "must be non-empty and unique (tokens are matched to issuers by `iss`)",
+                ));
+            }
+            // It names revocation entries in the shared table, where a control character
+            // separates it from the value.
+            if iss.issuer.chars().any(char::is_control) {
+                return Err(ConfigError::new(
+                    key("issuer"),
+                    "must not contain control characters",
                 ));
             }
             if iss.algorithms.is_empty() {
@@ -894,6 +908,12 @@ secret_env = "X"
         assert_eq!(
             Config::parse(&MINIMAL.replace("secret_env = \"X\"", "")).unwrap_err().to_string(),
             "config error: issuers[0]: exactly one of secret_file, secret_env, public_key_file, jwks_file, jwks_url (or discovery = true) is required"
+        );
+        assert_eq!(
+            Config::parse(&MINIMAL.replace("example.test\"", "example.test\\u001f\""))
+                .unwrap_err()
+                .to_string(),
+            "config error: issuers[0].issuer: must not contain control characters"
         );
         assert_eq!(
             err("[rate_limit]\nper_user = { rate = 0, per = \"1s\", burst = 1 }\n"),

@@ -91,10 +91,13 @@ impl<'a> Ctx<'a> {
     fn of(s: &Scan<'a>, h: &'a HeaderMap, trusted: &[IpNet]) -> Option<Ctx<'a>> {
         let method = text(s.method).filter(|m| !m.is_empty())?;
         let uri = text(s.uri).filter(|u| !u.is_empty())?;
+        // SPEC §3.9: the host names the assertion's audience; without it (or with one that
+        // is not ASCII) nothing can be bound to it, so the request fails closed.
+        let host = text(s.host).filter(|h| !h.is_empty())?;
         Some(Ctx {
             method,
             uri,
-            host: text(s.host).unwrap_or(""),
+            host,
             ip: client_ip(h, trusted),
             origin: text(s.origin),
             upgrade: s.ws_key && text(s.ws_version).is_some_and(|v| v.trim() == "13"),
@@ -417,10 +420,9 @@ impl State {
                 let aud = header(h, &X_FORWARDED_HOST).unwrap_or("");
                 let method = header(h, &X_FORWARDED_METHOD).unwrap_or("");
                 // SPEC 3.6: safe methods (upgrades are GETs) may reuse a recent assertion for
-                // the same token and host; every other method gets a fresh one (new jti).
-                let safe = ["GET", "HEAD", "OPTIONS"]
-                    .iter()
-                    .any(|m| m.eq_ignore_ascii_case(method));
+                // the same token and host; every other method gets a fresh one (new jti)
+                // naming its method (`htm`).
+                let safe = gatepass_identity::is_safe_method(method);
                 let now = now_secs();
                 match v.assertion_for(aud, now).filter(|_| safe) {
                     Some(a) => Some(a),
@@ -428,9 +430,10 @@ impl State {
                         let ids = gatepass_identity::TokenIds {
                             sid: v.ids.sid.as_deref(),
                             tid: v.ids.jti.as_deref(),
+                            iss: v.ids.iss.as_deref(),
                         };
                         let signed = signer
-                            .sign_with_ids(&v.identity(), ids, aud, now, *ttl)
+                            .sign_with_ids(&v.identity(), ids, aud, method, now, *ttl)
                             .ok()
                             .and_then(|a| HeaderValue::from_str(&a).ok());
                         if let (Some(a), true) = (&signed, safe) {
@@ -628,7 +631,12 @@ mod tests {
                     assert_eq!(challenge.as_deref(), Some(r#"Bearer realm="gatepass""#))
                 }
                 (400 | 401, _)
-                | (403, DenyReason::InsufficientRole | DenyReason::InsufficientPermissions) => {
+                | (
+                    403,
+                    DenyReason::InsufficientRole
+                    | DenyReason::InsufficientPermissions
+                    | DenyReason::CrossIssuerRevocation,
+                ) => {
                     let c = challenge.unwrap_or_else(|| panic!("{reason:?} has no challenge"));
                     assert!(c.starts_with(r#"Bearer realm="gatepass", error=""#), "{c}");
                 }

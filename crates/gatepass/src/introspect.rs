@@ -238,7 +238,14 @@ impl Introspector {
         if body.len() > MAX_ANSWER {
             return Err(unavailable);
         }
-        let map: Map<String, Value> = serde_json::from_slice(&body).map_err(|_| unavailable)?;
+        // The one strict reader (SPEC §3.9): an answer with a repeated member is no answer.
+        let map: Map<String, Value> = match crate::json::object(&body) {
+            Ok(m) if crate::json::times_ok(&m) => m,
+            _ => {
+                tracing::warn!("introspection answer is not a well-formed JSON object");
+                return Err(unavailable);
+            }
+        };
         if map.get("active") != Some(&Value::Bool(true)) {
             return Ok(Answer::Inactive);
         }
@@ -257,7 +264,8 @@ impl Introspector {
             return Ok(Answer::Inactive);
         }
         let identity = claims.identity(&map, exp).ok_or(DenyReason::MissingClaim)?;
-        let ids = TokenIds::from_claims(&map);
+        let mut ids = TokenIds::from_claims(&map);
+        ids.iss = Some(self.iss.as_str().into());
         Ok(Answer::Active(Arc::new(Verified::with_ids(
             identity, exp, ids,
         ))))

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod introspect;
+pub mod json;
 pub mod jwks;
 pub mod keys;
 pub mod logout;

@@ -9,11 +9,10 @@ use gatepass_service::state::{RedisState, StateError};
 use moka::future::Cache;
 use serde_json::{Map, Value};
 
-use crate::verified::now_secs;
-use crate::verify::{light_header, Verifier};
-
-/// The `events` member a logout token must have.
-pub const LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+use crate::outcome::DenyReason;
+use crate::verified::{now_secs, seconds};
+pub use crate::verify::LOGOUT_EVENT;
+use crate::verify::{claims_of, light_header, signature_ok, Typ, Verifier};
 
 /// Why a logout token was refused (logged; the response is always the same 400).
 pub type Refused = &'static str;
@@ -35,17 +34,20 @@ impl LogoutToken {
     pub fn revocation(&self, retain: Duration) -> Revocation {
         let now = now_secs();
         match (&self.sid, &self.sub) {
+            // Within its own issuer: another issuer's user with the same `sub` is someone else.
             (Some(sid), _) => Revocation {
                 kind: RevocationKind::Sid,
                 value: sid.clone(),
+                iss: Some(self.iss.clone()),
                 not_before: None,
-                expires_at: now + retain.as_secs(),
+                expires_at: now.saturating_add(retain.as_secs()),
             },
             (None, sub) => Revocation {
                 kind: RevocationKind::Sub,
                 value: sub.clone().unwrap_or_default(),
+                iss: Some(self.iss.clone()),
                 not_before: Some(self.iat),
-                expires_at: self.iat.max(now) + retain.as_secs(),
+                expires_at: self.iat.max(now).saturating_add(retain.as_secs()),
             },
         }
     }
@@ -59,66 +61,62 @@ fn text(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, Refus
     }
 }
 
-/// Verifies a logout token with its issuer's keys and algorithms: `iss`; `aud` has the
-/// issuer's `backchannel_logout_audience`; `iat` within leeway; `exp` if present; the logout
-/// event; `sub` and/or `sid`; no `nonce`; `typ`, if present, `logout+jwt` or `JWT`; a `jti`.
+/// Verifies a logout token with its issuer's keys and algorithms, read by the same strict
+/// reader as access tokens (no second decoder: SPEC §3.9): `iss`; `aud` has the issuer's
+/// `backchannel_logout_audience`; `iat` within leeway; `exp` if present; the logout event;
+/// `sub` and/or `sid`; no `nonce`; `typ`, if present, `logout+jwt` or `JWT`; a `jti`.
 pub async fn verify(verifier: &Verifier, token: &str) -> Result<LogoutToken, Refused> {
     if token.len() > 16 * 1024 || !crate::token::is_jws(token) {
         return Err("not a JWS");
     }
-    let header = jsonwebtoken::decode_header(token).map_err(|_| "unreadable header")?;
-    if let Some(typ) = &header.typ {
-        if !(typ.eq_ignore_ascii_case("logout+jwt") || typ.eq_ignore_ascii_case("JWT")) {
-            return Err("typ is neither logout+jwt nor JWT");
-        }
+    let header = light_header(token).map_err(|r| match r {
+        DenyReason::AlgorithmNotAllowed => "algorithm not allowed",
+        _ => "unreadable header",
+    })?;
+    if !matches!(header.typ, Typ::Absent | Typ::LogoutJwt | Typ::Jwt) {
+        return Err("typ is neither logout+jwt nor JWT");
     }
-    let light = light_header(token).map_err(|_| "algorithm not allowed")?;
+    if header.crit {
+        return Err("unsupported crit");
+    }
+    let (message, signature) = token.rsplit_once('.').ok_or("not a JWS")?;
+    let claims = claims_of(message).map_err(|_| "unreadable claims")?;
     let issuer = verifier
-        .select_issuer(token)
+        .select_issuer(&claims)
         .map_err(|_| "unknown issuer")?;
     let Some(aud) = &issuer.backchannel_audience else {
         return Err("issuer has no backchannel_logout_audience");
     };
-    if !issuer.algorithms.contains(&light.alg) {
+    if !issuer.algorithms.contains(&header.alg) {
         return Err("algorithm not allowed");
     }
-    let keys = issuer
-        .keys_for(light.kid.as_deref())
-        .await
-        .map_err(|_| "no key")?;
-    let mut claims = None;
-    for key in keys.candidates(light.kid.as_deref(), light.alg) {
-        let mut v = key.validation.clone();
-        v.set_audience(&[aud]);
-        v.validate_aud = true;
-        // `exp` is optional in a logout token; checked below when present.
-        v.validate_exp = false;
-        v.set_required_spec_claims(&["iss", "aud"]);
-        match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &v) {
-            Ok(data) => {
-                claims = Some(data.claims);
-                break;
-            }
-            Err(e) => {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::InvalidAudience => return Err("wrong aud"),
-                    ErrorKind::InvalidIssuer => return Err("wrong iss"),
-                    ErrorKind::MissingRequiredClaim(_) => return Err("missing iss or aud"),
-                    _ => {}
-                }
-            }
-        }
+    let kid = header.kid.as_deref();
+    let keys = issuer.keys_for(kid).await.map_err(|_| "no key")?;
+    let signed = keys
+        .candidates(kid, header.alg)
+        .any(|key| signature_ok(key, header.alg, message, signature).is_ok());
+    if !signed {
+        return Err("bad signature");
     }
-    let claims = claims.ok_or("bad signature")?;
+    if claims.get("iss").and_then(Value::as_str) != Some(issuer.iss.as_str()) {
+        return Err("wrong iss");
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => a == aud,
+        Some(Value::Array(all)) => all.iter().any(|a| a.as_str() == Some(aud)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err("wrong aud");
+    }
     let now = now_secs();
     let leeway = issuer.leeway;
-    let iat = claims.get("iat").and_then(Value::as_u64).ok_or("no iat")?;
+    let iat = seconds(&claims, "iat").ok_or("no iat")?;
     if now.abs_diff(iat) > leeway {
         return Err("iat outside the leeway");
     }
     if let Some(exp) = claims.get("exp") {
-        let exp = exp.as_u64().ok_or("exp is not a number")?;
+        let exp = exp.as_f64().ok_or("exp is not a number")? as u64;
         if exp.saturating_add(leeway) <= now {
             return Err("expired");
         }

@@ -38,7 +38,7 @@ macro_rules! deny_reasons {
 }
 
 deny_reasons! {
-    MissingForwardedHeaders => ("missing_forwarded_headers", UNAUTHORIZED, "invalid_request", "X-Forwarded-Method and X-Forwarded-Uri are required"),
+    MissingForwardedHeaders => ("missing_forwarded_headers", UNAUTHORIZED, "invalid_request", "X-Forwarded-Method, X-Forwarded-Uri and X-Forwarded-Host are required"),
     AmbiguousPath => ("ambiguous_path", BAD_REQUEST, "invalid_request", "the request path has characters a backend may read differently"),
     MultipleAuthorization => ("multiple_authorization", BAD_REQUEST, "invalid_request", "more than one Authorization header"),
     AmbiguousToken => ("ambiguous_token", BAD_REQUEST, "invalid_request", "more than one token in the request"),
@@ -55,6 +55,7 @@ deny_reasons! {
     IssuedInFuture => ("issued_in_future", UNAUTHORIZED, "invalid_token", "token iat is in the future"),
     LifetimeTooLong => ("lifetime_too_long", UNAUTHORIZED, "invalid_token", "token lifetime exceeds the issuer's max_token_lifetime"),
     UnsupportedCritical => ("unsupported_crit", UNAUTHORIZED, "invalid_token", "token header names a critical extension gatepass does not implement"),
+    NotAccessToken => ("not_access_token", UNAUTHORIZED, "invalid_token", "token is malformed"),
     WrongTokenType => ("wrong_token_type", UNAUTHORIZED, "invalid_token", "token typ must be at+jwt"),
     InactiveToken => ("inactive_token", UNAUTHORIZED, "invalid_token", "token is not active"),
     IntrospectionUnavailable => ("introspection_unavailable", SERVICE_UNAVAILABLE, "temporarily_unavailable", "token introspection is unavailable"),
@@ -74,7 +75,10 @@ deny_reasons! {
     RateLimitedIp => ("rate_limited_ip", TOO_MANY_REQUESTS, "rate_limited", "too many failed attempts from this address"),
     KeysUnavailable => ("keys_unavailable", SERVICE_UNAVAILABLE, "temporarily_unavailable", "signing keys are unavailable"),
     StateUnavailable => ("state_unavailable", SERVICE_UNAVAILABLE, "temporarily_unavailable", "shared state is unavailable"),
+    LogoutTokenRefused => ("logout_token_refused", BAD_REQUEST, "invalid_request", "the logout token was refused"),
+    BodyTimeout => ("body_timeout", REQUEST_TIMEOUT, "invalid_request", "the request body did not arrive in time"),
     FeedSecretInvalid => ("feed_secret_invalid", UNAUTHORIZED, "invalid_token", "the revocation feed secret is missing or wrong"),
+    CrossIssuerRevocation => ("cross_issuer_revocation", FORBIDDEN, "insufficient_scope", "a caller may revoke only its own issuer's tokens"),
     RevocationListFull => ("revocation_list_full", SERVICE_UNAVAILABLE, "temporarily_unavailable", "the revocation list is full"),
 }
 
@@ -123,7 +127,9 @@ impl DenyReason {
             (StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST, _)
             | (
                 StatusCode::FORBIDDEN,
-                DenyReason::InsufficientRole | DenyReason::InsufficientPermissions,
+                DenyReason::InsufficientRole
+                | DenyReason::InsufficientPermissions
+                | DenyReason::CrossIssuerRevocation,
             ) => Some(format!(
                 r#"{head}, error="{error}", error_description="{description}"{scope}"#
             )),

@@ -68,18 +68,38 @@ struct RevokeBody {
     sub: Option<String>,
     not_before: Option<u64>,
     sid: Option<String>,
+    iss: Option<String>,
 }
 
-/// The revocation a `POST /revocations` body asks for, with its defaults (SPEC §6).
-fn revocation_of(body: &[u8], retain: Duration) -> Result<Revocation, &'static str> {
+/// The last second of year 9999: a time beyond it is no time a token can name.
+const LATEST: u64 = 253_402_300_799;
+
+/// A `POST /revocations` body: the revocation asked for, with its defaults (SPEC §6), and
+/// the issuer it names (none: the caller's own).
+fn revocation_of(
+    body: &[u8],
+    retain: Duration,
+    now: u64,
+) -> Result<(Revocation, Option<String>), &'static str> {
     let b: RevokeBody = serde_json::from_slice(body).map_err(|_| {
-        "body must be JSON: {\"jti\",\"exp\"?} or {\"sub\",\"not_before\"?} or {\"sid\"}"
+        "body must be JSON: {\"jti\",\"exp\"?} or {\"sub\",\"not_before\"?} or {\"sid\"}, and \"iss\"?"
     })?;
-    let now = now_secs();
-    let retain = retain.as_secs();
+    const RANGE: &str = "exp and not_before must be Unix seconds no later than year 9999";
+    if b.exp.is_some_and(|t| t > LATEST) || b.not_before.is_some_and(|t| t > LATEST) {
+        return Err(RANGE);
+    }
+    // Checked: `now + retain` past year 9999 is as out of range as a huge `not_before`.
+    let later = |from: u64| {
+        from.checked_add(retain.as_secs())
+            .filter(|t| *t <= LATEST)
+            .ok_or(RANGE)
+    };
     let (kind, value, not_before, expires_at) = match (b.jti, b.sub, b.sid) {
         (Some(jti), None, None) if b.not_before.is_none() => {
-            let exp = b.exp.unwrap_or(now + retain);
+            let exp = match b.exp {
+                Some(exp) => exp,
+                None => later(now)?,
+            };
             if exp <= now {
                 return Err("exp is in the past: that token is no longer valid anyway");
             }
@@ -87,10 +107,10 @@ fn revocation_of(body: &[u8], retain: Duration) -> Result<Revocation, &'static s
         }
         (None, Some(sub), None) if b.exp.is_none() => {
             let nb = b.not_before.unwrap_or(now);
-            (RevocationKind::Sub, sub, Some(nb), nb.max(now) + retain)
+            (RevocationKind::Sub, sub, Some(nb), later(nb.max(now))?)
         }
         (None, None, Some(sid)) if b.exp.is_none() && b.not_before.is_none() => {
-            (RevocationKind::Sid, sid, None, now + retain)
+            (RevocationKind::Sid, sid, None, later(now)?)
         }
         _ => {
             return Err(
@@ -101,12 +121,14 @@ fn revocation_of(body: &[u8], retain: Duration) -> Result<Revocation, &'static s
     if value.is_empty() || value.len() > MAX_VALUE {
         return Err("the value must be 1 to 1024 bytes");
     }
-    Ok(Revocation {
+    let r = Revocation {
         kind,
         value,
+        iss: None,
         not_before,
         expires_at,
-    })
+    };
+    Ok((r, b.iss))
 }
 
 fn deny(metrics: &Metrics, reason: DenyReason, retry: Option<u64>) -> Response<Body> {
@@ -136,16 +158,30 @@ pub async fn post(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let r = match revocation_of(&body, state.config.revocation.retain.0) {
+    let (mut r, iss) = match revocation_of(&body, state.config.revocation.retain.0, now_secs()) {
         Ok(r) => r,
         Err(why) => return invalid(why),
     };
+    // SPEC §3.9: within an issuer; the caller's own unless it names another (by its exact
+    // `issuer` URL) and `cross_issuer` lets it.
+    let own = caller.ids.iss.as_deref();
+    let target = match iss.as_deref() {
+        None => own,
+        Some(named) => match state.verifier.issuers.iter().find(|i| i.iss == named) {
+            Some(i) => Some(i.iss.as_str()),
+            None => return invalid("iss is not the issuer URL of a configured issuer"),
+        },
+    };
+    if target != own && !state.config.revocation.cross_issuer {
+        return deny(metrics, DenyReason::CrossIssuerRevocation, None);
+    }
+    r.iss = target.map(str::to_owned);
     let max = state.config.revocation.max_entries;
     match state.revocations.revoke(r, Source::Api, max).await {
         Ok(r) => {
             tracing::info!(by = %caller.identity().id, kind = ?r.kind, "revocation accepted");
-            let body =
-                serde_json::json!({"kind": r.kind, "value": r.value, "expires_at": r.expires_at});
+            let body = serde_json::json!({"kind": r.kind, "value": r.value, "iss": r.iss,
+                "expires_at": r.expires_at});
             json_response(StatusCode::OK, body.to_string())
         }
         Err(RevokeError::Full) => deny(metrics, DenyReason::RevocationListFull, None),
@@ -153,8 +189,37 @@ pub async fn post(
     }
 }
 
-/// `GET /revocations`: the feed, for a bearer holding the feed secret.
-pub fn feed(state: &State, h: &HeaderMap, metrics: &Metrics) -> Response<ServerBody> {
+/// The client address of a request to gatepass's own endpoints: as `/validate` finds it in
+/// `X-Forwarded-For` (through Traefik), else the peer.
+fn client(state: &State, h: &HeaderMap, peer: IpAddr) -> IpAddr {
+    crate::decision::client_ip(h, &state.config.rate_limit.trusted_proxies).unwrap_or(peer)
+}
+
+/// A refusal counted toward the client's failure budget (SPEC §3.9): `reason`, or 429 once
+/// the budget is spent.
+async fn counted(
+    state: &State,
+    metrics: &Metrics,
+    reason: DenyReason,
+    ip: IpAddr,
+) -> Result<DenyReason, Response<Body>> {
+    match state.count_failure(reason, Some(ip)).await {
+        (r, None) if r == reason => {
+            metrics.denied(reason);
+            Ok(reason)
+        }
+        (r, retry) => Err(deny(metrics, r, retry)),
+    }
+}
+
+/// `GET /revocations`: the feed, for a bearer holding the feed secret. A wrong secret counts
+/// toward the client's failure budget.
+pub async fn feed(
+    state: &State,
+    h: &HeaderMap,
+    peer: IpAddr,
+    metrics: &Metrics,
+) -> Response<ServerBody> {
     let left = http_body_util::Either::Left;
     let Some(expected) = &state.feed_secret else {
         return json_response(
@@ -163,12 +228,16 @@ pub fn feed(state: &State, h: &HeaderMap, metrics: &Metrics) -> Response<ServerB
         )
         .map(left);
     };
-    let presented = match crate::token::bearer(h) {
-        Ok(Some(t)) => t,
-        _ => return deny(metrics, DenyReason::FeedSecretInvalid, None).map(left),
-    };
-    if !secret_matches(expected, presented.as_bytes()) {
-        return deny(metrics, DenyReason::FeedSecretInvalid, None).map(left);
+    let ok =
+        matches!(crate::token::bearer(h), Ok(Some(t)) if secret_matches(expected, t.as_bytes()));
+    if !ok {
+        let reason = DenyReason::FeedSecretInvalid;
+        let ip = client(state, h, peer);
+        return match counted(state, metrics, reason, ip).await {
+            Ok(reason) => reason.response(None),
+            Err(limited) => limited,
+        }
+        .map(left);
     }
     let last = h.get("last-event-id").and_then(|v| v.to_str().ok());
     let revocations = state.revocations.clone();
@@ -211,33 +280,65 @@ pub fn feed(state: &State, h: &HeaderMap, metrics: &Metrics) -> Response<ServerB
     r
 }
 
-fn logout_refused(why: &str) -> Response<Body> {
-    tracing::info!(reason = why, "back-channel logout refused");
-    json_response(StatusCode::BAD_REQUEST, r#"{"error":"invalid_request"}"#)
+/// How long the body of `POST /backchannel-logout` may take after its head (SPEC §3.9): the
+/// endpoint is unauthenticated, so a slow sender must not hold a connection.
+const LOGOUT_BODY_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A refused logout: logged with why, counted toward the client's failure budget, answered
+/// with the bare 400 of SPEC §6 (or 429 once the budget is spent).
+async fn logout_refused(state: &State, metrics: &Metrics, ip: IpAddr, why: &str) -> Response<Body> {
+    tracing::info!(reason = why, client_ip = %ip, "back-channel logout refused");
+    match counted(state, metrics, DenyReason::LogoutTokenRefused, ip).await {
+        Ok(_) => json_response(StatusCode::BAD_REQUEST, r#"{"error":"invalid_request"}"#),
+        Err(limited) => limited,
+    }
 }
 
 /// `POST /backchannel-logout`: a logout token (form field `logout_token`) revokes its session,
-/// or its user's tokens issued before it.
-pub async fn backchannel(state: &State, body: Incoming) -> Response<Body> {
-    let Ok(body) = read_body(body).await else {
-        return logout_refused("body too large or unreadable");
+/// or its user's tokens issued before it, within its issuer.
+pub async fn backchannel(
+    state: &State,
+    h: &HeaderMap,
+    body: Incoming,
+    peer: IpAddr,
+    metrics: &Metrics,
+) -> Response<Body> {
+    let ip = client(state, h, peer);
+    // A spent budget: no signature check for this address (as `/validate` does).
+    match state.limits.ip_blocked(Some(ip)).await {
+        Ok(Some(retry)) => return deny(metrics, DenyReason::RateLimitedIp, Some(retry)),
+        Ok(None) => {}
+        Err(_) => return deny(metrics, DenyReason::StateUnavailable, None),
+    }
+    let body = match tokio::time::timeout(LOGOUT_BODY_DEADLINE, read_body(body)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return logout_refused(state, metrics, ip, "body too large or unreadable").await
+        }
+        Err(_) => {
+            tracing::info!(client_ip = %ip, "back-channel logout body too slow; connection closed");
+            let mut r = deny(metrics, DenyReason::BodyTimeout, None);
+            r.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
     };
     let mut tokens = form_urlencoded::parse(&body).filter(|(k, _)| k == "logout_token");
     let token = match (tokens.next(), tokens.next()) {
         (Some((_, t)), None) => t,
-        (None, _) => return logout_refused("no logout_token"),
-        (Some(_), Some(_)) => return logout_refused("several logout_token fields"),
+        (None, _) => return logout_refused(state, metrics, ip, "no logout_token").await,
+        (Some(_), Some(_)) => {
+            return logout_refused(state, metrics, ip, "several logout_token fields").await
+        }
     };
     let t = match crate::logout::verify(&state.verifier, &token).await {
         Ok(t) => t,
-        Err(why) => return logout_refused(why),
+        Err(why) => return logout_refused(state, metrics, ip, why).await,
     };
     match state.logout_replays.first_use(&t).await {
         Ok(true) => {}
-        Ok(false) => return logout_refused("jti seen before (replay)"),
-        Err(_) => {
-            return DenyReason::StateUnavailable.response(None);
-        }
+        Ok(false) => return logout_refused(state, metrics, ip, "jti seen before (replay)").await,
+        Err(_) => return deny(metrics, DenyReason::StateUnavailable, None),
     }
     let r = t.revocation(state.config.revocation.retain.0);
     let max = state.config.revocation.max_entries;
@@ -248,8 +349,8 @@ pub async fn backchannel(state: &State, body: Incoming) -> Response<Body> {
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }
-        Err(RevokeError::Full) => DenyReason::RevocationListFull.response(None),
-        Err(RevokeError::Unavailable(_)) => DenyReason::StateUnavailable.response(None),
+        Err(RevokeError::Full) => deny(metrics, DenyReason::RevocationListFull, None),
+        Err(RevokeError::Unavailable(_)) => deny(metrics, DenyReason::StateUnavailable, None),
     }
 }
 
@@ -261,20 +362,23 @@ mod tests {
     fn bodies_and_their_defaults() {
         let day = Duration::from_secs(86_400);
         let now = now_secs();
-        let r = revocation_of(br#"{"jti":"j1","exp":99999999999}"#, day).unwrap();
+        let of = |body: &[u8]| revocation_of(body, day, now).map(|(r, _)| r);
+        let r = of(br#"{"jti":"j1","exp":99999999999}"#).unwrap();
         assert_eq!(
             (r.kind, r.value.as_str(), r.expires_at),
             (RevocationKind::Jti, "j1", 99999999999)
         );
-        let r = revocation_of(br#"{"jti":"j1"}"#, day).unwrap();
-        assert!(r.expires_at >= now + 86_400 && r.expires_at <= now + 86_401);
-        let r = revocation_of(br#"{"sub":"u","not_before":5}"#, day).unwrap();
+        let r = of(br#"{"jti":"j1"}"#).unwrap();
+        assert_eq!(r.expires_at, now + 86_400);
+        let r = of(br#"{"sub":"u","not_before":5}"#).unwrap();
         assert_eq!(r.not_before, Some(5));
-        assert!(r.expires_at >= now + 86_400);
-        let r = revocation_of(br#"{"sub":"u"}"#, day).unwrap();
-        assert!(r.not_before.unwrap() >= now);
-        let r = revocation_of(br#"{"sid":"s"}"#, day).unwrap();
+        assert_eq!(r.expires_at, now + 86_400);
+        let r = of(br#"{"sub":"u"}"#).unwrap();
+        assert_eq!(r.not_before, Some(now));
+        let r = of(br#"{"sid":"s"}"#).unwrap();
         assert_eq!((r.kind, r.not_before), (RevocationKind::Sid, None));
+        let (_, iss) = revocation_of(br#"{"sid":"s","iss":"https://a.test"}"#, day, now).unwrap();
+        assert_eq!(iss.as_deref(), Some("https://a.test"));
         for bad in [
             &br#"{}"#[..],
             br#"not json"#,
@@ -286,14 +390,40 @@ mod tests {
             br#"{"jti":"a","exp":1}"#,
             br#"{"jti":"a","extra":1}"#,
             br#"{"jti":5}"#,
+            br#"{"sid":"a","iss":5}"#,
         ] {
-            assert!(
-                revocation_of(bad, day).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(of(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         let long = format!(r#"{{"sid":"{}"}}"#, "x".repeat(1025));
-        assert!(revocation_of(long.as_bytes(), day).is_err());
+        assert!(of(long.as_bytes()).is_err());
+    }
+
+    /// Issue 20 finding 5: a time past year 9999 (or one whose expiry would be) is a 400,
+    /// never a wrapped expiry that makes the revocation do nothing.
+    #[test]
+    fn times_out_of_range_are_refused() {
+        let day = Duration::from_secs(86_400);
+        let now = now_secs();
+        for body in [
+            r#"{"sub":"v","not_before":18446744073709551615}"#.to_string(),
+            format!(r#"{{"sub":"v","not_before":{}}}"#, LATEST),
+            format!(r#"{{"sub":"v","not_before":{}}}"#, LATEST + 1),
+            r#"{"jti":"j","exp":18446744073709551615}"#.to_string(),
+            format!(r#"{{"jti":"j","exp":{}}}"#, LATEST + 1),
+            r#"{"sub":"v","not_before":-1}"#.to_string(),
+        ] {
+            assert!(revocation_of(body.as_bytes(), day, now).is_err(), "{body}");
+        }
+        let edge = format!(r#"{{"jti":"j","exp":{LATEST}}}"#);
+        assert_eq!(
+            revocation_of(edge.as_bytes(), day, now)
+                .unwrap()
+                .0
+                .expires_at,
+            LATEST
+        );
+        // A retain that reaches past year 9999 from now is refused too.
+        let huge = Duration::from_secs(LATEST);
+        assert!(revocation_of(br#"{"sid":"s"}"#, huge, now).is_err());
     }
 }

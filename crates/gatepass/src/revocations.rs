@@ -36,8 +36,9 @@ const FEED_QUEUE: usize = 1024;
 pub const PURGE_EVERY: Duration = Duration::from_secs(10);
 
 /// `KEYS` hash, stream, expiry set; `ARGV` field, kind, value, not_before (`-`: none),
-/// expires_at, stream length. Merges with what is stored (the later `expires_at`, the later
-/// `not_before`), logs the result, returns `{id, not_before, expires_at}`.
+/// expires_at, stream length, iss (empty: none). Merges with what is stored (the later
+/// `expires_at`, the later `not_before`), logs the result, returns `{id, not_before,
+/// expires_at}`.
 const COMMIT_LUA: &str = r#"
 local nb, exp = ARGV[4], tonumber(ARGV[5])
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -47,8 +48,12 @@ if cur then
   if onb and onb ~= '-' and tonumber(onb) and (nb == '-' or tonumber(onb) > tonumber(nb)) then nb = onb end
 end
 local e = string.format('%d', exp)
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*',
-  'kind', ARGV[2], 'value', ARGV[3], 'nb', nb, 'exp', e)
+local fields = {'kind', ARGV[2], 'value', ARGV[3], 'nb', nb, 'exp', e}
+if ARGV[7] ~= '' then
+  table.insert(fields, 'iss')
+  table.insert(fields, ARGV[7])
+end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
 redis.call('HSET', KEYS[1], ARGV[1], id .. ' ' .. nb .. ' ' .. e)
 redis.call('ZADD', KEYS[3], exp, ARGV[1])
 return {id, nb, e}
@@ -95,11 +100,16 @@ fn id_order(id: &str) -> (u64, u64) {
     (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
 }
 
+/// One map per kind: value → the entries for it, one per issuer (almost always one).
+type Entries = HashMap<String, Vec<Entry>>;
+
 #[derive(Default)]
 struct List {
-    jti: HashMap<String, Entry>,
-    sid: HashMap<String, Entry>,
-    sub: HashMap<String, Entry>,
+    jti: Entries,
+    sid: Entries,
+    sub: Entries,
+    /// Live entries over the three maps.
+    count: usize,
     /// The latest changes, in order.
     recent: VecDeque<FeedEvent>,
     /// In process: the last change's number.
@@ -109,7 +119,15 @@ struct List {
 }
 
 impl List {
-    fn map(&mut self, kind: RevocationKind) -> &mut HashMap<String, Entry> {
+    fn map(&self, kind: RevocationKind) -> &Entries {
+        match kind {
+            RevocationKind::Jti => &self.jti,
+            RevocationKind::Sid => &self.sid,
+            RevocationKind::Sub => &self.sub,
+        }
+    }
+
+    fn map_mut(&mut self, kind: RevocationKind) -> &mut Entries {
         match kind {
             RevocationKind::Jti => &mut self.jti,
             RevocationKind::Sid => &mut self.sid,
@@ -118,26 +136,30 @@ impl List {
     }
 
     fn len(&self) -> usize {
-        self.jti.len() + self.sid.len() + self.sub.len()
+        self.count
     }
 
     fn contains(&self, r: &Revocation) -> bool {
-        let map = match r.kind {
-            RevocationKind::Jti => &self.jti,
-            RevocationKind::Sid => &self.sid,
-            RevocationKind::Sub => &self.sub,
-        };
-        map.contains_key(&r.value)
+        self.map(r.kind)
+            .get(&r.value)
+            .is_some_and(|all| all.iter().any(|e| e.rev.iss == r.iss))
     }
 
-    /// Records `r` (merged with what is there: the later expiry, the later `not_before`);
-    /// returns the merged revocation.
+    /// Records `r` (merged with what is there for the same issuer: the later expiry, the
+    /// later `not_before`); returns the merged revocation.
     fn merge(&mut self, r: Revocation, id: &str) -> Revocation {
-        let slot = self.map(r.kind).entry(r.value.clone());
-        let entry = slot.or_insert_with(|| Entry {
-            id: id.to_owned(),
-            rev: r.clone(),
-        });
+        let all = self.map_mut(r.kind).entry(r.value.clone()).or_default();
+        let entry = match all.iter().position(|e| e.rev.iss == r.iss) {
+            Some(i) => &mut all[i],
+            None => {
+                all.push(Entry {
+                    id: id.to_owned(),
+                    rev: r.clone(),
+                });
+                self.count += 1;
+                return r;
+            }
+        };
         let e = &mut entry.rev;
         e.expires_at = e.expires_at.max(r.expires_at);
         e.not_before = match (e.not_before, r.not_before) {
@@ -153,26 +175,34 @@ impl List {
     /// Does a live entry cover the token?
     fn covers(&self, v: &Verified, now: u64) -> bool {
         let t = v.token_ref();
-        let hit = |map: &HashMap<String, Entry>, key: Option<&str>| {
-            key.and_then(|k| map.get(k))
-                .is_some_and(|e| !e.rev.is_expired(now) && e.rev.covers_token(&t))
+        let hit = |map: &Entries, key: Option<&str>| {
+            key.and_then(|k| map.get(k)).is_some_and(|all| {
+                all.iter()
+                    .any(|e| !e.rev.is_expired(now) && e.rev.covers_token(&t))
+            })
         };
         hit(&self.jti, t.jti) || hit(&self.sid, t.sid) || hit(&self.sub, Some(t.sub))
     }
 
     fn purge(&mut self, now: u64) -> usize {
-        let before = self.len();
+        let before = self.count;
+        let mut count = 0;
         for map in [&mut self.jti, &mut self.sid, &mut self.sub] {
-            map.retain(|_, e| !e.rev.is_expired(now));
+            map.retain(|_, all| {
+                all.retain(|e| !e.rev.is_expired(now));
+                count += all.len();
+                !all.is_empty()
+            });
         }
-        before - self.len()
+        self.count = count;
+        before - count
     }
 
     /// Every live entry, oldest change first.
     fn live(&self, now: u64) -> Vec<FeedEvent> {
         let mut all: Vec<FeedEvent> = [&self.jti, &self.sid, &self.sub]
             .into_iter()
-            .flat_map(|m| m.values())
+            .flat_map(|m| m.values().flatten())
             .filter(|e| !e.rev.is_expired(now))
             .map(|e| Arc::new((e.id.clone(), e.rev.clone())))
             .collect();
@@ -352,8 +382,9 @@ impl Revocations {
             table.stream().to_owned(),
             self.expiry_key.clone(),
         );
-        let field = format!("{kind}:{}", r.value);
+        let field = field_of(r);
         let value = r.value.clone();
+        let iss = r.iss.clone().unwrap_or_default();
         let nb = r.not_before.map_or("-".to_owned(), |n| n.to_string());
         let exp = r.expires_at;
         let (id, nb, exp): (String, String, String) = table
@@ -369,6 +400,7 @@ impl Revocations {
                     .arg(nb)
                     .arg(exp)
                     .arg(RECENT.max(100_000))
+                    .arg(iss)
                     .invoke_async(&mut c)
                     .await
             })
@@ -376,6 +408,7 @@ impl Revocations {
         let parsed = Revocation {
             kind: r.kind,
             value: r.value.clone(),
+            iss: r.iss.clone(),
             not_before: nb.parse().ok(),
             expires_at: exp
                 .parse()
@@ -508,11 +541,41 @@ fn parse_kind(s: &str) -> Option<RevocationKind> {
     }
 }
 
-/// `kind`, `value`, `nb` (`-`: none) and `exp` as stored; `None` when unreadable.
-fn parse_stored(kind: &str, value: &str, nb: &str, exp: &str) -> Option<Revocation> {
+/// The shared table's field for a revocation: `kind:value` for an entry without an issuer
+/// (as versions before per-issuer revocations wrote every entry), else
+/// `kind@iss` + U+001F + `value` (an issuer URL has no control character).
+fn field_of(r: &Revocation) -> String {
+    let kind = kind_name(r.kind);
+    match &r.iss {
+        None => format!("{kind}:{}", r.value),
+        Some(iss) => format!("{kind}@{iss}\u{1f}{}", r.value),
+    }
+}
+
+/// [`field_of`] read back: kind, issuer, value.
+fn parse_field(field: &str) -> Option<(&str, Option<&str>, &str)> {
+    let at = field.find([':', '@'])?;
+    let (kind, rest) = (&field[..at], &field[at + 1..]);
+    if field.as_bytes()[at] == b':' {
+        return Some((kind, None, rest));
+    }
+    let (iss, value) = rest.split_once('\u{1f}')?;
+    Some((kind, Some(iss), value))
+}
+
+/// `kind`, `value`, `iss` (none: every issuer), `nb` (`-`: none) and `exp` as stored; `None`
+/// when unreadable.
+fn parse_stored(
+    kind: &str,
+    value: &str,
+    iss: Option<&str>,
+    nb: &str,
+    exp: &str,
+) -> Option<Revocation> {
     Some(Revocation {
         kind: parse_kind(kind)?,
         value: value.to_owned(),
+        iss: iss.map(str::to_owned),
         not_before: if nb == "-" {
             None
         } else {
@@ -533,16 +596,16 @@ impl Replica for Follower {
         {
             let mut list = this.write();
             for (field, value) in &snapshot.entries {
-                let parsed = field.split_once(':').and_then(|(kind, v)| {
+                let parsed = parse_field(field).and_then(|(kind, iss, v)| {
                     let mut parts = value.splitn(3, ' ');
                     let (id, nb, exp) = (parts.next()?, parts.next()?, parts.next()?);
-                    Some((id.to_owned(), parse_stored(kind, v, nb, exp)?))
+                    Some((id.to_owned(), parse_stored(kind, v, iss, nb, exp)?))
                 });
                 let Some((id, r)) = parsed else {
                     tracing::warn!("unreadable revocation in redis; ignored");
                     continue;
                 };
-                stored.insert((r.kind, r.value.clone()));
+                stored.insert(field_of(&r));
                 // Not yet fed from here (missed while Redis was away): tell the feed too.
                 let unfed = id_order(&id) > list.fed;
                 let merged = list.merge(r, &id);
@@ -558,7 +621,7 @@ impl Replica for Follower {
             .read()
             .live(now)
             .iter()
-            .filter(|e| !stored.contains(&(e.1.kind, e.1.value.clone())))
+            .filter(|e| !stored.contains(&field_of(&e.1)))
             .map(|e| e.1.clone())
             .collect();
         if missing.is_empty() {
@@ -584,6 +647,7 @@ impl Replica for Follower {
             parse_stored(
                 change.get("kind")?,
                 change.get("value")?,
+                change.get("iss"),
                 change.get("nb")?,
                 change.get("exp")?,
             )
@@ -619,6 +683,7 @@ mod tests {
             expires: Some(now_secs() + 3600),
         };
         let ids = TokenIds {
+            iss: Some("https://a.test".into()),
             jti: Some(jti.into()),
             sid: Some(sid.into()),
             sub: Some(sub.into()),
@@ -632,6 +697,7 @@ mod tests {
         Revocation {
             kind,
             value: value.into(),
+            iss: Some("https://a.test".into()),
             not_before,
             expires_at: exp,
         }
@@ -663,6 +729,24 @@ mod tests {
         assert_ne!(v.clean_at.load(Ordering::Relaxed), generation());
     }
 
+    #[test]
+    fn fields_name_the_issuer_and_read_entries_without_one() {
+        let mut r = rev(RevocationKind::Sub, "a:b@c", None, 1);
+        assert_eq!(
+            parse_field(&field_of(&r)),
+            Some(("sub", Some("https://a.test"), "a:b@c"))
+        );
+        r.iss = None;
+        assert_eq!(field_of(&r), "sub:a:b@c");
+        assert_eq!(parse_field("sub:a:b@c"), Some(("sub", None, "a:b@c")));
+        assert_eq!(
+            parse_field("jti@https://x\u{1f}"),
+            Some(("jti", Some("https://x"), ""))
+        );
+        assert_eq!(parse_field("jti@https://x"), None);
+        assert_eq!(parse_field("nothing"), None);
+    }
+
     #[tokio::test]
     async fn entries_merge_expire_and_feed_in_order() {
         let r = Revocations::new(&Metrics::new(), None);
@@ -687,6 +771,10 @@ mod tests {
             (Some(now - 100), now + 10)
         );
         assert!(r.is_revoked(&token("a", "b", "u", now - 150)));
+        assert!(
+            r.is_revoked(&token("a", "b", "u", now - 100)),
+            "the same second"
+        );
         assert!(!r.is_revoked(&token("a", "b", "u", now - 50)));
         // An expired entry covers nothing and is purged.
         r.revoke(
@@ -713,6 +801,13 @@ mod tests {
         let (rest, _) = r.subscribe(Some(&all[0].0));
         assert!(rest.iter().all(|e| e.1.value != "u"), "{rest:?}");
         assert_eq!(id_order("12-3"), (12, 3));
+        // Another issuer's entry for the same value is its own entry.
+        let mut other = rev(RevocationKind::Sid, "s2", None, now + 20);
+        other.iss = Some("https://b.test".into());
+        r.revoke(other, Source::Api, 10).await.unwrap();
+        assert_eq!(r.len(), 3);
+        let (all, _) = r.subscribe(None);
+        assert_eq!(all.len(), 3);
         assert!(id_order("2-0") < id_order("10-0"));
     }
 }

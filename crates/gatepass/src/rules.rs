@@ -86,7 +86,7 @@ impl Rule {
         })
     }
 
-    fn matches(&self, host: &str, segments: &Segments<'_>, method: &str) -> bool {
+    fn matches(&self, host: &str, segments: &Segments<'_>, method: &str, fold: bool) -> bool {
         if let Some(h) = &self.host {
             if !h.eq_ignore_ascii_case(host) {
                 return false;
@@ -97,7 +97,7 @@ impl Rule {
                 return false;
             }
         }
-        segments.starts_with(&self.segments)
+        segments.starts_with(&self.segments, fold)
     }
 
     /// Any of the rule's roles; `role` is the encoded `X-User-Role` value.
@@ -132,6 +132,8 @@ pub struct Rules {
     default_policy: Policy,
     default_rule: Rule,
     allow: AllowEncoded,
+    /// `[paths] case_insensitive`: path prefixes compared ignoring ASCII case.
+    fold: bool,
 }
 
 /// What applies to a request.
@@ -161,6 +163,7 @@ impl Rules {
             resources: Vec::new(),
             default_policy,
             allow: AllowEncoded::new(&paths.allow_encoded),
+            fold: paths.case_insensitive,
             default_rule: Rule {
                 host: None,
                 segments: Vec::new(),
@@ -204,7 +207,7 @@ impl Rules {
         let segments = Segments::of(path_of(uri));
         self.resources
             .iter()
-            .find(|r| segments.starts_with(&r.segments))
+            .find(|r| segments.starts_with(&r.segments, self.fold))
     }
 
     /// The resource whose metadata lives at `path`.
@@ -238,7 +241,7 @@ impl Rules {
         match self
             .rules
             .iter()
-            .find(|r| r.matches(host, &segments, method))
+            .find(|r| r.matches(host, &segments, method, self.fold))
         {
             Some(r) => Matched::Rule(r),
             None if self.default_policy == Policy::Deny => Matched::DefaultDeny,
@@ -263,15 +266,22 @@ impl<'a> Segments<'a> {
         }
     }
 
-    fn starts_with(&self, prefix: &[Vec<u8>]) -> bool {
+    /// Whether the path begins with the segments of `prefix`; `fold`: ignoring ASCII case.
+    fn starts_with(&self, prefix: &[Vec<u8>], fold: bool) -> bool {
+        let same = |a: &[u8], b: &[u8]| match fold {
+            true => a.eq_ignore_ascii_case(b),
+            false => a == b,
+        };
         match self {
             Segments::Plain(p) => {
                 let mut it = p.split('/').filter(|s| !s.is_empty());
                 prefix
                     .iter()
-                    .all(|seg| it.next().is_some_and(|s| s.as_bytes() == seg.as_slice()))
+                    .all(|seg| it.next().is_some_and(|s| same(s.as_bytes(), seg)))
             }
-            Segments::Decoded(v) => v.len() >= prefix.len() && v[..prefix.len()] == prefix[..],
+            Segments::Decoded(v) => {
+                v.len() >= prefix.len() && v.iter().zip(prefix).all(|(a, b)| same(a, b))
+            }
         }
     }
 }
@@ -578,6 +588,7 @@ mod tests {
         public.anonymous = true;
         let paths = PathsConfig {
             allow_encoded: vec![EncodedClass::Slash, EncodedClass::Semicolon],
+            ..PathsConfig::default()
         };
         let rules = Rules::compile(&[admin, public], Policy::Authenticated, &paths).unwrap();
         assert!(!rules.ambiguous("/public/..%2Fadmin/secret.txt"));
@@ -591,6 +602,41 @@ mod tests {
         assert!(
             matches!(rules.find("h", "/%2Fadmin/x", "GET"), Matched::Rule(r) if r.path == "(default)")
         );
+    }
+
+    /// Issue 20: paths match case-sensitively (as Traefik routes); `[paths]
+    /// case_insensitive` folds ASCII case for rules and resources alike.
+    #[test]
+    fn paths_match_case_sensitively_unless_folded() {
+        let mut admin = rule("/Admin");
+        admin.roles = vec!["admin".into()];
+        let resource = crate::config::ResourceConfig {
+            resource: "https://mcp.test/mcp".into(),
+            path: "/mcp".into(),
+            authorization_servers: vec!["https://auth.test".into()],
+            scopes_supported: vec![],
+        };
+        let strict = compile(&[admin.clone()], Policy::Authenticated)
+            .with_resources(std::slice::from_ref(&resource));
+        let is_admin = |r: &Rules, p: &str| matches!(r.find("h", p, "GET"), Matched::Rule(r) if r.path == "/Admin");
+        assert!(is_admin(&strict, "/Admin/x"));
+        assert!(!is_admin(&strict, "/admin/x"));
+        assert!(!is_admin(&strict, "/ADMIN"));
+        assert!(strict.resource_for("/mcp/x").is_some());
+        assert!(strict.resource_for("/MCP").is_none());
+        let paths = PathsConfig {
+            case_insensitive: true,
+            ..PathsConfig::default()
+        };
+        let folded = Rules::compile(&[admin], Policy::Authenticated, &paths)
+            .unwrap()
+            .with_resources(&[resource]);
+        for p in ["/admin/x", "/ADMIN", "/aDmIn%2e/../admin", "/%41dmin"] {
+            assert!(is_admin(&folded, p), "{p}");
+        }
+        assert!(folded.resource_for("/MCP").is_some());
+        assert!(folded.resource_for("/Mcp/tools").is_some());
+        assert!(folded.resource_for("/mcpx").is_none());
     }
 
     /// Issue 8 item 6: a rule that does not compile is an error, never skipped.

@@ -93,7 +93,8 @@ impl App {
         };
         match (path, req.method()) {
             ("/revocations", &Method::GET) => {
-                return revocation_api::feed(&self.state(), req.headers(), &self.metrics)
+                let state = self.state();
+                return revocation_api::feed(&state, req.headers(), peer.ip(), &self.metrics).await;
             }
             ("/revocations", &Method::POST) => {
                 let (parts, body) = req.into_parts();
@@ -104,9 +105,15 @@ impl App {
             }
             ("/backchannel-logout", &Method::POST) => {
                 let state = self.state();
-                return revocation_api::backchannel(&state, req.into_body())
-                    .await
-                    .map(Either::Left);
+                let (parts, body) = req.into_parts();
+                let r = revocation_api::backchannel(
+                    &state,
+                    &parts.headers,
+                    body,
+                    peer.ip(),
+                    &self.metrics,
+                );
+                return r.await.map(Either::Left);
             }
             ("/revocations", _) => return method_not_allowed("GET, POST").map(Either::Left),
             ("/backchannel-logout", _) => return method_not_allowed("POST").map(Either::Left),

@@ -12,6 +12,9 @@ use http::HeaderValue;
 /// What revocations (and the assertion) know a token by: its `jti`, `sid`, `sub` and `iat`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenIds {
+    /// The issuer's `issuer` URL (revocations are per issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +35,7 @@ impl TokenIds {
         use serde_json::Value;
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(Box::from);
         TokenIds {
+            iss: text("iss"),
             jti: text("jti"),
             sid: text("sid"),
             sub: text("sub"),
@@ -47,12 +51,14 @@ impl TokenIds {
     }
 }
 
-/// A time claim in seconds (an integer, or a number truncated: never later than it says, so
-/// an `iat` is never moved past a revocation's `not_before`, nor a lifetime shortened).
+/// A time claim in seconds (an integer, or a non-negative number truncated: never later than
+/// it says, so an `iat` is never moved past a revocation's `not_before`, nor a lifetime
+/// shortened). A negative one is no time (the strict reader refuses it before this).
 pub fn seconds(claims: &serde_json::Map<String, serde_json::Value>, name: &str) -> Option<u64> {
-    claims
-        .get(name)
-        .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
+    claims.get(name).and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    })
 }
 
 /// SHA-256: what a token, ticket, secret or user id is known by where it must not be shown.
@@ -146,6 +152,7 @@ impl Verified {
     /// The token as revocations see it.
     pub fn token_ref(&self) -> TokenRef<'_> {
         TokenRef {
+            iss: self.ids.iss.as_deref(),
             jti: self.ids.jti.as_deref(),
             sid: self.ids.sid.as_deref(),
             sub: self.ids.sub.as_deref().unwrap_or_default(),

@@ -9,11 +9,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::claims::ClaimMap;
 use crate::config::{Config, ConfigError, Profile};
 use crate::introspect::Introspector;
+use crate::json;
 use crate::jwks::KeySource;
 use crate::keys::{self, VerifyKey};
 use crate::metrics::Metrics;
@@ -170,28 +172,20 @@ impl Verifier {
         self.cache.len() as u64
     }
 
-    pub fn select_issuer(&self, token: &str) -> Result<&Issuer, DenyReason> {
+    /// The issuer a token's claims name (`iss` selects it; with one issuer, that one, whose
+    /// `iss` the registered-claim checks still compare).
+    pub fn select_issuer(&self, claims: &Map<String, Value>) -> Result<&Issuer, DenyReason> {
         if let [only] = self.issuers.as_slice() {
-            // `iss` is still checked by the key's Validation.
             return Ok(only);
         }
-        #[derive(serde::Deserialize)]
-        struct Iss {
-            iss: Option<Value>,
-        }
-        let payload = token.split('.').nth(1).ok_or(DenyReason::MalformedToken)?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| DenyReason::MalformedToken)?;
-        let parsed: Iss = serde_json::from_slice(&bytes).map_err(|_| DenyReason::MalformedToken)?;
-        let iss = match parsed.iss {
+        let iss = match claims.get("iss") {
             Some(Value::String(s)) => s,
             None => return Err(DenyReason::MissingClaim),
             Some(_) => return Err(DenyReason::UnknownIssuer),
         };
         self.issuers
             .iter()
-            .find(|i| i.iss == iss)
+            .find(|i| i.iss == *iss)
             .ok_or(DenyReason::UnknownIssuer)
     }
 
@@ -209,28 +203,30 @@ impl Verifier {
         if header.crit {
             return Err(DenyReason::UnsupportedCritical);
         }
-        let issuer = self.select_issuer(token)?;
+        // RFC 8725 §3.11: a token typed for another purpose (a logout token, a DPoP proof) is
+        // never an access token.
+        if !header.typ.is_access_token() {
+            return Err(DenyReason::NotAccessToken);
+        }
+        // `is_jws` held: exactly two dots.
+        let (message, signature) = token.rsplit_once('.').ok_or(DenyReason::MalformedToken)?;
+        // Parsed once, by the one strict reader: `iss` selects the issuer.
+        let claims = claims_of(message)?;
+        let issuer = self.select_issuer(&claims)?;
         record_issuer(issuer);
         if !issuer.algorithms.contains(&header.alg) {
             return Err(DenyReason::AlgorithmNotAllowed);
         }
-        if issuer.profile == Some(Profile::Rfc9068) {
-            let at_jwt = header.typ.as_deref().is_some_and(|t| {
-                t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
-            });
-            if !at_jwt {
-                return Err(DenyReason::WrongTokenType);
-            }
+        if issuer.profile == Some(Profile::Rfc9068) && header.typ != Typ::AtJwt {
+            return Err(DenyReason::WrongTokenType);
         }
         let kid = header.kid.as_deref();
         let keys = issuer.keys_for(kid).await?;
-        // `is_jws` held: exactly two dots.
-        let (message, signature) = token.rsplit_once('.').ok_or(DenyReason::MalformedToken)?;
         let mut best: Option<DenyReason> = None;
         for key in keys.candidates(kid, header.alg) {
             match signature_ok(key, header.alg, message, signature) {
                 // The first key that signed it decides: the claim checks are the issuer's.
-                Ok(()) => return self.build(claims_of(message)?, issuer, &key.validation),
+                Ok(()) => return self.build(claims, issuer, &key.validation),
                 Err(reason) => best = best.or(Some(reason)),
             }
         }
@@ -246,6 +242,9 @@ impl Verifier {
         check_registered(&claims, rules, now_secs())?;
         if !claim_types_ok(&claims) {
             return Err(DenyReason::MissingClaim);
+        }
+        if is_logout_token(&claims) {
+            return Err(DenyReason::NotAccessToken);
         }
         let exp = seconds(&claims, "exp").ok_or(DenyReason::MissingClaim)?;
         let iat = seconds(&claims, "iat");
@@ -264,7 +263,9 @@ impl Verifier {
             .claims
             .identity(&claims, exp)
             .ok_or(DenyReason::MissingClaim)?;
-        let ids = TokenIds::from_claims(&claims);
+        let mut ids = TokenIds::from_claims(&claims);
+        // The issuer that verified it (with one issuer, `iss` was compared to it).
+        ids.iss = Some(issuer.iss.as_str().into());
         Ok(Verified::with_ids(identity, exp, ids))
     }
 }
@@ -292,7 +293,7 @@ impl Issuer {
 /// Whether `key` signed `message` with `alg`: as `jsonwebtoken::decode` decides it (a signature
 /// that is not base64url is malformed, any other failure a bad signature), with an HMAC
 /// secret's prebuilt key.
-fn signature_ok(
+pub(crate) fn signature_ok(
     key: &VerifyKey,
     alg: Algorithm,
     message: &str,
@@ -325,8 +326,9 @@ fn signature_ok(
     }
 }
 
-/// The payload of a signed `header.payload`, decoded once.
-fn claims_of(message: &str) -> Result<Map<String, Value>, DenyReason> {
+/// The payload of a signed `header.payload`, decoded once by the strict reader: an object,
+/// no member name twice at any depth, non-negative times (SPEC §3.9).
+pub(crate) fn claims_of(message: &str) -> Result<Map<String, Value>, DenyReason> {
     let payload = message
         .split_once('.')
         .map(|(_, p)| p)
@@ -334,44 +336,22 @@ fn claims_of(message: &str) -> Result<Map<String, Value>, DenyReason> {
     let bytes = URL_SAFE_NO_PAD
         .decode(payload)
         .map_err(|_| DenyReason::MalformedToken)?;
-    serde_json::from_slice::<UniqueClaims>(&bytes)
-        .map(|c| c.0)
-        .map_err(|_| DenyReason::MalformedToken)
+    let claims = json::object(&bytes).map_err(|_| DenyReason::MalformedToken)?;
+    if !json::times_ok(&claims) {
+        return Err(DenyReason::MalformedToken);
+    }
+    Ok(claims)
 }
 
-/// The claims object, refusing a claim name given twice: RFC 7519 §4 lets a parser keep the
-/// last, but then two readers of one token can disagree (jsonwebtoken's own claim checks refused
-/// a repeated `exp`, `nbf`, `sub`, `iss` or `aud`; this refuses any repeated top-level name).
-struct UniqueClaims(Map<String, Value>);
+/// The `events` member a back-channel logout token must have.
+pub const LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
-impl<'de> serde::Deserialize<'de> for UniqueClaims {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = UniqueClaims;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object with distinct names")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<UniqueClaims, A::Error> {
-                let mut claims = Map::new();
-                while let Some((name, value)) = a.next_entry::<String, Value>()? {
-                    match claims.entry(name) {
-                        serde_json::map::Entry::Vacant(e) => {
-                            e.insert(value);
-                        }
-                        serde_json::map::Entry::Occupied(_) => {
-                            return Err(serde::de::Error::custom("a claim name is repeated"))
-                        }
-                    }
-                }
-                Ok(UniqueClaims(claims))
-            }
-        }
-        d.deserialize_map(Visit)
-    }
+/// Does the claims set carry the back-channel logout event (a logout token)?
+pub(crate) fn is_logout_token(claims: &Map<String, Value>) -> bool {
+    claims
+        .get("events")
+        .and_then(Value::as_object)
+        .is_some_and(|e| e.contains_key(LOGOUT_EVENT))
 }
 
 /// The registered-claim checks of a key's `Validation` as `jsonwebtoken::decode` makes them, in
@@ -487,13 +467,55 @@ fn claim_types_ok(claims: &Map<String, Value>) -> bool {
         && typed(&["exp", "nbf", "iat"], Value::is_number)
 }
 
-/// The JOSE header: `alg`, `kid`, `typ`, and whether `crit` is there. The members
-/// jsonwebtoken's `Header` types are type-checked the same way (a token it refused stays
-/// refused) without building its `Header`; `jwk` is never used, so any value is ignored.
+/// The JOSE header `typ` (RFC 7515 §4.1.9: case-insensitive, `application/` optional).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Typ {
+    Absent,
+    /// `JWT`
+    Jwt,
+    /// `at+jwt` (RFC 9068)
+    AtJwt,
+    /// `logout+jwt` (OpenID Connect Back-Channel Logout)
+    LogoutJwt,
+    /// Anything else, `null` included.
+    Other,
+}
+
+impl Typ {
+    fn of(v: Option<&Value>) -> Typ {
+        let Some(v) = v else { return Typ::Absent };
+        let Some(t) = v.as_str() else {
+            return Typ::Other;
+        };
+        let t = match t.get(..12) {
+            Some(p) if p.eq_ignore_ascii_case("application/") => &t[12..],
+            _ => t,
+        };
+        if t.eq_ignore_ascii_case("jwt") {
+            Typ::Jwt
+        } else if t.eq_ignore_ascii_case("at+jwt") {
+            Typ::AtJwt
+        } else if t.eq_ignore_ascii_case("logout+jwt") {
+            Typ::LogoutJwt
+        } else {
+            Typ::Other
+        }
+    }
+
+    /// Explicit typing (SPEC §3.9): only these may be access tokens.
+    pub fn is_access_token(self) -> bool {
+        matches!(self, Typ::Absent | Typ::Jwt | Typ::AtJwt)
+    }
+}
+
+/// The JOSE header: `alg`, `kid`, `typ`, and whether `crit` is there. Read by the strict
+/// reader (an object, no name twice); the members jsonwebtoken's `Header` types are
+/// type-checked the same way (a token it refused stays refused) without building its
+/// `Header`; `jwk` is never used, so any value is ignored.
 pub(crate) struct LightHeader {
     pub alg: Algorithm,
     pub kid: Option<String>,
-    pub typ: Option<String>,
+    pub typ: Typ,
     /// A `crit` member is present.
     pub crit: bool,
 }
@@ -508,13 +530,6 @@ pub(crate) fn light_header(token: &str) -> Result<LightHeader, DenyReason> {
         alg: Cow<'a, str>,
         #[serde(borrow, default)]
         kid: Text<'a>,
-        #[serde(borrow, default)]
-        typ: Text<'a>,
-        #[serde(default)]
-        crit: Present,
-        /// RFC 7797 (unencoded payload): not implemented, so refused whatever its value.
-        #[serde(default)]
-        b64: Present,
         #[serde(borrow, default)]
         cty: Text<'a>,
         #[serde(borrow, default)]
@@ -536,20 +551,15 @@ pub(crate) fn light_header(token: &str) -> Result<LightHeader, DenyReason> {
         #[serde(borrow, default)]
         nonce: Text<'a>,
     }
-    /// A member that is there, whatever its value (`null` included).
-    #[derive(Default)]
-    struct Present(bool);
-    impl<'de> serde::Deserialize<'de> for Present {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            serde::de::IgnoredAny::deserialize(d).map(|_| Present(true))
-        }
-    }
     let segment = token.split('.').next().ok_or(DenyReason::MalformedToken)?;
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| DenyReason::MalformedToken)?;
-    let raw: Raw<'_> = serde_json::from_slice(&bytes).map_err(|_| DenyReason::MalformedToken)?;
-    if raw.b64.0 {
+    let members = Value::Object(json::object(&bytes).map_err(|_| DenyReason::MalformedToken)?);
+    let raw = Raw::deserialize(&members).map_err(|_| DenyReason::MalformedToken)?;
+    let present = |name: &str| members.get(name).is_some();
+    // RFC 7797 (unencoded payload): not implemented, so refused whatever its value.
+    if present("b64") {
         return Err(DenyReason::MalformedToken);
     }
     // `none`, `None`, `HS1`...: not an algorithm gatepass knows.
@@ -557,8 +567,8 @@ pub(crate) fn light_header(token: &str) -> Result<LightHeader, DenyReason> {
     Ok(LightHeader {
         alg,
         kid: raw.kid.map(|k| k.into_owned()),
-        typ: raw.typ.map(|t| t.into_owned()),
-        crit: raw.crit.0,
+        typ: Typ::of(members.get("typ")),
+        crit: present("crit"),
     })
 }
 
@@ -608,6 +618,40 @@ mod tests {
         ]
     }
 
+    /// A verifier with one HS256 issuer (`https://t.test`) and a runtime to call it on.
+    struct TestVerifier {
+        verifier: Verifier,
+        rt: tokio::runtime::Runtime,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TestVerifier {
+        fn block_on_verify(&self, token: &str) -> Result<Verified, DenyReason> {
+            self.rt.block_on(self.verifier.verify_uncached(token))
+        }
+    }
+
+    fn verifier(secret: &str) -> TestVerifier {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("hs.key");
+        std::fs::write(&key, secret).unwrap();
+        let text = format!(
+            "[[issuers]]\nname = \"t\"\nissuer = \"https://t.test\"\nalgorithms = [\"HS256\"]\nsecret_file = \"{}\"\n",
+            key.display()
+        );
+        let config = Config::parse(&text).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let verifier = rt.block_on(async { Verifier::new(&config, &Metrics::new()).unwrap() });
+        TestVerifier {
+            verifier,
+            rt,
+            _dir: dir,
+        }
+    }
+
     proptest! {
         /// The registered-claim checks decide as `jsonwebtoken::decode` does with the same
         /// `Validation`, for every shape of `exp`, `nbf`, `iss` and `aud`.
@@ -652,6 +696,69 @@ mod tests {
                 Err(e) => Err(map_error(e.kind())),
             };
             prop_assert_eq!(check_registered(&claims, &rules, now_secs()), theirs, "{:?}", claims);
+        }
+    }
+
+    /// A JSON value as text with `{"k":A,"k":B}` (or, for the control, `"k"` and `"k2"`)
+    /// nested `depth` levels deep in arrays and objects.
+    fn nested_pair(repeat: bool) -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            any::<i16>().prop_map(|n| n.to_string()),
+            "[a-z]{0,3}".prop_map(|s| format!("\"{s}\"")),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+        ];
+        let second = if repeat { "k" } else { "k2" };
+        (
+            leaf.clone(),
+            leaf,
+            proptest::collection::vec(any::<bool>(), 0..4),
+        )
+            .prop_map(move |(a, b, wrappers)| {
+                let mut doc = format!(r#"{{"k":{a},"{second}":{b}}}"#);
+                for array in wrappers {
+                    doc = if array {
+                        format!("[1,{doc}]")
+                    } else {
+                        format!(r#"{{"w":{doc}}}"#)
+                    };
+                }
+                doc
+            })
+    }
+
+    proptest! {
+        /// SPEC §3.9: any document with a repeated member name at any depth, placed in the
+        /// JOSE header or in the claims set of a well-signed token, is refused as malformed;
+        /// the same document without the repeat passes.
+        #[test]
+        fn repeated_names_anywhere_in_a_token_are_refused(
+            (repeat, doc) in any::<bool>().prop_flat_map(|r| (Just(r), nested_pair(r))),
+            in_header in any::<bool>(),
+        ) {
+            let secret = "proptest-secret-0123456789abcdef0123";
+            let now = now_secs();
+            let claims = format!(r#"{{"sub":"u","iss":"https://t.test","exp":{}"#, now + 600);
+            let (header, payload) = if in_header {
+                (format!(r#"{{"alg":"HS256","ext":{doc}}}"#), format!("{claims}}}"))
+            } else {
+                (r#"{"alg":"HS256"}"#.to_string(), format!(r#"{claims},"ext":{doc}}}"#))
+            };
+            let message = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(&header),
+                URL_SAFE_NO_PAD.encode(&payload)
+            );
+            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+            let sig = aws_lc_rs::hmac::sign(&key, message.as_bytes());
+            let token = format!("{message}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()));
+            let got = verifier(secret).block_on_verify(&token);
+            if repeat {
+                prop_assert_eq!(got.err(), Some(DenyReason::MalformedToken), "{} {}", header, payload);
+            } else {
+                prop_assert!(got.is_ok(), "{} {}: {:?}", header, payload, got.err());
+            }
         }
     }
 

@@ -480,17 +480,6 @@ async fn oversized_token_is_a_clean_401() {
     rejected(&s, &t, "token is too large").await;
 }
 
-/// A header and payload given as JSON text (so names can repeat), signed with the HS256 secret.
-fn hs_text(header: &str, payload: &str) -> String {
-    let msg = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(payload)
-    );
-    let sig = hmac(HS_SECRET.as_bytes(), aws_lc_rs::hmac::HMAC_SHA256, &msg);
-    format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig))
-}
-
 /// Well signed, but a claim named twice (two readers could each take another), a `b64`
 /// header (RFC 7797, not implemented), or a header member of the wrong type: all refused.
 #[tokio::test]
@@ -532,4 +521,162 @@ async fn repeated_claims_and_odd_headers_are_refused() {
         status_of(&s, Fwd::get("/x").bearer(&hs_text(extra, &body("")))).await,
         200
     );
+}
+
+// ---- issue 20: hardening from the review of round 2 (SPEC §3.9) ------------------------------
+// Each test was run against the binary before the fix and failed (it got 200 or an allow).
+
+/// Finding 1: a validly signed token whose JOSE header is a JSON array (`["HS256"]`) was
+/// accepted (a struct reads an array positionally); jsonwebtoken accepts only an object.
+#[tokio::test]
+async fn jose_header_as_an_array_is_refused() {
+    let s = start(&base_config()).await;
+    let body = claims("u1", "admin").to_string();
+    assert_eq!(
+        status_of(
+            &s,
+            Fwd::get("/x").bearer(&hs_text(r#"{"alg":"HS256"}"#, &body))
+        )
+        .await,
+        200
+    );
+    for header in [r#"["HS256"]"#, r#"["HS256",null,"JWT"]"#, r#""HS256""#] {
+        rejected(&s, &hs_text(header, &body), "token is malformed").await;
+    }
+}
+
+/// Finding 2: explicit typing. A back-channel logout token (`typ: logout+jwt`, `events`), a
+/// DPoP proof's type, `JOSE` or `null` is no access token, at `/validate` and at
+/// `POST /tickets`; `JWT`, `application/jwt`, `at+jwt` (any case) and no `typ` are.
+#[tokio::test]
+async fn logout_tokens_and_foreign_types_are_not_access_tokens() {
+    let s = start(&base_config()).await;
+    let body = claims("u1", "admin").to_string();
+    for typ in [
+        "JWT",
+        "jwt",
+        "application/jwt",
+        "at+jwt",
+        "Application/AT+JWT",
+    ] {
+        let t = hs_text(&format!(r#"{{"alg":"HS256","typ":"{typ}"}}"#), &body);
+        assert_eq!(status_of(&s, Fwd::get("/x").bearer(&t)).await, 200, "{typ}");
+    }
+    let mut refused = Vec::new();
+    for typ in [
+        r#""logout+jwt""#,
+        r#""dpop+jwt""#,
+        r#""JOSE""#,
+        "null",
+        r#""""#,
+        "5",
+    ] {
+        refused.push(hs_text(&format!(r#"{{"alg":"HS256","typ":{typ}}}"#), &body));
+    }
+    // A logout token as the provider signs it, whatever its `typ` says.
+    let mut logout = claims("u1", "admin");
+    logout["events"] = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+    refused.push(hs_text(
+        r#"{"alg":"HS256","typ":"JWT"}"#,
+        &logout.to_string(),
+    ));
+    refused.push(hs_text(r#"{"alg":"HS256"}"#, &logout.to_string()));
+    for t in &refused {
+        rejected(&s, t, "token is malformed").await;
+        let g = s.tickets(reqwest::Method::POST, Some(t)).await;
+        g.assert_denied_with(401, "invalid_token", "token is malformed");
+    }
+    assert_eq!(
+        metric(
+            &s,
+            r#"gatepass_requests_total{outcome="deny",reason="not_access_token"}"#
+        )
+        .await,
+        refused.len() as f64 * 2.0
+    );
+    // Other events are no logout token.
+    let mut other = claims("u1", "admin");
+    other["events"] = json!({"https://example.test/event": {}});
+    let t = hs_text(r#"{"alg":"HS256"}"#, &other.to_string());
+    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&t)).await, 200);
+}
+
+/// Finding 3: a member name repeated below the top level was last-wins
+/// (`realm_access: {"roles": ["viewer"], "roles": ["admin"]}` gave role `admin`).
+#[tokio::test]
+async fn repeated_names_below_the_top_level_are_refused() {
+    let s = start(&base_config()).await;
+    let (iss, exp) = (ISS, now() + 600);
+    let payload =
+        |realm: &str| format!(r#"{{"sub":"u1","iss":"{iss}","exp":{exp},"realm_access":{realm}}}"#);
+    let one = hs_text(r#"{"alg":"HS256"}"#, &payload(r#"{"roles":["admin"]}"#));
+    let g = validate(&s, Fwd::get("/x").bearer(&one)).await;
+    assert_eq!((g.status, g.h("x-user-role")), (200, Some("admin")));
+    for realm in [
+        r#"{"roles":["viewer"],"roles":["admin"]}"#,
+        r#"{"roles":[{"a":1,"a":2}]}"#,
+        r#"{"x":{"y":{"z":1,"z":1}}}"#,
+    ] {
+        rejected(
+            &s,
+            &hs_text(r#"{"alg":"HS256"}"#, &payload(realm)),
+            "token is malformed",
+        )
+        .await;
+    }
+    // In the JOSE header too.
+    let t = hs_text(
+        r#"{"alg":"HS256","jwk":{"kty":"oct","kty":"RSA"}}"#,
+        &payload("{}"),
+    );
+    rejected(&s, &t, "token is malformed").await;
+}
+
+/// Finding 4: `scope: "mcp:read\u2003mcp:write"` (or a tab) granted `mcp:write`: items split
+/// on any Unicode whitespace instead of the space character.
+#[tokio::test]
+async fn scope_items_split_on_the_space_character_only() {
+    let s = start(&base_config()).await;
+    let with_scope = |scope: &str| {
+        let mut c = claims("u1", "admin");
+        c.as_object_mut().unwrap().remove("permissions");
+        c["scope"] = scope.into();
+        hs(&c)
+    };
+    // `/api/v1/write` needs mcp:read and mcp:write.
+    let ok = with_scope("mcp:read mcp:write");
+    assert_status(&s, Fwd::new("POST", "/api/v1/write").bearer(&ok), 200).await;
+    for scope in [
+        "mcp:read\u{2003}mcp:write",
+        "mcp:read\tmcp:write",
+        "mcp:read\u{a0}mcp:write",
+    ] {
+        let g = validate(
+            &s,
+            Fwd::new("POST", "/api/v1/write").bearer(&with_scope(scope)),
+        )
+        .await;
+        g.assert_denied(403, "insufficient_scope");
+    }
+}
+
+/// Finding 8: `iat: -5` and `iat: -1e300` were accepted (read as 0); negative NumericDates
+/// are malformed, in `exp` and `nbf` too.
+#[tokio::test]
+async fn negative_times_are_malformed() {
+    let s = start(&base_config()).await;
+    for (name, value) in [
+        ("iat", json!(-5)),
+        ("iat", json!(-1e300)),
+        ("iat", json!(-0.5)),
+        ("nbf", json!(-1)),
+        ("exp", json!(-1)),
+    ] {
+        let mut c = claims("u1", "admin");
+        c[name] = value.clone();
+        rejected(&s, &hs(&c), "token is malformed").await;
+    }
+    let mut c = claims("u1", "admin");
+    c["iat"] = json!(now() as f64 - 0.5);
+    assert_eq!(status_of(&s, Fwd::get("/x").bearer(&hs(&c))).await, 200);
 }

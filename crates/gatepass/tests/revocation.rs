@@ -72,7 +72,7 @@ async fn revoked_jti_is_refused_on_the_cache_hit_path() {
     assert_eq!(r.h("cache-control"), Some("no-store"));
     assert_eq!(
         r.json(),
-        json!({"kind": "jti", "value": "j-1", "expires_at": 99999999999u64})
+        json!({"kind": "jti", "value": "j-1", "iss": ISS, "expires_at": 99999999999u64})
     );
     let g = validate(&s, Fwd::get("/x").bearer(&tok)).await;
     g.assert_denied_with(401, "invalid_token", "token revoked");
@@ -117,11 +117,12 @@ async fn sub_not_before_and_sid() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["kind"], "sub");
     assert!(r.json()["expires_at"].as_u64().unwrap() >= t + 86_400);
-    validate(&s, Fwd::get("/x").bearer(&old))
-        .await
-        .assert_denied_with(401, "invalid_token", "token revoked");
-    // iat == not_before is not before it.
-    assert_status(&s, Fwd::get("/x").bearer(&at), 200).await;
+    // iat == not_before is covered too (SPEC §3.9: a token minted in that second).
+    for tok in [&old, &at] {
+        validate(&s, Fwd::get("/x").bearer(tok))
+            .await
+            .assert_denied_with(401, "invalid_token", "token revoked");
+    }
     assert_status(&s, Fwd::get("/x").bearer(&newer), 200).await;
     assert_status(&s, Fwd::get("/x").bearer(&carol), 200).await;
 
@@ -598,7 +599,7 @@ async fn a_revocation_on_one_replica_is_enforced_by_the_other_within_a_second() 
     redis.restart();
     wait_for(Duration::from_secs(10), "the list written back", || async {
         let c = replica_probe(&redis).await;
-        c.contains("jti:jo-1")
+        c.contains(&format!("jti@{ISS}\u{1f}jo-1"))
     })
     .await;
     let c = replica(&redis).await;
@@ -622,4 +623,274 @@ async fn replica_probe(redis: &RedisServer) -> String {
         .await
         .unwrap_or_default();
     fields.join(",")
+}
+
+// ---- issue 20: hardening from the review of round 2 (SPEC §3.9) ------------------------------
+// Each test was run against the binary before the fix and failed.
+
+/// Finding 3 (`/backchannel-logout`): the logout token is read by the same strict reader as
+/// access tokens; two `sid` values revoked the second one.
+#[tokio::test]
+async fn backchannel_logout_refuses_repeated_names() {
+    let s = server("").await;
+    let in_session = token_with("hal", "admin", json!({"sid": "sess-2"}));
+    assert_status(&s, Fwd::get("/x").bearer(&in_session), 200).await;
+    let c = logout_claims(json!({"sid": null}));
+    let text = c.to_string();
+    let twice = format!(
+        r#"{},"sid":"sess-1","sid":"sess-2"}}"#,
+        &text[..text.len() - 1]
+    );
+    let t = hs_text(r#"{"alg":"HS256","typ":"logout+jwt"}"#, &twice);
+    assert_logout_refused(&logout_with(&s, &t).await, "two sid");
+    let nested = logout_claims(json!({
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}, "x": {"a": 1}}
+    }))
+    .to_string()
+    .replace(r#""a":1"#, r#""a":1,"a":2"#);
+    let t = hs_text(r#"{"alg":"HS256"}"#, &nested);
+    assert_logout_refused(&logout_with(&s, &t).await, "nested repeat");
+    assert_status(&s, Fwd::get("/x").bearer(&in_session), 200).await;
+    assert!(!metrics(&s)
+        .await
+        .contains(r#"gatepass_revocations_total{kind="sid",source="backchannel"} 1"#));
+}
+
+/// Finding 5: `{"sub": "v", "not_before": 18446744073709551615}` answered 200 with a wrapped
+/// `expires_at` (86399): a revocation that does nothing. Out-of-range times are a 400.
+#[tokio::test]
+async fn revocation_times_out_of_range_are_400() {
+    let s = server("").await;
+    for body in [
+        r#"{"sub": "v", "not_before": 18446744073709551615}"#,
+        r#"{"sub": "v", "not_before": 253402300800}"#,
+        r#"{"jti": "j", "exp": 18446744073709551615}"#,
+        r#"{"sub": "v", "not_before": -1}"#,
+    ] {
+        let r = revoke(&s, Some(&admin()), body).await;
+        r.assert_denied(400, "invalid_request");
+    }
+    assert_eq!(
+        metric(&metrics(&s).await, "gatepass_revocation_entries"),
+        0.0
+    );
+    // The last second of year 9999 is a time.
+    let r = revoke(&s, Some(&admin()), r#"{"jti": "j", "exp": 253402300799}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Finding 10: a `sub` revocation with the default `not_before` (now) left a token minted in
+/// the same second valid.
+#[tokio::test]
+async fn sub_revocation_covers_a_token_minted_in_the_same_second() {
+    let s = server("").await;
+    for attempt in 0.. {
+        assert!(attempt < 20, "never managed to stay within one second");
+        let sub = format!("same-second-{attempt}");
+        let t0 = now();
+        let tok = token_with(&sub, "admin", json!({"iat": t0}));
+        assert_status(&s, Fwd::get("/x").bearer(&tok), 200).await;
+        let r = revoke(&s, Some(&admin()), &format!(r#"{{"sub": "{sub}"}}"#)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        if now() != t0 {
+            continue; // the second ended in between: not_before may be later; try again
+        }
+        validate(&s, Fwd::get("/x").bearer(&tok))
+            .await
+            .assert_denied_with(401, "invalid_token", "token revoked");
+        // A token minted in a later second (a fresh login) is not covered.
+        wait_for(Duration::from_secs(3), "the next second", || async {
+            now() > t0
+        })
+        .await;
+        let fresh = token_with(&sub, "admin", json!({"iat": now()}));
+        assert_status(&s, Fwd::get("/x").bearer(&fresh), 200).await;
+        break;
+    }
+}
+
+const OTHER_ISS: &str = "https://other-issuer.test";
+const OTHER_SECRET: &str = "other-issuer-secret-0123456789abcdef0123";
+
+/// Two issuers that both send logout tokens: `local` (ISS) and `other`.
+async fn two_issuers(extra: &str) -> Server {
+    let other = format!(
+        "[[issuers]]\nname = \"other\"\nissuer = \"{OTHER_ISS}\"\nalgorithms = [\"HS256\"]\nsecret_file = \"other.key\"\nleeway = \"5s\"\nbackchannel_logout_audience = \"client-1\"\n\n"
+    );
+    start_with(&format!("{other}{}", config(extra)), |d| {
+        std::fs::write(d.join("feed.key"), FEED_SECRET).unwrap();
+        std::fs::write(d.join("other.key"), OTHER_SECRET).unwrap();
+    })
+    .await
+}
+
+/// A token of the other issuer.
+fn other_token(sub: &str, role: &str) -> String {
+    let mut c = claims(sub, role);
+    c["iss"] = OTHER_ISS.into();
+    gatepass_testkit::hs256(OTHER_SECRET, &c)
+}
+
+/// Finding 6: revocations crossed issuers: one issuer's logout token revoked another issuer's
+/// user with the same `sub`, and any issuer's admin could revoke any issuer's users. With
+/// `[revocation] cross_issuer` off (the default), both ways are closed.
+#[tokio::test]
+async fn revocations_stay_within_their_issuer() {
+    let s = two_issuers("").await;
+    let (ours, theirs) = (user("dana", "admin"), other_token("dana", "admin"));
+    assert_status(&s, Fwd::get("/x").bearer(&ours), 200).await;
+    assert_status(&s, Fwd::get("/x").bearer(&theirs), 200).await;
+    // The other issuer's logout token for its `dana` (no sid): only its own dana.
+    let mut c = logout_claims(json!({"sid": null, "sub": "dana"}));
+    c["iss"] = OTHER_ISS.into();
+    c["iat"] = json!(now() + 1);
+    let t = gatepass_testkit::hs256(OTHER_SECRET, &c);
+    assert_eq!(logout_with(&s, &t).await.status, 200);
+    validate(&s, Fwd::get("/x").bearer(&theirs))
+        .await
+        .assert_denied_with(401, "invalid_token", "token revoked");
+    assert_status(&s, Fwd::get("/x").bearer(&ours), 200).await;
+    // The other issuer's admin revokes within its issuer by default...
+    let their_admin = other_token("root", "admin");
+    let r = revoke(&s, Some(&their_admin), r#"{"sub": "erin"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["iss"], OTHER_ISS);
+    assert_status(&s, Fwd::get("/x").bearer(&user("erin", "admin")), 200).await;
+    // ...and may not name this one.
+    let r = revoke(
+        &s,
+        Some(&their_admin),
+        &format!(r#"{{"sub": "dana", "iss": "{ISS}"}}"#),
+    )
+    .await;
+    r.assert_denied_with(
+        403,
+        "insufficient_scope",
+        "a caller may revoke only its own issuer's tokens",
+    );
+    assert_status(&s, Fwd::get("/x").bearer(&ours), 200).await;
+    // An issuer is named by its exact `issuer` URL; anything else is a 400.
+    for iss in [
+        "local",
+        "https://unknown.test",
+        "https://auth.example.test/",
+    ] {
+        let body = format!(r#"{{"sub": "dana", "iss": "{iss}"}}"#);
+        revoke(&s, Some(&admin()), &body)
+            .await
+            .assert_denied(400, "invalid_request");
+    }
+    // Naming its own issuer is fine.
+    let body = format!(r#"{{"sid": "s-9", "iss": "{ISS}"}}"#);
+    assert_eq!(revoke(&s, Some(&admin()), &body).await.status, 200);
+    // The feed says whose each entry is.
+    let mut r = feed(&s, Some(FEED_SECRET), None).await;
+    let got = events(&mut r, 3).await;
+    let isses: Vec<&str> = got
+        .iter()
+        .map(|(_, e)| e["iss"].as_str().unwrap())
+        .collect();
+    assert_eq!(isses, [OTHER_ISS, OTHER_ISS, ISS]);
+}
+
+/// Finding 6 with `[revocation] cross_issuer = true`: an admin may revoke another issuer's
+/// users by naming it, and only those.
+#[tokio::test]
+async fn cross_issuer_revocations_when_allowed() {
+    let s = two_issuers("cross_issuer = true").await;
+    let (ours, theirs) = (user("dana", "admin"), other_token("dana", "admin"));
+    let their_admin = other_token("root", "admin");
+    let r = revoke(
+        &s,
+        Some(&their_admin),
+        &format!(r#"{{"sub": "dana", "iss": "{ISS}"}}"#),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["iss"].as_str()),
+        (200, Some(ISS)),
+        "{}",
+        r.body
+    );
+    validate(&s, Fwd::get("/x").bearer(&ours))
+        .await
+        .assert_denied_with(401, "invalid_token", "token revoked");
+    assert_status(&s, Fwd::get("/x").bearer(&theirs), 200).await;
+}
+
+/// Finding 9: `/backchannel-logout` read its unauthenticated body without a deadline (one
+/// byte every 25 s held a connection past 150 s): now 408 and closed 5 s after the head.
+#[tokio::test]
+async fn backchannel_logout_body_has_a_deadline() {
+    let s = server("").await;
+    let head = "POST /backchannel-logout HTTP/1.1\r\nHost: gatepass\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nlogout_token=";
+    let start = Instant::now();
+    let answer = gatepass_testkit::raw_http(s.addr, head.as_bytes()).await;
+    let took = start.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(
+        took >= Duration::from_millis(4900) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+}
+
+/// Finding 9: a refused logout token and a refused feed secret count toward the client
+/// address's failure budget (the one `/validate` uses), so neither endpoint is a free oracle.
+#[tokio::test]
+async fn refused_logouts_and_feed_secrets_spend_the_failure_budget() {
+    let s = server("[rate_limit]\nper_ip_failures = { rate = 1, per = \"1m\", burst = 2 }\n").await;
+    let post = |ip: &'static str| {
+        let url = s.url("/backchannel-logout");
+        async move {
+            got(client()
+                .post(url)
+                .header("x-forwarded-for", ip)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("logout_token=not.a.token")
+                .send()
+                .await
+                .unwrap())
+            .await
+        }
+    };
+    assert_logout_refused(&post("198.51.100.20").await, "first");
+    assert_logout_refused(&post("198.51.100.20").await, "second");
+    let g = post("198.51.100.20").await;
+    g.assert_denied(429, "rate_limited");
+    assert!(g.h("retry-after").is_some());
+    // The same address is now blocked at /validate too.
+    validate(
+        &s,
+        Fwd::get("/x").ip("198.51.100.20").bearer("bad.token.here"),
+    )
+    .await
+    .assert_denied(429, "rate_limited");
+    // Feed secrets: the same budget, per address.
+    let feed_from = |ip: &'static str| {
+        let url = s.url("/revocations");
+        async move {
+            got(client()
+                .get(url)
+                .header("x-forwarded-for", ip)
+                .bearer_auth("wrong-secret")
+                .send()
+                .await
+                .unwrap())
+            .await
+        }
+    };
+    feed_from("198.51.100.21")
+        .await
+        .assert_denied(401, "invalid_token");
+    feed_from("198.51.100.21")
+        .await
+        .assert_denied(401, "invalid_token");
+    feed_from("198.51.100.21")
+        .await
+        .assert_denied(429, "rate_limited");
+    assert_logout_refused(&post("198.51.100.22").await, "another address");
 }

@@ -48,7 +48,7 @@ async fn assertion_verifies_against_published_jwks_with_host_as_audience() {
     }
     let id = Identity::from_headers(&map).unwrap();
     let claims = verifier
-        .verify_identity(g.h(h::USER_ASSERTION), "app.test:8080", &id)
+        .verify_identity(g.h(h::USER_ASSERTION), "app.test:8080", "GET", &id)
         .unwrap();
     assert_eq!(claims.sub, "u1");
     assert!(claims.exp <= now() + 60);
@@ -73,6 +73,58 @@ async fn missing_forwarded_headers_fail_closed() {
         let g = validate(&s, Fwd::get("/x").bearer(&tok).without(missing)).await;
         g.assert_denied(401, "invalid_request");
     }
+}
+
+/// Issue 20 finding 7: a missing, empty or non-ASCII `X-Forwarded-Host` gave the assertion
+/// `aud: ""`; now the request fails closed like a missing `-Uri` (anonymous routes too),
+/// and every assertion names its method (`htm`) and the token's issuer (`iss`).
+#[tokio::test]
+async fn assertion_is_bound_to_a_host_and_a_method() {
+    let s = start(&base_config()).await;
+    let tok = user("u1", "admin");
+    for f in [
+        Fwd::get("/x").bearer(&tok).without("X-Forwarded-Host"),
+        Fwd::get("/x")
+            .bearer(&tok)
+            .without("X-Forwarded-Host")
+            .h("X-Forwarded-Host", ""),
+        Fwd::get("/healthz").without("X-Forwarded-Host"),
+    ] {
+        let g = validate(&s, f).await;
+        g.assert_denied_with(
+            401,
+            "invalid_request",
+            "X-Forwarded-Method, X-Forwarded-Uri and X-Forwarded-Host are required",
+        );
+    }
+    // Bytes past ASCII, as a raw header (no HTTP client library sends one).
+    let req = format!(
+        "GET /validate HTTP/1.1\r\nHost: g\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Uri: /x\r\nX-Forwarded-Host: caf\u{e9}.test\r\nAuthorization: Bearer {tok}\r\nConnection: close\r\n\r\n"
+    );
+    let answer = gatepass_testkit::raw_http(s.addr, req.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("x-user-assertion"));
+
+    let jwks = s.get("/.well-known/jwks.json").await.body;
+    let verifier = AssertionVerifier::from_jwks_json(&jwks).unwrap();
+    let assertion = |g: &Got| {
+        verifier
+            .verify(g.h(h::USER_ASSERTION).unwrap(), "app.test:8080")
+            .unwrap()
+    };
+    let get = validate(&s, Fwd::get("/x").bearer(&tok)).await;
+    let a = assertion(&get);
+    assert_eq!(
+        (a.htm.as_deref(), a.iss.as_deref()),
+        (Some("GET"), Some(ISS))
+    );
+    // Reused for a HEAD: it still says the GET it was issued for.
+    let head = validate(&s, Fwd::new("HEAD", "/x").bearer(&tok)).await;
+    assert_eq!(head.h(h::USER_ASSERTION), get.h(h::USER_ASSERTION));
+    let post = validate(&s, Fwd::new("POST", "/x").bearer(&tok)).await;
+    let p = assertion(&post);
+    assert_eq!(p.htm.as_deref(), Some("POST"));
+    assert_ne!(p.jti, a.jti);
 }
 
 #[tokio::test]
@@ -492,6 +544,7 @@ async fn h2c_prior_knowledge_is_served() {
         .get(s.url("/validate"))
         .header("X-Forwarded-Method", "GET")
         .header("X-Forwarded-Uri", "/x")
+        .header("X-Forwarded-Host", "app.test")
         .header("Authorization", format!("Bearer {}", user("u1", "admin")))
         .send()
         .await
@@ -531,6 +584,7 @@ async fn tls_negotiates_h2_and_http11_by_alpn() {
             .get(&url)
             .header("X-Forwarded-Method", "GET")
             .header("X-Forwarded-Uri", "/x")
+            .header("X-Forwarded-Host", "app.test")
             .bearer_auth(&tok)
             .send()
             .await

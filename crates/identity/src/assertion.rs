@@ -39,6 +39,23 @@ pub struct AssertionClaims {
     /// downstream can match `jti` revocations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tid: Option<String>,
+    /// The user's token's issuer (`iss`), so a downstream matches revocations within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// The request method (`X-Forwarded-Method`) this assertion was issued for; a reused
+    /// safe-method assertion names the safe method it was first issued for. A downstream
+    /// accepts an assertion for a state-changing request only when this equals its method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub htm: Option<String>,
+}
+
+/// GET, HEAD and OPTIONS: the methods whose assertion gatepass may reuse, and for which a
+/// downstream accepts an assertion issued for another method. Every other method is
+/// state-changing and needs an assertion issued for it (`htm`).
+pub fn is_safe_method(method: &str) -> bool {
+    ["GET", "HEAD", "OPTIONS"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(method))
 }
 
 /// The ids of the user's token that an assertion carries ([`AssertionSigner::sign_with_ids`]).
@@ -48,6 +65,8 @@ pub struct TokenIds<'a> {
     pub sid: Option<&'a str>,
     /// The token's `jti`; becomes [`AssertionClaims::tid`].
     pub tid: Option<&'a str>,
+    /// The token's issuer; becomes [`AssertionClaims::iss`].
+    pub iss: Option<&'a str>,
 }
 
 /// Why an assertion key could not be loaded, or an assertion was refused.
@@ -74,6 +93,9 @@ pub enum AssertionError {
     /// The identity headers do not match the assertion.
     #[error("identity headers do not match the assertion")]
     Mismatch,
+    /// A state-changing request with an assertion issued for another method.
+    #[error("assertion was issued for another method")]
+    Method,
     /// Signing failed.
     #[error("signing the assertion failed")]
     Sign,
@@ -162,24 +184,27 @@ impl AssertionSigner {
         &self.jwks
     }
 
-    /// Signs an assertion for `identity`, addressed to `aud`, valid until
-    /// `min(identity.expires, now + ttl)`, without token ids (see [`Self::sign_with_ids`]).
+    /// Signs an assertion for `identity`, addressed to `aud`, for a request with method
+    /// `htm`, valid until `min(identity.expires, now + ttl)`, without token ids (see
+    /// [`Self::sign_with_ids`]).
     pub fn sign(
         &self,
         identity: &Identity,
         aud: &str,
+        htm: &str,
         now: u64,
         ttl: Duration,
     ) -> Result<String, AssertionError> {
-        self.sign_with_ids(identity, TokenIds::default(), aud, now, ttl)
+        self.sign_with_ids(identity, TokenIds::default(), aud, htm, now, ttl)
     }
 
-    /// As [`Self::sign`], also carrying the user's token's session id and `jti`.
+    /// As [`Self::sign`], also carrying the user's token's session id, `jti` and issuer.
     pub fn sign_with_ids(
         &self,
         identity: &Identity,
         ids: TokenIds<'_>,
         aud: &str,
+        htm: &str,
         now: u64,
         ttl: Duration,
     ) -> Result<String, AssertionError> {
@@ -200,6 +225,8 @@ impl AssertionSigner {
             token_exp: identity.expires,
             sid: ids.sid.map(str::to_owned),
             tid: ids.tid.map(str::to_owned),
+            iss: ids.iss.map(str::to_owned),
+            htm: Some(htm.to_owned()),
         };
         jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(|_| AssertionError::Sign)
     }
@@ -283,12 +310,16 @@ impl AssertionVerifier {
         Self::from_jwks_json(&body)
     }
 
-    /// Verifies signature, expiry and that `aud` equals `expected_aud`.
+    /// Verifies signature, expiry and that `aud` equals `expected_aud`. An empty audience,
+    /// expected or claimed, is never accepted: it binds the assertion to nothing.
     pub fn verify(
         &self,
         token: &str,
         expected_aud: &str,
     ) -> Result<AssertionClaims, AssertionError> {
+        if expected_aud.is_empty() {
+            return Err(AssertionError::Audience);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AssertionError::Invalid)?;
         let candidates = self
             .keys
@@ -306,17 +337,23 @@ impl AssertionVerifier {
         Err(AssertionError::Invalid)
     }
 
-    /// Verifies the assertion and that it names exactly `identity`.
+    /// Verifies the assertion for a request with `method` ([`Self::verify`]), that it names
+    /// exactly `identity`, and, for a state-changing method (not [`is_safe_method`]), that it
+    /// was issued for that method (`htm`).
     pub fn verify_identity(
         &self,
         token: Option<&str>,
         expected_aud: &str,
+        method: &str,
         identity: &Identity,
     ) -> Result<AssertionClaims, AssertionError> {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or(AssertionError::Missing)?;
         let claims = self.verify(token, expected_aud)?;
+        if !is_safe_method(method) && claims.htm.as_deref() != Some(method) {
+            return Err(AssertionError::Method);
+        }
         if claims.sub != identity.id
             || claims.username != identity.username
             || claims.role != identity.role
@@ -361,10 +398,10 @@ mod tests {
         let now = jsonwebtoken::get_current_timestamp();
         let id = identity();
         let tok = signer
-            .sign(&id, "app.test:8080", now, Duration::from_secs(60))
+            .sign(&id, "app.test:8080", "GET", now, Duration::from_secs(60))
             .unwrap();
         let claims = verifier
-            .verify_identity(Some(&tok), "app.test:8080", &id)
+            .verify_identity(Some(&tok), "app.test:8080", "GET", &id)
             .unwrap();
         assert_eq!(claims.exp, now + 60);
         assert!(matches!(
@@ -374,11 +411,11 @@ mod tests {
         let mut other = id.clone();
         other.role = "super_admin".into();
         assert!(matches!(
-            verifier.verify_identity(Some(&tok), "app.test:8080", &other),
+            verifier.verify_identity(Some(&tok), "app.test:8080", "GET", &other),
             Err(AssertionError::Mismatch)
         ));
         assert!(matches!(
-            verifier.verify_identity(None, "app.test:8080", &id),
+            verifier.verify_identity(None, "app.test:8080", "GET", &id),
             Err(AssertionError::Missing)
         ));
     }
@@ -388,18 +425,20 @@ mod tests {
         let (signer, verifier) = signer_and_verifier();
         let now = jsonwebtoken::get_current_timestamp();
         let id = identity();
-        let tok = signer.sign(&id, "h", now, Duration::from_secs(60)).unwrap();
+        let tok = signer
+            .sign(&id, "h", "GET", now, Duration::from_secs(60))
+            .unwrap();
         assert_eq!(verifier.verify(&tok, "h").unwrap().token_exp, id.expires);
         let mut later = id.clone();
         later.expires = id.expires.map(|e| e + 86_400);
         assert!(matches!(
-            verifier.verify_identity(Some(&tok), "h", &later),
+            verifier.verify_identity(Some(&tok), "h", "GET", &later),
             Err(AssertionError::Mismatch)
         ));
         let mut none = id.clone();
         none.expires = None;
         assert!(matches!(
-            verifier.verify_identity(Some(&tok), "h", &none),
+            verifier.verify_identity(Some(&tok), "h", "GET", &none),
             Err(AssertionError::Mismatch)
         ));
     }
@@ -439,9 +478,15 @@ mod tests {
         let ids = TokenIds {
             sid: Some("sess-1"),
             tid: Some("tok-1"),
+            iss: Some("https://a.test"),
         };
-        let tok = signer.sign_with_ids(&id, ids, "h", now, ttl).unwrap();
-        let claims = verifier.verify_identity(Some(&tok), "h", &id).unwrap();
+        let tok = signer
+            .sign_with_ids(&id, ids, "h", "GET", now, ttl)
+            .unwrap();
+        let claims = verifier
+            .verify_identity(Some(&tok), "h", "GET", &id)
+            .unwrap();
+        assert_eq!(claims.iss.as_deref(), Some("https://a.test"));
         assert_eq!(claims.sid.as_deref(), Some("sess-1"));
         assert_eq!(claims.tid.as_deref(), Some("tok-1"));
         assert_ne!(claims.jti, "tok-1", "the assertion keeps its own jti");
@@ -452,13 +497,15 @@ mod tests {
         };
         let claims = verifier
             .verify(
-                &signer.sign_with_ids(&id, only_sid, "h", now, ttl).unwrap(),
+                &signer
+                    .sign_with_ids(&id, only_sid, "h", "GET", now, ttl)
+                    .unwrap(),
                 "h",
             )
             .unwrap();
         assert_eq!((claims.sid.as_deref(), claims.tid), (Some("sess-1"), None));
 
-        let plain = signer.sign(&id, "h", now, ttl).unwrap();
+        let plain = signer.sign(&id, "h", "GET", now, ttl).unwrap();
         let claims = verifier.verify(&plain, "h").unwrap();
         assert_eq!((claims.sid, claims.tid), (None, None));
         // Absent from the payload, not `null`: older verifiers see the claims they know.
@@ -468,13 +515,69 @@ mod tests {
         assert!(payload.get("sid").is_none() && payload.get("tid").is_none());
     }
 
+    /// Issue 20 finding 7: an assertion issued for a GET (or for no method) is refused on a
+    /// state-changing request; one issued for that method passes; an empty audience never.
+    #[test]
+    fn state_changing_requests_need_their_own_method_and_an_audience() {
+        let (signer, verifier) = signer_and_verifier();
+        let now = jsonwebtoken::get_current_timestamp();
+        let id = identity();
+        let ttl = Duration::from_secs(60);
+        let get = signer.sign(&id, "h", "GET", now, ttl).unwrap();
+        let post = signer.sign(&id, "h", "POST", now, ttl).unwrap();
+        for (token, method, ok) in [
+            (&get, "GET", true),
+            (&get, "HEAD", true),
+            (&post, "GET", true),
+            (&post, "POST", true),
+            (&get, "POST", false),
+            (&get, "DELETE", false),
+            (&post, "PUT", false),
+        ] {
+            let got = verifier.verify_identity(Some(token), "h", method, &id);
+            match ok {
+                true => assert!(got.is_ok(), "{method}: {got:?}"),
+                false => assert!(matches!(got, Err(AssertionError::Method)), "{method}"),
+            }
+        }
+        // An assertion from before `htm` (none in it) is good for safe methods only.
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = signer.header.kid.clone();
+        let mut claims = verifier.verify(&get, "h").unwrap();
+        claims.htm = None;
+        let old = jsonwebtoken::encode(&header, &claims, &signer.key).unwrap();
+        assert!(verifier
+            .verify_identity(Some(&old), "h", "GET", &id)
+            .is_ok());
+        assert!(matches!(
+            verifier.verify_identity(Some(&old), "h", "POST", &id),
+            Err(AssertionError::Method)
+        ));
+        // Empty audiences: expected (a request without Host) or signed.
+        let empty = signer.sign(&id, "", "GET", now, ttl).unwrap();
+        assert!(matches!(
+            verifier.verify(&empty, ""),
+            Err(AssertionError::Audience)
+        ));
+        assert!(matches!(
+            verifier.verify(&get, ""),
+            Err(AssertionError::Audience)
+        ));
+        assert!(matches!(
+            verifier.verify(&empty, "h"),
+            Err(AssertionError::Audience)
+        ));
+    }
+
     #[test]
     fn exp_capped_by_token() {
         let (signer, verifier) = signer_and_verifier();
         let now = jsonwebtoken::get_current_timestamp();
         let mut id = identity();
         id.expires = Some(now + 10);
-        let tok = signer.sign(&id, "h", now, Duration::from_secs(60)).unwrap();
+        let tok = signer
+            .sign(&id, "h", "GET", now, Duration::from_secs(60))
+            .unwrap();
         assert_eq!(verifier.verify(&tok, "h").unwrap().exp, now + 10);
     }
 
@@ -487,6 +590,7 @@ mod tests {
             .sign(
                 &identity(),
                 "h",
+                "GET",
                 jsonwebtoken::get_current_timestamp(),
                 Duration::from_secs(60),
             )

@@ -26,7 +26,7 @@ mod revocation;
 pub mod sse;
 
 pub use assertion::{
-    generate_ed25519_pkcs8_pem, AssertionClaims, AssertionError, AssertionSigner,
+    generate_ed25519_pkcs8_pem, is_safe_method, AssertionClaims, AssertionError, AssertionSigner,
     AssertionVerifier, TokenIds,
 };
 pub use encoding::{

@@ -18,13 +18,17 @@ pub enum RevocationKind {
 }
 
 /// One revocation, as gatepass's feed sends it:
-/// `{"kind","value","not_before"?,"expires_at"}` (Unix seconds).
+/// `{"kind","value","iss"?,"not_before"?,"expires_at"}` (Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
     /// What `value` names.
     pub kind: RevocationKind,
     /// The revoked jti, sub or sid.
     pub value: String,
+    /// The issuer whose `jti`, `sub` or `sid` this is (its `issuer` URL). `None` only for
+    /// entries written before revocations were per issuer: those apply to every issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
     /// For `sub`: only tokens issued (sockets opened) before this instant are covered;
     /// `None` covers all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,6 +40,8 @@ pub struct Revocation {
 /// A token as the rule sees it (borrowed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenRef<'a> {
+    /// The token's issuer (`iss`); `None` when unknown, which any issuer's revocation covers.
+    pub iss: Option<&'a str>,
     /// The token's `jti`.
     pub jti: Option<&'a str>,
     /// The token's session id.
@@ -49,6 +55,9 @@ pub struct TokenRef<'a> {
 /// An open connection as the rule sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketRef<'a> {
+    /// The issuer of the token the connection was opened with (the assertion's `iss`);
+    /// `None` when unknown (no assertion), which any issuer's revocation covers.
+    pub iss: Option<&'a str>,
     /// The `jti` of the token the connection was opened with.
     pub tid: Option<&'a str>,
     /// The session id of that token.
@@ -60,40 +69,50 @@ pub struct SocketRef<'a> {
 }
 
 impl Revocation {
-    /// Whether this revocation covers the token. `jti`: the token's jti equals `value`;
-    /// `sid`: its sid equals `value`; `sub`: its sub equals `value` and it was issued before
-    /// `not_before` (`iat < not_before`; a token without `iat` counts as issued before; without
-    /// `not_before` every token of that sub is covered).
-    pub fn covers_token(&self, t: &TokenRef<'_>) -> bool {
-        match self.kind {
-            RevocationKind::Jti => t.jti == Some(self.value.as_str()),
-            RevocationKind::Sid => t.sid == Some(self.value.as_str()),
-            RevocationKind::Sub => {
-                t.sub == self.value
-                    // Strict: a token issued in the revocation's second is a fresh login.
-                    && match (self.not_before, t.iat) {
-                        (Some(nb), Some(iat)) => iat < nb,
-                        // No iat: it cannot prove it is newer.
-                        _ => true,
-                    }
-            }
+    /// Whether this revocation is about `iss`'s tokens: the same issuer, or either side
+    /// unknown (an entry from before per-issuer revocations, a token or socket whose issuer
+    /// is not known): in doubt, covered.
+    pub fn same_issuer(&self, iss: Option<&str>) -> bool {
+        match (self.iss.as_deref(), iss) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
         }
     }
 
-    /// Whether this revocation covers the connection. `jti`: its `tid` equals `value`;
-    /// `sid`: its sid equals `value`; `sub`: its user equals `value` and
-    /// `opened_at <= not_before` (without `not_before` every connection of that user).
-    pub fn covers_socket(&self, s: &SocketRef<'_>) -> bool {
-        match self.kind {
-            RevocationKind::Jti => s.tid == Some(self.value.as_str()),
-            RevocationKind::Sid => s.sid == Some(self.value.as_str()),
-            RevocationKind::Sub => {
-                s.user == self.value
-                    // Inclusive, unlike tokens: a connection opened in that second may carry
-                    // a token issued before it, and `opened_at` does not tell which.
-                    && self.not_before.is_none_or(|nb| s.opened_at <= nb)
+    /// Whether this revocation covers the token: the same issuer ([`Self::same_issuer`]),
+    /// and `jti`: the token's jti equals `value`; `sid`: its sid equals `value`; `sub`: its
+    /// sub equals `value` and it was issued at or before `not_before` (`iat <= not_before`,
+    /// so a token minted in the revocation's own second is covered; a token without `iat`
+    /// counts as issued before; without `not_before` every token of that sub is covered).
+    pub fn covers_token(&self, t: &TokenRef<'_>) -> bool {
+        self.same_issuer(t.iss)
+            && match self.kind {
+                RevocationKind::Jti => t.jti == Some(self.value.as_str()),
+                RevocationKind::Sid => t.sid == Some(self.value.as_str()),
+                RevocationKind::Sub => {
+                    t.sub == self.value
+                        && match (self.not_before, t.iat) {
+                            (Some(nb), Some(iat)) => iat <= nb,
+                            // No iat: it cannot prove it is newer.
+                            _ => true,
+                        }
+                }
             }
-        }
+    }
+
+    /// Whether this revocation covers the connection: the same issuer
+    /// ([`Self::same_issuer`]), and `jti`: its `tid` equals `value`; `sid`: its sid equals
+    /// `value`; `sub`: its user equals `value` and `opened_at <= not_before` (without
+    /// `not_before` every connection of that user).
+    pub fn covers_socket(&self, s: &SocketRef<'_>) -> bool {
+        self.same_issuer(s.iss)
+            && match self.kind {
+                RevocationKind::Jti => s.tid == Some(self.value.as_str()),
+                RevocationKind::Sid => s.sid == Some(self.value.as_str()),
+                RevocationKind::Sub => {
+                    s.user == self.value && self.not_before.is_none_or(|nb| s.opened_at <= nb)
+                }
+            }
     }
 
     /// Past its expiry at `now` (`expires_at <= now`).
@@ -124,6 +143,7 @@ mod tests {
         Revocation {
             kind,
             value: value.into(),
+            iss: None,
             not_before,
             expires_at: 2_000,
         }
@@ -131,6 +151,7 @@ mod tests {
 
     fn token(sub: &str, iat: Option<u64>) -> TokenRef<'_> {
         TokenRef {
+            iss: Some("https://a.test"),
             jti: Some("j1"),
             sid: Some("s1"),
             sub,
@@ -140,6 +161,7 @@ mod tests {
 
     fn socket(user: &str, opened_at: u64) -> SocketRef<'_> {
         SocketRef {
+            iss: Some("https://a.test"),
             tid: Some("j1"),
             sid: Some("s1"),
             user,
@@ -156,6 +178,7 @@ mod tests {
         assert!(!other.covers_token(&token("u1", Some(5))));
         assert!(!other.covers_socket(&socket("u1", 5)));
         let no_ids = TokenRef {
+            iss: None,
             jti: None,
             sid: None,
             sub: "u1",
@@ -163,6 +186,7 @@ mod tests {
         };
         assert!(!r.covers_token(&no_ids));
         let no_tid = SocketRef {
+            iss: None,
             tid: None,
             sid: None,
             user: "u1",
@@ -188,11 +212,12 @@ mod tests {
         assert!(!r.covers_token(&t));
     }
 
+    /// Issue 20 finding 10: a token minted in the revocation's own second is covered.
     #[test]
-    fn sub_token_boundary_is_strict() {
+    fn sub_token_boundary_is_inclusive() {
         let r = rev(RevocationKind::Sub, "u1", Some(100));
         assert!(r.covers_token(&token("u1", Some(99))));
-        assert!(!r.covers_token(&token("u1", Some(100))));
+        assert!(r.covers_token(&token("u1", Some(100))));
         assert!(!r.covers_token(&token("u1", Some(101))));
         assert!(r.covers_token(&token("u1", None)), "missing iat is covered");
         assert!(!r.covers_token(&token("u2", Some(1))), "another user");
@@ -218,6 +243,49 @@ mod tests {
         assert!(!r.covers_socket(&socket("u2", 0)));
     }
 
+    /// Issue 20 finding 6: a revocation covers its own issuer's tokens and sockets only; an
+    /// entry without an issuer (written before they were per issuer) covers every issuer,
+    /// and so does any entry for a token or socket whose issuer is unknown.
+    #[test]
+    fn revocations_are_per_issuer() {
+        for kind in [
+            RevocationKind::Jti,
+            RevocationKind::Sid,
+            RevocationKind::Sub,
+        ] {
+            let value = match kind {
+                RevocationKind::Jti => "j1",
+                RevocationKind::Sid => "s1",
+                RevocationKind::Sub => "u1",
+            };
+            let mut r = rev(kind, value, None);
+            r.iss = Some("https://a.test".into());
+            assert!(r.covers_token(&token("u1", Some(5))), "{kind:?}");
+            assert!(r.covers_socket(&socket("u1", 5)), "{kind:?}");
+            let other_token = TokenRef {
+                iss: Some("https://b.test"),
+                ..token("u1", Some(5))
+            };
+            let other_socket = SocketRef {
+                iss: Some("https://b.test"),
+                ..socket("u1", 5)
+            };
+            assert!(!r.covers_token(&other_token), "{kind:?}");
+            assert!(!r.covers_socket(&other_socket), "{kind:?}");
+            let unknown = TokenRef {
+                iss: None,
+                ..other_token
+            };
+            assert!(
+                r.covers_token(&unknown),
+                "{kind:?}: unknown issuer is covered"
+            );
+            r.iss = None;
+            assert!(r.covers_token(&other_token), "{kind:?}: legacy entry");
+            assert!(r.covers_socket(&other_socket), "{kind:?}: legacy entry");
+        }
+    }
+
     #[test]
     fn expiry_boundary() {
         let r = rev(RevocationKind::Jti, "j1", None);
@@ -239,6 +307,14 @@ mod tests {
         let r = rev(RevocationKind::Jti, "j1", None);
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(json, r#"{"kind":"jti","value":"j1","expires_at":2000}"#);
+        assert_eq!(serde_json::from_str::<Revocation>(&json).unwrap(), r);
+        let mut r = rev(RevocationKind::Sid, "s", None);
+        r.iss = Some("https://a.test".into());
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            json,
+            r#"{"kind":"sid","value":"s","iss":"https://a.test","expires_at":2000}"#
+        );
         assert_eq!(serde_json::from_str::<Revocation>(&json).unwrap(), r);
         let sid: Revocation =
             serde_json::from_str(r#"{"kind":"sid","value":"s","expires_at":1}"#).unwrap();

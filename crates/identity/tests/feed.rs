@@ -223,6 +223,7 @@ fn rev(kind: RevocationKind, value: &str) -> Revocation {
     Revocation {
         kind,
         value: value.into(),
+        iss: None,
         not_before: None,
         expires_at: 4_000_000_000,
     }

@@ -17,9 +17,10 @@ pub struct User {
     pub identity: Identity,
     pub view: View,
     pub admin: bool,
-    /// The token's `jti` and `sid`, from the assertion (none without one).
+    /// The token's `jti`, `sid` and issuer, from the assertion (none without one).
     pub tid: Option<String>,
     pub sid: Option<String>,
+    pub iss: Option<String>,
 }
 
 /// Why a caller was refused.
@@ -150,24 +151,31 @@ impl Auth {
     /// Assertions may be reused here (GET, WebSocket upgrades): gatepass reuses them for
     /// safe methods.
     pub fn identify(&self, h: &HeaderMap, host: &str) -> Result<Identity, Denied> {
-        self.verified(h, host).map(|(identity, _)| identity)
+        self.verified(h, host, "GET").map(|(identity, _)| identity)
     }
 
     /// `identify` and `authorize`, keeping the token ids the assertion carries (a socket is
     /// closed by a revocation that names them).
     pub fn user(&self, h: &HeaderMap, host: &str) -> Result<User, Denied> {
-        let (identity, claims) = self.verified(h, host)?;
+        let (identity, claims) = self.verified(h, host, "GET")?;
         let mut user = self.authorize(identity)?;
         if let Some(c) = claims {
             user.tid = c.tid;
             user.sid = c.sid;
+            user.iss = c.iss;
         }
         Ok(user)
     }
 
-    /// `identify` for a state-changing call: an assertion `jti` is accepted once.
-    pub fn identify_once(&self, h: &HeaderMap, host: &str) -> Result<Identity, Denied> {
-        let (identity, claims) = self.verified(h, host)?;
+    /// `identify` for a state-changing call with `method`: the assertion must have been
+    /// issued for that method (`htm`), and its `jti` is accepted once.
+    pub fn identify_once(
+        &self,
+        h: &HeaderMap,
+        host: &str,
+        method: &str,
+    ) -> Result<Identity, Denied> {
+        let (identity, claims) = self.verified(h, host, method)?;
         if let Some(c) = claims {
             if !self
                 .seen_jti
@@ -186,6 +194,7 @@ impl Auth {
         &self,
         h: &HeaderMap,
         host: &str,
+        method: &str,
     ) -> Result<(Identity, Option<AssertionClaims>), Denied> {
         let identity = Identity::from_headers(h).map_err(|_| Denied::Unauthenticated)?;
         let mut claims = None;
@@ -194,10 +203,12 @@ impl Auth {
             let verifier = guard.as_ref().ok_or(Denied::Unavailable)?;
             let aud = self.cfg.assertion_audience.as_deref().unwrap_or(host);
             let assertion = h.get(headers::USER_ASSERTION).and_then(|v| v.to_str().ok());
-            // A mismatched `X-User-Expires` (claims.token_exp) is refused here too.
+            // A mismatched `X-User-Expires` (claims.token_exp), an assertion issued for
+            // another method on a state-changing call, and an empty audience (a request
+            // without Host) are refused here too.
             claims = Some(
                 verifier
-                    .verify_identity(assertion, aud, &identity)
+                    .verify_identity(assertion, aud, method, &identity)
                     .map_err(|_| Denied::Unauthenticated)?,
             );
         }
@@ -223,6 +234,7 @@ impl Auth {
             identity,
             tid: None,
             sid: None,
+            iss: None,
         })
     }
 }
@@ -285,7 +297,8 @@ mod tests {
         let verifier = AssertionVerifier::from_jwks_json(signer.jwks_json()).unwrap();
         a.verifier.as_ref().unwrap().store(Some(Arc::new(verifier)));
         assert!(a.ready());
-        let good = signer.sign(&id, "h", now, Duration::from_secs(60)).unwrap();
+        let ttl = Duration::from_secs(60);
+        let good = signer.sign(&id, "h", "POST", now, ttl).unwrap();
         assert_eq!(a.identify(&headers(&id, Some(&good)), "h"), Ok(id.clone()));
         let mut forged = id.clone();
         forged.role = "super_admin".into();
@@ -297,13 +310,29 @@ mod tests {
             ("forged role", headers(&forged, Some(&good)), "h"),
             ("later expiry", headers(&later, Some(&good)), "h"),
             ("no identity", HeaderMap::new(), "h"),
+            ("no Host: an empty audience", headers(&id, Some(&good)), ""),
         ] {
             assert_eq!(a.identify(&h, host), Err(Denied::Unauthenticated), "{what}");
         }
         let h = headers(&id, Some(&good));
-        assert_eq!(a.identify_once(&h, "h"), Ok(id.clone()));
-        assert_eq!(a.identify_once(&h, "h"), Err(Denied::Unauthenticated));
-        assert_eq!(a.identify(&h, "h"), Ok(id), "reads may reuse it");
+        assert_eq!(a.identify_once(&h, "h", "POST"), Ok(id.clone()));
+        assert_eq!(
+            a.identify_once(&h, "h", "POST"),
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(a.identify(&h, "h"), Ok(id.clone()), "reads may reuse it");
+        // Issue 20 finding 7: an assertion gatepass issued for a GET (reusable for reads) is
+        // never good for a POST, even once; nor one signed for an empty audience.
+        let get = signer.sign(&id, "h", "GET", now, ttl).unwrap();
+        let h = headers(&id, Some(&get));
+        assert_eq!(a.identify(&h, "h"), Ok(id.clone()));
+        assert_eq!(
+            a.identify_once(&h, "h", "POST"),
+            Err(Denied::Unauthenticated)
+        );
+        let empty = signer.sign(&id, "", "GET", now, ttl).unwrap();
+        let h = headers(&id, Some(&empty));
+        assert_eq!(a.identify(&h, ""), Err(Denied::Unauthenticated));
     }
 
     /// Without an assertion key: the headers alone, expiry enforced, roles decide view and

@@ -209,10 +209,11 @@ struct Conn {
     ids: SocketIds,
 }
 
-/// What revocations know a socket by, besides its user: the token's `jti` and `sid` (from
-/// the assertion), and when it was opened.
+/// What revocations know a socket by, besides its user: the token's issuer, `jti` and `sid`
+/// (from the assertion), and when it was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SocketIds {
+    pub iss: Option<String>,
     pub tid: Option<String>,
     pub sid: Option<String>,
     pub opened_at: u64,
@@ -307,6 +308,7 @@ impl Hub {
             return Err(Refused::UserLimit);
         }
         let socket = gatepass_identity::SocketRef {
+            iss: ids.iss.as_deref(),
             tid: ids.tid.as_deref(),
             sid: ids.sid.as_deref(),
             user,
@@ -409,6 +411,7 @@ impl Hub {
         let mut closed = 0;
         for c in inner.conns.values() {
             let socket = gatepass_identity::SocketRef {
+                iss: c.ids.iss.as_deref(),
                 tid: c.ids.tid.as_deref(),
                 sid: c.ids.sid.as_deref(),
                 user: &c.user,

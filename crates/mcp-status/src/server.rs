@@ -160,9 +160,10 @@ impl App {
         self.auth.authorize(identity)
     }
 
-    /// `api_user` for a state-changing call: a replayed assertion is refused.
-    fn api_user_once(&self, h: &HeaderMap) -> Result<User, Denied> {
-        let identity = self.auth.identify_once(h, Self::host(h))?;
+    /// `api_user` for a state-changing call with `method`: an assertion issued for another
+    /// method, or replayed, is refused.
+    fn api_user_once(&self, h: &HeaderMap, method: &str) -> Result<User, Denied> {
+        let identity = self.auth.identify_once(h, Self::host(h), method)?;
         self.auth.authorize(identity)
     }
 
@@ -191,7 +192,7 @@ impl App {
             Some((n, "disable")) => (n, false),
             _ => return json_response(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
         };
-        let user = match self.api_user_once(h) {
+        let user = match self.api_user_once(h, "POST") {
             Ok(u) => u,
             Err(d) => return Self::denied(d),
         };

@@ -51,6 +51,7 @@ pub async fn serve(
                 Err(reason) => reason,
                 Ok(lease) => {
                     let ids = SocketIds {
+                        iss: user.iss.clone(),
                         tid: user.tid.clone(),
                         sid: user.sid.clone(),
                         opened_at: crate::auth::now_secs(),

@@ -306,6 +306,34 @@ async fn replayed_assertion_on_a_post_is_401() {
     assert_eq!(body["status"], "active");
 }
 
+/// Issue 20 finding 7: an assertion gatepass issued for a GET (and may reuse for reads) is
+/// refused on a POST, even on its first use, and so is a request without Host (an empty
+/// audience); the same user with a POST assertion changes state.
+#[tokio::test]
+async fn get_assertion_on_a_post_and_empty_audience_are_401() {
+    let (s, signer) = asserted_server().await;
+    let get = who("alice", "admin").asserted_for(&signer, &s.host(), "GET");
+    assert_eq!(mcps(&s, &get).await.0, 200);
+    assert_eq!(post(&s, DISABLE, Some(&get)).await, (401, unauthorized()));
+    let (_, body) = mcps(&s, &get).await;
+    assert_eq!(body["mcps"][0]["status"], "active", "nothing changed");
+    // No Host at all (HTTP/1.0 straight to mcp-status): the audience would be empty.
+    let empty = who("alice", "admin").asserted_for(&signer, "", "POST");
+    let mut req = format!("POST {DISABLE} HTTP/1.0\r\n");
+    for (k, v) in empty.headers() {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("Content-Length: 0\r\n\r\n");
+    let answer = gatepass_testkit::raw_http(s.addr, req.as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.0 401") || answer.starts_with("HTTP/1.1 401"),
+        "{answer}"
+    );
+    let post_assertion = who("alice", "admin").asserted_for(&signer, &s.host(), "POST");
+    let (status, body) = post(&s, DISABLE, Some(&post_assertion)).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("inactive")));
+}
+
 /// Issue 9: every poll is reported (`health_check`), so "last check" and health move with
 /// each check, and an unhealthy check shows before the circuit opens.
 #[tokio::test]

@@ -101,6 +101,7 @@ fn rev(kind: RevocationKind, value: &str, not_before: Option<u64>) -> Revocation
     Revocation {
         kind,
         value: value.into(),
+        iss: Some(ISS.into()),
         not_before,
         expires_at: now() + 3600,
     }
@@ -224,6 +225,46 @@ async fn sub_closes_that_users_sockets_opened_at_or_before_not_before() {
     assert_revoked(sent, &mut [&mut after]).await;
     wait_handled(&e, 2.0).await;
     still_open(&mut other_user).await;
+}
+
+/// Issue 20 finding 6: a revocation closes only its own issuer's sockets (the assertion's
+/// `iss`); an entry without an issuer (from before they were per issuer) closes any.
+#[tokio::test]
+async fn revocations_close_only_their_issuers_sockets() {
+    let mut e = env().await;
+    let other_iss = "https://other-issuer.test";
+    let mut theirs = {
+        let w = who("u1", "developer").asserted_by(
+            &e.signer,
+            &e.s.host(),
+            other_iss,
+            Some("s1"),
+            Some("j1"),
+        );
+        let (ws, first) = socket(&e.s, &w).await;
+        assert_eq!(first["type"], "initial_status");
+        ws
+    };
+    let mut ours = open(&e, "u1", "s1", "j1").await;
+    let sent = send(&mut e, &rev(RevocationKind::Sub, "u1", None)).await;
+    assert_revoked(sent, &mut [&mut ours]).await;
+    for (i, kind) in [RevocationKind::Sid, RevocationKind::Jti]
+        .into_iter()
+        .enumerate()
+    {
+        let value = if kind == RevocationKind::Sid {
+            "s1"
+        } else {
+            "j1"
+        };
+        send(&mut e, &rev(kind, value, None)).await;
+        wait_handled(&e, 2.0 + i as f64).await;
+    }
+    still_open(&mut theirs).await;
+    let mut legacy = rev(RevocationKind::Sub, "u1", None);
+    legacy.iss = None;
+    let sent = send(&mut e, &legacy).await;
+    assert_revoked(sent, &mut [&mut theirs]).await;
 }
 
 /// A handshake gatepass allowed just before a revocation can reach mcp-status just after it

@@ -509,6 +509,18 @@ pub async fn get_text(url: &str) -> String {
     body_text(client().get(url)).await
 }
 
+/// Writes `request` (raw bytes: what no HTTP client library would send, such as a request
+/// without `Host`) to `addr` and reads the answer until the server closes (at most 10 s).
+pub async fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "{addr} did not close within 10 s");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The rules of SPEC §3 that every test configuration shares.
 pub const SPEC_RULES: &str = r#"[[rules]]
 path = "/ws/mcp-status"

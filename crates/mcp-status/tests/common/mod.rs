@@ -18,6 +18,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The issuer the test assertions name (`iss`).
+pub const ISS: &str = "https://auth.example.test";
+
 pub struct Server {
     pub addr: std::net::SocketAddr,
     pub app: Arc<mcp_status::App>,
@@ -92,13 +95,23 @@ impl Who {
         self
     }
 
-    /// Adds `X-User-Assertion` signed by `signer` for `aud`.
+    /// Adds `X-User-Assertion` signed by `signer` for `aud`, issued for a POST (good for
+    /// reads too: a downstream checks `htm` on state-changing requests only).
     pub fn asserted(self, signer: &AssertionSigner, aud: &str) -> Who {
-        self.asserted_ids(signer, aud, None, None)
+        self.asserted_for(signer, aud, "POST")
+    }
+
+    /// Adds `X-User-Assertion` signed by `signer` for `aud`, issued for `method` (`htm`).
+    pub fn asserted_for(self, signer: &AssertionSigner, aud: &str, method: &str) -> Who {
+        let a = signer
+            .sign(&self.identity, aud, method, now(), Duration::from_secs(60))
+            .unwrap();
+        self.h(headers::USER_ASSERTION, &a)
     }
 
     /// Adds `X-User-Assertion` signed by `signer` for `aud`, carrying the token's session id
-    /// (`sid`) and `jti` (`tid`), as gatepass signs it for a token that has them.
+    /// (`sid`), `jti` (`tid`) and issuer [`ISS`], as gatepass signs it for a token that has
+    /// them.
     pub fn asserted_ids(
         self,
         signer: &AssertionSigner,
@@ -106,9 +119,32 @@ impl Who {
         sid: Option<&str>,
         tid: Option<&str>,
     ) -> Who {
-        let ids = gatepass_identity::TokenIds { sid, tid };
+        self.asserted_by(signer, aud, ISS, sid, tid)
+    }
+
+    /// [`Who::asserted_ids`] for a token of issuer `iss`.
+    pub fn asserted_by(
+        self,
+        signer: &AssertionSigner,
+        aud: &str,
+        iss: &str,
+        sid: Option<&str>,
+        tid: Option<&str>,
+    ) -> Who {
+        let ids = gatepass_identity::TokenIds {
+            sid,
+            tid,
+            iss: Some(iss),
+        };
         let a = signer
-            .sign_with_ids(&self.identity, ids, aud, now(), Duration::from_secs(60))
+            .sign_with_ids(
+                &self.identity,
+                ids,
+                aud,
+                "GET",
+                now(),
+                Duration::from_secs(60),
+            )
             .unwrap();
         self.h(headers::USER_ASSERTION, &a)
     }
