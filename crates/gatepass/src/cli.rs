@@ -7,9 +7,9 @@ use std::str::FromStr;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey, Header};
 
 use crate::config::{Config, ConfigError, Dur};
-use crate::keys;
 use crate::metrics::Metrics;
 use crate::state::State;
+use crate::verify::keys;
 
 /// `gatepass mint`'s flags: the config whose issuer signs, and the token.
 #[derive(Debug, Clone, clap::Args)]

@@ -6,16 +6,98 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use gatepass_identity::headers as names;
+use http::header::CACHE_CONTROL;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use ipnet::IpNet;
 
 use crate::metrics::Metrics;
-use crate::outcome::{allow_response, Body, Challenge, Decision, Denial, DenyReason};
-use crate::ratelimit::{Refusal, Unavailable};
-use crate::rules::{self, Matched};
+use crate::policy::deny::{Body, Challenge, DenyReason};
+use crate::policy::ratelimit::{Refusal, Unavailable};
+use crate::policy::rules::{self, Matched};
 use crate::state::State;
-use crate::token::{self, Credential};
+use crate::verify::token::{self, Credential};
 use crate::verify::{now_secs, Verified};
+
+// ---- what a decision comes to -----------------------------------------------------------------
+
+static IDENTITY_NAMES: [HeaderName; 5] = [
+    HeaderName::from_static(names::USER_ID),
+    HeaderName::from_static(names::USER_USERNAME),
+    HeaderName::from_static(names::USER_ROLE),
+    HeaderName::from_static(names::USER_PERMISSIONS),
+    HeaderName::from_static(names::USER_EXPIRES),
+];
+const ASSERTION_NAME: HeaderName = HeaderName::from_static(names::USER_ASSERTION);
+
+/// An allow's headers with empty identity values. An allow clones it and sets the values in
+/// place, rather than hashing six names into a new map on every request.
+static ALLOW_HEADERS: std::sync::LazyLock<http::HeaderMap> = std::sync::LazyLock::new(|| {
+    let mut h = http::HeaderMap::with_capacity(8);
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for name in &IDENTITY_NAMES {
+        h.insert(name.clone(), HeaderValue::from_static(""));
+    }
+    h
+});
+
+/// An allow: 200, empty body, `no-store`, every identity header (empty when anonymous).
+pub fn allow_response(
+    verified: Option<&Verified>,
+    assertion: Option<HeaderValue>,
+) -> Response<Body> {
+    let mut resp = Response::new(Body::default());
+    let h = resp.headers_mut();
+    *h = ALLOW_HEADERS.clone();
+    if let Some(v) = verified {
+        for (name, slot) in h.iter_mut() {
+            if let Some(i) = IDENTITY_NAMES.iter().position(|n| n == name) {
+                *slot = v.headers[i].clone();
+            }
+        }
+    }
+    if let Some(a) = assertion {
+        h.insert(ASSERTION_NAME, a);
+    }
+    resp
+}
+
+/// The outcome of `/validate` (and of a ticket purchase).
+pub enum Decision {
+    /// Allowed; `None` for anonymous routes and CORS preflights (empty identity).
+    Allow(Option<Arc<Verified>>),
+    Deny(Denial),
+}
+
+/// A refusal: why, when to retry (429), and who, when the token was valid (for the log).
+pub struct Denial {
+    pub reason: DenyReason,
+    pub retry_after: Option<u64>,
+    pub user: Option<Arc<Verified>>,
+}
+
+impl Decision {
+    pub fn deny(reason: DenyReason) -> Decision {
+        Decision::Deny(Denial {
+            reason,
+            retry_after: None,
+            user: None,
+        })
+    }
+
+    pub fn rate_limited(
+        reason: DenyReason,
+        retry_after: u64,
+        user: Option<Arc<Verified>>,
+    ) -> Decision {
+        Decision::Deny(Denial {
+            reason,
+            retry_after: Some(retry_after),
+            user,
+        })
+    }
+}
+
+// ---- the decision ----------------------------------------------------------------------------
 
 /// The request as Traefik described it in `X-Forwarded-*`.
 pub struct Ctx<'a> {
@@ -316,7 +398,7 @@ impl State {
 
     /// The per-user (and, for upgrades, upgrade) limits: one shared-state call at most.
     async fn limited(&self, verified: Arc<Verified>, upgrade: bool) -> Decision {
-        let (reason, retry) = match self.limits.check_user(&verified, upgrade).await {
+        let (reason, retry) = match self.limits.check_user(verified.limited(), upgrade).await {
             Ok(()) => return Decision::Allow(Some(verified)),
             Err(Refusal::User(r)) => (DenyReason::RateLimitedUser, r),
             Err(Refusal::Upgrades(r)) => (DenyReason::RateLimitedUpgrades, r),
@@ -703,5 +785,36 @@ mod tests {
             s.decide_bearer(&h, peer, &m, "/tickets").await,
             Decision::Allow(Some(_))
         ));
+    }
+
+    #[test]
+    fn allow_sets_each_identity_header_once() {
+        let v = Verified::new(
+            gatepass_identity::Identity {
+                id: "u 1".into(),
+                username: "zoë".into(),
+                role: "admin".into(),
+                permissions: vec!["a".into(), "b,c".into()],
+                expires: Some(42),
+            },
+            42,
+        );
+        let a = HeaderValue::from_static("eyJ.a.b");
+        let r = allow_response(Some(&v), Some(a.clone()));
+        let h = r.headers();
+        assert_eq!(h.len(), 7);
+        for (name, want) in IDENTITY_NAMES
+            .iter()
+            .zip(["u%201", "zo%C3%AB", "admin", "a,b%2Cc", "42"])
+        {
+            assert_eq!(h.get_all(name).iter().collect::<Vec<_>>(), [want], "{name}");
+        }
+        assert_eq!(h[CACHE_CONTROL], "no-store");
+        assert_eq!(h[ASSERTION_NAME], a);
+        let anon = allow_response(None, None);
+        assert_eq!(anon.headers().len(), 6);
+        for name in &IDENTITY_NAMES {
+            assert_eq!(anon.headers()[name], "", "{name}");
+        }
     }
 }

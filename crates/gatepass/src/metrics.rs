@@ -6,7 +6,7 @@ pub use gatepass_service::state::StateMetrics;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
-use crate::outcome::DenyReason;
+use crate::policy::deny::DenyReason;
 
 const LATENCY: &str = "gatepass_decision_duration_seconds";
 const STATE_SECONDS: &str = "gatepass_state_seconds";

@@ -8,13 +8,13 @@ use gatepass_identity::AssertionSigner;
 use gatepass_service::state::{OnUnavailable, RedisState};
 
 use crate::config::{Config, ConfigError};
-use crate::logout::Replays;
 use crate::metrics::Metrics;
-use crate::ratelimit::Limits;
-use crate::revocations::Revocations;
-use crate::rules::Rules;
+use crate::policy::ratelimit::Limits;
+use crate::policy::rules::Rules;
+use crate::revocation::list::Revocations;
+use crate::revocation::logout::Replays;
 use crate::tickets::Tickets;
-use crate::token::{self, TokenSource};
+use crate::verify::token::{self, TokenSource};
 use crate::verify::Verifier;
 
 /// Everything a decision needs; rebuilt as a whole on reload.
@@ -106,7 +106,7 @@ impl State {
                         "must hold a secret of at least 16 bytes",
                     ));
                 }
-                Some(crate::revocations::secret_digest(secret))
+                Some(crate::revocation::list::secret_digest(secret))
             }
             None => None,
         };
@@ -210,7 +210,7 @@ impl State {
         self.verifier
             .issuers
             .iter()
-            .filter(|i| !matches!(i.keys, crate::jwks::KeySource::None))
+            .filter(|i| !matches!(i.keys, crate::verify::jwks::KeySource::None))
             .filter(|i| i.keys.current().is_none_or(|k| k.keys.is_empty()))
             .map(|i| i.name.as_str())
             .collect()

@@ -9,7 +9,7 @@ use gatepass_service::state::{RedisState, StateError};
 use moka::future::Cache;
 
 use crate::config::TicketsConfig;
-use crate::verified::{now_secs, Verified};
+use crate::verify::verified::{now_secs, Verified};
 
 /// Length of an encoded ticket (32 bytes, base64url without padding).
 const TICKET_LEN: usize = 43;
@@ -58,7 +58,7 @@ impl Tickets {
     fn key(redis: &RedisState, ticket: &str) -> String {
         redis.key(&format!(
             "ticket:{}",
-            crate::verified::sha256_b64(ticket.as_bytes())
+            gatepass_service::digest::sha256_b64(ticket.as_bytes())
         ))
     }
 

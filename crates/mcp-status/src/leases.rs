@@ -71,8 +71,8 @@ async fn run(
 
 /// The user's set and a fresh connection id.
 fn ids(redis: &RedisState, user: &str) -> (String, String) {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user.as_bytes());
-    let key = redis.key(&format!("conn:{}", hex(d.as_ref())));
+    let d = gatepass_service::digest::sha256(user.as_bytes());
+    let key = redis.key(&format!("conn:{}", hex(&d)));
     (key, gatepass_service::state::random_id())
 }
 

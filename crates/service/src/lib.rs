@@ -4,9 +4,11 @@
 //! background tasks aborted with their owner ([`Tasks`]), and the HTTP accept loop with a
 //! bounded graceful drain ([`server::Server`]), the `[state]` table with its Redis client
 //! ([`state`]), tables every replica keeps a copy of ([`table`]), and the `[telemetry]` table
-//! with OpenTelemetry traces over OTLP ([`telemetry`]).
+//! with OpenTelemetry traces over OTLP ([`telemetry`]), and the digest secrets are known by
+//! ([`digest`]).
 
 pub mod config;
+pub mod digest;
 mod logging;
 mod runtime;
 pub mod server;

@@ -15,7 +15,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::config::{LimitConfig, RateLimitConfig};
-use crate::verified::Verified;
 
 /// Most client IPs whose failure budget is remembered at once.
 const MAX_FAILING_IPS: u64 = 100_000;
@@ -288,11 +287,9 @@ impl Shared {
     }
 
     /// A stable (cluster-wide) key for a user: a digest of the encoded id.
-    fn user_key(&self, kind: &str, v: &Verified) -> String {
-        self.redis.key(&format!(
-            "limit:{kind}:{}",
-            crate::verified::sha256_b64(v.headers[0].as_bytes())
-        ))
+    fn user_key(&self, kind: &str, user: LimitedUser<'_>) -> String {
+        let id = gatepass_service::digest::sha256_b64(user.id);
+        self.redis.key(&format!("limit:{kind}:{id}"))
     }
 
     fn ip_key(&self, ip: IpAddr) -> String {
@@ -302,6 +299,14 @@ impl Shared {
 
 fn wait_secs(us: i64) -> u64 {
     retry_secs(Duration::from_micros(us.max(0) as u64))
+}
+
+/// Whom a per-user limit counts: a key for the in-process limiter (a per-process hash of the
+/// user id) and the encoded user id, whose digest names the user's budget in Redis.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitedUser<'a> {
+    pub key: u64,
+    pub id: &'a [u8],
 }
 
 /// Why a verified request is refused by a per-user limit.
@@ -368,7 +373,7 @@ impl Limits {
 
     /// The per-user request limit, and the upgrade limit for upgrades: one round trip in
     /// Redis, none when no limit applies.
-    pub async fn check_user(&self, v: &Verified, upgrade: bool) -> Result<(), Refusal> {
+    pub async fn check_user(&self, v: LimitedUser<'_>, upgrade: bool) -> Result<(), Refusal> {
         if let Some(s) = &self.shared {
             let mut checks = Vec::with_capacity(2);
             if let Some(g) = s.per_user {
@@ -392,11 +397,9 @@ impl Limits {
                 Err(_) => self.fallback(s).map_err(|_| Refusal::Unavailable)?,
             }
         }
-        self.local.check_user(v.user_key).map_err(Refusal::User)?;
+        self.local.check_user(v.key).map_err(Refusal::User)?;
         if upgrade {
-            self.local
-                .check_upgrade(v.user_key)
-                .map_err(Refusal::Upgrades)?;
+            self.local.check_upgrade(v.key).map_err(Refusal::Upgrades)?;
         }
         Ok(())
     }
@@ -532,13 +535,13 @@ mod tests {
         assert_eq!(retry_secs(Duration::ZERO), 1);
     }
 
-    fn user(id: &str) -> Verified {
-        Verified::new(
+    fn user(id: &str) -> crate::verify::Verified {
+        crate::verify::Verified::new(
             gatepass_identity::Identity {
                 id: id.into(),
                 ..Default::default()
             },
-            crate::verified::now_secs() + 600,
+            crate::verify::verified::now_secs() + 600,
         )
     }
 
@@ -556,20 +559,22 @@ mod tests {
         // Burst, then limited with a Retry-After of about one interval.
         let a = user("alice");
         for _ in 0..3 {
-            assert_eq!(l.check_user(&a, false).await, Ok(()));
+            assert_eq!(l.check_user(a.limited(), false).await, Ok(()));
         }
-        match l.check_user(&a, false).await {
+        match l.check_user(a.limited(), false).await {
             Err(Refusal::User(retry)) => assert!((59..=60).contains(&retry), "{retry}"),
             other => panic!("{other:?}"),
         }
         // Another user has its own budget; upgrades spend both limits, upgrade limit second.
         let b = user("bob");
-        assert_eq!(l.check_user(&b, true).await, Ok(()));
-        assert_eq!(l.check_user(&b, true).await, Ok(()));
-        assert!(matches!(l.check_user(&b, true).await, Err(Refusal::Upgrades(r)) if r >= 59));
+        assert_eq!(l.check_user(b.limited(), true).await, Ok(()));
+        assert_eq!(l.check_user(b.limited(), true).await, Ok(()));
+        assert!(
+            matches!(l.check_user(b.limited(), true).await, Err(Refusal::Upgrades(r)) if r >= 59)
+        );
         // The refused upgrade still spent per_user, as a plain request would: that was 3.
         assert!(matches!(
-            l.check_user(&b, false).await,
+            l.check_user(b.limited(), false).await,
             Err(Refusal::User(_))
         ));
         // The failure budget: looking never spends; `burst` failures, then blocked.
@@ -644,7 +649,7 @@ mod tests {
         let mut admitted = 0;
         for i in 0..30 {
             let l = if i % 2 == 0 { &a } else { &b };
-            admitted += l.check_user(&u, false).await.is_ok() as u32;
+            admitted += l.check_user(u.limited(), false).await.is_ok() as u32;
         }
         assert_eq!(admitted, 10, "the cluster admits one burst");
         let ip: IpAddr = "192.0.2.77".parse().unwrap();
@@ -669,7 +674,7 @@ mod tests {
         server.stop();
         let u = user("dave");
         gatepass_testkit::wait_for(Duration::from_secs(10), "deny while down", || async {
-            deny.check_user(&u, false).await == Err(Refusal::Unavailable)
+            deny.check_user(u.limited(), false).await == Err(Refusal::Unavailable)
         })
         .await;
         assert_eq!(
@@ -686,10 +691,10 @@ mod tests {
         })
         .await;
         for _ in 0..3 {
-            assert_eq!(local.check_user(&u, false).await, Ok(()));
+            assert_eq!(local.check_user(u.limited(), false).await, Ok(()));
         }
         assert!(matches!(
-            local.check_user(&u, false).await,
+            local.check_user(u.limited(), false).await,
             Err(Refusal::User(_))
         ));
     }

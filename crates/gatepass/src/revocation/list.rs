@@ -26,7 +26,7 @@ use metrics::{Counter, Gauge, Label};
 use tokio::sync::{broadcast, watch};
 
 use crate::metrics::Metrics;
-use crate::verified::{now_secs, Verified};
+use crate::verify::verified::{now_secs, Verified};
 
 /// Changes kept for `Last-Event-ID` resumes.
 const RECENT: usize = 10_000;
@@ -516,7 +516,7 @@ impl Revocations {
 
 /// SHA-256 of a feed secret: compared in constant time, and the secret itself is not kept.
 pub fn secret_digest(secret: &[u8]) -> [u8; 32] {
-    crate::verified::sha256(secret)
+    gatepass_service::digest::sha256(secret)
 }
 
 /// Does `presented` match the secret whose digest is `expected`? Constant time.
@@ -671,7 +671,7 @@ impl Replica for Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verified::TokenIds;
+    use crate::verify::verified::TokenIds;
     use gatepass_identity::Identity;
 
     fn token(jti: &str, sid: &str, sub: &str, iat: u64) -> Verified {

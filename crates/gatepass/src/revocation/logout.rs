@@ -9,8 +9,8 @@ use gatepass_service::state::{RedisState, StateError};
 use moka::future::Cache;
 use serde_json::{Map, Value};
 
-use crate::outcome::DenyReason;
-use crate::verified::{now_secs, seconds};
+use crate::policy::deny::DenyReason;
+use crate::verify::verified::{now_secs, seconds};
 pub use crate::verify::LOGOUT_EVENT;
 use crate::verify::{claims_of, light_header, signature_ok, Typ, Verifier};
 
@@ -66,7 +66,7 @@ fn text(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, Refus
 /// `backchannel_logout_audience`; `iat` within leeway; `exp` if present; the logout event;
 /// `sub` and/or `sid`; no `nonce`; `typ`, if present, `logout+jwt` or `JWT`; a `jti`.
 pub async fn verify(verifier: &Verifier, token: &str) -> Result<LogoutToken, Refused> {
-    if token.len() > 16 * 1024 || !crate::token::is_jws(token) {
+    if token.len() > 16 * 1024 || !crate::verify::token::is_jws(token) {
         return Err("not a JWS");
     }
     let header = light_header(token).map_err(|r| match r {
@@ -169,7 +169,7 @@ impl Replays {
 
     /// True the first time `t`'s `jti` (for its issuer) is seen.
     pub async fn first_use(&self, t: &LogoutToken) -> Result<bool, StateError> {
-        let id = crate::verified::sha256_b64(format!("{}\n{}", t.iss, t.jti).as_bytes());
+        let id = gatepass_service::digest::sha256_b64(format!("{}\n{}", t.iss, t.jti).as_bytes());
         match self {
             Replays::Memory(cache) => {
                 let entry = cache.entry(id).or_insert(()).await;

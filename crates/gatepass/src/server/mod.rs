@@ -1,5 +1,10 @@
 //! The HTTP server: endpoints (SPEC §3.3), TLS with h2 + http/1.1 ALPN, plain HTTP/1.1 and h2c,
-//! reload and graceful shutdown.
+//! reload and graceful shutdown. `/validate` and `/tickets` are answered here from `decision`;
+//! the revocation endpoints are in `revocations`.
+//!
+//! Imports: anything (this is the top); nothing imports it but `lib.rs`.
+
+pub mod revocations;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,12 +26,13 @@ use tracing::Instrument;
 
 use crate::config::{Config, ConfigError};
 use crate::decision::Ctx;
+use crate::decision::Decision;
 use crate::metrics::Metrics;
-use crate::outcome::{json_response, Body, Decision, DenyReason};
-use crate::revocation_api::{self, ServerBody};
-use crate::rules::Matched;
+use crate::policy::deny::{json_response, Body, DenyReason};
+use crate::policy::rules::Matched;
 use crate::state::State;
 use http_body_util::Either;
+use revocations::ServerBody;
 
 /// Longer than Traefik's 90 s idle pool timeout, so gatepass never closes a connection that
 /// Traefik is about to reuse. For HTTP/1 this is also the header read timeout.
@@ -94,19 +100,18 @@ impl App {
         match (path, req.method()) {
             ("/revocations", &Method::GET) => {
                 let state = self.state();
-                return revocation_api::feed(&state, req.headers(), peer.ip(), &self.metrics).await;
+                return revocations::feed(&state, req.headers(), peer.ip(), &self.metrics).await;
             }
             ("/revocations", &Method::POST) => {
                 let (parts, body) = req.into_parts();
                 let state = self.state();
-                let r =
-                    revocation_api::post(&state, &parts.headers, body, peer.ip(), &self.metrics);
+                let r = revocations::post(&state, &parts.headers, body, peer.ip(), &self.metrics);
                 return r.await.map(Either::Left);
             }
             ("/backchannel-logout", &Method::POST) => {
                 let state = self.state();
                 let (parts, body) = req.into_parts();
-                let r = revocation_api::backchannel(
+                let r = revocations::backchannel(
                     &state,
                     &parts.headers,
                     body,

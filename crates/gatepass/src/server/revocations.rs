@@ -15,11 +15,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body as HttpBody, Frame, Incoming};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::decision::Decision;
 use crate::metrics::Metrics;
-use crate::outcome::{json_response, Body, Decision, DenyReason};
-use crate::revocations::{secret_matches, RevokeError, Source};
+use crate::policy::deny::{json_response, Body, DenyReason};
+use crate::revocation::list::{secret_matches, RevokeError, Source};
 use crate::state::State;
-use crate::verified::now_secs;
+use crate::verify::verified::now_secs;
 
 /// Largest request body read (a revocation, a logout token form).
 const MAX_BODY: usize = 16 * 1024;
@@ -228,8 +229,7 @@ pub async fn feed(
         )
         .map(left);
     };
-    let ok =
-        matches!(crate::token::bearer(h), Ok(Some(t)) if secret_matches(expected, t.as_bytes()));
+    let ok = matches!(crate::verify::token::bearer(h), Ok(Some(t)) if secret_matches(expected, t.as_bytes()));
     if !ok {
         let reason = DenyReason::FeedSecretInvalid;
         let ip = client(state, h, peer);
@@ -331,7 +331,7 @@ pub async fn backchannel(
             return logout_refused(state, metrics, ip, "several logout_token fields").await
         }
     };
-    let t = match crate::logout::verify(&state.verifier, &token).await {
+    let t = match crate::revocation::logout::verify(&state.verifier, &token).await {
         Ok(t) => t,
         Err(why) => return logout_refused(state, metrics, ip, why).await,
     };

@@ -14,11 +14,12 @@ use moka::future::Cache;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
-use crate::claims::ClaimMap;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::outcome::DenyReason;
-use crate::verified::{now_secs, sha256, TokenIds, Verified};
+use crate::policy::deny::DenyReason;
+use crate::verify::claims::ClaimMap;
+use crate::verify::verified::{now_secs, TokenIds, Verified};
+use gatepass_service::digest::sha256;
 
 /// Largest introspection answer read.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -104,7 +105,7 @@ impl Introspector {
                 ConfigError::new(key("introspection_client_id"), "not usable in a header")
             })?;
         authorization.set_sensitive(true);
-        let client = crate::jwks::http_client(config, ic)
+        let client = crate::verify::jwks::http_client(config, ic)
             .map_err(|e| ConfigError::new(key("ca_file"), e.to_string()))?;
         let c = &config.cache;
         let result = |r: &'static str| {
@@ -239,8 +240,8 @@ impl Introspector {
             return Err(unavailable);
         }
         // The one strict reader (SPEC §3.9): an answer with a repeated member is no answer.
-        let map: Map<String, Value> = match crate::json::object(&body) {
-            Ok(m) if crate::json::times_ok(&m) => m,
+        let map: Map<String, Value> = match crate::verify::json::object(&body) {
+            Ok(m) if crate::verify::json::times_ok(&m) => m,
             _ => {
                 tracing::warn!("introspection answer is not a well-formed JSON object");
                 return Err(unavailable);

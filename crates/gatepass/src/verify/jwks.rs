@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::config::{Config, IssuerConfig, JwksConfig};
-use crate::keys::{self, KeyError, KeySet};
 use crate::metrics::Metrics;
-use crate::verified::now_secs;
+use crate::verify::keys::{self, KeyError, KeySet};
+use crate::verify::verified::now_secs;
 
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;

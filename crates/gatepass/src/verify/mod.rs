@@ -1,5 +1,10 @@
-//! Who is this (SPEC §3.4 steps 3–4, §7): finding the credential, keys and JWKS, introspection,
-//! claims, the verifier and its cache, and the verified identity.
+//! Who is this (SPEC §3.4 steps 3–4, §7, §3.9): finding the credential in a request
+//! (`token`), the strict JSON reader (`json`), keys and JWKS with discovery (`keys`, `jwks`),
+//! opaque tokens (`introspect`), claims to an identity (`claims`), the verifier and its cache
+//! (`verifier`, re-exported here), and what a verified token is (`verified`).
+//!
+//! Imports: `config`, `metrics`, `policy` (the denial table; `token` reads the query with
+//! `policy::rules`). Never `revocation`, `state`, `decision` or `server`: they ask this folder.
 
 pub mod claims;
 pub mod introspect;

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use http::header::{AUTHORIZATION, COOKIE};
 use http::HeaderMap;
 
-use crate::outcome::DenyReason;
+use crate::policy::deny::DenyReason;
 
 /// A configured token source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +196,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 
 /// The percent-decoded value of query parameter `name`; a repeated parameter is ambiguous.
 pub fn query_param<'a>(uri: &'a str, name: &str) -> Result<Option<Cow<'a, str>>, ExtractError> {
-    let Some(query) = crate::rules::query_of(uri) else {
+    let Some(query) = crate::policy::rules::query_of(uri) else {
         return Ok(None);
     };
     let mut found = None;

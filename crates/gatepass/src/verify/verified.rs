@@ -61,20 +61,6 @@ pub fn seconds(claims: &serde_json::Map<String, serde_json::Value>, name: &str) 
     })
 }
 
-/// SHA-256: what a token, ticket, secret or user id is known by where it must not be shown.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-/// [`sha256`] in base64url, for Redis keys.
-pub fn sha256_b64(data: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha256(data))
-}
-
 /// A verified token: what an allow needs, precomputed once per token. The identity is kept
 /// only in its encoded header form (one shared buffer): that is what every allow sends, rules
 /// compare encoded bytes (the encoding is injective), and cold paths decode it on demand.
@@ -198,6 +184,14 @@ impl Verified {
             .zip(&s.h)
             .all(|(a, b)| a.as_bytes() == b.as_bytes());
         (same && !s.h[0].is_empty()).then_some(v)
+    }
+
+    /// The user as per-user limits count it.
+    pub fn limited(&self) -> crate::policy::ratelimit::LimitedUser<'_> {
+        crate::policy::ratelimit::LimitedUser {
+            key: self.user_key,
+            id: self.headers[0].as_bytes(),
+        }
     }
 
     /// The encoded `X-User-Role` value.

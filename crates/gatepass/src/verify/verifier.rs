@@ -12,16 +12,16 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::claims::ClaimMap;
 use crate::config::{Config, ConfigError, Profile};
-use crate::introspect::Introspector;
-use crate::json;
-use crate::jwks::KeySource;
-use crate::keys::{self, VerifyKey};
 use crate::metrics::Metrics;
-use crate::outcome::DenyReason;
-use crate::verified::seconds;
-pub use crate::verified::{now_secs, user_key, TokenIds, Verified};
+use crate::policy::deny::DenyReason;
+use crate::verify::claims::ClaimMap;
+use crate::verify::introspect::Introspector;
+use crate::verify::json;
+use crate::verify::jwks::KeySource;
+use crate::verify::keys::{self, VerifyKey};
+use crate::verify::verified::seconds;
+pub use crate::verify::verified::{now_secs, user_key, TokenIds, Verified};
 use gatepass_identity::now_millis;
 
 /// One configured issuer.
@@ -122,7 +122,7 @@ impl Verifier {
             return Ok(v);
         }
         metrics.cache_miss.increment(1);
-        if !crate::token::is_jws(token) {
+        if !crate::verify::token::is_jws(token) {
             if let Some(i) = &self.introspector {
                 if token.len() > self.max_token_bytes {
                     return Err(DenyReason::TokenTooLarge);
@@ -149,7 +149,7 @@ impl Verifier {
     /// The token's earlier verification, while it is unexpired; never a signature check.
     pub async fn lookup(&self, token: &str, metrics: &Metrics) -> Option<Arc<Verified>> {
         let v = match &self.introspector {
-            Some(i) if !crate::token::is_jws(token) => i.cached(token).await?,
+            Some(i) if !crate::verify::token::is_jws(token) => i.cached(token).await?,
             _ => {
                 let c = self.cache.get(token)?;
                 if c.until_ms <= now_millis() {
@@ -194,7 +194,7 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(DenyReason::TokenTooLarge);
         }
-        if !crate::token::is_jws(token) {
+        if !crate::verify::token::is_jws(token) {
             return Err(DenyReason::MalformedToken);
         }
         // `alg` values outside the enum (`none`, `None`, `HS1`) fail here.
@@ -275,7 +275,7 @@ impl Issuer {
     pub async fn keys_for(
         &self,
         kid: Option<&str>,
-    ) -> Result<Arc<crate::keys::KeySet>, DenyReason> {
+    ) -> Result<Arc<crate::verify::keys::KeySet>, DenyReason> {
         let mut keys = self.keys.current().ok_or(DenyReason::KeysUnavailable)?;
         if let (Some(kid), KeySource::Remote(remote)) = (kid, &self.keys) {
             if !keys.has_kid(kid) {
