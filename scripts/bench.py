@@ -409,12 +409,12 @@ PROFILE_FUNCTIONS = [
     ("decision", ":gatepass::decision::<impl gatepass::state::State>::decide::{{closure}}"),
     ("  headers read in one pass", ":gatepass::decision::Scan::of"),
     ("  client IP (X-Forwarded-For)", ":gatepass_identity::request::client_ip"),
-    ("  token found (bearer)", ":gatepass::token::extract"),
-    ("  rule match", ":gatepass::rules::Rules::find"),
-    ("  path ambiguity check", ":gatepass::rules::Rules::ambiguous"),
-    ("  token cache lookup", ":gatepass::verify::Verifier::lookup"),
+    ("  token found (bearer)", ":gatepass::verify::token::extract"),
+    ("  rule match", ":gatepass::policy::rules::Rules::find"),
+    ("  path ambiguity check", ":gatepass::policy::rules::Rules::ambiguous"),
+    ("  token cache lookup", ":gatepass::verify::verifier::Verifier::lookup"),
     ("  rule's roles and permissions", ":gatepass::decision::<impl gatepass::state::State>::authorize"),
-    ("allow response built", ":gatepass::outcome::allow_response"),
+    ("allow response built", ":gatepass::decision::allow_response"),
     ("decision time histogram", " as metrics::handles::HistogramFn>::record"),
 ]
 

@@ -84,6 +84,20 @@ command -v node > /dev/null && [ -d tests/mcp/node_modules/@modelcontextprotocol
   { echo "The demo MCP server needs node and tests/mcp/node_modules: run 'make run' (it runs npm ci in tests/mcp)" >&2; exit 1; }
 .venv/bin/python -c 'import websockets' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check websockets
 
+# Renders a config template: each {{NAME}} becomes the environment variable NAME (which must
+# be set: a forgotten block is an error, not an empty line).
+render_config() {
+  python3 - "$1" <<'PY'
+import os, re, sys
+text = open(sys.argv[1]).read()
+def value(m):
+    if m.group(1) not in os.environ:
+        sys.exit(f"render_config: {sys.argv[1]} needs {m.group(1)}")
+    return os.environ[m.group(1)]
+sys.stdout.write(re.sub(r"\{\{([A-Z_]+)\}\}", value, text))
+PY
+}
+
 mkdir -p "$RUN/secrets" "$RUN/keys" "$RUN/certs" "$RUN/dynamic" "$RUN/logs"
 chmod 700 "$RUN/secrets"
 if [ ! -s "$RUN/secrets/hs256.key" ]; then
@@ -112,26 +126,11 @@ if [ ! -s "$RUN/certs/gatepass.pem" ]; then
   )
 fi
 
-cat > "$RUN/gatepass.toml" <<TOML
-listen = "127.0.0.1:$GATEPASS_PORT"
-
-[tls]
-cert = "certs/gatepass.pem"
-key = "certs/gatepass-key.pem"
-
-[[issuers]]
-name = "local"
-issuer = "https://auth.example.test"
-algorithms = ["HS256"]
-secret_file = "secrets/hs256.key"
-
-[[rules]]
-path = "/ws/mcp-status"
-roles = ["admin", "developer", "dba", "super_admin"]
-[[rules]]
-path = "/api/v1/mcps"
-methods = ["POST", "PUT", "DELETE"]
-roles = ["admin", "super_admin"]
+# The services' configs: the templates the end-to-end tests render too (traefik/*.toml), with
+# what the demo adds: the MCP server behind gatepass at /mcp and the demo MCPs.
+ORIGINS="\"http://$WEB\", \"http://localhost:$WEB_PORT\""
+GATEPASS_LISTEN="127.0.0.1:$GATEPASS_PORT" ISSUERS="" ORIGINS="$ORIGINS" WEB_ADDR="$WEB" \
+RULES=$(cat <<TOML
 # The demo MCP server: every call needs mcp:read; its write tool (set_note) checks mcp:write
 # itself, since the tool name is in the JSON-RPC body that gatepass never sees.
 [[rules]]
@@ -144,40 +143,18 @@ resource = "http://$WEB/mcp"
 path = "/mcp"
 authorization_servers = ["https://auth.example.test"]
 scopes_supported = ["mcp:read", "mcp:write"]
-
-[websocket]
-allowed_origins = ["http://$WEB", "http://localhost:$WEB_PORT"]
-allow_missing_origin = true
-
-[cors]
-allowed_origins = ["http://$WEB"]
-
-[rate_limit]
+TOML
+) RATE_LIMIT=$(cat <<'TOML'
 per_user = { rate = 100, per = "1s", burst = 200 }
-# Sized so that \`make contract\` (about 10 deliberate failures a run) can run back to back
+# Sized so that `make contract` (about 10 deliberate failures a run) can run back to back
 # from this machine's one address; production budgets are tighter (see README).
 per_ip_failures = { rate = 60, per = "1m", burst = 60 }
 upgrades_per_user = { rate = 20, per = "1m", burst = 20 }
-
-[assertion]
-key_file = "keys/assertion-ed25519.pem"
-ttl = "60s"
-
-[revocation]
-feed_secret_file = "secrets/feed.key"
 TOML
+) EXTRA="" render_config traefik/gatepass.toml > "$RUN/gatepass.toml"
 
-cat > "$RUN/mcp-status.toml" <<TOML
-listen = "127.0.0.1:$MCP_PORT"
-
-[auth]
-allowed_origins = ["http://$WEB", "http://localhost:$WEB_PORT"]
-assertion_jwks_url = "http://$WEB/.well-known/jwks.json"
-
-# Sockets of a revoked token or session close with 4001 Token revoked.
-[revocation]
-feed_url = "http://$WEB/auth/revocations"
-feed_secret_file = "secrets/feed.key"
+MCP_STATUS_LISTEN="127.0.0.1:$MCP_PORT" ORIGINS="$ORIGINS" WEB_ADDR="$WEB" EXTRA="" \
+MCPS=$(cat <<TOML
 
 [[mcps]]
 name = "oracle_mcp"
@@ -198,6 +175,7 @@ name = "demo_mcp_server"
 health_url = "http://127.0.0.1:$MCP_SERVER_PORT/health"
 interval = "5s"
 TOML
+) render_config traefik/mcp-status.toml > "$RUN/mcp-status.toml"
 
 # Cluster mode: both products share tickets, rate limits and connection counts on one Redis
 # (the same url and key_prefix), and Traefik's `auth` entry point load-balances the gatepass

@@ -276,15 +276,19 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // A private CA and gatepass's certificate, as the Makefile does for `make run`.
+        // Laid out as `make run` lays out run/: the config templates name these paths.
+        for sub in ["certs", "secrets", "keys"] {
+            std::fs::create_dir(d.join(sub)).unwrap();
+        }
         let ca = DevCa::new("gatepass e2e CA");
-        ca.write(d, "ca.pem", "gatepass.pem", "gatepass-key.pem");
+        ca.write(d, "certs/ca.pem", "certs/gatepass.pem", "certs/gatepass-key.pem");
         let ca_pem = ca.ca_pem;
-        std::fs::write(d.join("hs256.key"), SECRET).unwrap();
+        std::fs::write(d.join("secrets/hs256.key"), SECRET).unwrap();
         // The revocation feed's bearer, shared by gatepass and mcp-status (32 random bytes).
         let feed_secret = random_hex(32);
-        std::fs::write(d.join("feed.key"), format!("{feed_secret}\n")).unwrap();
+        std::fs::write(d.join("secrets/feed.key"), format!("{feed_secret}\n")).unwrap();
         std::fs::write(
-            d.join("assertion.pem"),
+            d.join("keys/assertion-ed25519.pem"),
             gatepass_identity::generate_ed25519_pkcs8_pem().unwrap(),
         )
         .unwrap();
@@ -381,60 +385,43 @@ timeout = "1s"
             None => String::new(),
         };
 
-        std::fs::write(
-            d.join("gatepass.toml"),
-            format!(
-                r#"[tls]
-cert = "gatepass.pem"
-key = "gatepass-key.pem"
-
-[[issuers]]
-name = "local"
-issuer = "{ISS}"
-algorithms = ["HS256"]
-secret_file = "hs256.key"
-
-[[rules]]
+        // The configs `make run` renders too (traefik/*.toml), with what these tests add.
+        let origins = format!("\"http://{web}\"");
+        let gatepass_rules = r#"[[rules]]
 path = "/public-echo"
 anonymous = true
 [[rules]]
 path = "/files/public"
-anonymous = true
-{rules}
-[websocket]
-allowed_origins = ["http://{web}"]
-allow_missing_origin = true
-
-[rate_limit]
-per_ip_failures = {{ rate = 1, per = "1m", burst = {burst} }}
-{per_user}
-
-[assertion]
-key_file = "assertion.pem"
-
-[revocation]
-feed_secret_file = "feed.key"
-
-{state}
-
-{mcp_gatepass}
-"#,
-                burst = opts.failure_burst,
-                per_user = opts.per_user_burst.map_or(String::new(), |b| format!(
-                    "per_user = {{ rate = 1, per = \"1m\", burst = {b} }}"
-                )),
-                rules = gatepass_testkit::SPEC_RULES,
-                state = opts.gatepass_state.as_deref().unwrap_or(""),
+anonymous = true"#;
+        let rate_limit = format!(
+            "per_ip_failures = {{ rate = 1, per = \"1m\", burst = {} }}\n{}",
+            opts.failure_burst,
+            opts.per_user_burst.map_or(String::new(), |b| format!(
+                "per_user = {{ rate = 1, per = \"1m\", burst = {b} }}"
+            )),
+        );
+        let gatepass_extra = format!(
+            "{}\n{mcp_gatepass}",
+            opts.gatepass_state.as_deref().unwrap_or("")
+        );
+        std::fs::write(
+            d.join("gatepass.toml"),
+            render(
+                "gatepass.toml",
+                &[
+                    ("GATEPASS_LISTEN", "127.0.0.1:0"),
+                    ("ISSUERS", ""),
+                    ("RULES", gatepass_rules),
+                    ("ORIGINS", &origins),
+                    ("WEB_ADDR", &web),
+                    ("RATE_LIMIT", &rate_limit),
+                    ("EXTRA", &gatepass_extra),
+                ],
             ),
         )
         .unwrap();
-        std::fs::write(
-            d.join("mcp-status.toml"),
-            format!(
-                r#"[auth]
-allowed_origins = ["http://{web}"]
-assertion_jwks_url = "http://{web}/.well-known/jwks.json"
-
+        let mcps = format!(
+            r#"
 [[mcps]]
 name = "demo_mcp"
 health_url = "{demo_url}/health"
@@ -443,15 +430,19 @@ timeout = "500ms"
 failure_threshold = 1
 recovery_timeout = "300ms"
 disable_after_cycles = 3
-{mcp_polled}
-# gatepass's feed through Traefik, like the JWKS.
-[revocation]
-feed_url = "http://{web}/auth/revocations"
-feed_secret_file = "feed.key"
-
-{extra}
-"#,
-                extra = opts.mcp_status_extra.as_deref().unwrap_or(""),
+{mcp_polled}"#
+        );
+        std::fs::write(
+            d.join("mcp-status.toml"),
+            render(
+                "mcp-status.toml",
+                &[
+                    ("MCP_STATUS_LISTEN", "127.0.0.1:0"),
+                    ("ORIGINS", &origins),
+                    ("WEB_ADDR", &web),
+                    ("MCPS", &mcps),
+                    ("EXTRA", opts.mcp_status_extra.as_deref().unwrap_or("")),
+                ],
             ),
         )
         .unwrap();
@@ -483,7 +474,7 @@ feed_secret_file = "feed.key"
 
         let dynamic = d.join("dynamic");
         std::fs::create_dir_all(&dynamic).unwrap();
-        let ca_file = d.join("ca.pem").display().to_string();
+        let ca_file = d.join("certs/ca.pem").display().to_string();
         let mut static_cfg = render(
             "traefik.yml",
             &[
