@@ -281,7 +281,12 @@ impl Stack {
             std::fs::create_dir(d.join(sub)).unwrap();
         }
         let ca = DevCa::new("gatepass e2e CA");
-        ca.write(d, "certs/ca.pem", "certs/gatepass.pem", "certs/gatepass-key.pem");
+        ca.write(
+            d,
+            "certs/ca.pem",
+            "certs/gatepass.pem",
+            "certs/gatepass-key.pem",
+        );
         let ca_pem = ca.ca_pem;
         std::fs::write(d.join("secrets/hs256.key"), SECRET).unwrap();
         // The revocation feed's bearer, shared by gatepass and mcp-status (32 random bytes).

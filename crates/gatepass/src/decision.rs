@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::policy::deny::{Body, Challenge, DenyReason};
 use crate::policy::ratelimit::{Refusal, Unavailable};
 use crate::policy::rules::{self, Matched};
+use crate::session::Resolved;
 use crate::state::State;
 use crate::verify::token::{self, Credential};
 use crate::verify::{now_secs, Verified};
@@ -66,6 +67,9 @@ pub enum Decision {
     /// Allowed; `None` for anonymous routes and CORS preflights (empty identity).
     Allow(Option<Arc<Verified>>),
     Deny(Denial),
+    /// A navigation sent to sign in (SPEC §9): the 302 to the provider with its flow cookie,
+    /// or the loop guard's 429 page.
+    SignIn(Response<Body>),
 }
 
 /// A refusal: why, when to retry (429), and who, when the token was valid (for the log).
@@ -298,8 +302,11 @@ impl State {
         }
         let marker = &self.config.tokens.websocket_protocol;
         let cred = token::extract(h, ctx.uri, ctx.upgrade, &self.sources, marker);
+        if let Ok(Some(Credential::Session(id))) = cred {
+            return self.decide_session(h, ctx, rule, id).await;
+        }
         let cached = match &cred {
-            Ok(Some(Credential::Jwt(t))) => self.verifier.lookup(t, metrics).await,
+            Ok(Some(Credential::Jwt(t))) => self.verifier.lookup(t).await,
             _ => None,
         };
         // An already verified token is decided the same whatever the budget says.
@@ -334,11 +341,18 @@ impl State {
         };
         let cred = match cred {
             Ok(Some(c)) => c,
-            Ok(None) => return self.fail(DenyReason::MissingToken, ctx.ip).await,
+            Ok(None) => {
+                if let Some(signin) = self.sign_in(h, ctx) {
+                    return signin;
+                }
+                return self.fail(DenyReason::MissingToken, ctx.ip).await;
+            }
             Err(e) => return self.fail(e.into(), ctx.ip).await,
         };
         let verified = match cred {
-            Credential::Jwt(t) => self.verifier.verify(&t, metrics).await,
+            Credential::Jwt(t) => self.verifier.verify(&t).await,
+            // Decided in `decide_session`.
+            Credential::Session(_) => Err(DenyReason::SessionEnded),
             Credential::Ticket(t) => match self.tickets.redeem(&t).await {
                 Ok(Some(v)) => {
                     metrics.tickets_redeemed.increment(1);
@@ -352,6 +366,74 @@ impl State {
         match verified {
             Ok(v) => self.authorize(rule, v, ctx).await,
             Err(reason) => self.fail(reason, ctx.ip).await,
+        }
+    }
+
+    /// A navigation without a usable credential on a sign-in host is sent to sign in
+    /// (SPEC §9); `None` for every other request.
+    fn sign_in(&self, h: &HeaderMap, ctx: &Ctx<'_>) -> Option<Decision> {
+        let sessions = self.sessions.as_ref()?;
+        if !sessions.is_navigation(h, ctx.method, ctx.upgrade, ctx.host) {
+            return None;
+        }
+        let at = crate::session::signin::At::of(h);
+        Some(Decision::SignIn(sessions.start(h, &at, ctx.uri)))
+    }
+
+    /// A request authenticated by a sign-in session cookie (SPEC §9): resolved to the
+    /// session's current token (a process cache on the hot path, the store otherwise), then
+    /// decided as a bearer token would be, after the cross-site rule. An unknown or ended
+    /// session sends a navigation to sign in, and is a 401 for anything else.
+    async fn decide_session(
+        &self,
+        h: &HeaderMap,
+        ctx: &Ctx<'_>,
+        rule: Option<&rules::Rule>,
+        id: &str,
+    ) -> Decision {
+        let Some(sessions) = &self.sessions else {
+            return Decision::deny(DenyReason::SessionEnded);
+        };
+        let entry = match sessions.cached(id) {
+            Some(e) => e,
+            None => {
+                // As for tokens: a blocked address keeps only what is already verified.
+                match self.limits.ip_blocked(ctx.ip).await {
+                    Ok(Some(retry)) => {
+                        return Decision::rate_limited(DenyReason::RateLimitedIp, retry, None)
+                    }
+                    Ok(None) => {}
+                    Err(Unavailable) => return Decision::deny(DenyReason::StateUnavailable),
+                }
+                match sessions.resolve(id).await {
+                    Resolved::Valid(e) => e,
+                    Resolved::Ended => return self.session_ended(h, ctx).await,
+                    Resolved::Unavailable => return Decision::deny(DenyReason::SessionUnavailable),
+                    Resolved::Refused(reason) => return self.fail(reason, ctx.ip).await,
+                }
+            }
+        };
+        // Ended on another replica (sign-out, back-channel logout): its sid is revoked.
+        if self.revocations.is_revoked(&entry.verified) {
+            sessions.forget(id, &entry);
+            return self.session_ended(h, ctx).await;
+        }
+        let v = entry.verified.clone();
+        if !sessions.same_site(h, ctx.method) {
+            return denied_user(DenyReason::CrossSite, v);
+        }
+        match rule {
+            Some(rule) => self.authorize(rule, v, ctx).await,
+            None => denied_user(DenyReason::DefaultDeny, v),
+        }
+    }
+
+    /// An unknown or ended session: a navigation signs in again, anything else is a 401
+    /// (counted toward the failure budget).
+    async fn session_ended(&self, h: &HeaderMap, ctx: &Ctx<'_>) -> Decision {
+        match self.sign_in(h, ctx) {
+            Some(signin) => signin,
+            None => self.fail(DenyReason::SessionEnded, ctx.ip).await,
         }
     }
 
@@ -424,17 +506,11 @@ impl State {
     /// `POST /tickets` (and `POST /revocations`, at `path`): a valid bearer token (and the
     /// per-user limit) buys a ticket. The same failure budget and blocked-address rule as
     /// `decide`; `peer` stands in for a missing `X-Forwarded-For`.
-    pub async fn decide_bearer(
-        &self,
-        h: &HeaderMap,
-        peer: IpAddr,
-        metrics: &Metrics,
-        path: &'static str,
-    ) -> Decision {
+    pub async fn decide_bearer(&self, h: &HeaderMap, peer: IpAddr, path: &'static str) -> Decision {
         let ip = client_ip(h, &self.config.rate_limit.trusted_proxies).unwrap_or(peer);
         let bearer = token::bearer(h);
         let cached = match bearer {
-            Ok(Some(t)) => self.verifier.lookup(t, metrics).await,
+            Ok(Some(t)) => self.verifier.lookup(t).await,
             _ => None,
         };
         // As in `decide`: a blocked address keeps only what is already verified.
@@ -445,7 +521,7 @@ impl State {
                 Err(Unavailable) => Decision::deny(DenyReason::StateUnavailable),
                 Ok(None) => {
                     let verified = match bearer {
-                        Ok(Some(t)) => self.verifier.verify(t, metrics).await,
+                        Ok(Some(t)) => self.verifier.verify(t).await,
                         Ok(None) => Err(DenyReason::MissingToken),
                         Err(e) => Err(e.into()),
                     };
@@ -493,6 +569,16 @@ impl State {
             resource_metadata: Some(format!("{proto}://{host}{}", r.metadata_path)),
             scope,
         }
+    }
+
+    /// The HTML page a navigation gets for a denial when sign-in is configured (SPEC §9);
+    /// `None` for every other request, which keeps the JSON of SPEC §3.4.
+    pub fn page(&self, h: &HeaderMap, d: &Denial) -> Option<Response<Body>> {
+        let sessions = self.sessions.as_ref()?;
+        let ctx = Ctx::parse(h, &self.config.rate_limit.trusted_proxies)?;
+        sessions
+            .is_navigation(h, ctx.method, ctx.upgrade, ctx.host)
+            .then(|| sessions.page_for(d.reason, d.retry_after, ctx.uri))
     }
 
     /// The allow response, with a fresh assertion when configured.
@@ -621,6 +707,7 @@ mod tests {
         match s.decide(h, &Metrics::new()).await {
             Decision::Allow(v) => Ok(v.map(|v| v.identity().id)),
             Decision::Deny(d) => Err(d.reason),
+            Decision::SignIn(_) => panic!("no [signin] here"),
         }
     }
 
@@ -742,34 +829,30 @@ mod tests {
     async fn ticket_purchase_decision() {
         let (s, _dir) =
             state("[rate_limit]\nper_ip_failures = { rate = 1, per = \"1m\", burst = 2 }\n");
-        let m = Metrics::new();
         let peer: IpAddr = "198.51.100.4".parse().unwrap();
         let reason = |d: Decision| match d {
             Decision::Deny(d) => Some(d.reason),
-            Decision::Allow(_) => None,
+            Decision::Allow(_) | Decision::SignIn(_) => None,
         };
         let good = format!("Bearer {}", token("admin"));
         let mut h = HeaderMap::new();
         h.insert("authorization", HeaderValue::from_str(&good).unwrap());
         assert!(
-            matches!(s.decide_bearer(&h, peer, &m, "/tickets").await, Decision::Allow(Some(v)) if v.identity().id == "u1")
+            matches!(s.decide_bearer(&h, peer, "/tickets").await, Decision::Allow(Some(v)) if v.identity().id == "u1")
         );
         assert_eq!(
-            reason(
-                s.decide_bearer(&HeaderMap::new(), peer, &m, "/tickets")
-                    .await
-            ),
+            reason(s.decide_bearer(&HeaderMap::new(), peer, "/tickets").await),
             Some(DenyReason::MissingToken)
         );
         let mut bad = HeaderMap::new();
         bad.insert("authorization", HeaderValue::from_static("Bearer x.y.z"));
         assert_eq!(
-            reason(s.decide_bearer(&bad, peer, &m, "/tickets").await),
+            reason(s.decide_bearer(&bad, peer, "/tickets").await),
             Some(DenyReason::MalformedToken)
         );
         // The budget (2) is spent: a fresh token is refused, the verified one still buys.
         assert_eq!(
-            reason(s.decide_bearer(&bad, peer, &m, "/tickets").await),
+            reason(s.decide_bearer(&bad, peer, "/tickets").await),
             Some(DenyReason::RateLimitedIp)
         );
         let mut fresh = HeaderMap::new();
@@ -778,11 +861,11 @@ mod tests {
             HeaderValue::from_str(&format!("Bearer {}", token("other"))).unwrap(),
         );
         assert_eq!(
-            reason(s.decide_bearer(&fresh, peer, &m, "/tickets").await),
+            reason(s.decide_bearer(&fresh, peer, "/tickets").await),
             Some(DenyReason::RateLimitedIp)
         );
         assert!(matches!(
-            s.decide_bearer(&h, peer, &m, "/tickets").await,
+            s.decide_bearer(&h, peer, "/tickets").await,
             Decision::Allow(Some(_))
         ));
     }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod policy;
 pub mod revocation;
 pub mod server;
+pub mod session;
 pub mod state;
 pub mod tickets;
 pub mod tls;

@@ -29,6 +29,8 @@ const META: Metadata<'static> = Metadata::new("gatepass", Level::INFO, Some("gat
 pub struct Metrics {
     recorder: PrometheusRecorder,
     pub allowed: Counter,
+    /// Navigations sent to sign in (`outcome="signin"`).
+    pub signin_redirects: Counter,
     denied: Vec<Counter>,
     /// `gatepass_rate_limited_total{limit}`, for the reasons that are rate limits.
     rate_limited: Vec<Option<Counter>>,
@@ -140,6 +142,7 @@ impl Metrics {
             )
         };
         let allowed = req("allow", "ok");
+        let signin_redirects = req("signin", "redirect");
         let denied = DenyReason::ALL
             .iter()
             .map(|r| req("deny", r.code()))
@@ -178,6 +181,7 @@ impl Metrics {
             state_fallbacks: counter("gatepass_state_fallbacks_total", vec![]),
             state,
             allowed,
+            signin_redirects,
             denied,
             rate_limited,
             latency: recorder.register_histogram(&Key::from_static_name(LATENCY), &META),

@@ -13,6 +13,7 @@ use crate::policy::ratelimit::Limits;
 use crate::policy::rules::Rules;
 use crate::revocation::list::Revocations;
 use crate::revocation::logout::Replays;
+use crate::session::Sessions;
 use crate::tickets::Tickets;
 use crate::verify::token::{self, TokenSource};
 use crate::verify::Verifier;
@@ -20,7 +21,7 @@ use crate::verify::Verifier;
 /// Everything a decision needs; rebuilt as a whole on reload.
 pub struct State {
     pub config: Config,
-    pub verifier: Verifier,
+    pub verifier: Arc<Verifier>,
     pub rules: Rules,
     pub sources: Vec<TokenSource>,
     pub limits: Limits,
@@ -36,6 +37,8 @@ pub struct State {
     pub feed_secret: Option<[u8; 32]>,
     /// Logout token `jti`s already used.
     pub logout_replays: Replays,
+    /// Browser sign-in and its sessions (`[signin]`).
+    pub sessions: Option<Arc<Sessions>>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -65,9 +68,10 @@ impl State {
         // Rules and token sources first: they need no files, so their errors come first.
         let rules = Rules::compile(&config.rules, config.default_rule.policy, &config.paths)?
             .with_resources(&config.resources);
-        let sources = token::parse_sources(&config.tokens.sources)
+        let session_cookie = config.signin.as_ref().map(|s| s.cookie_name.as_str());
+        let sources = token::parse_sources(&config.tokens.sources, session_cookie)
             .map_err(|m| ConfigError::new("tokens.sources", m))?;
-        let verifier = Verifier::new(&config, metrics)?;
+        let verifier = Arc::new(Verifier::new(&config, metrics)?);
         let assertion = match &config.assertion {
             Some(a) => {
                 let path = config.path(&a.key_file);
@@ -91,23 +95,9 @@ impl State {
             None => None,
         };
         let feed_secret = match &config.revocation.feed_secret_file {
-            Some(file) => {
-                let path = config.path(file);
-                let secret = std::fs::read(&path).map_err(|e| {
-                    ConfigError::new(
-                        "revocation.feed_secret_file",
-                        format!("cannot read {}: {}", path.display(), e.kind()),
-                    )
-                })?;
-                let secret = secret.trim_ascii();
-                if secret.len() < 16 {
-                    return Err(ConfigError::new(
-                        "revocation.feed_secret_file",
-                        "must hold a secret of at least 16 bytes",
-                    ));
-                }
-                Some(crate::revocation::list::secret_digest(secret))
-            }
+            Some(file) => Some(crate::revocation::list::secret_digest(
+                &config.read_secret("revocation.feed_secret_file", file, 16)?,
+            )),
             None => None,
         };
         let same_state = previous.filter(|p| p.config.state == config.state);
@@ -142,7 +132,20 @@ impl State {
             Some(p) => p.revocations.clone(),
             None => Revocations::new(metrics, shared.clone()),
         };
+        // Sessions outlive a reload that keeps `[state]` (the store is kept).
+        let kept_store = same_state
+            .and_then(|p| p.sessions.as_ref())
+            .map(|s| s.store());
+        let sessions = Sessions::new(
+            &config,
+            verifier.clone(),
+            revocations.clone(),
+            kept_store,
+            shared.clone(),
+            metrics,
+        )?;
         Ok(State {
+            sessions,
             revocations,
             feed_secret,
             logout_replays: Replays::new(shared.clone()),
@@ -175,7 +178,11 @@ impl State {
             loop {
                 tick.tick().await;
                 let Some(app) = this.upgrade() else { return };
-                app.load().limits.upkeep();
+                let state = app.load();
+                state.limits.upkeep();
+                if let Some(s) = &state.sessions {
+                    s.upkeep();
+                }
             }
         }));
     }
@@ -232,6 +239,56 @@ mod tests {
         }
     }
 
+    /// `[signin]`'s files are read here: the session key file and the client secret.
+    #[tokio::test]
+    async fn signin_key_file_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("hs.key"), "hs-secret-0123456789abcdef0123456789").unwrap();
+        let build = |keys: Option<&str>, secret: bool| {
+            let _ = std::fs::remove_file(d.join("session.keys"));
+            if let Some(k) = keys {
+                std::fs::write(d.join("session.keys"), k).unwrap();
+            }
+            let secret_line = if secret {
+                "client_secret_file = \"missing.key\"\n"
+            } else {
+                ""
+            };
+            let text = format!(
+                "[[issuers]]\nname = \"local\"\nissuer = \"https://a.test\"\nalgorithms = [\"HS256\"]\nsecret_file = \"{hs}\"\n[[issuers]]\nname = \"corp\"\nissuer = \"https://idp.test\"\ndiscovery = true\nalgorithms = [\"RS256\"]\n[tokens]\nsources = [\"session\", \"bearer\"]\n[signin]\nissuer = \"corp\"\nclient_id = \"gp\"\nhosts = [\"app.test\"]\nkey_file = \"{keys}\"\n{secret_line}",
+                hs = d.join("hs.key").display(),
+                keys = d.join("session.keys").display(),
+            );
+            let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+            match State::build(config, &Metrics::new()) {
+                Ok(_) => String::new(),
+                Err(e) => e.to_string(),
+            }
+        };
+        let good = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n";
+        assert_eq!(build(Some(good), false), "");
+        let missing = build(None, false);
+        assert!(
+            missing.starts_with("config error: signin.key_file: cannot read "),
+            "{missing}"
+        );
+        assert_eq!(
+            build(Some("not-a-key\n"), false),
+            "config error: signin.key_file: line 1 is not one base64 32-byte key"
+        );
+        assert_eq!(
+            build(Some("\n# nothing\n"), false),
+            "config error: signin.key_file: holds no key (one base64 32-byte key a line; `openssl rand -base64 32` makes one)"
+        );
+        let secret = build(Some(good), true);
+        assert!(
+            secret.starts_with("config error: signin.client_secret_file: cannot read "),
+            "{secret}"
+        );
+        assert!(!secret.contains('\n'));
+    }
+
     /// Rules and token sources compile here, once; their errors name the key.
     #[tokio::test]
     async fn rule_and_source_errors_name_the_key() {
@@ -241,7 +298,7 @@ mod tests {
         );
         assert_eq!(
             build_err("[tokens]\nsources = [\"header:x\"]\n"),
-            "config error: tokens.sources: unknown token source `header:x` (bearer, websocket_protocol, cookie:NAME, query:NAME, ticket)"
+            "config error: tokens.sources: unknown token source `header:x` (bearer, websocket_protocol, cookie:NAME, query:NAME, ticket, session)"
         );
         assert_eq!(
             build_err(""),

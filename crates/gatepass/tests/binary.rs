@@ -377,6 +377,112 @@ async fn no_token_ticket_or_secret_reaches_the_logs() {
     }
 }
 
+impl common::signin::Gatepass for Proc {
+    fn url(&self, path: &str) -> String {
+        Proc::url(self, path)
+    }
+}
+
+/// Sign-in's secrets (SPEC §9): codes, cookies, state, nonce, the PKCE challenge, ID tokens and
+/// the token endpoint's form (verifier, refresh token) never reach a log line, at trace level,
+/// through a whole sign-in, refreshes and a sign-out.
+#[tokio::test]
+async fn no_sign_in_secret_reaches_the_logs() {
+    use common::signin::*;
+    use gatepass_testkit::browser::Browser;
+    let op = provider(None, Some(4));
+    let dir = dir_with_keys();
+    files(dir.path());
+    let cfg = dir.path().join("gatepass.toml");
+    std::fs::write(&cfg, config(&op, "", "")).unwrap();
+    let p = Proc::spawn(&cfg, &[("GATEPASS_LOG", "trace")], &[]);
+    wait_for(Duration::from_secs(15), "ready", || async {
+        client()
+            .get(p.url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let b = Browser::new();
+    let start = validate_as(&p, &b, Kind::Navigation, "GET", "/secret-page", &[]).await;
+    assert_eq!(start.status, 302);
+    let (state, nonce, challenge) = (
+        start.location_param("state").unwrap(),
+        start.location_param("nonce").unwrap(),
+        start.location_param("code_challenge").unwrap(),
+    );
+    let flow = b
+        .cookies()
+        .into_iter()
+        .find(|c| c.name.contains("_flow_"))
+        .unwrap()
+        .value;
+    let callback = at_provider(&b, &op, &start, "alice").await;
+    let code = reqwest::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    assert_eq!(callback_at(&p, &b, &callback).await.status, 303);
+    let session = b.cookie(COOKIE).unwrap();
+    // Used across at least one refresh (4 s tokens).
+    wait_for(Duration::from_secs(15), "a refresh", || async {
+        assert_eq!(
+            validate_as(&p, &b, Kind::Fetch, "GET", "/x", &[])
+                .await
+                .status,
+            200
+        );
+        op.grants().await["refresh_token"].as_u64().unwrap() >= 1
+    })
+    .await;
+    let out = app_endpoint(
+        &p,
+        &b,
+        reqwest::Method::GET,
+        "/_gatepass/logout",
+        &[("sec-fetch-site", "same-origin")],
+    )
+    .await;
+    assert_eq!(out.status, 302);
+    let id_token = out.location_param("id_token_hint").unwrap();
+    let (code_exit, log) = p.stop();
+    assert_eq!(code_exit, 0);
+    assert!(
+        log.contains("signed in") && log.contains("signed out"),
+        "the test must see sign-in lines:\n{log}"
+    );
+    for (what, secret) in [
+        ("code", code.as_str()),
+        ("state", state.as_str()),
+        ("nonce", nonce.as_str()),
+        ("code challenge", challenge.as_str()),
+        ("flow cookie", flow.as_str()),
+        ("session cookie", session.as_str()),
+        ("ID token", id_token.as_str()),
+        ("ID token signature", id_token.rsplit('.').next().unwrap()),
+        (
+            "client secret",
+            gatepass_testkit::oidc::GATEPASS_CLIENT_SECRET,
+        ),
+        ("session key", SESSION_KEYS.trim()),
+    ] {
+        assert!(!log.contains(secret), "{what} found in the logs");
+    }
+    // What the token endpoint is sent (the verifier, refresh tokens) is never printed either.
+    for field in [
+        "code_verifier",
+        "refresh_token=",
+        "access_token=",
+        "id_token=",
+    ] {
+        assert!(!log.contains(field), "{field} found in the logs");
+    }
+}
+
 #[test]
 fn shipped_example_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,7 @@ use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
+pub mod browser;
 pub mod oidc;
 pub use oidc::OidcProvider;
 pub mod otlp;

@@ -39,6 +39,25 @@ pub const OPAQUE_RESOURCE: &str = "https://api.test/opaque";
 /// The MCP server's resource: RS256 JWTs with `aud` = this URI.
 pub const MCP_RESOURCE: &str = "https://mcp.example.test/mcp";
 
+/// The demo users `provider.mjs` signs in by default: (username = `sub`, password, role).
+pub const USERS: [(&str, &str, &str); 3] = [
+    ("alice", "alice-password", "admin"),
+    ("bob", "bob-password", "viewer"),
+    ("carol", "carol-password", "developer"),
+];
+
+/// How the provider's `gatepass` client signs people in (its env; see `provider.mjs`).
+#[derive(Debug, Clone, Default)]
+pub struct SignInSetup {
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub backchannel_logout_uri: Option<String>,
+    /// The `aud` of sign-in access tokens (`SIGNIN_RESOURCE`).
+    pub resource: Option<String>,
+    /// Their lifetime in seconds (`ACCESS_TOKEN_TTL`).
+    pub access_token_ttl: Option<u64>,
+}
+
 /// What `provider.mjs` prints once it serves.
 const READY: &str = "oidc-provider listening on http://127.0.0.1:";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,6 +68,7 @@ pub struct OidcProvider {
     port: u16,
     /// Resource indicators besides the fixed ones (`EXTRA_RESOURCES`).
     extra_resources: Vec<String>,
+    signin: SignInSetup,
     /// The keys file and the process's log.
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -68,6 +88,12 @@ impl OidcProvider {
     /// stack's `http://127.0.0.1:PORT/mcp`) as a resource indicator with RS256 `at+jwt` tokens
     /// and [`SCOPES`], like [`MCP_RESOURCE`].
     pub fn start_with_resources(resources: &[&str]) -> OidcProvider {
+        OidcProvider::start_with(resources, SignInSetup::default())
+    }
+
+    /// [`OidcProvider::start_with_resources`], and its `gatepass` client signs people in as
+    /// `signin` says.
+    pub fn start_with(resources: &[&str], signin: SignInSetup) -> OidcProvider {
         let script = root().join("tests/oidc/provider.mjs");
         assert!(
             root()
@@ -79,6 +105,7 @@ impl OidcProvider {
         let mut p = OidcProvider {
             port: free_port(),
             extra_resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+            signin,
             dir: tempfile::tempdir().unwrap(),
             child: None,
         };
@@ -102,7 +129,22 @@ impl OidcProvider {
             .open(self.log_path())
             .unwrap();
         let from = log.metadata().unwrap().len() as usize;
-        let child = Command::new("node")
+        let mut cmd = Command::new("node");
+        let si = &self.signin;
+        cmd.env("REDIRECT_URIS", si.redirect_uris.join(" ")).env(
+            "POST_LOGOUT_REDIRECT_URIS",
+            si.post_logout_redirect_uris.join(" "),
+        );
+        if let Some(uri) = &si.backchannel_logout_uri {
+            cmd.env("BACKCHANNEL_LOGOUT_URI", uri);
+        }
+        if let Some(r) = &si.resource {
+            cmd.env("SIGNIN_RESOURCE", r);
+        }
+        if let Some(ttl) = si.access_token_ttl {
+            cmd.env("ACCESS_TOKEN_TTL", ttl.to_string());
+        }
+        let child = cmd
             .arg(root().join("tests/oidc/provider.mjs"))
             .current_dir(root())
             .env("PORT", self.port.to_string())
@@ -296,6 +338,65 @@ impl OidcProvider {
             .call(reqwest::Method::POST, "/test/logout-token", Some(body))
             .await;
         v["logout_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Replaces the sign-in registration of client `gatepass` (redirect URIs, post-logout
+    /// URIs, back-channel logout URI), rebuilding the provider on the same storage.
+    pub async fn set_client(&self, registration: Value) -> Value {
+        self.call(reqwest::Method::POST, "/test/client", Some(registration))
+            .await
+    }
+
+    /// Sets the lifetime of sign-in access tokens from now on (seconds).
+    pub async fn set_access_token_ttl(&self, secs: u64) {
+        self.call(
+            reqwest::Method::POST,
+            "/test/ttl",
+            Some(json!({"access_token": secs})),
+        )
+        .await;
+    }
+
+    /// Successful token-endpoint grants so far, by grant type (`authorization_code`,
+    /// `refresh_token`, `client_credentials`).
+    pub async fn grants(&self) -> Value {
+        self.get_json("/test/grants").await
+    }
+
+    /// Requests that reached the end-session endpoint: `{count, last}`.
+    pub async fn end_sessions(&self) -> Value {
+        self.get_json("/test/end-sessions").await
+    }
+
+    /// Makes refresh grants fail (`invalid_grant`, `unavailable`) until `off`.
+    pub async fn refresh_fail(&self, mode: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/test/refresh-fail",
+            Some(json!({ "mode": mode })),
+        )
+        .await;
+    }
+
+    /// The next ID token issued carries `aud` instead of the client id.
+    pub async fn next_id_token_audience(&self, aud: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/test/next-id-token",
+            Some(json!({ "aud": aud })),
+        )
+        .await;
+    }
+
+    /// The provider itself sends a back-channel logout for every session of `sub` to
+    /// `gatepass`'s `backchannel_logout_uri`, and ends them: `{sent, statuses}`.
+    pub async fn backchannel_logout(&self, sub: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/test/backchannel",
+            Some(json!({ "sub": sub, "end_session": true })),
+        )
+        .await
     }
 
     /// SIGTERM by PID, SIGKILL after 5 s; the exit status when it exited by itself. The port

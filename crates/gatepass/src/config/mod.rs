@@ -17,11 +17,13 @@ pub use gatepass_service::telemetry::TelemetryConfig;
 mod policy;
 mod revocation;
 mod server;
+mod session;
 mod verify;
 
 pub use policy::*;
 pub use revocation::*;
 pub use server::*;
+pub use session::*;
 pub use verify::*;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -64,6 +66,8 @@ pub struct Config {
     /// OAuth protected resources (MCP servers) behind Traefik (SPEC §8, RFC 9728).
     #[serde(default)]
     pub resources: Vec<ResourceConfig>,
+    /// Browser sign-in at an OpenID Provider, with server-side sessions (SPEC §9).
+    pub signin: Option<SigninConfig>,
     /// OpenTelemetry traces over OTLP/HTTP; read at start only (a reload keeps the first).
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -108,6 +112,7 @@ impl gatepass_service::config::ConfigFile for Config {
         self.validate_assertion_and_tickets()?;
         self.validate_revocation()?;
         self.validate_resources()?;
+        self.validate_signin()?;
         self.state.validate()?;
         self.telemetry.validate()?;
         Ok(())
@@ -130,6 +135,26 @@ impl Config {
     /// Resolves a configured path against the config file's directory.
     pub fn path(&self, p: &Path) -> PathBuf {
         gatepass_service::config::resolve(&self.base_dir, p)
+    }
+
+    /// A secret file's bytes with trailing whitespace trimmed (SPEC §3.8), at least `min`
+    /// bytes; errors name `key` and the path, never the content.
+    pub fn read_secret(&self, key: &str, file: &Path, min: usize) -> Result<Vec<u8>, ConfigError> {
+        let path = self.path(file);
+        let mut secret = std::fs::read(&path).map_err(|e| {
+            ConfigError::new(key, format!("cannot read {}: {}", path.display(), e.kind()))
+        })?;
+        let len = secret.trim_ascii_end().len();
+        secret.truncate(len);
+        if secret.is_empty() || secret.len() < min {
+            let what = if min > 1 {
+                format!("must hold a secret of at least {min} bytes")
+            } else {
+                "is empty".into()
+            };
+            return Err(ConfigError::new(key, what));
+        }
+        Ok(secret)
     }
 
     fn validate_listen(&self) -> Result<(), ConfigError> {

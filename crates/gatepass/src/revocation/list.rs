@@ -75,6 +75,8 @@ static PURGE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PURG
 pub enum Source {
     Api,
     Backchannel,
+    /// A sign-in session ended (sign-out, a failed refresh): its `sid`.
+    Session,
 }
 
 /// Why a revocation was not recorded.
@@ -213,7 +215,7 @@ impl List {
 
 struct RevocationMetrics {
     /// `[kind][source]`.
-    revoked: [[Counter; 2]; 3],
+    revoked: [[Counter; 3]; 3],
     entries: Gauge,
     subscribers: Gauge,
     full: Counter,
@@ -237,9 +239,21 @@ impl RevocationMetrics {
         };
         RevocationMetrics {
             revoked: [
-                [c("jti", "api"), c("jti", "backchannel")],
-                [c("sub", "api"), c("sub", "backchannel")],
-                [c("sid", "api"), c("sid", "backchannel")],
+                [
+                    c("jti", "api"),
+                    c("jti", "backchannel"),
+                    c("jti", "session"),
+                ],
+                [
+                    c("sub", "api"),
+                    c("sub", "backchannel"),
+                    c("sub", "session"),
+                ],
+                [
+                    c("sid", "api"),
+                    c("sid", "backchannel"),
+                    c("sid", "session"),
+                ],
             ],
             entries: m.gauge("gatepass_revocation_entries", vec![]),
             subscribers: m.gauge("gatepass_revocation_feed_subscribers", vec![]),
@@ -351,7 +365,11 @@ impl Revocations {
                 merged
             }
         };
-        let s = usize::from(source == Source::Backchannel);
+        let s = match source {
+            Source::Api => 0,
+            Source::Backchannel => 1,
+            Source::Session => 2,
+        };
         self.metrics.revoked[kind_index(kind)][s].increment(1);
         tracing::info!(kind = ?kind, source = ?source, expires_at = recorded.expires_at, value_len = value.len(), "revoked");
         Ok(recorded)

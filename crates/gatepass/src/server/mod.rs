@@ -30,6 +30,7 @@ use crate::decision::Decision;
 use crate::metrics::Metrics;
 use crate::policy::deny::{json_response, Body, DenyReason};
 use crate::policy::rules::Matched;
+use crate::session::Sessions;
 use crate::state::State;
 use http_body_util::Either;
 use revocations::ServerBody;
@@ -128,6 +129,12 @@ impl App {
     }
 
     async fn handle_whole(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let state = self.state();
+        if let Some(sessions) = &state.sessions {
+            if let Some(page) = req.uri().path().strip_prefix(sessions.cfg.prefix.as_str()) {
+                return signin(sessions, &req, page).await;
+            }
+        }
         match req.uri().path() {
             "/validate" => {
                 let start = Instant::now();
@@ -275,8 +282,16 @@ impl App {
                 span.record("gatepass.outcome", "deny");
                 span.record("gatepass.deny_reason", d.reason.code());
                 self.metrics.denied(d.reason);
+                if let Some(page) = state.page(req.headers(), &d) {
+                    return page;
+                }
                 let challenge = state.challenge(req.headers(), d.reason);
                 d.reason.response_for(d.retry_after, &challenge)
+            }
+            Decision::SignIn(r) => {
+                span.record("gatepass.outcome", "signin");
+                self.metrics.signin_redirects.increment(1);
+                r
             }
         }
     }
@@ -285,11 +300,13 @@ impl App {
     async fn ticket(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let state = self.state();
         let verified = match state
-            .decide_bearer(req.headers(), peer.ip(), &self.metrics, "/tickets")
+            .decide_bearer(req.headers(), peer.ip(), "/tickets")
             .await
         {
             Decision::Allow(Some(v)) => v,
-            Decision::Allow(None) => return self.deny(DenyReason::MissingToken, None),
+            Decision::Allow(None) | Decision::SignIn(_) => {
+                return self.deny(DenyReason::MissingToken, None)
+            }
             Decision::Deny(d) => return self.deny(d.reason, d.retry_after),
         };
         let Ok(ticket) = state.tickets.issue(verified).await else {
@@ -303,6 +320,21 @@ impl App {
     fn deny(&self, reason: DenyReason, retry: Option<u64>) -> Response<Body> {
         self.metrics.denied(reason);
         reason.response(retry)
+    }
+}
+
+/// The sign-in endpoints under `[signin] prefix` (SPEC §9), which Traefik routes straight to
+/// gatepass: `/callback`, `/signin`, `/logout`, `/session`.
+async fn signin(sessions: &Arc<Sessions>, req: &Request<Incoming>, page: &str) -> Response<Body> {
+    let (h, query) = (req.headers(), req.uri().query().unwrap_or(""));
+    match (page, req.method()) {
+        ("/callback", &Method::GET) => sessions.callback(h, query).await,
+        ("/signin", &Method::GET) => sessions.signin(h, query),
+        ("/logout", &Method::GET | &Method::POST) => sessions.logout(h, req.method()).await,
+        ("/session", &Method::GET) => sessions.info(h).await,
+        ("/callback" | "/signin" | "/session", _) => method_not_allowed("GET"),
+        ("/logout", _) => method_not_allowed("GET, POST"),
+        _ => json_response(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#),
     }
 }
 

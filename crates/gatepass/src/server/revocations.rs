@@ -146,9 +146,11 @@ pub async fn post(
     peer: IpAddr,
     metrics: &Metrics,
 ) -> Response<Body> {
-    let caller = match state.decide_bearer(h, peer, metrics, "/revocations").await {
+    let caller = match state.decide_bearer(h, peer, "/revocations").await {
         Decision::Allow(Some(v)) => v,
-        Decision::Allow(None) => return deny(metrics, DenyReason::MissingToken, None),
+        Decision::Allow(None) | Decision::SignIn(_) => {
+            return deny(metrics, DenyReason::MissingToken, None)
+        }
         Decision::Deny(d) => return deny(metrics, d.reason, d.retry_after),
     };
     let role = caller.identity().role;

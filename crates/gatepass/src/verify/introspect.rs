@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use metrics::{Counter, Label};
 use moka::future::Cache;
 use serde_json::{Map, Value};
@@ -83,30 +81,14 @@ impl Introspector {
         else {
             return Ok(None);
         };
-        let path = config.path(file);
-        let secret = std::fs::read_to_string(&path).map_err(|e| {
-            ConfigError::new(
-                key("introspection_secret_file"),
-                format!("cannot read {}: {}", path.display(), e.kind()),
-            )
-        })?;
-        let secret = secret.trim();
-        if secret.is_empty() {
-            return Err(ConfigError::new(
-                key("introspection_secret_file"),
-                "is empty",
-            ));
-        }
-        // RFC 6749 §2.3.1: both form-urlencoded before the Basic encoding.
-        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let basic = STANDARD.encode(format!("{}:{}", enc(id), enc(secret)));
-        let mut authorization =
-            http::HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| {
+        let secret = config.read_secret(&key("introspection_secret_file"), file, 1)?;
+        let authorization =
+            crate::verify::jwks::client_secret_basic(id, &secret).ok_or_else(|| {
                 ConfigError::new(key("introspection_client_id"), "not usable in a header")
             })?;
-        authorization.set_sensitive(true);
-        let client = crate::verify::jwks::http_client(config, ic)
-            .map_err(|e| ConfigError::new(key("ca_file"), e.to_string()))?;
+        let client =
+            crate::verify::jwks::http_client(config, ic, reqwest::redirect::Policy::limited(3))
+                .map_err(|e| ConfigError::new(key("ca_file"), e.to_string()))?;
         let c = &config.cache;
         let result = |r: &'static str| {
             metrics.counter(

@@ -57,7 +57,7 @@ impl KeySource {
             return Ok(KeySource::None);
         }
         let url = issuer.jwks_url.clone().unwrap_or_default();
-        let client = http_client(config, issuer)?;
+        let client = http_client(config, issuer, reqwest::redirect::Policy::limited(3))?;
         let fetch = |result: &'static str| {
             metrics.counter(
                 "gatepass_jwks_fetches_total",
@@ -113,14 +113,13 @@ impl KeySource {
 
     /// The introspection endpoint the discovery document names.
     pub fn discovered_introspection(&self) -> Option<String> {
+        self.discovered()?.introspection_endpoint
+    }
+
+    /// The last discovery document fetched (or read from `[state] dir`).
+    pub fn discovered(&self) -> Option<Discovered> {
         match self {
-            KeySource::Remote(r) => r
-                .discovered
-                .read()
-                .ok()?
-                .as_ref()?
-                .introspection_endpoint
-                .clone(),
+            KeySource::Remote(r) => r.discovered.read().ok()?.clone(),
             _ => None,
         }
     }
@@ -154,9 +153,29 @@ impl KeySource {
     }
 }
 
-/// The HTTP client of an issuer's fetches (JWKS, discovery, introspection): bounded by
-/// `fetch_timeout`, with the issuer's `ca_file` trusted too.
-pub fn http_client(config: &Config, issuer: &IssuerConfig) -> Result<reqwest::Client, KeyError> {
+/// RFC 6749 §2.3.1 client_secret_basic: id and secret form-urlencoded, then Basic; a
+/// sensitive header value (never printed by `Debug`). `None` when it can't be a header.
+pub fn client_secret_basic(id: &str, secret: &[u8]) -> Option<http::HeaderValue> {
+    use base64::Engine;
+    let enc = |s: &[u8]| form_urlencoded::byte_serialize(s).collect::<String>();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        enc(id.as_bytes()),
+        enc(secret)
+    ));
+    let mut value = http::HeaderValue::from_str(&format!("Basic {basic}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// The HTTP client of an issuer's fetches (JWKS, discovery, introspection, sign-in's token
+/// endpoint): bounded by `fetch_timeout`, with the issuer's `ca_file` trusted too, following
+/// `redirects`.
+pub fn http_client(
+    config: &Config,
+    issuer: &IssuerConfig,
+    redirects: reqwest::redirect::Policy,
+) -> Result<reqwest::Client, KeyError> {
     let url = issuer
         .jwks_url
         .clone()
@@ -164,7 +183,7 @@ pub fn http_client(config: &Config, issuer: &IssuerConfig) -> Result<reqwest::Cl
     let mut builder = reqwest::Client::builder()
         .timeout(config.jwks.fetch_timeout.0)
         .connect_timeout(config.jwks.fetch_timeout.0)
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(redirects)
         .user_agent(concat!("gatepass/", env!("CARGO_PKG_VERSION")));
     if let Some(ca) = &issuer.ca_file {
         let path = config.path(ca);
@@ -292,6 +311,14 @@ pub struct Discovered {
     pub jwks_uri: String,
     #[serde(default)]
     pub introspection_endpoint: Option<String>,
+    /// Sign-in (SPEC §9): where browsers are sent, where codes are exchanged, where a
+    /// signed-out browser is sent (RP-initiated logout).
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
 }
 
 /// The saved state of one issuer: when, the discovery document (if any) and the JWKS.
@@ -375,6 +402,9 @@ impl RemoteJwks {
                 issuer: String,
                 jwks_uri: Option<String>,
                 introspection_endpoint: Option<String>,
+                authorization_endpoint: Option<String>,
+                token_endpoint: Option<String>,
+                end_session_endpoint: Option<String>,
             }
             let doc: Doc = serde_json::from_slice(&body)
                 .map_err(|_| "discovery document is not the expected JSON".to_string())?;
@@ -391,6 +421,9 @@ impl RemoteJwks {
             return Ok(Discovered {
                 jwks_uri,
                 introspection_endpoint: doc.introspection_endpoint.filter(|u| http_url(u)),
+                authorization_endpoint: doc.authorization_endpoint.filter(|u| http_url(u)),
+                token_endpoint: doc.token_endpoint.filter(|u| http_url(u)),
+                end_session_endpoint: doc.end_session_endpoint.filter(|u| http_url(u)),
             });
         }
         Err(last)

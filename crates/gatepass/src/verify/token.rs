@@ -16,10 +16,15 @@ pub enum TokenSource {
     Cookie(String),
     Query(String),
     Ticket,
+    /// The sign-in session cookie (`[signin] cookie_name`).
+    Session(String),
 }
 
-/// Parses `tokens.sources`.
-pub fn parse_sources(list: &[String]) -> Result<Vec<TokenSource>, String> {
+/// Parses `tokens.sources`; `session` is the cookie named `session_cookie` (`[signin]`).
+pub fn parse_sources(
+    list: &[String],
+    session_cookie: Option<&str>,
+) -> Result<Vec<TokenSource>, String> {
     if list.is_empty() {
         return Err("must list at least one source".into());
     }
@@ -29,11 +34,15 @@ pub fn parse_sources(list: &[String]) -> Result<Vec<TokenSource>, String> {
             None if s == "bearer" => TokenSource::Bearer,
             None if s == "websocket_protocol" => TokenSource::WebsocketProtocol,
             None if s == "ticket" => TokenSource::Ticket,
+            None if s == "session" => match session_cookie {
+                Some(name) => TokenSource::Session(name.into()),
+                None => return Err("`session` needs a [signin] table".into()),
+            },
             Some(("cookie", n)) if valid_name(n) => TokenSource::Cookie(n.into()),
             Some(("query", n)) if valid_name(n) && n != "ticket" => TokenSource::Query(n.into()),
             _ => {
                 return Err(format!(
-                    "unknown token source `{s}` (bearer, websocket_protocol, cookie:NAME, query:NAME, ticket)"
+                    "unknown token source `{s}` (bearer, websocket_protocol, cookie:NAME, query:NAME, ticket, session)"
                 ))
             }
         };
@@ -56,6 +65,8 @@ fn valid_name(n: &str) -> bool {
 pub enum Credential<'a> {
     Jwt(Cow<'a, str>),
     Ticket(Cow<'a, str>),
+    /// A sign-in session's cookie value.
+    Session(&'a str),
 }
 
 /// Why the credential is unusable before any verification.
@@ -102,6 +113,7 @@ pub fn extract<'a>(
             }
             TokenSource::Query(name) if upgrade => query_param(uri, name)?.map(Credential::Jwt),
             TokenSource::Query(_) => None,
+            TokenSource::Session(name) => cookie(headers, name)?.map(Credential::Session),
             TokenSource::Ticket => match query_param(uri, "ticket")? {
                 Some(_) if !upgrade => return Err(ExtractError::TicketNotUpgrade),
                 t => t.map(Credential::Ticket),
@@ -232,6 +244,7 @@ mod tests {
                 "ticket",
             ]
             .map(String::from),
+            None,
         )
         .unwrap()
     }
@@ -406,9 +419,14 @@ mod tests {
 
     #[test]
     fn source_parsing() {
-        assert!(parse_sources(&["bearer".into(), "bearer".into()]).is_err());
-        assert!(parse_sources(&["query:ticket".into()]).is_err());
-        assert!(parse_sources(&[]).is_err());
+        assert!(parse_sources(&["bearer".into(), "bearer".into()], None).is_err());
+        assert!(parse_sources(&["query:ticket".into()], None).is_err());
+        assert!(parse_sources(&[], None).is_err());
+        assert!(parse_sources(&["session".into()], None).is_err());
+        assert_eq!(
+            parse_sources(&["session".into(), "bearer".into()], Some("gp")).unwrap(),
+            [TokenSource::Session("gp".into()), TokenSource::Bearer]
+        );
     }
 
     proptest! {

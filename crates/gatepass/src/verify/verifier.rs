@@ -74,6 +74,9 @@ pub struct Verifier {
     /// `[cache] ttl` in ms; 0: nothing is cached.
     ttl_ms: u64,
     max_token_bytes: usize,
+    /// `gatepass_token_cache_total{result}`.
+    cache_hit: metrics::Counter,
+    cache_miss: metrics::Counter,
 }
 
 impl Verifier {
@@ -109,19 +112,17 @@ impl Verifier {
             cache,
             ttl_ms: config.cache.ttl.0.as_millis() as u64,
             max_token_bytes: config.tokens.max_token_bytes,
+            cache_hit: metrics.cache_hit.clone(),
+            cache_miss: metrics.cache_miss.clone(),
         })
     }
 
     /// Verifies `token`, from the cache when it was verified before.
-    pub async fn verify(
-        &self,
-        token: &str,
-        metrics: &Metrics,
-    ) -> Result<Arc<Verified>, DenyReason> {
-        if let Some(v) = self.lookup(token, metrics).await {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, DenyReason> {
+        if let Some(v) = self.lookup(token).await {
             return Ok(v);
         }
-        metrics.cache_miss.increment(1);
+        self.cache_miss.increment(1);
         if !crate::verify::token::is_jws(token) {
             if let Some(i) = &self.introspector {
                 if token.len() > self.max_token_bytes {
@@ -147,7 +148,7 @@ impl Verifier {
     }
 
     /// The token's earlier verification, while it is unexpired; never a signature check.
-    pub async fn lookup(&self, token: &str, metrics: &Metrics) -> Option<Arc<Verified>> {
+    pub async fn lookup(&self, token: &str) -> Option<Arc<Verified>> {
         let v = match &self.introspector {
             Some(i) if !crate::verify::token::is_jws(token) => i.cached(token).await?,
             _ => {
@@ -160,7 +161,7 @@ impl Verifier {
                 c.verified
             }
         };
-        metrics.cache_hit.increment(1);
+        self.cache_hit.increment(1);
         if gatepass_service::telemetry::enabled() {
             tracing::Span::current().record("gatepass.cache_hit", true);
         }
@@ -259,13 +260,24 @@ impl Verifier {
                 return Err(DenyReason::MissingClaim);
             }
         }
+        // The issuer that verified it (with one issuer, `iss` was compared to it).
+        self.identity_of(&claims, &issuer.iss, exp)
+    }
+
+    /// The verified form of claims already checked (a token's, or a sign-in session's ID
+    /// token's): the identity through `[claims]`, and the ids revocations know it by.
+    pub fn identity_of(
+        &self,
+        claims: &Map<String, Value>,
+        iss: &str,
+        exp: u64,
+    ) -> Result<Verified, DenyReason> {
         let identity = self
             .claims
-            .identity(&claims, exp)
+            .identity(claims, exp)
             .ok_or(DenyReason::MissingClaim)?;
-        let mut ids = TokenIds::from_claims(&claims);
-        // The issuer that verified it (with one issuer, `iss` was compared to it).
-        ids.iss = Some(issuer.iss.as_str().into());
+        let mut ids = TokenIds::from_claims(claims);
+        ids.iss = Some(iss.into());
         Ok(Verified::with_ids(identity, exp, ids))
     }
 }

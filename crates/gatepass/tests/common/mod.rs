@@ -2,6 +2,8 @@
 //! exact headers Traefik sends to a forwardAuth address (SPEC §2).
 #![allow(dead_code, unused_imports)]
 
+pub mod signin;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
