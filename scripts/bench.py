@@ -378,6 +378,123 @@ def introspection_section():
             + f"\n\nIntrospection calls: {calls:.0f} while warming up, {after - calls:.0f} during the measured runs.")
 
 
+def redis_calls(port):
+    """Commands a redis-server has run, by command (`INFO commandstats`), INFO itself excluded."""
+    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True, check=True).stdout
+    calls = {}
+    for line in out.splitlines():
+        m = re.match(r"cmdstat_(\S+?):calls=(\d+)", line)
+        if m and m.group(1) != "info":
+            calls[m.group(1)] = int(m.group(2))
+    return calls
+
+
+def session_section(traefik):
+    """Sign-in sessions (SPEC §9) on the cache-hit path next to bearer tokens on one gatepass:
+    sessions in process and in Redis, 200 sessions signed in at the real OpenID Provider of
+    tests/oidc. The hot path is a process cache: Redis calls per session request should be 0."""
+    log("section 1g: sign-in sessions")
+    op_port, redis_port = free_port(), free_port()
+    env = dict(os.environ, PORT=str(op_port), REDIRECT_URIS="http://app.test/_gatepass/callback",
+               SIGNIN_RESOURCE="https://app.example.test", GATEPASS_SECRET="bench-oidc-client-secret",
+               ACCESS_TOKEN_TTL="3600")
+    logf = open(WORK / "oidc-provider.log", "w")
+    op = subprocess.Popen(["node", str(ROOT / "tests" / "oidc" / "provider.mjs")], env=env, stdout=logf,
+                          stderr=subprocess.STDOUT, cwd=ROOT)
+    PROCS.append(op)
+    start("redis-sessions", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
+                             "--appendonly", "no", "--dir", WORK], ready_port=redis_port)
+    issuer = f"http://127.0.0.1:{op_port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{issuer}/.well-known/openid-configuration", timeout=1):
+                break
+        except Exception:
+            if time.time() > deadline:
+                sys.exit(f"oidc-provider did not start: {(WORK / 'oidc-provider.log').read_text()}")
+            time.sleep(0.2)
+    (WORK / "oidc-client.key").write_text("bench-oidc-client-secret\n")
+    (WORK / "session.keys").write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    base = (WORK / "gp-hs256.toml").read_text()
+    signin = (f'\n[[issuers]]\nname = "op"\nissuer = "{issuer}"\ndiscovery = true\nalgorithms = ["RS256"]\n'
+              f'audiences = ["https://app.example.test"]\n\n[tokens]\nsources = ["session", "bearer"]\n\n'
+              f'[signin]\nissuer = "op"\nclient_id = "gatepass"\nclient_secret_file = "{WORK / "oidc-client.key"}"\n'
+              f'hosts = ["app.test"]\nkey_file = "{WORK / "session.keys"}"\n')
+    state = f'\n[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:{redis_port}/0"\n'
+    (WORK / "gp-session-memory.toml").write_text(base + signin)
+    (WORK / "gp-session-redis.toml").write_text(base + signin + state)
+    gp, targets = {}, []
+    bearer = {"MODE": "validate", "TOKENS": str(WORK / "tokens-hs256.txt")}
+    for kind in ["memory", "redis"]:
+        port, p = start_gatepass(f"gp-session-{kind}", f"gp-session-{kind}.toml")
+        deadline = time.time() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except Exception:
+                pass
+            if time.time() > deadline:
+                sys.exit(f"gp-session-{kind} never ready: {(WORK / f'gp-session-{kind}.log').read_text()}")
+            time.sleep(0.1)
+        subprocess.run([REL / "bench_setup", "sessions", f"http://127.0.0.1:{port}", "app.test", issuer, "200",
+                        WORK / f"sessions-{kind}.txt"], check=True)
+        gp[kind] = (port, p)
+        url = f"http://127.0.0.1:{port}/validate"
+        session = {"MODE": "session", "TOKENS": str(WORK / f"sessions-{kind}.txt")}
+        # Warm both caches: every token and session resolved once.
+        wrk(url, 16, bearer, "2s")
+        wrk(url, 16, session, "2s")
+        targets.append({"name": f"bearer (HS256) cache hit, state {kind}", "url": url, "env": bearer, "pid": p.pid})
+        targets.append({"name": f"session cache hit, sessions in {kind}", "url": url, "env": session, "pid": p.pid})
+    COMMANDS.append("node tests/oidc/provider.mjs; gatepass with [signin] (memory, and [state] redis); "
+                    "bench_setup sessions URL app.test ISSUER 200 FILE  # section 1g")
+    calls_before = redis_calls(redis_port)
+    allow = "gatepass_requests_total{outcome=\"allow\",reason=\"ok\"}"
+    redis_metrics = f"http://127.0.0.1:{gp['redis'][0]}/metrics"
+    allows_before = metric(redis_metrics, allow)
+    rows, ratios = [], []
+    for conns in CONNS:
+        med = round_robin(targets, conns)
+        for kind in ["memory", "redis"]:
+            b = med[f"bearer (HS256) cache hit, state {kind}"]
+            for name in [f"bearer (HS256) cache hit, state {kind}", f"session cache hit, sessions in {kind}"]:
+                m = med[name]
+                ratio = m["rps"] / b["rps"]
+                if name.startswith("session"):
+                    ratios.append((kind, conns, ratio))
+                rows.append([conns, name, f"{m['rps']:.0f}", f"{m['p50']:.2f}", f"{m['p99']:.2f}", f"{ratio:.2f}",
+                             f"{m['cpu_us']:.1f}", m["errors"]])
+    after = redis_calls(redis_port)
+    delta = {k: v - calls_before.get(k, 0) for k, v in after.items() if v > calls_before.get(k, 0)}
+    calls = sum(delta.values())
+    allows = metric(redis_metrics, allow) - allows_before
+    per = calls / allows if allows else float("nan")
+    worst = min(ratios, key=lambda r: r[2])
+    target("session cache hit ≥ 0.95× the bearer cache hit, memory and Redis (1g)",
+           f"{worst[2]:.2f}× at the lowest ({worst[0]}, {worst[1]} conns)", worst[2] >= 0.95)
+    # What Redis ran is the background (the up probe's PING, the revocation stream's blocking
+    # read, the purge timer): nothing that scales with requests.
+    target("Redis calls per session request at steady state = 0 (1g)",
+           f"{per:.5f} ({calls} background commands for {allows:.0f} requests)", per < 0.001)
+    for p in [gp["memory"][1], gp["redis"][1], op] + [q for q in PROCS if q.args[0] == "redis-server"]:
+        retire(p)
+    return ("## 1g. Sign-in sessions on the cache-hit path\n\n"
+            "One gatepass with `[signin]` at the real OpenID Provider of `tests/oidc`: 1,000 rotating HS256 bearer "
+            "tokens, or 200 rotating sign-in sessions (`Cookie: gatepass_session=...`, each signed in once with a "
+            "browser's flow before measuring), sessions in the process or in a real `redis-server`. A session request "
+            "is a cache lookup keyed by the cookie, then the bearer path (rules, revocation, limits). `× bearer` is the "
+            "ratio to the bearer row of the same gatepass.\n\n"
+            + table(["conns", "target", "req/s", "p50 ms", "p99 ms", "× bearer", "CPU µs/req", "errors"], rows)
+            + f"\n\nRedis commands during the Redis runs (`INFO commandstats`, bearer and session requests together): "
+            f"**{calls}** for {allows:.0f} allowed requests ({per:.5f} per request): "
+            + (", ".join(f"{k} {v}" for k, v in sorted(delta.items())) or "none")
+            + ". These are the background's (the up probe, the revocation stream's blocking read, the purge "
+            "timer); a session request makes none.")
+
+
 def validate_requests(port, tokens, n):
     """`n` forwardAuth requests (the wrk script's MODE=validate request) one after another on one
     keep-alive connection; returns the status counts."""
@@ -742,6 +859,7 @@ def main():
     sections.append(introspection_section())
     sections.append(assertion_section())
     sections.append(instructions_section())
+    sections.append(session_section(traefik))
 
     # 2. In-process verify cost (criterion).
     log("section 2: criterion")

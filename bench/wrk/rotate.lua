@@ -1,6 +1,7 @@
 -- wrk script: rotates through the tokens in $TOKENS (one per line), starting each thread at a
--- random offset. MODE=validate sends what Traefik sends to a forwardAuth address; MODE=bearer
--- sends only Authorization (through Traefik); MODE=basic sends Basic $BASIC; MODE=none nothing.
+-- random offset. MODE=validate sends what Traefik sends to a forwardAuth address; MODE=session
+-- the same with the token as a sign-in session cookie instead; MODE=bearer sends only
+-- Authorization (through Traefik); MODE=basic sends Basic $BASIC; MODE=none nothing.
 local tokens = {}
 local mode = os.getenv("MODE") or "validate"
 local file = os.getenv("TOKENS")
@@ -19,14 +20,18 @@ end
 function request()
   local headers = {}
   if #tokens > 0 then i = i % #tokens + 1 end
-  if mode == "validate" then
+  if mode == "validate" or mode == "session" then
     headers["X-Forwarded-Method"] = "GET"
     headers["X-Forwarded-Proto"] = "http"
     headers["X-Forwarded-Host"] = "app.test"
     headers["X-Forwarded-Port"] = "80"
     headers["X-Forwarded-Uri"] = "/api/v1/mcps"
     headers["X-Forwarded-For"] = "10.0.0.1"
-    headers["Authorization"] = "Bearer " .. tokens[i]
+    if mode == "session" then
+      headers["Cookie"] = "gatepass_session=" .. tokens[i]
+    else
+      headers["Authorization"] = "Bearer " .. tokens[i]
+    end
   elseif mode == "bearer" then
     headers["Authorization"] = "Bearer " .. tokens[i]
   elseif mode == "basic" then

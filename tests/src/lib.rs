@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gatepass_testkit::oidc::OidcProvider;
+use gatepass_testkit::oidc::SignInSetup;
 pub use gatepass_testkit::{client, now, wait_for, Stub};
 use gatepass_testkit::{free_port, DevCa};
 use serde_json::Value;
@@ -176,6 +177,11 @@ pub struct Options {
     /// An OTLP/HTTP traces URL (e.g. a [`gatepass_testkit::OtlpReceiver`]'s): Traefik's own
     /// tracing exports there, and gatepass and mcp-status get a `[telemetry]` pointing at it.
     pub otlp_endpoint: Option<String>,
+    /// SPEC §9: people sign in with a browser. A real [`OidcProvider`] (the same as for
+    /// [`Options::mcp_server`]) signs them in; gatepass gets `[signin]` on the stack's host,
+    /// with the session cookie as first token source, and Traefik `traefik/signin.yml` (the
+    /// prefix router and the signed-in dashboard), as `make run` has them.
+    pub signin: bool,
 }
 
 impl Default for Options {
@@ -191,6 +197,7 @@ impl Default for Options {
             mcp_status_extra: None,
             mcp_server: false,
             otlp_endpoint: None,
+            signin: false,
         }
     }
 }
@@ -213,6 +220,9 @@ pub const ENCODED_CHARACTER_OPTIONS: [&str; 7] = [
 
 /// The secret that `files/admin/secret.txt` holds for the decoding backend.
 pub const ADMIN_SECRET: &str = "the admin secret";
+
+/// The session key of [`Options::signin`] stacks (one base64 32-byte key).
+pub const SESSION_KEY: &str = "ZTJlLXNlc3Npb24ta2V5LTAxMjM0NTY3ODlhYmNkZWY=";
 
 /// Where Traefik's `mcp-server` service points without [`Options::mcp_server`]: a port
 /// nothing listens on (TCP port 1), so `/mcp` answers 502 after gatepass allowed it.
@@ -245,6 +255,8 @@ pub struct Stack {
     pub oidc: Option<OidcProvider>,
     /// With [`Options::mcp_server`]: the MCP server's own address (`procs["mcp-server"]`).
     pub mcp_server_addr: Option<String>,
+    /// [`Options::signin`].
+    pub signin: bool,
 }
 
 /// `n` random bytes as hex, from the kernel.
@@ -319,13 +331,37 @@ impl Stack {
         // SPEC §8: the OpenID Provider first (gatepass discovers it at start), then the MCP
         // server (Traefik's router needs its address).
         let mcp_resource = format!("http://{web}/mcp");
-        let (oidc, mcp_server_addr) = if opts.mcp_server {
-            let op = tokio::task::spawn_blocking({
-                let r = mcp_resource.clone();
-                move || OidcProvider::start_with_resources(&[&r])
-            })
-            .await
-            .unwrap();
+        // SPEC §8/§9: the OpenID Provider first (gatepass discovers it at start).
+        let oidc = if opts.mcp_server || opts.signin {
+            let resources: Vec<String> = opts
+                .mcp_server
+                .then(|| mcp_resource.clone())
+                .into_iter()
+                .collect();
+            let signin = if opts.signin {
+                SignInSetup {
+                    redirect_uris: vec![format!("http://{web}/_gatepass/callback")],
+                    post_logout_redirect_uris: vec![format!("http://{web}/")],
+                    backchannel_logout_uri: Some(format!("http://{web}/auth/backchannel-logout")),
+                    resource: Some(format!("http://{web}")),
+                    access_token_ttl: None,
+                }
+            } else {
+                SignInSetup::default()
+            };
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    let r: Vec<&str> = resources.iter().map(String::as_str).collect();
+                    OidcProvider::start_with(&r, signin)
+                })
+                .await
+                .unwrap(),
+            )
+        } else {
+            None
+        };
+        // The MCP server (Traefik's router needs its address).
+        let mcp_server_addr = if opts.mcp_server {
             require(
                 root().join("tests/mcp/node_modules/@modelcontextprotocol/sdk"),
                 "run `make test` (it runs npm ci in tests/mcp)",
@@ -343,24 +379,19 @@ impl Stack {
             );
             let addr = server.listening_addr();
             procs.insert("mcp-server", server);
-            (Some(op), Some(addr))
+            Some(addr)
         } else {
-            (None, None)
+            None
         };
         let mcp_gatepass = match &oidc {
-            Some(op) => format!(
-                r#"# SPEC §8: the MCP server's authorization server, and the resource itself.
-[[issuers]]
-name = "oidc"
-issuer = "{iss}"
-discovery = true
-algorithms = ["RS256"]
-audiences = ["{mcp_resource}", "{rs256}"]
-profile = "rfc9068"
-
-[claims]
-user_id = ["sub", "client_id"]
-
+            Some(op) => {
+                let mut audiences = Vec::new();
+                let mut mcp = String::new();
+                if opts.mcp_server {
+                    audiences.push(mcp_resource.clone());
+                    audiences.push(gatepass_testkit::oidc::RS256_RESOURCE.to_owned());
+                    mcp = format!(
+                        r#"
 [[rules]]
 path = "/mcp"
 permissions = ["mcp:read"]
@@ -371,10 +402,51 @@ path = "/mcp"
 authorization_servers = ["{iss}"]
 scopes_supported = {scopes:?}
 "#,
-                iss = op.issuer(),
-                rs256 = gatepass_testkit::oidc::RS256_RESOURCE,
-                scopes = MCP_SCOPES,
-            ),
+                        iss = op.issuer(),
+                        scopes = MCP_SCOPES,
+                    );
+                }
+                let mut signin = String::new();
+                if opts.signin {
+                    audiences.push(format!("http://{web}"));
+                    std::fs::write(d.join("secrets/session.keys"), format!("{}\n", SESSION_KEY))
+                        .unwrap();
+                    std::fs::write(
+                        d.join("secrets/oidc-client.key"),
+                        gatepass_testkit::oidc::GATEPASS_CLIENT_SECRET,
+                    )
+                    .unwrap();
+                    signin = format!(
+                        r#"
+[tokens]
+sources = ["session", "bearer", "websocket_protocol", "cookie:access_token", "ticket"]
+
+[signin]
+issuer = "oidc"
+client_id = "gatepass"
+client_secret_file = "secrets/oidc-client.key"
+hosts = ["{web}"]
+key_file = "secrets/session.keys"
+"#
+                    );
+                }
+                format!(
+                    r#"# SPEC §8 and §9: the OpenID Provider, for the MCP resource and for sign-in.
+[[issuers]]
+name = "oidc"
+issuer = "{iss}"
+discovery = true
+algorithms = ["RS256"]
+audiences = {audiences:?}
+profile = "rfc9068"
+backchannel_logout_audience = "gatepass"
+
+[claims]
+user_id = ["sub", "client_id"]
+{mcp}{signin}"#,
+                    iss = op.issuer(),
+                )
+            }
             None => String::new(),
         };
         let mcp_polled = match &mcp_server_addr {
@@ -560,6 +632,9 @@ disable_after_cycles = 3
         }
         std::fs::write(d.join("traefik.yml"), static_cfg).unwrap();
         std::fs::write(dynamic.join("dynamic.yml"), dynamic_cfg).unwrap();
+        if opts.signin {
+            std::fs::write(dynamic.join("signin.yml"), render("signin.yml", &[])).unwrap();
+        }
         // Test-only routes to the echo backend, behind the same middleware.
         std::fs::write(
             dynamic.join("echo.yml"),
@@ -631,6 +706,7 @@ disable_after_cycles = 3
             procs,
             oidc,
             mcp_server_addr,
+            signin: opts.signin,
         };
         stack.wait_ready().await;
         stack.wait_mcp_ready().await;
@@ -655,10 +731,16 @@ disable_after_cycles = 3
             let req = c.get(self.url(path));
             async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
         };
+        // With sign-in the page is behind gatepass: a 401 to this script shows the route.
+        let page_up = if self.oidc.is_some() && self.signin {
+            401
+        } else {
+            200
+        };
         loop {
             let dash = status("/").await;
             let jwks = status("/.well-known/jwks.json").await;
-            if dash == 200 && jwks == 200 {
+            if dash == page_up && jwks == 200 {
                 let (ws, _) = self.ws(&token("ready", "admin"), &[]).await;
                 if let Ok(mut ws) = ws {
                     if first_type(&mut ws).await.as_deref() == Some("initial_status") {
@@ -711,7 +793,7 @@ disable_after_cycles = 3
     pub fn op(&self) -> &OidcProvider {
         self.oidc
             .as_ref()
-            .expect("the stack was started with Options::mcp_server")
+            .expect("the stack was started with Options::mcp_server or Options::signin")
     }
 
     /// Runs the MCP SDK client `tests/mcp/client.mjs` against `http://<web>/mcp` with only

@@ -1,6 +1,9 @@
 //! Writes everything the benchmark run needs into DIR: keys, one gatepass config per algorithm
 //! (cached and cache-disabled), a TLS config, rotating token files, and a 100k-token file.
 //!   bench_setup DIR
+//! Signs N browsers in at a running gatepass with `[signin]` (the real OpenID Provider of
+//! tests/oidc behind it, user alice) and writes their session cookies, one a line:
+//!   bench_setup sessions GATEPASS_URL APP_HOST OP_ISSUER N OUT
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -24,7 +27,60 @@ fn gatepass_config(dir: &str, key: &Key, cache: &str, tls: bool) -> String {
     c
 }
 
+/// `sessions GATEPASS_URL APP_HOST OP_ISSUER N OUT`: N sign-ins, as a browser makes them.
+fn sessions(args: &[String]) {
+    let [gatepass, host, issuer, n, out] = args else {
+        panic!("usage: bench_setup sessions GATEPASS_URL APP_HOST OP_ISSUER N OUT");
+    };
+    let n: usize = n.parse().expect("N");
+    let op = gatepass_testkit::oidc::OidcProvider::attach(issuer);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ids = rt.block_on(async {
+        let b = gatepass_testkit::browser::Browser::new();
+        let forwarded = [
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", host.as_str()),
+            ("x-forwarded-uri", "/"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ];
+        let mut nav = forwarded.to_vec();
+        nav.extend(gatepass_testkit::browser::NAVIGATION);
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = b
+                .request(
+                    http::Method::GET,
+                    &format!("{gatepass}/validate"),
+                    &nav,
+                    None,
+                )
+                .await;
+            assert_eq!(start.status, 302, "{}", start.body);
+            let callback = op
+                .authorize(&b, start, "alice", &format!("http://{host}/"))
+                .await;
+            let path = &callback[format!("http://{host}").len()..];
+            let mut h = forwarded.to_vec();
+            h.extend(gatepass_testkit::browser::NAVIGATION);
+            let done = b
+                .request(http::Method::GET, &format!("{gatepass}{path}"), &h, None)
+                .await;
+            assert_eq!(done.status, 303, "{}", done.body);
+            ids.push(b.cookie("gatepass_session").expect("a session cookie"));
+            b.forget("gatepass_session");
+        }
+        ids
+    });
+    std::fs::write(out, ids.join("\n") + "\n").unwrap();
+    eprintln!("{n} sessions written to {out}");
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("sessions") {
+        return sessions(&args[1..]);
+    }
     let dir = std::env::args().nth(1).expect("usage: bench_setup DIR");
     let d = Path::new(&dir);
     std::fs::create_dir_all(d).unwrap();

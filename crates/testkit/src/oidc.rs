@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::browser::{Browser, Page};
 use crate::{client, free_port, kill, stop};
 
 pub const GATEPASS_CLIENT_ID: &str = "gatepass";
@@ -111,6 +112,23 @@ impl OidcProvider {
         };
         p.spawn();
         p
+    }
+
+    /// A handle on a provider someone else runs at `issuer` (e.g. the benchmark's), for
+    /// [`OidcProvider::authorize`] and the test routes; dropping it stops nothing.
+    pub fn attach(issuer: &str) -> OidcProvider {
+        let port = issuer
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("an issuer http://127.0.0.1:PORT");
+        OidcProvider {
+            port,
+            extra_resources: Vec::new(),
+            signin: SignInSetup::default(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -397,6 +415,40 @@ impl OidcProvider {
             Some(json!({ "sub": sub, "end_session": true })),
         )
         .await
+    }
+
+    /// Plays the person at this provider: follows `to_provider` (a relying party's redirect
+    /// here) until the browser is sent to a URL starting with `back_to`, signing in as `user`
+    /// when the login page shows (a browser that signed in before goes straight through):
+    /// that URL (the relying party's callback, with `code` and `state`, or `error`).
+    pub async fn authorize(
+        &self,
+        b: &Browser,
+        to_provider: Page,
+        user: &str,
+        back_to: &str,
+    ) -> String {
+        let away = |url: &str| !url.starts_with(back_to);
+        let mut pages = b.follow_while(to_provider, away).await;
+        let last = pages.last().unwrap().clone();
+        if last.status == 200 && last.url.starts_with(&self.url("/interaction/")) {
+            let uid = last.url.rsplit('/').next().unwrap_or_default();
+            let password = USERS.iter().find(|u| u.0 == user).map_or("wrong", |u| u.1);
+            let login = self.url(&format!("/interaction/{uid}/login"));
+            let answer = b
+                .submit_once(&login, &[("username", user), ("password", password)])
+                .await;
+            pages = b.follow_while(answer, away).await;
+        }
+        let last = pages.last().unwrap();
+        match last.location().filter(|_| last.is_redirect()) {
+            Some(url) if url.starts_with(back_to) => url,
+            _ => panic!(
+                "not sent back to {back_to}: {:?}\n{}",
+                crate::browser::urls(&pages),
+                last.body
+            ),
+        }
     }
 
     /// SIGTERM by PID, SIGKILL after 5 s; the exit status when it exited by itself. The port

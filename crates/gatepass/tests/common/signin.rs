@@ -3,8 +3,8 @@
 //! Traefik sends them: `/validate` with `X-Forwarded-*`, and `<prefix>/*` straight, with
 //! `X-Forwarded-Host` naming the app host [`APP`] (whose URLs the provider redirects to).
 
-use gatepass_testkit::browser::{urls, Browser, Page, NAVIGATION};
-use gatepass_testkit::oidc::{self, OidcProvider, SignInSetup, GATEPASS_CLIENT_SECRET};
+use gatepass_testkit::browser::{Browser, Page, NAVIGATION};
+use gatepass_testkit::oidc::{OidcProvider, SignInSetup, GATEPASS_CLIENT_SECRET};
 use reqwest::Method;
 
 use super::*;
@@ -182,35 +182,12 @@ pub fn on_app(url: &str) -> Option<String> {
     })
 }
 
-/// Follows a redirect to the provider (`to_provider`, gatepass's 302) until the browser is sent
-/// back to [`APP`], signing in as `user` when the provider shows its login page: the URL on
-/// [`APP`] (the callback) it was sent to.
+/// Follows gatepass's redirect to the provider (`to_provider`) until the browser is sent back
+/// to [`APP`], signing in as `user` on the login page: the URL on [`APP`] (the callback).
 pub async fn at_provider(b: &Browser, op: &OidcProvider, to_provider: &Page, user: &str) -> String {
     assert_eq!(to_provider.status, 302, "{}", to_provider.body);
-    let mut pages = b
-        .follow_while(to_provider.clone(), |url| on_app(url).is_none())
-        .await;
-    let last = pages.last().unwrap().clone();
-    if last.status == 200 && last.url.contains("/interaction/") {
-        let uid = last.url.rsplit('/').next().unwrap().to_owned();
-        let password = oidc::USERS
-            .iter()
-            .find(|u| u.0 == user)
-            .map_or("wrong", |u| u.1);
-        let login = format!("{}/interaction/{uid}/login", op.issuer());
-        let answer = b
-            .submit_once(&login, &[("username", user), ("password", password)])
-            .await;
-        pages = b.follow_while(answer, |url| on_app(url).is_none()).await;
-    }
-    let last = pages.last().unwrap();
-    assert!(
-        last.is_redirect(),
-        "not sent back to the app: {:?}\n{}",
-        urls(&pages),
-        last.body
-    );
-    last.location().unwrap()
+    op.authorize(b, to_provider.clone(), user, &format!("http://{APP}/"))
+        .await
 }
 
 /// Signs `user` in on `s` with `b` from a navigation to `uri`: the callback's answer (a 303 with
