@@ -15,11 +15,11 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run run-cluster stop test check contract bench wrk valgrind deps traefik chromium redis build release fmt lint clean
 
-run: traefik $(MCP_DEPS)
+run: traefik $(MCP_DEPS) $(OIDC_DEPS)
 	./scripts/run.sh
 
 # `make run` with two replicas each of gatepass and mcp-status sharing one local redis-server.
-run-cluster: traefik redis $(MCP_DEPS)
+run-cluster: traefik redis $(MCP_DEPS) $(OIDC_DEPS)
 	./scripts/run.sh cluster
 
 stop:
@@ -47,7 +47,7 @@ check: redis $(OIDC_DEPS)
 	$(CARGO) test
 
 # Side-by-side benchmarks; writes BENCHMARKS.md (BENCH_DURATION, BENCH_REPS, BENCH_FANOUT_CLIENTS tune it).
-bench: traefik wrk valgrind redis
+bench: traefik wrk valgrind redis $(OIDC_DEPS)
 	$(CARGO) build --release -p gatepass -p mcp-status -p gatepass-bench
 	python3 scripts/bench.py
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: build, write dev keys/certs/configs into ./run (ignored by git) if absent, start
-# Traefik + gatepass + mcp-status + two demo MCPs (one flapping) + a demo MCP server (official
-# MCP SDK, tests/mcp/server.mjs) behind gatepass at /mcp, print tokens and commands.
+# an OpenID Provider (npm oidc-provider, tests/oidc/provider.mjs) with demo users to sign in as,
+# Traefik + gatepass (with [signin]) + mcp-status + two demo MCPs (one flapping) + a demo MCP
+# server (official MCP SDK, tests/mcp/server.mjs) behind gatepass at /mcp, print the URL to sign
+# in at, the users' passwords, tokens and commands.
 # `make run-cluster` (`run.sh cluster`): the same with a redis-server and two replicas each of
 # gatepass and mcp-status sharing it (`[state] backend = "redis"`), Traefik balancing both pairs.
 # Ctrl-C stops everything this script started; `make stop` does the same from elsewhere.
@@ -16,6 +18,7 @@ MCP_PORT="${MCP_STATUS_PORT:-9092}"
 DEMO1_PORT="${DEMO1_PORT:-7001}"
 DEMO2_PORT="${DEMO2_PORT:-7002}"
 MCP_SERVER_PORT="${MCP_SERVER_PORT:-7003}"
+OIDC_PORT="${OIDC_PORT:-8090}"
 # Cluster mode only: the second replicas, Traefik's `auth` entry point and redis-server.
 GATEPASS2_PORT="${GATEPASS2_PORT:-9093}"
 MCP2_PORT="${MCP_STATUS2_PORT:-9094}"
@@ -82,6 +85,8 @@ TRAEFIK=.venv/bin/traefik
 [ -x "$TRAEFIK" ] || { echo "Traefik is missing: run 'make run' (it installs .venv)" >&2; exit 1; }
 command -v node > /dev/null && [ -d tests/mcp/node_modules/@modelcontextprotocol/sdk ] ||
   { echo "The demo MCP server needs node and tests/mcp/node_modules: run 'make run' (it runs npm ci in tests/mcp)" >&2; exit 1; }
+[ -d tests/oidc/node_modules/oidc-provider ] ||
+  { echo "The OpenID Provider needs tests/oidc/node_modules: run 'make run' (it runs npm ci in tests/oidc)" >&2; exit 1; }
 .venv/bin/python -c 'import websockets' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check websockets
 
 # Renders a config template: each {{NAME}} becomes the environment variable NAME (which must
@@ -109,6 +114,16 @@ if [ ! -s "$RUN/secrets/feed.key" ]; then
   chmod 600 "$RUN/secrets/feed.key"
 fi
 [ -s "$RUN/keys/assertion-ed25519.pem" ] || "$GP" keygen --out "$RUN/keys/assertion-ed25519.pem"
+# Sign-in: the session key, gatepass's client secret at the provider, and the demo users'
+# passwords (made once, kept in run/secrets, printed in the banner).
+[ -s "$RUN/secrets/session.keys" ] || { head -c 32 /dev/urandom | base64 > "$RUN/secrets/session.keys"; chmod 600 "$RUN/secrets/session.keys"; }
+[ -s "$RUN/secrets/oidc-client.key" ] || { head -c 32 /dev/urandom | base64 | tr -d '\n=/+' > "$RUN/secrets/oidc-client.key"; chmod 600 "$RUN/secrets/oidc-client.key"; }
+if [ ! -s "$RUN/secrets/users.json" ]; then
+  pw() { head -c 12 /dev/urandom | base64 | tr -d '\n=/+'; }
+  printf '[{"username":"alice","password":"%s","role":"admin"},{"username":"bob","password":"%s","role":"viewer"},{"username":"carol","password":"%s","role":"developer"}]\n' \
+    "$(pw)" "$(pw)" "$(pw)" > "$RUN/secrets/users.json"
+  chmod 600 "$RUN/secrets/users.json"
+fi
 
 # A private CA and a certificate for gatepass: Traefik talks to gatepass over TLS + HTTP/2.
 if [ ! -s "$RUN/certs/gatepass.pem" ]; then
@@ -129,7 +144,21 @@ fi
 # The services' configs: the templates the end-to-end tests render too (traefik/*.toml), with
 # what the demo adds: the MCP server behind gatepass at /mcp and the demo MCPs.
 ORIGINS="\"http://$WEB\", \"http://localhost:$WEB_PORT\""
-GATEPASS_LISTEN="127.0.0.1:$GATEPASS_PORT" ISSUERS="" ORIGINS="$ORIGINS" WEB_ADDR="$WEB" \
+OIDC="http://127.0.0.1:$OIDC_PORT"
+GATEPASS_LISTEN="127.0.0.1:$GATEPASS_PORT" ORIGINS="$ORIGINS" WEB_ADDR="$WEB" \
+ISSUERS=$(cat <<TOML
+
+# The demo's OpenID Provider (tests/oidc/provider.mjs): people sign in there; its access
+# tokens (aud = this stack) are verified like any bearer token; its logout tokens end sessions.
+[[issuers]]
+name = "demo-idp"
+issuer = "$OIDC"
+discovery = true
+algorithms = ["RS256"]
+audiences = ["http://$WEB"]
+backchannel_logout_audience = "gatepass"
+TOML
+) \
 RULES=$(cat <<TOML
 # The demo MCP server: every call needs mcp:read; its write tool (set_note) checks mcp:write
 # itself, since the tool name is in the JSON-RPC body that gatepass never sees.
@@ -151,7 +180,20 @@ per_user = { rate = 100, per = "1s", burst = 200 }
 per_ip_failures = { rate = 60, per = "1m", burst = 60 }
 upgrades_per_user = { rate = 20, per = "1m", burst = 20 }
 TOML
-) EXTRA="" render_config traefik/gatepass.toml > "$RUN/gatepass.toml"
+) EXTRA=$(cat <<TOML
+
+# Browser sign-in (SPEC §9): the session cookie first, then bearer tokens for scripts.
+[tokens]
+sources = ["session", "bearer", "websocket_protocol", "cookie:access_token", "ticket"]
+
+[signin]
+issuer = "demo-idp"
+client_id = "gatepass"
+client_secret_file = "secrets/oidc-client.key"
+hosts = ["$WEB", "localhost:$WEB_PORT"]
+key_file = "secrets/session.keys"
+TOML
+) render_config traefik/gatepass.toml > "$RUN/gatepass.toml"
 
 MCP_STATUS_LISTEN="127.0.0.1:$MCP_PORT" ORIGINS="$ORIGINS" WEB_ADDR="$WEB" EXTRA="" \
 MCPS=$(cat <<TOML
@@ -211,6 +253,7 @@ render() {
 }
 render traefik/traefik.yml > "$RUN/traefik.yml"
 render traefik/dynamic.yml > "$RUN/dynamic/dynamic.yml"
+render traefik/signin.yml > "$RUN/dynamic/signin.yml"
 
 "$GP" check-config --config "$RUN/gatepass.toml" > /dev/null
 
@@ -226,6 +269,17 @@ if [ -n "$CLUSTER" ]; then
   start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
     --dir "$RUN" --set-proc-title no
 fi
+# The OpenID Provider first: gatepass reads its discovery document at start.
+PORT="$OIDC_PORT" OIDC_KEYS="$RUN/keys/oidc-keys.json" USERS_FILE="$RUN/secrets/users.json" \
+  GATEPASS_SECRET="$(cat "$RUN/secrets/oidc-client.key")" SIGNIN_RESOURCE="http://$WEB" \
+  REDIRECT_URIS="http://$WEB/_gatepass/callback http://localhost:$WEB_PORT/_gatepass/callback" \
+  POST_LOGOUT_REDIRECT_URIS="http://$WEB/ http://localhost:$WEB_PORT/" \
+  BACKCHANNEL_LOGOUT_URI="http://$WEB/auth/backchannel-logout" \
+  start oidc-provider node tests/oidc/provider.mjs
+for _ in $(seq 1 300); do
+  curl -fsS "$OIDC/.well-known/openid-configuration" > /dev/null 2>&1 && break
+  sleep 0.1
+done
 start demo-oracle "$MS" demo-mcp --listen "127.0.0.1:$DEMO1_PORT"
 start demo-flaky "$MS" demo-mcp --listen "127.0.0.1:$DEMO2_PORT" --flap 20s
 # It reads gatepass's assertion keys through Traefik, as mcp-status does.
@@ -251,7 +305,9 @@ ready_now() {
   done
   [ -z "$CLUSTER" ] || redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping > /dev/null 2>&1 || return 1
   curl -fsS "http://127.0.0.1:$MCP_SERVER_PORT/health" > /dev/null 2>&1 || return 1
-  curl -fsS "http://$WEB/" > /dev/null 2>&1 &&
+  curl -fsS "$OIDC/.well-known/openid-configuration" > /dev/null 2>&1 || return 1
+  # The page is behind sign-in: a script gets gatepass's 401 through Traefik.
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$WEB/")" = 401 ] &&
     curl -fsS "http://$WEB/.well-known/jwks.json" > /dev/null 2>&1 &&
     curl -fsS "http://$WEB/.well-known/oauth-protected-resource/mcp" > /dev/null 2>&1
 }
@@ -287,24 +343,36 @@ if [ -n "$CLUSTER" ]; then
   CLUSTER_INFO+=$'\n'"  forwardAuth  http://127.0.0.1:$AUTH_PORT  (Traefik's auth entry point, balancing the gatepass replicas)"
 fi
 
+# The demo users, as the banner lists them: `alice / <password> (admin)`.
+USERS=$(python3 - "$RUN/secrets/users.json" <<'PY'
+import json, sys
+for u in json.load(open(sys.argv[1])):
+    print(f"  {u['username']} / {u['password']} ({u['role']})")
+PY
+)
+
 cat <<MSG
 
-The stack is up and ready (logs in $RUN/logs/, configs in $RUN/):
-  Traefik      http://$WEB   (routes /, /ws/mcp-status, /api/v1, /mcp, /auth/tickets, /.well-known/jwks.json,
-               /.well-known/oauth-protected-resource)
+The stack is up and ready (logs in $RUN/logs/, configs in $RUN/).
+
+Open http://$WEB/ and sign in as one of:
+$USERS
+(alice sees everything and may enable/disable; carol sees a redacted view; bob may not view.)
+
+  Traefik      http://$WEB   (routes /, /ws/mcp-status, /api/v1, /mcp, /_gatepass, /auth/tickets,
+               /.well-known/jwks.json, /.well-known/oauth-protected-resource)
+  sign-in      $OIDC  (the OpenID Provider: npm oidc-provider, tests/oidc/provider.mjs)
   gatepass     ${GATEPASS_URLS%, }  (TLS, HTTP/2; CA $RUN/certs/ca.pem)
   mcp-status   ${MCP_URLS%, }  (/readyz, /metrics)
   demo MCPs    http://127.0.0.1:$DEMO1_PORT/health (steady), http://127.0.0.1:$DEMO2_PORT/health (flaps every 20s)
   MCP server   http://$WEB/mcp behind gatepass (tools whoami, set_note; direct: http://127.0.0.1:$MCP_SERVER_PORT/health)$CLUSTER_INFO
 
-Admin token (alice, role admin, valid 8 h: the stream, the full view, enable/disable):
+For scripts, bearer tokens (issuer "local", valid 8 h):
+Admin token (alice, role admin: the stream, the full view, enable/disable):
   $ADMIN
 
 Viewer token (bob, role viewer: refused by the stream and the API, 403):
   $VIEWER
-
-Dashboard (token in the fragment, never sent to a server):
-  http://$WEB/#token=$ADMIN
 
 curl:
   curl -s http://$WEB/api/v1/mcps -H "Authorization: Bearer $ADMIN"

@@ -26,8 +26,29 @@ upgrade() {
     -H "Sec-WebSocket-Key: $WS_KEY" "$@" 2>/dev/null
 }
 
-check "dashboard is served" 200 "$(status "$BASE/")"
-contains "dashboard is HTML" "text/html" "$(curl -sI --max-time 5 "$BASE/" | tr -d '\r' | grep -i '^content-type')"
+# With sign-in (gatepass's <prefix>/session answers, 401 without a session), the page is behind
+# gatepass: a browser's navigation is sent to sign in, a script gets the JSON 401. Without it
+# (404), the page is served openly and takes a token in its fragment.
+NAV=(-H "Accept: text/html,application/xhtml+xml" -H "Sec-Fetch-Mode: navigate" -H "Sec-Fetch-Site: none")
+if [ "$(status "$BASE/_gatepass/session")" = 401 ]; then
+  hdrs=$(curl -s -D - -o /dev/null --max-time 5 "${NAV[@]}" "$BASE/" | tr -d '\r')
+  check "sign-in: a navigation is sent to the provider" 302 "$(echo "$hdrs" | head -1 | cut -d' ' -f2)"
+  location=$(echo "$hdrs" | grep -i '^location:' | cut -d' ' -f2-)
+  for param in response_type=code code_challenge_method=S256 code_challenge= "&state=" "&nonce=" client_id= redirect_uri=; do
+    contains "sign-in: the redirect carries $param" "$param" "$location"
+  done
+  contains "sign-in: a flow cookie of its own" "Set-Cookie: gatepass_session_flow_" "$hdrs"
+  contains "sign-in: the flow cookie is HttpOnly, SameSite=Lax" "HttpOnly; SameSite=Lax; Max-Age=600" "$hdrs"
+  check "sign-in: a script's request gets 401, not a login page" 401 "$(status "$BASE/" -H "X-Requested-With: XMLHttpRequest" -H "Accept: text/html")"
+  contains "sign-in: that 401 is JSON" '"error":"unauthorized"' "$(curl -s --max-time 5 "$BASE/" -H "Sec-Fetch-Mode: cors")"
+  body=$(curl -s --max-time 5 "$BASE/_gatepass/session")
+  contains "sign-in: <prefix>/session without a cookie is the JSON 401" '"error":"unauthorized"' "$body"
+  check "sign-in: an unknown session cookie is 401 for a script" 401 "$(status "$BASE/api/v1/mcps" -H "Cookie: gatepass_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")"
+  check "sign-in: the dashboard page needs a session" 401 "$(status "$BASE/")"
+else
+  check "dashboard is served" 200 "$(status "$BASE/")"
+  contains "dashboard is HTML" "text/html" "$(curl -sI --max-time 5 "$BASE/" | tr -d '\r' | grep -i '^content-type')"
+fi
 check "mcp-status /metrics is not routed" 404 "$(status "$BASE/metrics")"
 
 check "API without a token: 401" 401 "$(status "$BASE/api/v1/mcps")"

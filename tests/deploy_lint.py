@@ -46,20 +46,35 @@ for p in yamls:
         check(f"{p.relative_to(ROOT)} parses", False, str(e).splitlines()[0])
 
 dynamic = load_all(ROOT / "traefik" / "dynamic.yml")[0]["http"]
+signin_routers = load_all(ROOT / "traefik" / "signin.yml")[0]["http"]["routers"]
 static = load_all(ROOT / "traefik" / "traefik.yml")[0]
 fa = dynamic["middlewares"]["gatepass"]["forwardAuth"]
 IDENTITY = {"X-User-Id", "X-User-Username", "X-User-Role", "X-User-Permissions", "X-User-Expires", "X-User-Assertion"}
 REQUEST_HEADERS = fa.get("authRequestHeaders", [])
 REGEX = fa.get("authResponseHeadersRegex", "")
-ROUTERS = set(dynamic["routers"])
-PROTECTED = {n for n, r in dynamic["routers"].items() if "gatepass" in r.get("middlewares", [])}
+# The deployments sign people in (SPEC §9): dynamic.yml's routers with signin.yml's, whose
+# signed-in dashboard takes the place of the open one.
+DEPLOYED = {n: r for n, r in dynamic["routers"].items() if n != "dashboard"} | signin_routers
+ROUTERS = set(DEPLOYED)
+PROTECTED = {n for n, r in DEPLOYED.items() if "gatepass" in r.get("middlewares", [])}
+SIGNIN_HEADERS = {"cookie", "accept", "sec-fetch-mode", "sec-fetch-site", "x-requested-with", "origin"}
 
 check("traefik/: authResponseHeadersRegex covers every identity header",
       bool(REGEX) and all(re.match(REGEX, h) for h in IDENTITY) and "authResponseHeaders" not in fa, REGEX)
 check("traefik/: authRequestHeaders are what gatepass reads",
-      {h.lower() for h in REQUEST_HEADERS} == {"authorization", "cookie", "origin", "sec-websocket-key",
+      {h.lower() for h in REQUEST_HEADERS} == {"authorization", "sec-websocket-key",
        "sec-websocket-version", "sec-websocket-protocol", "access-control-request-method", "traceparent",
-       "tracestate"} | {h.lower() for h in IDENTITY}, REQUEST_HEADERS)
+       "tracestate"} | SIGNIN_HEADERS | {h.lower() for h in IDENTITY}, REQUEST_HEADERS)
+# Sign-in: <prefix>/* straight to gatepass (no forwardAuth) above every app router.
+prefix_router = signin_routers.get("gatepass-signin", {})
+check("traefik/signin.yml: the prefix router goes straight to gatepass",
+      prefix_router.get("rule") == "PathPrefix(`/_gatepass`)" and prefix_router.get("service") == "gatepass"
+      and not prefix_router.get("middlewares"), prefix_router)
+check("traefik/signin.yml: the prefix router is above every other router",
+      all(prefix_router.get("priority", 0) > r.get("priority", len(r["rule"])) for n, r in DEPLOYED.items() if n != "gatepass-signin"))
+check("traefik/signin.yml: the dashboard needs a signed-in person",
+      "gatepass" in signin_routers.get("dashboard-signed-in", {}).get("middlewares", [])
+      and signin_routers["dashboard-signed-in"]["rule"] == dynamic["routers"]["dashboard"]["rule"])
 check("traefik/: headerField X-User-Id", fa.get("headerField") == "X-User-Id")
 check("traefik/: trustForwardHeader is false", fa.get("trustForwardHeader") is False)
 check("traefik/: maxResponseBodySize is set", isinstance(fa.get("maxResponseBodySize"), int))
@@ -119,8 +134,11 @@ check("compose: forwardAuth to /validate over https", labels.get(mw + "address",
 routers = {k.split(".")[3] for k in labels if k.startswith("traefik.http.routers.")}
 check("compose: router names match traefik/", routers == ROUTERS, f"{sorted(routers)} vs {sorted(ROUTERS)}")
 for name in ROUTERS:
-    want = dynamic["routers"][name]["rule"]
+    want = DEPLOYED[name]["rule"]
     check(f"compose: router {name} rule matches", labels.get(f"traefik.http.routers.{name}.rule") == want)
+    if "priority" in DEPLOYED[name]:
+        check(f"compose: router {name} priority matches",
+              labels.get(f"traefik.http.routers.{name}.priority") == str(DEPLOYED[name]["priority"]))
     protected = "gatepass@docker" in labels.get(f"traefik.http.routers.{name}.middlewares", "")
     check(f"compose: router {name} protection matches", protected == (name in PROTECTED))
 
@@ -135,13 +153,15 @@ check("k8s: headerField matches traefik/", kfa.get("headerField") == fa.get("hea
 check("k8s: trustForwardHeader false", kfa.get("trustForwardHeader") is False)
 check("k8s: forwardAuth to /validate over https", str(kfa.get("address", "")).startswith("https://") and str(kfa.get("address", "")).endswith("/validate"))
 routes = [r for d in docs if d["kind"] == "IngressRoute" for r in d["spec"]["routes"]]
-for name, router in dynamic["routers"].items():
+for name, router in DEPLOYED.items():
     rule = router["rule"]
     matching = [r for r in routes if rule in r["match"]]
     check(f"k8s: IngressRoute covers {name}", bool(matching), rule)
     if matching:
         protected = any(m["name"] == "gatepass" for m in matching[0].get("middlewares", []))
         check(f"k8s: {name} protection matches", protected == (name in PROTECTED))
+        if "priority" in router:
+            check(f"k8s: {name} priority matches", matching[0].get("priority") == router["priority"])
 deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
 gp = deployments["gatepass"]["spec"]["template"]["spec"]["containers"][0]
 check("k8s: gatepass readiness on /readyz", gp["readinessProbe"]["httpGet"]["path"] == "/readyz")
@@ -215,6 +235,9 @@ def file_refs(data):
     for k in ("feed_secret_file", "ca_file"):
         if k in data.get("revocation", {}):
             yield f"revocation.{k}", data["revocation"][k]
+    for k in ("key_file", "client_secret_file"):
+        if k in data.get("signin", {}):
+            yield f"signin.{k}", data["signin"][k]
 
 
 def run(*args, **kw):
@@ -226,6 +249,9 @@ def make_file(key, dest, tmp):
     dest.parent.mkdir(parents=True, exist_ok=True)
     if key.endswith("secret_file"):
         dest.write_text(os.urandom(48).hex())
+    elif key == "signin.key_file":
+        import base64
+        dest.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
     elif key == "assertion.key_file":
         r = run(BIN / "gatepass", "keygen", "--out", dest)
         if r.returncode != 0:

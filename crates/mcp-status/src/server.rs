@@ -34,6 +34,18 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 const DASHBOARD: &str = include_str!("../assets/dashboard.html");
 
+/// The page as served behind gatepass's sign-in (SPEC §9): the request came through the
+/// forwardAuth middleware with an identity, so the page asks `/_gatepass/session` who it is. A
+/// hint only (the socket and the API check the identity for real); without it the page never
+/// probes a sign-in endpoint that is not there.
+static SIGNED_IN_DASHBOARD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    DASHBOARD.replacen(
+        "<meta charset=\"utf-8\">",
+        "<meta charset=\"utf-8\">\n<meta name=\"gatepass-session\" content=\"1\">",
+        1,
+    )
+});
+
 impl App {
     /// Routes a request; with telemetry on, the WebSocket handshake and every `/api/v1/` call
     /// get a span continuing the `traceparent` Traefik sent (its ReverseProxy span).
@@ -73,7 +85,16 @@ impl App {
         let path = req.uri().path();
         match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/" | "/index.html") => {
-                let mut r = Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes())));
+                let signed_in = req
+                    .headers()
+                    .get(gatepass_identity::headers::USER_ID)
+                    .is_some_and(|v| !v.is_empty());
+                let page = if signed_in {
+                    SIGNED_IN_DASHBOARD.as_str()
+                } else {
+                    DASHBOARD
+                };
+                let mut r = Response::new(Full::new(Bytes::from_static(page.as_bytes())));
                 let h = r.headers_mut();
                 h.insert(
                     CONTENT_TYPE,

@@ -203,6 +203,21 @@ async fn dashboard_health_and_metrics_endpoints() {
     for link in html.split("<link ").skip(1) {
         assert!(link.contains("href=\"data:"), "external <link {link:.60}");
     }
+    // Served without an identity, the page never asks a sign-in endpoint; with one (the
+    // request came through gatepass's sign-in), it is marked to ask who is signed in.
+    let marker = "<meta name=\"gatepass-session\" content=\"1\">";
+    assert!(!html.contains(marker));
+    let signed_in = client()
+        .get(s.url("/"))
+        .header("X-User-Id", "alice")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(signed_in.contains(marker));
+    assert_eq!(signed_in.replacen(&format!("\n{marker}"), "", 1), html);
     let r = client().get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let (_ws, _) = socket(&s, &who("a", "admin")).await;
