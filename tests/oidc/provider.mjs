@@ -338,6 +338,11 @@ function buildProvider(issuer) {
     interactions: { url: interactionUrl },
     fetch: testFetch,
     renderError,
+    // DPoP proofs with RSA keys too (the library's default is ES256 and EdDSA/Ed25519), so
+    // gatepass's proof checks meet every family a client may use.
+    enabledJWA: {
+      dPoPSigningAlgValues: ['ES256', 'Ed25519', 'EdDSA', 'PS256', 'RS256'],
+    },
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },

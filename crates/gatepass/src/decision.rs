@@ -13,10 +13,11 @@ use ipnet::IpNet;
 use crate::metrics::Metrics;
 use crate::policy::deny::{Body, Challenge, DenyReason};
 use crate::policy::ratelimit::{Refusal, Unavailable};
-use crate::policy::rules::{self, Matched};
+use crate::policy::rules::{self, Matched, McpOp};
 use crate::session::Resolved;
 use crate::state::State;
-use crate::verify::token::{self, Credential};
+use crate::verify::dpop::{self, Proof, Target};
+use crate::verify::token::{self, Credential, ExtractError};
 use crate::verify::{now_secs, Verified};
 
 // ---- what a decision comes to -----------------------------------------------------------------
@@ -108,9 +109,13 @@ pub struct Ctx<'a> {
     pub method: &'a str,
     pub uri: &'a str,
     pub host: &'a str,
+    /// `X-Forwarded-Proto` (`https` when absent: a DPoP `htu` is then compared to https).
+    pub proto: &'a str,
     pub ip: Option<IpAddr>,
     pub origin: Option<&'a str>,
     pub upgrade: bool,
+    /// The MCP operation the request names (`Mcp-Method`, `Mcp-Name`, `MCP-Protocol-Version`).
+    pub mcp: McpOp<'a>,
 }
 
 // Prebuilt names: a lookup by `&str` would parse and validate the name on every request.
@@ -118,6 +123,14 @@ const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-meth
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+/// The client certificate Traefik's `passTLSClientCert` passes (SPEC §2, §10).
+const X_FORWARDED_TLS_CLIENT_CERT: HeaderName =
+    HeaderName::from_static("x-forwarded-tls-client-cert");
+const DPOP: HeaderName = HeaderName::from_static("dpop");
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
 fn text(v: Option<&HeaderValue>) -> Option<&str> {
     v.and_then(|v| v.to_str().ok())
@@ -134,8 +147,12 @@ struct Scan<'a> {
     method: Option<&'a HeaderValue>,
     uri: Option<&'a HeaderValue>,
     host: Option<&'a HeaderValue>,
+    proto: Option<&'a HeaderValue>,
     origin: Option<&'a HeaderValue>,
     ws_version: Option<&'a HeaderValue>,
+    mcp_method: Option<&'a HeaderValue>,
+    mcp_name: Option<&'a HeaderValue>,
+    mcp_version: Option<&'a HeaderValue>,
     ws_key: bool,
     /// The first header named like an identity header (the client's, never Traefik's).
     spoofed: Option<&'a HeaderName>,
@@ -151,10 +168,18 @@ impl<'a> Scan<'a> {
                 &mut s.uri
             } else if name == X_FORWARDED_HOST {
                 &mut s.host
+            } else if name == X_FORWARDED_PROTO {
+                &mut s.proto
             } else if name == http::header::ORIGIN {
                 &mut s.origin
             } else if name == http::header::SEC_WEBSOCKET_VERSION {
                 &mut s.ws_version
+            } else if name == MCP_METHOD {
+                &mut s.mcp_method
+            } else if name == MCP_NAME {
+                &mut s.mcp_name
+            } else if name == MCP_PROTOCOL_VERSION {
+                &mut s.mcp_version
             } else {
                 if name == http::header::SEC_WEBSOCKET_KEY {
                     s.ws_key = true;
@@ -184,9 +209,15 @@ impl<'a> Ctx<'a> {
             method,
             uri,
             host,
+            proto: text(s.proto).unwrap_or("https"),
             ip: client_ip(h, trusted),
             origin: text(s.origin),
             upgrade: s.ws_key && text(s.ws_version).is_some_and(|v| v.trim() == "13"),
+            mcp: McpOp {
+                method: text(s.mcp_method),
+                name: text(s.mcp_name),
+                version: text(s.mcp_version),
+            },
         })
     }
 }
@@ -283,7 +314,7 @@ impl State {
                 Err(Unavailable) => Decision::deny(DenyReason::StateUnavailable),
             };
         }
-        let rule = match self.rules.find(ctx.host, ctx.uri, ctx.method) {
+        let rule = match self.rules.find_op(ctx.host, ctx.uri, ctx.method, &ctx.mcp) {
             Matched::Rule(r) => Some(r),
             Matched::DefaultDeny => None,
         };
@@ -300,17 +331,49 @@ impl State {
         if rule.is_some_and(|r| r.anonymous) {
             return Decision::Allow(None);
         }
+        // A preflight carries no credentials (browsers never send them on one, nor the MCP
+        // headers); a request that does is judged by its token.
+        let preflight = ctx.method.eq_ignore_ascii_case("OPTIONS")
+            && !h.contains_key(http::header::AUTHORIZATION)
+            && h.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+        // A protected resource (SPEC §10): its origins, its MCP protocol guard, and tokens
+        // only from the Authorization header.
+        let resource = self.rules.resource_for(ctx.uri);
+        if let Some(r) = resource {
+            let origins = &r.config.allowed_origins;
+            if let Some(o) = ctx.origin.filter(|_| !origins.is_empty()) {
+                if !rules::origin_allowed(origins, o) {
+                    return Decision::deny(DenyReason::ResourceOriginNotAllowed);
+                }
+            }
+            if r.mcp_guard && !preflight && !ctx.mcp.version_checks_headers() {
+                return self.fail(DenyReason::McpProtocolVersion, ctx.ip).await;
+            }
+        }
         let marker = &self.config.tokens.websocket_protocol;
-        let cred = token::extract(h, ctx.uri, ctx.upgrade, &self.sources, marker);
+        let cred = match resource {
+            Some(_) => token::extract_from_header(h, ctx.uri, ctx.upgrade, &self.sources, marker),
+            None => token::extract(h, ctx.uri, ctx.upgrade, &self.sources, marker),
+        };
         if let Ok(Some(Credential::Session(id))) = cred {
             return self.decide_session(h, ctx, rule, id).await;
         }
+        // DPoP (SPEC §10): the scheme and the proof's cheap checks, before the token.
+        let target = || Target::of(ctx.method, ctx.proto, ctx.host, rules::path_of(ctx.uri));
+        let proof = match self.proof_of(h, &cred, target) {
+            Ok(p) => p,
+            Err(reason) => return self.fail(reason, ctx.ip).await,
+        };
         let cached = match &cred {
             Ok(Some(Credential::Jwt(t))) => self.verifier.lookup(t).await,
+            Ok(Some(Credential::Dpop(t))) => self.verifier.lookup(t).await,
             _ => None,
         };
         // An already verified token is decided the same whatever the budget says.
         if let Some(v) = cached {
+            if let Err(reason) = self.sender_ok(h, &v, proof.as_ref()).await {
+                return self.refused(reason, v, ctx.ip).await;
+            }
             return match rule {
                 Some(rule) => self.authorize(rule, v, ctx).await,
                 None => denied_user(DenyReason::DefaultDeny, v),
@@ -321,13 +384,7 @@ impl State {
             Ok(None) => {}
             Err(Unavailable) => return Decision::deny(DenyReason::StateUnavailable),
         }
-        // A preflight carries no credentials (browsers never send them on one); a request
-        // that does is judged by its token.
-        if ctx.method.eq_ignore_ascii_case("OPTIONS")
-            && matches!(cred, Ok(None))
-            && !h.contains_key(http::header::AUTHORIZATION)
-            && h.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
-        {
+        if preflight && matches!(cred, Ok(None)) {
             if let Some(origin) = ctx.origin {
                 return if rules::origin_allowed(&self.config.cors.allowed_origins, origin) {
                     Decision::Allow(None)
@@ -351,12 +408,14 @@ impl State {
         };
         let verified = match cred {
             Credential::Jwt(t) => self.verifier.verify(&t).await,
+            Credential::Dpop(t) => self.verifier.verify(t).await,
             // Decided in `decide_session`.
             Credential::Session(_) => Err(DenyReason::SessionEnded),
+            // A ticket's purchase proved the key (SPEC §10): it is redeemed without a proof.
             Credential::Ticket(t) => match self.tickets.redeem(&t).await {
                 Ok(Some(v)) => {
                     metrics.tickets_redeemed.increment(1);
-                    Ok(v)
+                    return self.authorize(rule, v, ctx).await;
                 }
                 Ok(None) => Err(DenyReason::TicketInvalid),
                 // Tickets never fall back: only the shared store knows if one was used.
@@ -364,9 +423,86 @@ impl State {
             },
         };
         match verified {
-            Ok(v) => self.authorize(rule, v, ctx).await,
+            Ok(v) => match self.sender_ok(h, &v, proof.as_ref()).await {
+                Ok(()) => self.authorize(rule, v, ctx).await,
+                Err(reason) => self.refused(reason, v, ctx.ip).await,
+            },
             Err(reason) => self.fail(reason, ctx.ip).await,
         }
+    }
+
+    /// The DPoP proof of a request, after its cheap checks (SPEC §10): `None` for a bearer
+    /// token without one. The `Bearer` scheme with a proof, several proofs, `DPoP` without
+    /// one, and the `DPoP` scheme where no issuer accepts it are refused here.
+    fn proof_of<'h, 't>(
+        &self,
+        h: &'h HeaderMap,
+        cred: &Result<Option<Credential<'_>>, ExtractError>,
+        target: impl FnOnce() -> Option<Target<'t>>,
+    ) -> Result<Option<Proof<'h>>, DenyReason> {
+        let Some(dpop) = &self.dpop else {
+            return match cred {
+                Ok(Some(Credential::Dpop(_))) => Err(DenyReason::UnsupportedScheme),
+                _ => Ok(None),
+            };
+        };
+        let mut lines = h.get_all(DPOP).iter();
+        let proof = lines.next();
+        if lines.next().is_some() {
+            return Err(DenyReason::MultipleDpopProofs);
+        }
+        match cred {
+            Ok(Some(Credential::Dpop(token))) => {
+                let proof = proof
+                    .and_then(|p| p.to_str().ok())
+                    .ok_or(DenyReason::DpopProofMissing)?;
+                let target = target().ok_or(DenyReason::DpopProofUrl)?;
+                dpop.inspect(proof, token, &target, now_secs()).map(Some)
+            }
+            Ok(Some(Credential::Jwt(_))) if proof.is_some() => Err(DenyReason::DpopWithBearer),
+            _ => Ok(None),
+        }
+    }
+
+    /// The token's binding (its own `cnf`) holds for this request: a DPoP-bound token came
+    /// with its key's proof, a certificate-bound one over its certificate. A token without
+    /// `cnf` and without a proof costs two branches.
+    async fn sender_ok(
+        &self,
+        h: &HeaderMap,
+        v: &Verified,
+        proof: Option<&Proof<'_>>,
+    ) -> Result<(), DenyReason> {
+        let cnf = &v.ids.cnf;
+        match (proof, &self.dpop) {
+            (Some(p), Some(dpop)) => {
+                let algs = self.verifier.binding_of(v).dpop_algs;
+                dpop.confirm(p, cnf, algs).await?;
+            }
+            _ if cnf.jkt.is_some() => return Err(DenyReason::DpopBoundAsBearer),
+            _ => {}
+        }
+        if let Some(bound) = &cnf.x5t_s256 {
+            let cert = header(h, &X_FORWARDED_TLS_CLIENT_CERT)
+                .filter(|c| !c.is_empty())
+                .ok_or(DenyReason::CertificateMissing)?;
+            let presented = dpop::certificate_thumbprint(cert);
+            if presented.as_deref() != Some(&**bound) {
+                return Err(DenyReason::CertificateMismatch);
+            }
+        }
+        Ok(())
+    }
+
+    /// A valid token refused for this request (its binding): 401, counted toward the
+    /// address's failure budget, logged with who it was.
+    async fn refused(&self, reason: DenyReason, v: Arc<Verified>, ip: Option<IpAddr>) -> Decision {
+        let (reason, retry_after) = self.count_failure(reason, ip).await;
+        Decision::Deny(Denial {
+            reason,
+            retry_after,
+            user: Some(v),
+        })
     }
 
     /// A navigation without a usable credential on a sign-in host is sent to sign in
@@ -437,16 +573,6 @@ impl State {
         }
     }
 
-    /// A revoked token (SPEC §6): 401, counted toward the address's failure budget.
-    async fn revoked(&self, verified: Arc<Verified>, ip: Option<IpAddr>) -> Decision {
-        let (reason, retry_after) = self.count_failure(DenyReason::TokenRevoked, ip).await;
-        Decision::Deny(Denial {
-            reason,
-            retry_after,
-            user: Some(verified),
-        })
-    }
-
     /// Revocation, roles, permissions and per-user limits for a verified caller.
     async fn authorize(
         &self,
@@ -455,7 +581,9 @@ impl State {
         ctx: &Ctx<'_>,
     ) -> Decision {
         if self.revocations.is_revoked(&verified) {
-            return self.revoked(verified, ctx.ip).await;
+            return self
+                .refused(DenyReason::TokenRevoked, verified, ctx.ip)
+                .await;
         }
         // RFC 8707: a protected resource accepts only tokens issued for it.
         if let Some(r) = self.rules.resource_for(ctx.uri) {
@@ -498,53 +626,102 @@ impl State {
     /// A bearer token that is not revoked, within the per-user limit.
     async fn bearer_ok(&self, verified: Arc<Verified>, ip: IpAddr) -> Decision {
         if self.revocations.is_revoked(&verified) {
-            return self.revoked(verified, Some(ip)).await;
+            return self
+                .refused(DenyReason::TokenRevoked, verified, Some(ip))
+                .await;
         }
         self.limited(verified, false).await
     }
 
-    /// `POST /tickets` (and `POST /revocations`, at `path`): a valid bearer token (and the
-    /// per-user limit) buys a ticket. The same failure budget and blocked-address rule as
-    /// `decide`; `peer` stands in for a missing `X-Forwarded-For`.
+    /// `POST /tickets` (and `POST /revocations`, at `path`): a valid token (and the per-user
+    /// limit) buys a ticket. A DPoP-bound token needs `Authorization: DPoP` and a proof for
+    /// this POST (SPEC §10). The same failure budget and blocked-address rule as `decide`;
+    /// `peer` stands in for a missing `X-Forwarded-For`.
     pub async fn decide_bearer(&self, h: &HeaderMap, peer: IpAddr, path: &'static str) -> Decision {
         let ip = client_ip(h, &self.config.rate_limit.trusted_proxies).unwrap_or(peer);
-        let bearer = token::bearer(h);
-        let cached = match bearer {
-            Ok(Some(t)) => self.verifier.lookup(t).await,
-            _ => None,
-        };
-        // As in `decide`: a blocked address keeps only what is already verified.
-        let decision = match cached {
-            Some(v) => self.bearer_ok(v, ip).await,
-            None => match self.limits.ip_blocked(Some(ip)).await {
-                Ok(Some(retry)) => Decision::rate_limited(DenyReason::RateLimitedIp, retry, None),
-                Err(Unavailable) => Decision::deny(DenyReason::StateUnavailable),
-                Ok(None) => {
-                    let verified = match bearer {
-                        Ok(Some(t)) => self.verifier.verify(t).await,
-                        Ok(None) => Err(DenyReason::MissingToken),
-                        Err(e) => Err(e.into()),
-                    };
-                    match verified {
-                        Ok(v) => self.bearer_ok(v, ip).await,
-                        Err(reason) => self.fail(reason, Some(ip)).await,
-                    }
-                }
-            },
-        };
+        let decision = self.decide_post(h, ip, path).await;
         if let Decision::Deny(d) = &decision {
             log_denial(d, Some(ip), "POST", "", path, "", false);
         }
         decision
     }
 
-    /// A denial's challenge additions when the request is under a protected resource: its
-    /// metadata URL (from `X-Forwarded-Proto`/`-Host`) and, for a missing permission, the
-    /// scope the route needs.
+    async fn decide_post(&self, h: &HeaderMap, ip: IpAddr, path: &'static str) -> Decision {
+        let cred = token::authorization(h);
+        let token = match &cred {
+            Ok(Some(Credential::Jwt(t))) => Some(t.as_ref()),
+            Ok(Some(Credential::Dpop(t))) => Some(*t),
+            _ => None,
+        };
+        let proof = match self.proof_of(h, &cred, || self.post_target(h, path)) {
+            Ok(p) => p,
+            Err(reason) => return self.fail(reason, Some(ip)).await,
+        };
+        let cached = match token {
+            Some(t) => self.verifier.lookup(t).await,
+            None => None,
+        };
+        // As in `decide`: a blocked address keeps only what is already verified.
+        let verified = match cached {
+            Some(v) => v,
+            None => {
+                match self.limits.ip_blocked(Some(ip)).await {
+                    Ok(Some(retry)) => {
+                        return Decision::rate_limited(DenyReason::RateLimitedIp, retry, None)
+                    }
+                    Err(Unavailable) => return Decision::deny(DenyReason::StateUnavailable),
+                    Ok(None) => {}
+                }
+                let verified = match (token, &cred) {
+                    (Some(t), _) => self.verifier.verify(t).await,
+                    (None, Ok(_)) => Err(DenyReason::MissingToken),
+                    (None, Err(e)) => Err((*e).into()),
+                };
+                match verified {
+                    Ok(v) => v,
+                    Err(reason) => return self.fail(reason, Some(ip)).await,
+                }
+            }
+        };
+        if let Err(reason) = self.sender_ok(h, &verified, proof.as_ref()).await {
+            return self.refused(reason, verified, Some(ip)).await;
+        }
+        self.bearer_ok(verified, ip).await
+    }
+
+    /// The URL a client called to reach `path` (a DPoP proof's `htu`): through Traefik
+    /// `<X-Forwarded-Proto>://<X-Forwarded-Host><X-Forwarded-Prefix><path>`, directly
+    /// `http(s)://<Host><path>`.
+    fn post_target(&self, h: &HeaderMap, path: &str) -> Option<Target<'static>> {
+        match (header(h, &X_FORWARDED_PROTO), header(h, &X_FORWARDED_HOST)) {
+            (Some(proto), Some(host)) => {
+                let prefix = header(h, &X_FORWARDED_PREFIX).unwrap_or("");
+                Target::of("POST", proto, host, &format!("{prefix}{path}"))
+            }
+            _ => {
+                let proto = if self.tls.is_some() { "https" } else { "http" };
+                Target::of("POST", proto, header(h, &http::header::HOST)?, path)
+            }
+        }
+    }
+
+    /// A denial's challenge additions: under a protected resource its metadata URL (from
+    /// `X-Forwarded-Proto`/`-Host`) and the scope the operation needs (a 403 for a missing
+    /// permission, and every 401: the matched rule's permissions, else the resource's
+    /// `scopes_supported`); with DPoP on, the algorithms and (for `use_dpop_nonce`) a nonce.
     pub fn challenge(&self, h: &HeaderMap, reason: DenyReason) -> Challenge {
+        let mut c = Challenge::default();
+        if let Some(d) = &self.dpop {
+            if reason == DenyReason::MissingToken || reason.dpop_challenge() {
+                c.dpop_algs = Some(d.algs_text.clone());
+            }
+            if reason == DenyReason::DpopNonceRequired {
+                c.dpop_nonce = d.nonce(now_secs());
+            }
+        }
         let uri = header(h, &X_FORWARDED_URI).unwrap_or("");
         let Some(r) = self.rules.resource_for(uri) else {
-            return Challenge::default();
+            return c;
         };
         let proto = match header(h, &X_FORWARDED_PROTO) {
             Some("http") => "http",
@@ -557,18 +734,26 @@ impl State {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
         if !host_ok {
-            return Challenge::default();
+            return c;
         }
-        let scope = (reason == DenyReason::InsufficientPermissions)
-            .then(|| {
-                let method = header(h, &X_FORWARDED_METHOD).unwrap_or("GET");
-                self.rules.required_scope(host, uri, method)
-            })
-            .flatten();
-        Challenge {
-            resource_metadata: Some(format!("{proto}://{host}{}", r.metadata_path)),
-            scope,
+        let scoped = reason == DenyReason::InsufficientPermissions
+            || reason.status() == StatusCode::UNAUTHORIZED;
+        if scoped {
+            let scan = Scan::of(h);
+            let mcp = McpOp {
+                method: text(scan.mcp_method),
+                name: text(scan.mcp_name),
+                version: None,
+            };
+            let method = header(h, &X_FORWARDED_METHOD).unwrap_or("GET");
+            c.scope = self.rules.required_scope(host, uri, method, &mcp);
+            if c.scope.is_none() && reason != DenyReason::InsufficientPermissions {
+                let all = &r.config.scopes_supported;
+                c.scope = (!all.is_empty()).then(|| all.join(" "));
+            }
         }
+        c.resource_metadata = Some(format!("{proto}://{host}{}", r.metadata_path));
+        c
     }
 
     /// The HTML page a navigation gets for a denial when sign-in is configured (SPEC §9);
@@ -599,6 +784,7 @@ impl State {
                             sid: v.ids.sid.as_deref(),
                             tid: v.ids.jti.as_deref(),
                             iss: v.ids.iss.as_deref(),
+                            jkt: v.ids.cnf.jkt.as_deref(),
                         };
                         let signed = signer
                             .sign_with_ids(&v.identity(), ids, aud, method, now, *ttl)
@@ -799,6 +985,10 @@ mod tests {
                 (_, DenyReason::MissingToken) => {
                     assert_eq!(challenge.as_deref(), Some(r#"Bearer realm="gatepass""#))
                 }
+                (401, r) if r.dpop_challenge() => {
+                    let c = challenge.unwrap_or_else(|| panic!("{reason:?} has no challenge"));
+                    assert!(c.starts_with(r#"DPoP realm="gatepass", error=""#), "{c}");
+                }
                 (400 | 401, _)
                 | (
                     403,
@@ -815,6 +1005,32 @@ mod tests {
                 assert!(h.get(name).is_none(), "{reason:?} carries {name}");
             }
         }
+        // With DPoP on: a missing token gets both challenges, a DPoP failure its algorithms,
+        // `use_dpop_nonce` one nonce.
+        let dpop = Challenge {
+            dpop_algs: Some("ES256 EdDSA".into()),
+            dpop_nonce: Some("n0nce".into()),
+            ..Challenge::default()
+        };
+        let r = DenyReason::MissingToken.response_for(None, &dpop);
+        let all: Vec<_> = r.headers().get_all("www-authenticate").iter().collect();
+        assert_eq!(
+            all,
+            [
+                r#"Bearer realm="gatepass""#,
+                r#"DPoP realm="gatepass", algs="ES256 EdDSA""#
+            ]
+        );
+        assert!(r.headers().get("dpop-nonce").is_none());
+        let r = DenyReason::DpopNonceRequired.response_for(None, &dpop);
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            r#"DPoP realm="gatepass", error="use_dpop_nonce", error_description="the DPoP proof needs the current nonce", algs="ES256 EdDSA""#
+        );
+        assert_eq!(
+            r.headers().get_all("dpop-nonce").iter().collect::<Vec<_>>(),
+            ["n0nce"]
+        );
         let codes: std::collections::HashSet<_> =
             DenyReason::ALL.iter().map(|r| r.code()).collect();
         assert_eq!(

@@ -12,9 +12,9 @@ use crate::metrics::Metrics;
 use crate::policy::ratelimit::Limits;
 use crate::policy::rules::Rules;
 use crate::revocation::list::Revocations;
-use crate::revocation::logout::Replays;
 use crate::session::Sessions;
 use crate::tickets::Tickets;
+use crate::verify::replay::Replays;
 use crate::verify::token::{self, TokenSource};
 use crate::verify::Verifier;
 
@@ -36,9 +36,11 @@ pub struct State {
     /// SHA-256 of the feed secret (`[revocation] feed_secret_file`); none: no feed.
     pub feed_secret: Option<[u8; 32]>,
     /// Logout token `jti`s already used.
-    pub logout_replays: Replays,
+    pub logout_replays: Arc<Replays>,
     /// Browser sign-in and its sessions (`[signin]`).
     pub sessions: Option<Arc<Sessions>>,
+    /// DPoP proof checking, when any issuer accepts DPoP-bound tokens (SPEC §10).
+    pub dpop: Option<crate::verify::dpop::Dpop>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -67,7 +69,33 @@ impl State {
     ) -> Result<State, ConfigError> {
         // Rules and token sources first: they need no files, so their errors come first.
         let rules = Rules::compile(&config.rules, config.default_rule.policy, &config.paths)?
-            .with_resources(&config.resources);
+            .with_resources(&config.resources, |servers| {
+                let named: Vec<_> = config
+                    .issuers
+                    .iter()
+                    .filter(|i| servers.contains(&i.issuer))
+                    .collect();
+                if named.iter().all(|i| i.dpop == crate::config::Binding::Off) {
+                    return None;
+                }
+                let mut algorithms: Vec<String> = Vec::new();
+                for i in named
+                    .iter()
+                    .filter(|i| i.dpop != crate::config::Binding::Off)
+                {
+                    for a in i.dpop_algorithms() {
+                        if !algorithms.contains(&a) {
+                            algorithms.push(a);
+                        }
+                    }
+                }
+                Some(crate::policy::rules::DpopMetadata {
+                    algorithms,
+                    required: named
+                        .iter()
+                        .all(|i| i.dpop == crate::config::Binding::Required),
+                })
+            });
         let session_cookie = config.signin.as_ref().map(|s| s.cookie_name.as_str());
         let sources = token::parse_sources(&config.tokens.sources, session_cookie)
             .map_err(|m| ConfigError::new("tokens.sources", m))?;
@@ -144,11 +172,22 @@ impl State {
             shared.clone(),
             metrics,
         )?;
+        // Used values are kept across a reload that keeps `[state]`: a proof or logout token
+        // used just before it must stay used.
+        let logout_replays = match same_state {
+            Some(p) => p.logout_replays.clone(),
+            None => Arc::new(Replays::new(shared.clone(), 100_000)),
+        };
+        let dpop_replays = same_state
+            .and_then(|p| p.dpop.as_ref())
+            .map(|d| d.replays());
+        let dpop = crate::verify::dpop::Dpop::new(&config, shared.clone(), dpop_replays)?;
         Ok(State {
             sessions,
             revocations,
             feed_secret,
-            logout_replays: Replays::new(shared.clone()),
+            logout_replays,
+            dpop,
             rules,
             limits,
             tickets,

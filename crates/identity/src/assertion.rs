@@ -47,6 +47,17 @@ pub struct AssertionClaims {
     /// accepts an assertion for a state-changing request only when this equals its method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub htm: Option<String>,
+    /// The key the user's token is bound to (RFC 9449 `cnf.jkt`), when the allow was decided
+    /// on a DPoP-bound token (or a ticket bought with one), so a downstream can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// An assertion's `cnf`: the DPoP key thumbprint the user's token is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The RFC 7638 SHA-256 thumbprint (base64url) of the client's DPoP key.
+    pub jkt: String,
 }
 
 /// GET, HEAD and OPTIONS: the methods whose assertion gatepass may reuse, and for which a
@@ -67,6 +78,8 @@ pub struct TokenIds<'a> {
     pub tid: Option<&'a str>,
     /// The token's issuer; becomes [`AssertionClaims::iss`].
     pub iss: Option<&'a str>,
+    /// The token's DPoP key thumbprint; becomes [`AssertionClaims::cnf`].
+    pub jkt: Option<&'a str>,
 }
 
 /// Why an assertion key could not be loaded, or an assertion was refused.
@@ -227,6 +240,9 @@ impl AssertionSigner {
             tid: ids.tid.map(str::to_owned),
             iss: ids.iss.map(str::to_owned),
             htm: Some(htm.to_owned()),
+            cnf: ids.jkt.map(|jkt| Confirmation {
+                jkt: jkt.to_owned(),
+            }),
         };
         jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(|_| AssertionError::Sign)
     }
@@ -479,6 +495,7 @@ mod tests {
             sid: Some("sess-1"),
             tid: Some("tok-1"),
             iss: Some("https://a.test"),
+            jkt: Some("thumb-1"),
         };
         let tok = signer
             .sign_with_ids(&id, ids, "h", "GET", now, ttl)
@@ -489,6 +506,12 @@ mod tests {
         assert_eq!(claims.iss.as_deref(), Some("https://a.test"));
         assert_eq!(claims.sid.as_deref(), Some("sess-1"));
         assert_eq!(claims.tid.as_deref(), Some("tok-1"));
+        assert_eq!(
+            claims.cnf,
+            Some(Confirmation {
+                jkt: "thumb-1".into()
+            })
+        );
         assert_ne!(claims.jti, "tok-1", "the assertion keeps its own jti");
 
         let only_sid = TokenIds {
@@ -512,7 +535,9 @@ mod tests {
         let payload = plain.split('.').nth(1).unwrap();
         let payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-        assert!(payload.get("sid").is_none() && payload.get("tid").is_none());
+        for absent in ["sid", "tid", "cnf"] {
+            assert!(payload.get(absent).is_none(), "{absent}");
+        }
     }
 
     /// Issue 20 finding 7: an assertion issued for a GET (or for no method) is refused on a

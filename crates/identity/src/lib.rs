@@ -27,7 +27,7 @@ pub mod sse;
 
 pub use assertion::{
     generate_ed25519_pkcs8_pem, is_safe_method, AssertionClaims, AssertionError, AssertionSigner,
-    AssertionVerifier, TokenIds,
+    AssertionVerifier, Confirmation, TokenIds,
 };
 pub use encoding::{
     decode_list, decode_value, encode_into, encode_list, encode_value, EncodingError,

@@ -21,6 +21,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 pub mod browser;
+pub mod dpop;
 pub mod oidc;
 pub use oidc::OidcProvider;
 pub mod otlp;

@@ -272,6 +272,23 @@ impl OidcProvider {
         body["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// A DPoP-bound client_credentials access token of `mcp-client` for `resource`, with
+    /// [`SCOPES`], bound to `key` (RFC 9449 §5: a proof at the token endpoint).
+    pub async fn dpop_token(&self, resource: &str, key: &crate::dpop::DpopKey) -> String {
+        let (status, body) = self
+            .client_token_request_with(
+                MCP_CLIENT_ID,
+                MCP_CLIENT_SECRET,
+                resource,
+                Some(SCOPES),
+                Some(key),
+            )
+            .await;
+        assert_eq!(status, 200, "DPoP token for {resource}: {body}");
+        assert_eq!(body["token_type"], "DPoP", "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
     /// A client_credentials grant of any client (client_secret_basic), successful or not: the
     /// status and the JSON body.
     pub async fn client_token_request(
@@ -281,15 +298,28 @@ impl OidcProvider {
         resource: &str,
         scope: Option<&str>,
     ) -> (u16, Value) {
+        self.client_token_request_with(client_id, secret, resource, scope, None)
+            .await
+    }
+
+    /// [`OidcProvider::client_token_request`], with a DPoP proof of `dpop` when given.
+    pub async fn client_token_request_with(
+        &self,
+        client_id: &str,
+        secret: &str,
+        resource: &str,
+        scope: Option<&str>,
+        dpop: Option<&crate::dpop::DpopKey>,
+    ) -> (u16, Value) {
         let mut form = vec![("grant_type", "client_credentials"), ("resource", resource)];
         form.extend(scope.map(|s| ("scope", s)));
-        let resp = client()
+        let mut req = client()
             .post(self.token_endpoint())
-            .basic_auth(client_id, Some(secret))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+            .basic_auth(client_id, Some(secret));
+        if let Some(key) = dpop {
+            req = req.header("DPoP", key.proof("POST", &self.token_endpoint(), None));
+        }
+        let resp = req.form(&form).send().await.unwrap();
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap();
         let json = serde_json::from_str(&body)

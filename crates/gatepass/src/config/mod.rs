@@ -42,6 +42,9 @@ pub struct Config {
     pub tokens: TokensConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    /// How DPoP proofs are checked (SPEC §10).
+    #[serde(default)]
+    pub dpop: DpopConfig,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
     #[serde(default)]
@@ -103,6 +106,7 @@ impl gatepass_service::config::ConfigFile for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.validate_listen()?;
         self.validate_issuers()?;
+        self.validate_dpop()?;
         self.validate_jwks()?;
         self.validate_claims()?;
         self.validate_tokens()?;

@@ -17,6 +17,9 @@ pub struct ResourceConfig {
     pub authorization_servers: Vec<String>,
     #[serde(default)]
     pub scopes_supported: Vec<String>,
+    /// Browser origins allowed to call it (an `Origin` not listed is refused); empty: any.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +34,10 @@ pub struct RuleConfig {
     pub permissions: Vec<String>,
     #[serde(default)]
     pub anonymous: bool,
+    /// MCP operations this rule matches, by the `Mcp-Method` header (`tools/call`).
+    pub mcp_methods: Option<Vec<String>>,
+    /// MCP names this rule matches, by the `Mcp-Name` header (a tool, a resource URI).
+    pub mcp_names: Option<Vec<String>>,
 }
 
 fn default_rule_path() -> String {
@@ -175,6 +182,20 @@ impl Config {
                 return Err(ConfigError::new(
                     key("scopes_supported"),
                     "scopes are non-empty and contain no space",
+                ));
+            }
+            // MCP authorization 2026-07-28: a resource server never advertises refresh
+            // tokens' scope; clients ask the authorization server for it.
+            if r.scopes_supported.iter().any(|s| s == "offline_access") {
+                return Err(ConfigError::new(
+                    key("scopes_supported"),
+                    "must not list offline_access (a scope of the authorization server, not of the resource)",
+                ));
+            }
+            if let Some(o) = r.allowed_origins.iter().find(|o| !is_origin(o)) {
+                return Err(ConfigError::new(
+                    key("allowed_origins"),
+                    format!("`{o}` is not an origin like https://app.example.com"),
                 ));
             }
         }

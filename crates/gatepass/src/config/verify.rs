@@ -39,6 +39,75 @@ pub struct IssuerConfig {
     pub introspection_client_id: Option<String>,
     /// client_secret_basic secret for `introspection_url`.
     pub introspection_secret_file: Option<PathBuf>,
+    /// DPoP-bound tokens (RFC 9449, SPEC §10): `cnf.jkt` checked against a proof.
+    #[serde(default)]
+    pub dpop: Binding,
+    /// The algorithms a DPoP proof may be signed with (asymmetric only).
+    pub dpop_algorithms: Option<Vec<String>>,
+    /// Certificate-bound tokens (RFC 8705): `cnf.x5t#S256` checked against the client
+    /// certificate Traefik passes.
+    #[serde(default)]
+    pub mtls_bound: Binding,
+}
+
+/// How an issuer's tokens may be bound to a key the client holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Binding {
+    /// A token bound this way is refused (never downgraded to a bearer token).
+    #[default]
+    Off,
+    /// Bound tokens need their proof; unbound tokens pass as bearer tokens.
+    Allowed,
+    /// Every token must be bound this way.
+    Required,
+}
+
+/// The algorithms a DPoP proof may use by default (SPEC §10).
+pub const DPOP_DEFAULT_ALGORITHMS: &[&str] = &["ES256", "EdDSA", "PS256", "RS256"];
+
+/// Every algorithm gatepass verifies a DPoP proof with: asymmetric only (`Ed25519` is the
+/// fully-specified name of EdDSA over Ed25519, RFC 9864).
+pub const DPOP_ALGORITHMS: &[&str] = &[
+    "ES256", "ES384", "EdDSA", "Ed25519", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512",
+];
+
+impl IssuerConfig {
+    /// The issuer's DPoP proof algorithms (the default list when unset).
+    pub fn dpop_algorithms(&self) -> Vec<String> {
+        match &self.dpop_algorithms {
+            Some(list) => list.clone(),
+            None => DPOP_DEFAULT_ALGORITHMS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// `[dpop]`: how proofs are checked (SPEC §10).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpopConfig {
+    /// A proof's `iat` may be this far in the past or the future.
+    pub iat_window: Dur,
+    /// Demand server nonces (`use_dpop_nonce`).
+    pub nonce: bool,
+    /// The nonce HMAC key, the same on every replica.
+    pub nonce_secret_file: Option<PathBuf>,
+    /// A nonce is good for the step it was issued in and the next.
+    pub nonce_step: Dur,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig {
+            iat_window: Dur::secs(300),
+            nonce: false,
+            nonce_secret_file: None,
+            nonce_step: Dur::secs(60),
+        }
+    }
 }
 
 /// An access-token profile.
@@ -317,6 +386,37 @@ impl Config {
                     ));
                 }
             }
+            if let Some(algs) = &iss.dpop_algorithms {
+                if iss.dpop == Binding::Off {
+                    return Err(ConfigError::new(
+                        key("dpop_algorithms"),
+                        "only applies with dpop = \"allowed\" or \"required\"",
+                    ));
+                }
+                if algs.is_empty() {
+                    return Err(ConfigError::new(
+                        key("dpop_algorithms"),
+                        "must list at least one",
+                    ));
+                }
+                for alg in algs {
+                    if alg.eq_ignore_ascii_case("none") || alg.starts_with("HS") {
+                        return Err(ConfigError::new(
+                            key("dpop_algorithms"),
+                            format!("`{alg}` is not allowed: a proof is signed with the client's private key (asymmetric algorithms only)"),
+                        ));
+                    }
+                    if !DPOP_ALGORITHMS.contains(&alg.as_str()) {
+                        return Err(ConfigError::new(
+                            key("dpop_algorithms"),
+                            format!(
+                                "unknown algorithm `{alg}` (one of {})",
+                                DPOP_ALGORITHMS.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
         }
         let introspecting: Vec<usize> = (0..self.issuers.len())
             .filter(|i| self.issuers[*i].introspection_client_id.is_some())
@@ -328,6 +428,40 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    pub(super) fn validate_dpop(&self) -> Result<(), ConfigError> {
+        let d = &self.dpop;
+        if d.iat_window.0 < Duration::from_secs(1) || d.iat_window.0 > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "dpop.iat_window",
+                "must be between 1s and 1h",
+            ));
+        }
+        if d.nonce_step.0 < Duration::from_secs(1) || d.nonce_step.0 > Duration::from_secs(86_400) {
+            return Err(ConfigError::new(
+                "dpop.nonce_step",
+                "must be between 1s and 24h",
+            ));
+        }
+        if d.nonce && d.nonce_secret_file.is_none() {
+            return Err(ConfigError::new(
+                "dpop.nonce_secret_file",
+                "is required with nonce = true (the same secret on every replica)",
+            ));
+        }
+        if !d.nonce && d.nonce_secret_file.is_some() {
+            return Err(ConfigError::new(
+                "dpop.nonce_secret_file",
+                "only applies with nonce = true",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Any issuer accepts DPoP-bound tokens.
+    pub fn dpop_enabled(&self) -> bool {
+        self.issuers.iter().any(|i| i.dpop != Binding::Off)
     }
 
     pub(super) fn validate_jwks(&self) -> Result<(), ConfigError> {

@@ -65,6 +65,31 @@ deny_reasons! {
     SigninUnavailable => ("signin_unavailable", SERVICE_UNAVAILABLE, "temporarily_unavailable", "the sign-in service is unavailable"),
     SigninLoop => ("signin_loop", TOO_MANY_REQUESTS, "rate_limited", "too many sign-ins from this browser"),
     CrossSite => ("cross_site", FORBIDDEN, "invalid_request", "cross-site request"),
+    DpopWithBearer => ("dpop_with_bearer", BAD_REQUEST, "invalid_request", "a DPoP proof goes with Authorization: DPoP, not Bearer"),
+    MultipleDpopProofs => ("multiple_dpop_proofs", BAD_REQUEST, "invalid_request", "more than one DPoP header"),
+    DpopProofMissing => ("dpop_proof_missing", UNAUTHORIZED, "invalid_dpop_proof", "Authorization: DPoP needs one DPoP proof header"),
+    DpopProofMalformed => ("dpop_proof_malformed", UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof is not a well-formed JWS"),
+    DpopProofType => ("dpop_proof_type", UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof's typ must be dpop+jwt"),
+    DpopProofAlgorithm => ("dpop_proof_algorithm", UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof's algorithm is not allowed"),
+    DpopProofKey => ("dpop_proof_key", UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof's jwk must be a public key of its algorithm"),
+    DpopProofClaims => ("dpop_proof_claims", UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof needs jti (at most 256 characters), htm, htu and iat"),
+    DpopProofMethod => ("dpop_proof_method", UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof's htm is not the request's method"),
+    DpopProofUrl => ("dpop_proof_url", UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof's htu is not the request's URL"),
+    DpopProofTime => ("dpop_proof_time", UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof's iat is outside the accepted window"),
+    DpopProofAth => ("dpop_proof_ath", UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof's ath is not the hash of the access token"),
+    DpopProofSignature => ("dpop_proof_signature", UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof's signature is invalid"),
+    DpopProofReplayed => ("dpop_proof_replayed", UNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof was already used"),
+    DpopNonceRequired => ("dpop_nonce_required", UNAUTHORIZED, "use_dpop_nonce", "the DPoP proof needs the current nonce"),
+    DpopKeyMismatch => ("dpop_key_mismatch", UNAUTHORIZED, "invalid_token", "the token is bound to another key"),
+    DpopBoundAsBearer => ("dpop_bound_as_bearer", UNAUTHORIZED, "invalid_token", "a DPoP-bound token goes with Authorization: DPoP and a proof"),
+    DpopUnbound => ("dpop_unbound", UNAUTHORIZED, "invalid_token", "the token is not DPoP-bound"),
+    BindingNotAccepted => ("binding_not_accepted", UNAUTHORIZED, "invalid_token", "the token is bound (cnf) in a way its issuer is not configured to accept"),
+    CertificateMissing => ("certificate_missing", UNAUTHORIZED, "invalid_token", "the token is bound to a client certificate and none was presented"),
+    CertificateMismatch => ("certificate_mismatch", UNAUTHORIZED, "invalid_token", "the token is bound to another client certificate"),
+    CertificateRequired => ("certificate_required", UNAUTHORIZED, "invalid_token", "the token is not bound to a client certificate"),
+    TokenNotInHeader => ("token_not_in_header", UNAUTHORIZED, "invalid_request", "tokens for this resource go in the Authorization header"),
+    McpProtocolVersion => ("mcp_protocol_version", BAD_REQUEST, "invalid_request", "this resource needs MCP-Protocol-Version 2026-07-28 or later"),
+    ResourceOriginNotAllowed => ("resource_origin_not_allowed", FORBIDDEN, "access_denied", "origin not allowed for this resource"),
     InsufficientRole => ("insufficient_role", FORBIDDEN, "insufficient_scope", "role not allowed for this route"),
     InsufficientPermissions => ("insufficient_permissions", FORBIDDEN, "insufficient_scope", "missing permissions for this route"),
     OriginNotAllowed => ("origin_not_allowed", FORBIDDEN, "access_denied", "origin not allowed"),
@@ -105,24 +130,47 @@ impl DenyReason {
         self.response_for(retry_after, &Challenge::default())
     }
 
-    /// The response, its challenge naming a protected resource's metadata (RFC 9728) and,
-    /// for a missing permission, the scope needed (RFC 6750 §3.1).
+    /// The challenge is DPoP's (RFC 9449 §7.1) rather than Bearer's.
+    pub fn dpop_challenge(self) -> bool {
+        matches!(self.parts().2, "invalid_dpop_proof" | "use_dpop_nonce")
+            || matches!(
+                self,
+                DenyReason::DpopKeyMismatch
+                    | DenyReason::DpopBoundAsBearer
+                    | DenyReason::DpopUnbound
+            )
+    }
+
+    /// The response, its challenge naming a protected resource's metadata (RFC 9728) and the
+    /// scope needed (RFC 6750 §3.1), in DPoP's scheme with its algorithms when that is the
+    /// failure (RFC 9449 §7.1), with both schemes for a missing token when DPoP is on.
     pub fn response_for(self, retry_after: Option<u64>, extra: &Challenge) -> Response<Body> {
         let (_, status, error, description) = self.parts();
         let body =
             serde_json::json!({"error": error, "error_description": description}).to_string();
         let mut resp = json_response(status, body);
         let h = resp.headers_mut();
-        let mut head = String::from(r#"Bearer realm="gatepass""#);
+        let mut params = String::new();
         if let Some(url) = &extra.resource_metadata {
-            head.push_str(&format!(r#", resource_metadata="{url}""#));
+            params.push_str(&format!(r#", resource_metadata="{url}""#));
         }
-        let scope = match (&extra.scope, self) {
-            (Some(s), DenyReason::InsufficientPermissions) => format!(r#", scope="{s}""#),
-            _ => String::new(),
+        let with_error = format!(r#", error="{error}", error_description="{description}""#);
+        let scope = match &extra.scope {
+            Some(s) => format!(r#", scope="{s}""#),
+            None => String::new(),
         };
-        let challenge = match (status, self) {
-            (_, DenyReason::MissingToken) => Some(head),
+        let algs = match &extra.dpop_algs {
+            Some(a) => format!(r#", algs="{a}""#),
+            None => String::new(),
+        };
+        let bearer = |error: &str| format!(r#"Bearer realm="gatepass"{params}{error}{scope}"#);
+        let dpop = |error: &str| format!(r#"DPoP realm="gatepass"{params}{error}{scope}{algs}"#);
+        let challenges = match (status, self) {
+            (_, DenyReason::MissingToken) if extra.dpop_algs.is_some() => {
+                vec![bearer(""), dpop("")]
+            }
+            (_, DenyReason::MissingToken) => vec![bearer("")],
+            (_, r) if r.dpop_challenge() => vec![dpop(&with_error)],
             // RFC 6750 §3: the error code travels in the challenge, 400 included.
             (StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST, _)
             | (
@@ -130,13 +178,22 @@ impl DenyReason {
                 DenyReason::InsufficientRole
                 | DenyReason::InsufficientPermissions
                 | DenyReason::CrossIssuerRevocation,
-            ) => Some(format!(
-                r#"{head}, error="{error}", error_description="{description}"{scope}"#
-            )),
-            _ => None,
+            ) => vec![bearer(&with_error)],
+            _ => Vec::new(),
         };
-        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            h.insert(WWW_AUTHENTICATE, c);
+        for c in challenges {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                h.append(WWW_AUTHENTICATE, v);
+            }
+        }
+        if self == DenyReason::DpopNonceRequired {
+            if let Some(v) = extra
+                .dpop_nonce
+                .as_deref()
+                .and_then(|n| HeaderValue::from_str(n).ok())
+            {
+                h.insert(DPOP_NONCE, v);
+            }
         }
         if let Some(secs) = retry_after {
             h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
@@ -145,6 +202,9 @@ impl DenyReason {
     }
 }
 
+/// RFC 9449 §8: the nonce a client must put in its next proof.
+pub const DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
+
 /// What a challenge adds for a protected resource (SPEC §8).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Challenge {
@@ -152,6 +212,10 @@ pub struct Challenge {
     pub resource_metadata: Option<String>,
     /// The permissions the route needs, space-separated.
     pub scope: Option<String>,
+    /// The DPoP algorithms (`algs`), when any issuer accepts DPoP-bound tokens.
+    pub dpop_algs: Option<std::sync::Arc<str>>,
+    /// The current DPoP nonce, for `use_dpop_nonce`.
+    pub dpop_nonce: Option<String>,
 }
 
 /// A JSON response that is never cached: every denial and every gatepass endpoint's answer.

@@ -13,8 +13,39 @@ pub struct Rule {
     roles: Vec<String>,
     permissions: Vec<String>,
     pub anonymous: bool,
+    /// `Mcp-Method` values it matches (none: any request).
+    mcp_methods: Option<Vec<String>>,
+    /// `Mcp-Name` values it matches (none: any request).
+    mcp_names: Option<Vec<String>>,
     /// The configured path, for logs.
     pub path: String,
+}
+
+/// The MCP operation a request names in its transport headers (MCP 2026-07-28).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct McpOp<'a> {
+    /// `Mcp-Method`.
+    pub method: Option<&'a str>,
+    /// `Mcp-Name`.
+    pub name: Option<&'a str>,
+    /// `MCP-Protocol-Version`.
+    pub version: Option<&'a str>,
+}
+
+/// The first MCP protocol revision whose servers check `Mcp-Method`/`Mcp-Name` against the
+/// body: rules on those headers are only safe from it on.
+pub const MCP_HEADERS_SINCE: &str = "2026-07-28";
+
+impl McpOp<'_> {
+    /// The request declares a protocol revision whose server checks the MCP headers against
+    /// the body. Revisions are dates (`YYYY-MM-DD`), so they compare as text.
+    pub fn version_checks_headers(&self) -> bool {
+        self.version.is_some_and(|v| {
+            v.len() == MCP_HEADERS_SINCE.len()
+                && v.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+                && v >= MCP_HEADERS_SINCE
+        })
+    }
 }
 
 /// A rule that does not compile: the key within the rule, and what is wrong.
@@ -53,6 +84,25 @@ impl Rule {
                 return Err(rule_error("methods", "must list HTTP methods like GET"));
             }
         }
+        for (key, list) in [("mcp_methods", &c.mcp_methods), ("mcp_names", &c.mcp_names)] {
+            if let Some(l) = list {
+                if l.is_empty()
+                    || l.iter()
+                        .any(|v| v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()))
+                {
+                    return Err(rule_error(
+                        key,
+                        "must list values like tools/call or set_note (visible ASCII)",
+                    ));
+                }
+            }
+        }
+        if c.anonymous && (c.mcp_methods.is_some() || c.mcp_names.is_some()) {
+            return Err(rule_error(
+                "anonymous",
+                "an anonymous rule cannot match MCP operations (nothing would check the headers)",
+            ));
+        }
         let host = match &c.host {
             Some(h) if h.is_empty() || h.contains(['/', ' ']) => {
                 return Err(rule_error(
@@ -82,11 +132,20 @@ impl Rule {
                 .map(|p| gatepass_identity::encode_value(p))
                 .collect(),
             anonymous: c.anonymous,
+            mcp_methods: c.mcp_methods.clone(),
+            mcp_names: c.mcp_names.clone(),
             path: c.path.clone(),
         })
     }
 
-    fn matches(&self, host: &str, segments: &Segments<'_>, method: &str, fold: bool) -> bool {
+    fn matches(
+        &self,
+        host: &str,
+        segments: &Segments<'_>,
+        method: &str,
+        mcp: &McpOp<'_>,
+        fold: bool,
+    ) -> bool {
         if let Some(h) = &self.host {
             if !h.eq_ignore_ascii_case(host) {
                 return false;
@@ -97,7 +156,32 @@ impl Rule {
                 return false;
             }
         }
+        // Exact, case-sensitive: MCP method and tool names are.
+        let listed = |list: &Option<Vec<String>>, v: Option<&str>| match list {
+            None => true,
+            Some(l) => v.is_some_and(|v| l.iter().any(|x| x == v)),
+        };
+        if !listed(&self.mcp_methods, mcp.method) || !listed(&self.mcp_names, mcp.name) {
+            return false;
+        }
         segments.starts_with(&self.segments, fold)
+    }
+
+    /// The rule matches on MCP headers.
+    pub fn matches_mcp(&self) -> bool {
+        self.mcp_methods.is_some() || self.mcp_names.is_some()
+    }
+
+    /// The rule's permissions, space-separated (a challenge's `scope`); `None` when it needs
+    /// none.
+    pub fn scope(&self) -> Option<String> {
+        (!self.permissions.is_empty()).then(|| {
+            self.permissions
+                .iter()
+                .map(|p| gatepass_identity::decode_value(p).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
     }
 
     /// Any of the rule's roles; `role` is the encoded `X-User-Role` value.
@@ -122,6 +206,9 @@ pub struct Resource {
     pub metadata_path: String,
     /// The metadata document, built once.
     pub metadata: String,
+    /// A rule under (or above) its path matches on MCP headers: requests need a protocol
+    /// revision whose server checks them (SPEC §10).
+    pub mcp_guard: bool,
 }
 
 /// The rule set with the default policy.
@@ -171,31 +258,51 @@ impl Rules {
                 roles: Vec::new(),
                 permissions: Vec::new(),
                 anonymous: false,
+                mcp_methods: None,
+                mcp_names: None,
                 path: "(default)".into(),
             },
         })
     }
 
-    /// Adds the protected resources (validated by the config).
-    pub fn with_resources(mut self, resources: &[crate::config::ResourceConfig]) -> Rules {
-        self.resources = resources
+    /// Adds the protected resources (validated by the config); `dpop` gives the DPoP members
+    /// of a resource's metadata from its authorization servers (SPEC §10).
+    pub fn with_resources(
+        mut self,
+        resources: &[crate::config::ResourceConfig],
+        dpop: impl Fn(&[String]) -> Option<DpopMetadata>,
+    ) -> Rules {
+        let resources = resources
             .iter()
             .map(|c| {
                 let path = c.path.trim_end_matches('/');
+                let segments = normalize_path(path);
+                let mcp_guard = self.rules.iter().any(|r| {
+                    r.matches_mcp() && {
+                        let n = r.segments.len().min(segments.len());
+                        r.segments[..n] == segments[..n]
+                    }
+                });
+                let mut metadata = serde_json::json!({
+                    "resource": c.resource,
+                    "authorization_servers": c.authorization_servers,
+                    "scopes_supported": c.scopes_supported,
+                    "bearer_methods_supported": ["header"],
+                });
+                if let Some(d) = dpop(&c.authorization_servers) {
+                    metadata["dpop_signing_alg_values_supported"] = d.algorithms.into();
+                    metadata["dpop_bound_access_tokens_required"] = d.required.into();
+                }
                 Resource {
-                    segments: normalize_path(path),
+                    segments,
                     metadata_path: format!("/.well-known/oauth-protected-resource{path}"),
-                    metadata: serde_json::json!({
-                        "resource": c.resource,
-                        "authorization_servers": c.authorization_servers,
-                        "scopes_supported": c.scopes_supported,
-                        "bearer_methods_supported": ["header"],
-                    })
-                    .to_string(),
+                    metadata: metadata.to_string(),
                     config: c.clone(),
+                    mcp_guard,
                 }
             })
             .collect();
+        self.resources = resources;
         self
     }
 
@@ -215,17 +322,18 @@ impl Rules {
         self.resources.iter().find(|r| r.metadata_path == path)
     }
 
-    /// The permissions the rule for this request requires, space-separated (a 403's `scope`).
-    pub fn required_scope(&self, host: &str, uri: &str, method: &str) -> Option<String> {
-        match self.find(host, uri, method) {
-            Matched::Rule(r) if !r.permissions.is_empty() => Some(
-                r.permissions
-                    .iter()
-                    .map(|p| gatepass_identity::decode_value(p).unwrap_or_default())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            _ => None,
+    /// The permissions the rule for this request requires, space-separated (a challenge's
+    /// `scope`).
+    pub fn required_scope(
+        &self,
+        host: &str,
+        uri: &str,
+        method: &str,
+        mcp: &McpOp<'_>,
+    ) -> Option<String> {
+        match self.find_op(host, uri, method, mcp) {
+            Matched::Rule(r) => r.scope(),
+            Matched::DefaultDeny => None,
         }
     }
 
@@ -236,18 +344,31 @@ impl Rules {
 
     /// First matching rule; `host` may carry a port, `uri` is the raw `X-Forwarded-Uri`.
     pub fn find(&self, host: &str, uri: &str, method: &str) -> Matched<'_> {
+        self.find_op(host, uri, method, &McpOp::default())
+    }
+
+    /// [`Rules::find`] for a request that may name an MCP operation.
+    pub fn find_op(&self, host: &str, uri: &str, method: &str, mcp: &McpOp<'_>) -> Matched<'_> {
         let host = normalize_host(host);
         let segments = Segments::of(path_of(uri));
         match self
             .rules
             .iter()
-            .find(|r| r.matches(host, &segments, method, self.fold))
+            .find(|r| r.matches(host, &segments, method, mcp, self.fold))
         {
             Some(r) => Matched::Rule(r),
             None if self.default_policy == Policy::Deny => Matched::DefaultDeny,
             None => Matched::Rule(&self.default_rule),
         }
     }
+}
+
+/// The DPoP members of a resource's metadata.
+pub struct DpopMetadata {
+    /// `dpop_signing_alg_values_supported`.
+    pub algorithms: Vec<String>,
+    /// `dpop_bound_access_tokens_required`.
+    pub required: bool,
 }
 
 /// A request path split into segments. Most paths need no decoding and no dot-segment
@@ -434,6 +555,8 @@ mod tests {
             roles: vec![],
             permissions: vec![],
             anonymous: false,
+            mcp_methods: None,
+            mcp_names: None,
         }
     }
 
@@ -615,9 +738,10 @@ mod tests {
             path: "/mcp".into(),
             authorization_servers: vec!["https://auth.test".into()],
             scopes_supported: vec![],
+            allowed_origins: vec![],
         };
         let strict = compile(&[admin.clone()], Policy::Authenticated)
-            .with_resources(std::slice::from_ref(&resource));
+            .with_resources(std::slice::from_ref(&resource), |_| None);
         let is_admin = |r: &Rules, p: &str| matches!(r.find("h", p, "GET"), Matched::Rule(r) if r.path == "/Admin");
         assert!(is_admin(&strict, "/Admin/x"));
         assert!(!is_admin(&strict, "/admin/x"));
@@ -630,7 +754,7 @@ mod tests {
         };
         let folded = Rules::compile(&[admin], Policy::Authenticated, &paths)
             .unwrap()
-            .with_resources(&[resource]);
+            .with_resources(&[resource], |_| None);
         for p in ["/admin/x", "/ADMIN", "/aDmIn%2e/../admin", "/%41dmin"] {
             assert!(is_admin(&folded, p), "{p}");
         }

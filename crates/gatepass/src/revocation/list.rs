@@ -706,7 +706,7 @@ mod tests {
             sid: Some(sid.into()),
             sub: Some(sub.into()),
             iat: Some(iat),
-            aud: Vec::new(),
+            ..TokenIds::default()
         };
         Verified::with_ids(identity, now_secs() + 3600, ids)
     }

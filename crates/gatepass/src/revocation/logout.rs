@@ -1,15 +1,14 @@
 //! OpenID Connect Back-Channel Logout 1.0 (SPEC §6): the logout token's checks, and the
 //! memory of the `jti`s already used (in process, or in Redis for the cluster).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use gatepass_identity::{Revocation, RevocationKind};
-use gatepass_service::state::{RedisState, StateError};
-use moka::future::Cache;
+use gatepass_service::state::StateError;
 use serde_json::{Map, Value};
 
 use crate::policy::deny::DenyReason;
+use crate::verify::replay::Replays;
 use crate::verify::verified::{now_secs, seconds};
 pub use crate::verify::LOGOUT_EVENT;
 use crate::verify::{claims_of, light_header, signature_ok, Typ, Verifier};
@@ -148,39 +147,10 @@ pub async fn verify(verifier: &Verifier, token: &str) -> Result<LogoutToken, Ref
     })
 }
 
-/// The `jti`s of logout tokens already used.
-pub enum Replays {
-    Memory(Cache<String, ()>),
-    Redis(Arc<RedisState>),
-}
-
-impl Replays {
-    pub fn new(redis: Option<Arc<RedisState>>) -> Replays {
-        match redis {
-            Some(r) => Replays::Redis(r),
-            None => Replays::Memory(
-                Cache::builder()
-                    .max_capacity(100_000)
-                    .time_to_live(Duration::from_secs(3600))
-                    .build(),
-            ),
-        }
-    }
-
-    /// True the first time `t`'s `jti` (for its issuer) is seen.
-    pub async fn first_use(&self, t: &LogoutToken) -> Result<bool, StateError> {
-        let id = gatepass_service::digest::sha256_b64(format!("{}\n{}", t.iss, t.jti).as_bytes());
-        match self {
-            Replays::Memory(cache) => {
-                let entry = cache.entry(id).or_insert(()).await;
-                Ok(entry.is_fresh())
-            }
-            Replays::Redis(redis) => {
-                let key = redis.key(&format!("logout-jti:{id}"));
-                redis
-                    .set_new("logout_jti", key, "1".into(), t.remember)
-                    .await
-            }
-        }
-    }
+/// True the first time `t`'s `jti` (for its issuer) is seen.
+pub async fn first_use(replays: &Replays, t: &LogoutToken) -> Result<bool, StateError> {
+    let id = gatepass_service::digest::sha256_b64(format!("{}\n{}", t.iss, t.jti).as_bytes());
+    replays
+        .first_use("logout-jti", &id, t.remember, false)
+        .await
 }

@@ -307,7 +307,12 @@ impl App {
             Decision::Allow(None) | Decision::SignIn(_) => {
                 return self.deny(DenyReason::MissingToken, None)
             }
-            Decision::Deny(d) => return self.deny(d.reason, d.retry_after),
+            Decision::Deny(d) => {
+                // A DPoP failure's challenge names the algorithms (SPEC §10).
+                self.metrics.denied(d.reason);
+                let challenge = state.challenge(req.headers(), d.reason);
+                return d.reason.response_for(d.retry_after, &challenge);
+            }
         };
         let Ok(ticket) = state.tickets.issue(verified).await else {
             return self.deny(DenyReason::StateUnavailable, None);

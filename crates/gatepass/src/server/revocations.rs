@@ -337,7 +337,7 @@ pub async fn backchannel(
         Ok(t) => t,
         Err(why) => return logout_refused(state, metrics, ip, why).await,
     };
-    match state.logout_replays.first_use(&t).await {
+    match crate::revocation::logout::first_use(&state.logout_replays, &t).await {
         Ok(true) => {}
         Ok(false) => return logout_refused(state, metrics, ip, "jti seen before (replay)").await,
         Err(_) => return deny(metrics, DenyReason::StateUnavailable, None),

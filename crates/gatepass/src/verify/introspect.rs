@@ -49,6 +49,8 @@ pub struct Introspector {
     /// Index into the verifier's issuers.
     pub issuer: usize,
     iss: String,
+    /// The issuer's binding settings: an answer they refuse is never cached as active.
+    binding: crate::verify::dpop::BindingPolicy,
     /// Configured; else the discovery document's `introspection_endpoint` (looked up per call).
     url: Option<String>,
     /// `Basic base64(client_id:secret)`.
@@ -99,6 +101,7 @@ impl Introspector {
         Ok(Some(Introspector {
             issuer: i,
             iss: ic.issuer.clone(),
+            binding: crate::verify::dpop::BindingPolicy::of(ic),
             url: ic.introspection_url.clone(),
             authorization,
             client,
@@ -249,6 +252,8 @@ impl Introspector {
         let identity = claims.identity(&map, exp).ok_or(DenyReason::MissingClaim)?;
         let mut ids = TokenIds::from_claims(&map);
         ids.iss = Some(self.iss.as_str().into());
+        // RFC 9449 §6.2 / RFC 8705 §3.2: the answer's `cnf` binds the token like a JWT's.
+        self.binding.check(&ids.cnf)?;
         Ok(Answer::Active(Arc::new(Verified::with_ids(
             identity, exp, ids,
         ))))

@@ -345,6 +345,9 @@ mod tests {
             introspection_url: None,
             introspection_client_id: None,
             introspection_secret_file: None,
+            dpop: Default::default(),
+            dpop_algorithms: None,
+            mtls_bound: Default::default(),
         }
     }
 

@@ -63,7 +63,10 @@ fn valid_name(n: &str) -> bool {
 /// What was found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Credential<'a> {
+    /// A bearer token (`Authorization: Bearer`, a subprotocol, a cookie, a query parameter).
     Jwt(Cow<'a, str>),
+    /// `Authorization: DPoP <token>` (RFC 9449): needs a proof.
+    Dpop(&'a str),
     Ticket(Cow<'a, str>),
     /// A sign-in session's cookie value.
     Session(&'a str),
@@ -80,6 +83,8 @@ pub enum ExtractError {
     Ambiguous,
     /// A ticket on a request that is not a WebSocket upgrade (401; not consumed).
     TicketNotUpgrade,
+    /// A token outside the `Authorization` header where only the header may carry one (401).
+    NotInHeader,
 }
 
 impl From<ExtractError> for DenyReason {
@@ -89,6 +94,7 @@ impl From<ExtractError> for DenyReason {
             ExtractError::UnsupportedScheme => DenyReason::UnsupportedScheme,
             ExtractError::Ambiguous => DenyReason::AmbiguousToken,
             ExtractError::TicketNotUpgrade => DenyReason::TicketNotUpgrade,
+            ExtractError::NotInHeader => DenyReason::TokenNotInHeader,
         }
     }
 }
@@ -103,7 +109,7 @@ pub fn extract<'a>(
 ) -> Result<Option<Credential<'a>>, ExtractError> {
     for src in sources {
         let found = match src {
-            TokenSource::Bearer => bearer(headers)?.map(|t| Credential::Jwt(Cow::Borrowed(t))),
+            TokenSource::Bearer => authorization(headers)?,
             TokenSource::WebsocketProtocol if upgrade => {
                 protocol_token(headers, marker)?.map(|t| Credential::Jwt(Cow::Borrowed(t)))
             }
@@ -126,8 +132,47 @@ pub fn extract<'a>(
     Ok(None)
 }
 
+/// [`extract`] where only the `Authorization` header may carry a token (a protected
+/// resource, SPEC §10): a token found in any other source is refused, not ignored.
+pub fn extract_from_header<'a>(
+    headers: &'a HeaderMap,
+    uri: &'a str,
+    upgrade: bool,
+    sources: &[TokenSource],
+    marker: &str,
+) -> Result<Option<Credential<'a>>, ExtractError> {
+    if let Some(c) = authorization(headers)? {
+        return Ok(Some(c));
+    }
+    match extract(headers, uri, upgrade, sources, marker) {
+        Ok(Some(_)) | Err(ExtractError::Ambiguous | ExtractError::TicketNotUpgrade) => {
+            Err(ExtractError::NotInHeader)
+        }
+        other => other,
+    }
+}
+
+/// The `Authorization` header's credential: `Bearer` or `DPoP` (case-insensitive), exactly
+/// one header.
+pub fn authorization(headers: &HeaderMap) -> Result<Option<Credential<'_>>, ExtractError> {
+    match scheme_token(headers, b"bearer ") {
+        Err(ExtractError::UnsupportedScheme) => {
+            Ok(scheme_token(headers, b"dpop ")?.map(Credential::Dpop))
+        }
+        r => Ok(r?.map(|t| Credential::Jwt(Cow::Borrowed(t)))),
+    }
+}
+
 /// `Authorization: Bearer <token>`; scheme case-insensitive; exactly one header.
 pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ExtractError> {
+    scheme_token(headers, b"bearer ")
+}
+
+/// `Authorization: <scheme> <token>` (`scheme` lower-case, with its space).
+fn scheme_token<'a>(
+    headers: &'a HeaderMap,
+    scheme: &[u8],
+) -> Result<Option<&'a str>, ExtractError> {
     let mut all = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = all.next() else {
         return Ok(None);
@@ -141,11 +186,12 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ExtractError> {
         .ok()
         .filter(|v| v.is_ascii())
         .ok_or(ExtractError::UnsupportedScheme)?;
-    // `Bearer` and a space, then the token: no search for the space through the token.
+    // The scheme and a space, then the token: no search for the space through the token.
     let value = value.trim();
-    let scheme = value.get(..7).ok_or(ExtractError::UnsupportedScheme)?;
-    let token = value[7..].trim();
-    if !scheme.eq_ignore_ascii_case("bearer ") || token.is_empty() {
+    let n = scheme.len();
+    let given = value.get(..n).ok_or(ExtractError::UnsupportedScheme)?;
+    let token = value[n..].trim();
+    if !given.as_bytes().eq_ignore_ascii_case(scheme) || token.is_empty() {
         return Err(ExtractError::UnsupportedScheme);
     }
     Ok(Some(token))

@@ -27,6 +27,56 @@ pub struct TokenIds {
     /// The `aud` values (a protected resource needs its URI among them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aud: Vec<Box<str>>,
+    /// The key the token is bound to (RFC 7800 `cnf`), if any.
+    #[serde(default, skip_serializing_if = "Cnf::is_empty")]
+    pub cnf: Cnf,
+}
+
+/// A token's confirmation (`cnf`): the key it is bound to. Read from the token itself (or its
+/// introspection answer), never from the request, so the mechanism can't be downgraded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cnf {
+    /// RFC 9449: the SHA-256 JWK thumbprint of the client's DPoP key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<Box<str>>,
+    /// RFC 8705: the SHA-256 thumbprint of the client's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "x5t#S256")]
+    pub x5t_s256: Option<Box<str>>,
+    /// A `cnf` member of another kind (or a malformed one): bound, but not to anything
+    /// gatepass can check, so never usable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
+}
+
+impl Cnf {
+    pub fn is_empty(&self) -> bool {
+        self.jkt.is_none() && self.x5t_s256.is_none() && !self.unknown
+    }
+
+    /// The `cnf` claim (or introspection member), absent when the token is unbound.
+    fn of(v: Option<&serde_json::Value>) -> Cnf {
+        let Some(v) = v else { return Cnf::default() };
+        let Some(members) = v.as_object() else {
+            return Cnf {
+                unknown: true,
+                ..Cnf::default()
+            };
+        };
+        let mut cnf = Cnf::default();
+        for (name, value) in members {
+            let text = value.as_str().filter(|s| !s.is_empty()).map(Box::from);
+            match (name.as_str(), text) {
+                ("jkt", Some(t)) => cnf.jkt = Some(t),
+                ("x5t#S256", Some(t)) => cnf.x5t_s256 = Some(t),
+                _ => cnf.unknown = true,
+            }
+        }
+        // `"cnf": {}` binds to nothing: refused like an unknown member.
+        if members.is_empty() {
+            cnf.unknown = true;
+        }
+        cnf
+    }
 }
 
 impl TokenIds {
@@ -47,6 +97,7 @@ impl TokenIds {
                 }
                 _ => Vec::new(),
             },
+            cnf: Cnf::of(claims.get("cnf")),
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigError, Profile};
 use crate::metrics::Metrics;
 use crate::policy::deny::DenyReason;
 use crate::verify::claims::ClaimMap;
+use crate::verify::dpop::BindingPolicy;
 use crate::verify::introspect::Introspector;
 use crate::verify::json;
 use crate::verify::jwks::KeySource;
@@ -37,6 +38,8 @@ pub struct Issuer {
     pub profile: Option<Profile>,
     /// Longest `exp - iat`, in seconds.
     pub max_lifetime: Option<u64>,
+    /// Which key bindings (`cnf`) its tokens may, or must, carry (SPEC §10).
+    pub binding: BindingPolicy,
 }
 
 /// A verified token in the cache, until the earlier of its `exp` and `[cache] ttl` (Unix ms).
@@ -95,6 +98,7 @@ impl Verifier {
                 leeway: ic.leeway.0.as_secs(),
                 profile: ic.profile,
                 max_lifetime: ic.max_token_lifetime.map(|d| d.0.as_secs()),
+                binding: BindingPolicy::of(ic),
             });
         }
         let max = config.cache.max_tokens;
@@ -129,7 +133,8 @@ impl Verifier {
                     return Err(DenyReason::TokenTooLarge);
                 }
                 record_issuer(&self.issuers[i.issuer]);
-                let discovered = self.issuers[i.issuer].keys.discovered_introspection();
+                let issuer = &self.issuers[i.issuer];
+                let discovered = issuer.keys.discovered_introspection();
                 return i.verify(token, &self.claims, discovered).await;
             }
         }
@@ -261,7 +266,21 @@ impl Verifier {
             }
         }
         // The issuer that verified it (with one issuer, `iss` was compared to it).
-        self.identity_of(&claims, &issuer.iss, exp)
+        let v = self.identity_of(&claims, &issuer.iss, exp)?;
+        issuer.binding.check(&v.ids.cnf)?;
+        Ok(v)
+    }
+
+    /// The binding settings of the issuer that verified `v`.
+    pub fn binding_of(&self, v: &Verified) -> BindingPolicy {
+        match self.issuers.as_slice() {
+            [only] => only.binding,
+            all => all
+                .iter()
+                .find(|i| Some(i.iss.as_str()) == v.ids.iss.as_deref())
+                .map(|i| i.binding)
+                .unwrap_or_default(),
+        }
     }
 
     /// The verified form of claims already checked (a token's, or a sign-in session's ID

@@ -135,6 +135,7 @@ impl Who {
             sid,
             tid,
             iss: Some(iss),
+            jkt: None,
         };
         let a = signer
             .sign_with_ids(
