@@ -161,6 +161,9 @@ def round_robin(targets, conns, reps=REPS):
     runs = {t["name"]: [] for t in targets}
     for rep in range(reps):
         for t in targets:
+            # Optional: fresh inputs for this run (DPoP proofs are good once).
+            if t.get("prepare"):
+                t["prepare"](t, rep, conns)
             before = cpu_seconds(t["pid"]) if t.get("pid") else None
             # Optional: CPU per request of several processes ("cpu_us:NAME").
             before_each = {k: cpu_seconds(p) for k, p in t.get("pids", {}).items()}
@@ -213,7 +216,8 @@ def ratio_rows(targets):
 
 def shared_state_section(limit_port, traefik):
     """Cache hit with `per_user` on (never reached): memory vs a real redis-server, direct and
-    through Traefik. The Redis rows pay one round trip per request (the GCRA script)."""
+    through Traefik, the Redis rows on slices of the budget; then one user far above a limit,
+    with the limit scripts Redis ran per request."""
     log("section 1b: shared state (redis)")
     redis_port = free_port()
     start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--appendonly", "no",
@@ -286,17 +290,75 @@ log: {{level: ERROR}}
     calls = metric(redis_metrics, "gatepass_state_seconds_count") - calls_before
     allows = metric(redis_metrics, allow) - allows_before
     fallbacks = metric(redis_metrics, "gatepass_state_fallbacks_total")
-    for p in [tr, gp["memory"][1], gp["redis"][1]] + [q for q in PROCS if q.args[0] == "redis-server"]:
+    direct = [float(r[5]) for r in rows if r[1] == "direct, per_user on redis"]
+    target("per_user on Redis (sliced) ≥ 0.9× in process, direct (1b)",
+           f"{min(direct):.2f}× at the lowest", min(direct) >= 0.9)
+    for p in [tr, gp["memory"][1], gp["redis"][1]]:
+        retire(p)
+    hot_rows, hot = hot_user_rows(redis_port, base, state)
+    for p in [q for q in PROCS if q.args[0] == "redis-server"]:
         retire(p)
     return ("## 1b. Shared state: cache hit with `per_user`, in process vs Redis\n\n"
-            "HS256 cache hits with a `per_user` limit that is never reached, the limiter in process (`[state]` memory, "
-            "the default) or one GCRA per user in a real `redis-server` on the same 2 cores (`backend = \"redis\"`). "
-            "`× memory` is the ratio to the memory row of the same kind; CPU µs/req is gatepass's own (Redis's is not "
-            "counted).\n\n"
+            "HS256 cache hits with a `per_user` limit that is never reached (1,000 rotating users), the limiter in "
+            "process (`[state]` memory, the default) or in a real `redis-server` on the same 2 cores "
+            "(`backend = \"redis\"`): one GCRA per user, of which each replica takes *slices* (here 64 requests, kept "
+            "up to 1 s: the limit is far larger) and spends them locally. `× memory` is the ratio to the memory row of "
+            "the same kind; CPU µs/req is gatepass's own (Redis's is not counted).\n\n"
             + table(["conns", "target", "req/s", "p50 ms", "p99 ms", "× memory", "gatepass CPU µs/req", "errors"], rows)
             + f"\n\nRedis calls per allowed request on the Redis replica: **{calls / allows if allows else float('nan'):.3f}** "
             f"({calls:.0f} calls for {allows:.0f} allows, `gatepass_state_seconds_count`); fallbacks to the local limiter: "
-            f"{fallbacks:.0f}.")
+            f"{fallbacks:.0f}.\n\n"
+            "**One user above the limit** (`per_user = { rate = 1000, per = \"1s\", burst = 100 }`, every request from "
+            "the same user, far more than 1,000/s offered): slices of 50 requests (half the burst) for 100 ms; once Redis says the budget "
+            "is spent the replica answers 429 locally until the time Redis gave. *Scripts/request* counts the limit "
+            "scripts Redis ran (`INFO commandstats`, EVALSHA and EVAL) over every request (200 and 429); *errors* are "
+            "the 429s.\n\n"
+            + table(["conns", "target", "req/s", "p50 ms", "p99 ms", "× memory", "scripts/request", "errors"], hot_rows))
+
+
+def redis_scripts(port):
+    """Limit scripts Redis ran so far (EVALSHA and EVAL calls, INFO commandstats)."""
+    calls = redis_calls(port)
+    return calls.get("evalsha", 0) + calls.get("eval", 0)
+
+
+def hot_user_rows(redis_port, base, state):
+    """One user far above per_user, in process vs sliced on Redis: req/s and scripts/request."""
+    limit = '[rate_limit]\nper_user = { rate = 1000, per = "1s", burst = 100 }\n'
+    (WORK / "gp-hot-memory.toml").write_text(base + "\n" + limit)
+    (WORK / "gp-hot-redis.toml").write_text(base + "\n" + limit + "\n" + state)
+    one = WORK / "tokens-one-user.txt"
+    one.write_text((WORK / "tokens-hs256.txt").read_text().splitlines()[0] + "\n")
+    env = {"MODE": "validate", "TOKENS": str(one)}
+    targets, procs = [], []
+    for kind in ["memory", "redis"]:
+        port, p = start_gatepass(f"gp-hot-{kind}", f"gp-hot-{kind}.toml")
+        procs.append(p)
+        targets.append({"name": f"one user above the limit, per_user on {kind}",
+                        "url": f"http://127.0.0.1:{port}/validate", "env": env, "pid": p.pid})
+    COMMANDS.append("gp-hs256.toml + [rate_limit] per_user 1000/s burst 100 (+ [state] redis), one token  # section 1b")
+    rows, per_request = [], []
+    for conns in CONNS:
+        scripts_before = redis_scripts(redis_port)
+        med = round_robin(targets, conns)
+        # Only the Redis target runs scripts; its requests over every run of this conns.
+        scripts = redis_scripts(redis_port) - scripts_before
+        redis_name = "one user above the limit, per_user on redis"
+        requests = med[redis_name]["requests"] * REPS
+        ratio = scripts / requests if requests else float("nan")
+        per_request.append((conns, ratio))
+        mem = med["one user above the limit, per_user on memory"]
+        for t in targets:
+            m = med[t["name"]]
+            rows.append([conns, t["name"], f"{m['rps']:.0f}", f"{m['p50']:.2f}", f"{m['p99']:.2f}",
+                         f"{m['rps'] / mem['rps']:.2f}", f"{ratio:.4f}" if t["name"] == redis_name else "",
+                         m["errors"]])
+    worst = max(per_request, key=lambda r: r[1])
+    target("Redis round trips per request, one user above the limit ≤ 0.2 (1b)",
+           f"{worst[1]:.4f} at the highest ({worst[0]} conns)", worst[1] <= 0.2)
+    for p in procs:
+        retire(p)
+    return rows, per_request
 
 
 def revocation_section():
@@ -493,6 +555,84 @@ def session_section(traefik):
             + (", ".join(f"{k} {v}" for k, v in sorted(delta.items())) or "none")
             + ". These are the background's (the up probe, the revocation stream's blocking read, the purge "
             "timer); a session request makes none.")
+
+
+def dpop_section():
+    """DPoP-bound tokens (SPEC §10) on the cache-hit path: the token from the cache, the proof
+    checked (parse, key, htm/htu/iat/ath, ES256 signature) and its jti stored once (in process,
+    or SET NX in a real redis-server), next to the ES256 bearer cache hit and the ES256
+    signature path. Proofs are good once, so every run reads its own file of fresh ones."""
+    log("section 1h: DPoP")
+    redis_port = free_port()
+    start("redis-dpop", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
+                         "--appendonly", "no", "--dir", WORK], ready_port=redis_port)
+    base = (WORK / "gp-es256.toml").read_text()
+    # The issuer table is the file's last: these keys extend it; a window long enough for
+    # proofs written before the section starts.
+    dpop = '\ndpop = "allowed"\n\n[dpop]\niat_window = "1h"\n'
+    state = f'\n[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:{redis_port}/0"\n'
+    (WORK / "gp-dpop-memory.toml").write_text(base + dpop)
+    (WORK / "gp-dpop-redis.toml").write_text(base + dpop + state)
+    # Enough fresh proofs for one run at well above the expected rate (about 25k req/s here).
+    seconds = float(DURATION.rstrip("s"))
+    per_run = int(os.environ.get("BENCH_DPOP_PROOFS", str(int(40_000 * seconds))))
+    COMMANDS.append(f"bench_setup dpop DIR {per_run} FILE (a fresh file before every run); gp-es256.toml + "
+                    "dpop = \"allowed\" (memory, and [state] redis)  # section 1h")
+    targets, procs = [], []
+    es = {"MODE": "validate", "TOKENS": str(WORK / "tokens-es256.txt")}
+    for name, cfg, env in [("ES256 bearer cache hit", "gp-es256.toml", es),
+                           ("ES256 signature path", "gp-es256-nocache.toml", es)]:
+        port, p = start_gatepass(f"gp-1h-{cfg.split('.')[0]}", cfg)
+        procs.append(p)
+        targets.append({"name": name, "url": f"http://127.0.0.1:{port}/validate", "env": env, "pid": p.pid})
+
+    def next_file(kind):
+        # Written before each run (not measured): a proof is good once.
+        def prepare(t, rep, conns):
+            f = WORK / f"dpop-{kind}.txt"
+            subprocess.run([REL / "bench_setup", "dpop", WORK, str(per_run), f], check=True)
+            t["env"]["TOKENS"] = str(f)
+        return prepare
+
+    for kind in ["memory", "redis"]:
+        port, p = start_gatepass(f"gp-dpop-{kind}", f"gp-dpop-{kind}.toml")
+        procs.append(p)
+        targets.append({"name": f"DPoP: cached token + proof, jti in {kind}", "url": f"http://127.0.0.1:{port}/validate",
+                        "env": {"MODE": "dpop", "THREADS": "2", "TOKENS": ""}, "pid": p.pid,
+                        "prepare": next_file(kind)})
+    rows, costs = [], []
+    for conns in CONNS:
+        med = round_robin(targets, conns)
+        sig = med["ES256 signature path"]
+        for t in targets:
+            m = med[t["name"]]
+            rps_ratio, cpu_ratio = m["rps"] / sig["rps"], m["cpu_us"] / sig["cpu_us"]
+            if t["name"].startswith("DPoP"):
+                costs.append((t["name"], conns, rps_ratio, cpu_ratio))
+            rows.append([conns, t["name"], f"{m['rps']:.0f}", f"{m['p50']:.2f}", f"{m['p99']:.2f}", f"{rps_ratio:.2f}",
+                         f"{m['cpu_us']:.1f}", f"{cpu_ratio:.2f}", m["errors"]])
+    worst_cpu = max(costs, key=lambda c: c[3])
+    target("a DPoP request costs ≤ 1.1× an ES256 signature-path request: CPU µs/req (1h)",
+           f"{min(c[3] for c in costs):.2f}–{worst_cpu[3]:.2f}× (highest: {worst_cpu[0]}, {worst_cpu[1]} conns)",
+           worst_cpu[3] <= 1.1)
+    # Throughput only for the in-process store: with Redis, redis-server runs on the same
+    # two cores and each request waits for its round trip (reported in the table).
+    memory = [c for c in costs if c[0].endswith("memory")]
+    worst_rps = min(memory, key=lambda c: c[2])
+    target("DPoP (jti in memory) req/s ≥ 1/1.1 of the ES256 signature path's (1h)",
+           f"{worst_rps[2]:.2f}× at the lowest ({worst_rps[1]} conns)", worst_rps[2] >= 1 / 1.1)
+    for p in procs + [q for q in PROCS if q.args[0] == "redis-server"]:
+        retire(p)
+    for kind in ["memory", "redis"]:
+        (WORK / f"dpop-{kind}.txt").unlink(missing_ok=True)
+    return ("## 1h. DPoP-bound tokens\n\n"
+            "ES256 access tokens bound (`cnf.jkt`) to 100 client keys (ES256), each request with `Authorization: DPoP` "
+            "and a fresh proof for the forwarded `GET http://app.test/api/v1/mcps` (every run its own "
+            f"{per_run:,} proofs, written before it). The token comes from the cache; the proof is checked in full on every request "
+            "(parse, public key, htm, htu, iat, ath, ES256 signature) and its `jti` stored once: in the process, or "
+            "`SET NX PX` in a real `redis-server` (one round trip per request). `× sig` is the ratio to the ES256 "
+            "signature path (every token's signature verified, no cache).\n\n"
+            + table(["conns", "target", "req/s", "p50 ms", "p99 ms", "× sig (req/s)", "CPU µs/req", "× sig (CPU)", "errors"], rows))
 
 
 def validate_requests(port, tokens, n):
@@ -860,6 +1000,7 @@ def main():
     sections.append(assertion_section())
     sections.append(instructions_section())
     sections.append(session_section(traefik))
+    sections.append(dpop_section())
 
     # 2. In-process verify cost (criterion).
     log("section 2: criterion")

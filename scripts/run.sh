@@ -83,7 +83,7 @@ GP=target/release/gatepass
 MS=target/release/mcp-status
 TRAEFIK=.venv/bin/traefik
 [ -x "$TRAEFIK" ] || { echo "Traefik is missing: run 'make run' (it installs .venv)" >&2; exit 1; }
-command -v node > /dev/null && [ -d tests/mcp/node_modules/@modelcontextprotocol/sdk ] ||
+command -v node > /dev/null && [ -d tests/mcp/node_modules/@modelcontextprotocol/server ] ||
   { echo "The demo MCP server needs node and tests/mcp/node_modules: run 'make run' (it runs npm ci in tests/mcp)" >&2; exit 1; }
 [ -d tests/oidc/node_modules/oidc-provider ] ||
   { echo "The OpenID Provider needs tests/oidc/node_modules: run 'make run' (it runs npm ci in tests/oidc)" >&2; exit 1; }
@@ -160,8 +160,15 @@ backchannel_logout_audience = "gatepass"
 TOML
 ) \
 RULES=$(cat <<TOML
-# The demo MCP server: every call needs mcp:read; its write tool (set_note) checks mcp:write
-# itself, since the tool name is in the JSON-RPC body that gatepass never sees.
+# The demo MCP server (MCP 2026-07-28, SPEC §10): its write tool set_note needs mcp:write by a
+# rule on the Mcp-Method / Mcp-Name headers (the server checks them against the body); every
+# other call needs mcp:read. Requests under /mcp must name protocol 2026-07-28 or later.
+[[rules]]
+path = "/mcp"
+mcp_methods = ["tools/call"]
+mcp_names = ["set_note"]
+permissions = ["mcp:read", "mcp:write"]
+
 [[rules]]
 path = "/mcp"
 permissions = ["mcp:read"]
@@ -331,9 +338,11 @@ VIEWER=$("$GP" mint --config "$RUN/gatepass.toml" --issuer local --sub bob --use
 # Tokens for the MCP resource (aud = its URI; the two above have no aud and get 401 there).
 MCP_WRITER=$("$GP" mint --config "$RUN/gatepass.toml" --issuer local --sub alice --username alice --role admin --permissions mcp:read,mcp:write --aud "http://$WEB/mcp" --ttl 8h)
 MCP_READER=$("$GP" mint --config "$RUN/gatepass.toml" --issuer local --sub bob --username bob --role viewer --permissions mcp:read --aud "http://$WEB/mcp" --ttl 8h)
-MCP_HEADERS="-H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream'"
-MCP_WHOAMI='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}'
-MCP_SET_NOTE='{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"set_note","arguments":{"text":"hi"}}}'
+# MCP 2026-07-28: the operation in headers, the protocol envelope in the body's _meta.
+MCP_HEADERS="-H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2026-07-28' -H 'Mcp-Method: tools/call'"
+MCP_META='"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"curl","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}'
+MCP_WHOAMI='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{},'"$MCP_META"'}}'
+MCP_SET_NOTE='{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"set_note","arguments":{"text":"hi"},'"$MCP_META"'}}'
 # Replica lists for the message (one address each without `cluster`).
 GATEPASS_URLS=$(printf 'https://127.0.0.1:%s, ' "${GATEPASS_PORTS[@]}")
 MCP_URLS=$(printf 'http://127.0.0.1:%s, ' "${MCP_PORTS[@]}")
@@ -385,9 +394,10 @@ curl:
 
 MCP server (SPEC §8): the metadata, the 401 challenge naming it, a call, a write without mcp:write:
   curl -s http://$WEB/.well-known/oauth-protected-resource/mcp
-  curl -si -X POST http://$WEB/mcp   # 401, WWW-Authenticate: Bearer realm="gatepass", resource_metadata="..."
-  curl -s http://$WEB/mcp -H "Authorization: Bearer $MCP_WRITER" $MCP_HEADERS -d '$MCP_WHOAMI'
-  curl -si http://$WEB/mcp -H "Authorization: Bearer $MCP_READER" $MCP_HEADERS -d '$MCP_SET_NOTE'   # 403 insufficient_scope, scope="mcp:write"
+  curl -si -X POST http://$WEB/mcp -H 'MCP-Protocol-Version: 2026-07-28'   # 401, WWW-Authenticate: Bearer realm="gatepass", resource_metadata="...", scope="mcp:read"
+  curl -s http://$WEB/mcp -H "Authorization: Bearer $MCP_WRITER" $MCP_HEADERS -H 'Mcp-Name: whoami' -d '$MCP_WHOAMI'
+  curl -si http://$WEB/mcp -H "Authorization: Bearer $MCP_READER" $MCP_HEADERS -H 'Mcp-Name: set_note' -d '$MCP_SET_NOTE'   # 403 insufficient_scope, scope="mcp:read mcp:write" (gatepass's rule on Mcp-Name)
+  curl -si -X POST http://$WEB/mcp -H 'MCP-Protocol-Version: 2025-11-25'   # 400: an older client could leave Mcp-Name out
 
 Python (websockets):
   .venv/bin/python examples/python/ws_client.py --url ws://$WEB/ws/mcp-status --token $ADMIN

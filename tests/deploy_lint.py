@@ -58,13 +58,15 @@ DEPLOYED = {n: r for n, r in dynamic["routers"].items() if n != "dashboard"} | s
 ROUTERS = set(DEPLOYED)
 PROTECTED = {n for n, r in DEPLOYED.items() if "gatepass" in r.get("middlewares", [])}
 SIGNIN_HEADERS = {"cookie", "accept", "sec-fetch-mode", "sec-fetch-site", "x-requested-with", "origin"}
+# SPEC §10: the DPoP proof and the MCP operation.
+SENDER_HEADERS = {"dpop", "mcp-protocol-version", "mcp-method", "mcp-name"}
 
 check("traefik/: authResponseHeadersRegex covers every identity header",
       bool(REGEX) and all(re.match(REGEX, h) for h in IDENTITY) and "authResponseHeaders" not in fa, REGEX)
 check("traefik/: authRequestHeaders are what gatepass reads",
       {h.lower() for h in REQUEST_HEADERS} == {"authorization", "sec-websocket-key",
        "sec-websocket-version", "sec-websocket-protocol", "access-control-request-method", "traceparent",
-       "tracestate"} | SIGNIN_HEADERS | {h.lower() for h in IDENTITY}, REQUEST_HEADERS)
+       "tracestate"} | SIGNIN_HEADERS | SENDER_HEADERS | {h.lower() for h in IDENTITY}, REQUEST_HEADERS)
 # Sign-in: <prefix>/* straight to gatepass (no forwardAuth) above every app router.
 prefix_router = signin_routers.get("gatepass-signin", {})
 check("traefik/signin.yml: the prefix router goes straight to gatepass",

@@ -64,9 +64,17 @@ impl Key {
     }
 
     pub fn mint(&self, sub: &str) -> String {
+        self.mint_with(sub, json!({}))
+    }
+
+    /// [`Key::mint`] with `extra` claims added (a `cnf`, say).
+    pub fn mint_with(&self, sub: &str, extra: serde_json::Value) -> String {
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = json!({"iss": ISS, "sub": sub, "exp": now + 7200, "iat": now,
+        let mut claims = json!({"iss": ISS, "sub": sub, "exp": now + 7200, "iat": now,
             "preferred_username": sub, "role": "admin", "permissions": ["mcp:read", "mcp:write"]});
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
         gatepass_testkit::sign(self.alg, self.signing_key(), None, &claims)
     }
 }

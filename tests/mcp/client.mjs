@@ -1,16 +1,22 @@
-// An MCP client on the official MCP TypeScript SDK that knows only the server URL and its
-// client credentials (SPEC §8): `node tests/mcp/client.mjs`.
+// An MCP client on the official MCP TypeScript SDK v2 (`@modelcontextprotocol/client`) that
+// knows only the server URL and its client credentials (SPEC §8): `node tests/mcp/client.mjs`.
+//
+// It speaks protocol revision 2026-07-28 only (`versionNegotiation: { pin }`): no `initialize`
+// and no session; `connect()` is one `server/discover` request, and every request carries its
+// `_meta` envelope and the SEP-2243 headers `MCP-Protocol-Version`, `Mcp-Method` and (for
+// `tools/call`) `Mcp-Name`, which the transport derives from the body.
 //
 // The SDK's StreamableHTTPClientTransport with its ClientCredentialsProvider does the MCP
 // authorization flow by itself: the first POST gets 401 with `WWW-Authenticate: Bearer ...,
 // resource_metadata="..."`; it fetches that RFC 9728 document, takes the first of its
 // `authorization_servers`, reads that server's metadata (RFC 8414, else OpenID discovery),
 // asks its token endpoint for a client_credentials token with `resource` = the document's
-// `resource` (RFC 8707; client_secret_basic), and retries with the token. A 403
-// `insufficient_scope` makes it ask for a token once more, then it gives up (403).
-// The one addition here: without SCOPE, the token request asks for the scopes the resource
-// metadata lists (`scopes_supported`), as the MCP spec's scope selection says; the SDK's
-// provider would otherwise ask for none.
+// `resource` (RFC 8707; client_secret_basic), and retries with the token. Without SCOPE the
+// token request asks for the challenge's `scope`, else the scopes the resource metadata lists
+// (`scopes_supported`), as the MCP spec's scope selection says (the v2 SDK does this itself).
+// A 403 `insufficient_scope` makes it ask for a token once more (step-up), then it gives up.
+// The one addition here: SCOPE, when set, is what every token request asks for, the step-up
+// one included.
 //
 // Environment:
 //   MCP_URL        the MCP server, e.g. http://127.0.0.1:8080/mcp (required)
@@ -25,9 +31,10 @@
 // {"tools": [names]}, {"call": name, "result": CallToolResult}; on failure
 // {"error": {name, code, message}} and exit 1.
 
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
+import { Client, ClientCredentialsProvider, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+
+/** The protocol revision this client speaks (SEP-2243 headers, per-request `_meta`). */
+const PROTOCOL_VERSION = '2026-07-28';
 
 const env = (name) => {
   const v = process.env[name];
@@ -46,10 +53,9 @@ const args = JSON.parse(process.env.ARGUMENTS || '{}');
 
 const emit = (obj) => console.log(JSON.stringify(obj));
 
-/** The SDK's client_credentials provider, asking for the resource's advertised scopes. */
+/** The SDK's client_credentials provider, reporting discovery; SCOPE, when set, always wins. */
 class ClientCredentials extends ClientCredentialsProvider {
   saveDiscoveryState(state) {
-    this.discovered = state;
     emit({
       discovery: {
         authorization_server: state.authorizationServerUrl,
@@ -60,9 +66,8 @@ class ClientCredentials extends ClientCredentialsProvider {
     });
   }
 
-  get clientMetadata() {
-    const scope = configuredScope ?? this.discovered?.resourceMetadata?.scopes_supported?.join(' ');
-    return { ...super.clientMetadata, scope };
+  prepareTokenRequest(scope) {
+    return super.prepareTokenRequest(configuredScope ?? scope);
   }
 }
 
@@ -85,7 +90,10 @@ const transport = new StreamableHTTPClientTransport(url, {
   authProvider: new ClientCredentials({ clientId, clientSecret, clientName: 'gatepass-e2e-mcp-client' }),
   fetch: loggingFetch,
 });
-const client = new Client({ name: 'gatepass-e2e-mcp-client', version: '0.1.0' });
+const client = new Client(
+  { name: 'gatepass-e2e-mcp-client', version: '0.1.0' },
+  { versionNegotiation: { mode: { pin: PROTOCOL_VERSION } } },
+);
 
 try {
   await client.connect(transport);

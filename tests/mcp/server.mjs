@@ -1,6 +1,7 @@
-// A demo MCP server behind gatepass (SPEC §8), on the official MCP TypeScript SDK: streamable
-// HTTP at /mcp (stateless: a new server and transport per request, JSON responses), GET /health,
-// and two tools:
+// A demo MCP server behind gatepass (SPEC §8), on the official MCP TypeScript SDK v2
+// (`@modelcontextprotocol/server`): streamable HTTP at /mcp, protocol revision 2026-07-28
+// (stateless: no `initialize`, no session, a new server per request, JSON responses),
+// GET /health, and two tools:
 //   whoami    (read)  the caller as gatepass identified it: X-User-Id, -Username, -Role,
 //                     -Permissions and -Expires, checked against X-User-Assertion
 //   set_note  (write) keeps a note per caller; needs `mcp:write` in X-User-Permissions
@@ -18,6 +19,14 @@
 // `insufficient_scope` challenge. (Putting write tools on a separate path with a gatepass rule
 // would make them a separate MCP endpoint that a client connected to /mcp never lists.)
 //
+// Protocol revisions: a 2026-07-28 request (its `params._meta` names the revision; the SDK's
+// `isLegacyRequest` decides) goes to the SDK's `createMcpHandler`, which requires the SEP-2243
+// headers `MCP-Protocol-Version`, `Mcp-Method` and, for `tools/call`, `Mcp-Name`, agreeing with
+// the body, and answers a missing or disagreeing one 400 with JSON-RPC error -32020
+// (HeaderMismatch). A request without that claim is 2025-era traffic (`initialize`, or a
+// hand-made JSON-RPC post), still served statelessly with JSON answers as with the v1 SDK.
+// GET and DELETE /mcp are 405 (no session, no server-initiated stream).
+//
 // Environment:
 //   PORT                port (default 0: any free port)
 //   HOST                address (default 127.0.0.1; 0.0.0.0 in a container)
@@ -29,10 +38,15 @@
 // Prints `mcp demo server listening on http://HOST:PORT` once it serves; SIGTERM exits 0.
 
 import http from 'node:http';
+import { Readable } from 'node:stream';
 
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify } from 'jose';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import {
+  createMcpHandler,
+  isLegacyRequest,
+  McpServer,
+  WebStandardStreamableHTTPServerTransport,
+} from '@modelcontextprotocol/server';
 import { z } from 'zod';
 
 const port = Number(process.env.PORT ?? 0);
@@ -148,7 +162,7 @@ function mcpServer(identity) {
     {
       title: 'Set note',
       description: `Keeps one note for the caller (needs ${WRITE}).`,
-      inputSchema: { text: z.string().max(1000) },
+      inputSchema: z.object({ text: z.string().max(1000) }),
       annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true },
     },
     async ({ text: note }) => {
@@ -161,6 +175,39 @@ function mcpServer(identity) {
     },
   );
   return server;
+}
+
+/**
+ * 2026-07-28 requests: the SDK's per-request entry. It checks the SEP-2243 headers against the
+ * body (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`) and serves the message on a fresh
+ * `mcpServer`; the caller's identity comes through `authInfo`, which the entry hands to the
+ * factory as is. `legacy: 'reject'`: 2025-era requests never reach it (see `handleMcp`).
+ */
+const modern = createMcpHandler(({ authInfo }) => mcpServer(authInfo.extra.identity), {
+  legacy: 'reject',
+  maxRequestBodySize: MAX_BODY,
+  onerror: (err) => console.error(`mcp: ${err?.message ?? err}`),
+});
+
+/**
+ * 2025-era requests (no `_meta` protocol-version claim: `initialize`, hand-made JSON-RPC): served
+ * statelessly as before, a new server and transport per request with JSON responses. (The
+ * entry's own `legacy: 'stateless'` fallback would answer them as SSE streams.)
+ */
+async function serveLegacy(request, authInfo, body) {
+  const server = mcpServer(authInfo.extra.identity);
+  const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+  await server.connect(transport);
+  const close = () => {
+    transport.close().catch(() => {});
+    server.close().catch(() => {});
+  };
+  try {
+    return { response: await transport.handleRequest(request, { authInfo, parsedBody: body }), close };
+  } catch (err) {
+    close();
+    throw err;
+  }
 }
 
 // ---- HTTP ------------------------------------------------------------------------------------
@@ -203,14 +250,51 @@ async function handleMcp(req, res) {
       `, error_description="${description}"`;
     return sendJson(res, 403, { error: 'insufficient_scope', error_description: description }, { 'www-authenticate': challenge });
   }
-  const server = mcpServer(identity);
-  const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+  // The Node request as a web Request (the body already read), for the SDK.
+  const abort = new AbortController();
   res.on('close', () => {
-    transport.close();
-    server.close();
+    if (!res.writableFinished) abort.abort();
   });
-  await server.connect(transport);
-  await transport.handleRequest(req, res, body);
+  const headers = new Headers();
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    if (!HOP_BY_HOP.has(req.rawHeaders[i].toLowerCase())) headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
+  }
+  const request = new Request(new URL(req.url ?? '/', 'http://127.0.0.1'), {
+    method: req.method,
+    headers,
+    body: raw,
+    signal: abort.signal,
+  });
+  const authInfo = {
+    token: req.headers['x-user-assertion'],
+    clientId: identity.id,
+    scopes: identity.permissions,
+    ...(identity.expires !== null && { expiresAt: identity.expires }),
+    extra: { identity },
+  };
+  // The SDK's own era classifier, from the body: a `_meta` protocol-version claim is 2026-07-28.
+  if (await isLegacyRequest(request, body)) {
+    const { response, close } = await serveLegacy(request, authInfo, body);
+    res.on('close', close);
+    return sendResponse(res, response);
+  }
+  return sendResponse(res, await modern.fetch(request, { authInfo, parsedBody: body }));
+}
+
+/** Not passed on to the SDK: they describe the Node connection and body, not the request. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length']);
+
+/** Writes a web Response (JSON, or an SSE stream when a tool streams) to the Node response. */
+function sendResponse(res, response) {
+  const headers = {};
+  response.headers.forEach((value, name) => {
+    headers[name] = value;
+  });
+  res.writeHead(response.status, headers);
+  if (!response.body) return res.end();
+  const body = Readable.fromWeb(response.body);
+  res.on('close', () => body.destroy());
+  body.pipe(res);
 }
 
 const httpServer = http.createServer(async (req, res) => {

@@ -9,7 +9,7 @@
 //   GATEPASS_SECRET      secret of client `gatepass` (introspection; browser sign-in when it has
 //                        redirect URIs)
 //   MCP_CLIENT_SECRET    secret of client `mcp-client` (client_credentials, revocation;
-//                        may ask for `mcp:read mcp:write`)
+//                        may ask for `mcp:read mcp:write`; its tokens carry role developer)
 //   MCP_VIEWER_SECRET    secret of client `mcp-viewer` (client_credentials, `mcp:read` only)
 //   EXTRA_RESOURCES      more RFC 8707 resource indicators, space-separated absolute URIs (e.g.
 //                        the e2e stack's `http://127.0.0.1:<port>/mcp`): each gets RS256
@@ -261,6 +261,10 @@ async function issueRefreshToken(ctx, client, source) {
 
 // The user's claims in sign-in access tokens, so the RP needs no userinfo call.
 async function extraTokenClaims(_ctx, token) {
+  // mcp-client's machine tokens act as a developer (mcp-status's WebSocket needs a role).
+  if (token.kind === 'ClientCredentials' && token.clientId === 'mcp-client') {
+    return { role: 'developer' };
+  }
   const user = token.kind === 'AccessToken' && users.get(token.accountId);
   if (!user) return undefined;
   return {

@@ -182,6 +182,16 @@ pub struct Options {
     /// with the session cookie as first token source, and Traefik `traefik/signin.yml` (the
     /// prefix router and the signed-in dashboard), as `make run` has them.
     pub signin: bool,
+    /// SPEC §10: the OpenID Provider (as for [`Options::mcp_server`]) is issuer `oidc` with
+    /// `dpop = "allowed"`, accepting its tokens for [`RS256_RESOURCE`].
+    pub dpop: bool,
+    /// SPEC §10: a TLS entry point (`websecure`, [`Stack::mtls_url`]) where clients may present
+    /// a certificate from the stack's client CA, with `traefik/mtls.yml` (passTLSClientCert
+    /// then gatepass) on `/api/v1`; the `local` issuer gets `mtls_bound = "allowed"`.
+    /// [`Stack::client_certs`] holds two client certificates.
+    pub mtls: bool,
+    /// More Traefik dynamic files (name, YAML), written next to the shipped ones.
+    pub extra_dynamic: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -198,6 +208,9 @@ impl Default for Options {
             mcp_server: false,
             otlp_endpoint: None,
             signin: false,
+            dpop: false,
+            mtls: false,
+            extra_dynamic: Vec::new(),
         }
     }
 }
@@ -257,6 +270,10 @@ pub struct Stack {
     pub mcp_server_addr: Option<String>,
     /// [`Options::signin`].
     pub signin: bool,
+    /// [`Options::mtls`]: the TLS entry point's address.
+    pub websecure: Option<String>,
+    /// [`Options::mtls`]: client certificates (PEM, key PEM) from the stack's CA.
+    pub client_certs: Vec<(String, String)>,
 }
 
 /// `n` random bytes as hex, from the kernel.
@@ -292,7 +309,14 @@ impl Stack {
         for sub in ["certs", "secrets", "keys"] {
             std::fs::create_dir(d.join(sub)).unwrap();
         }
-        let ca = DevCa::new("gatepass e2e CA");
+        let (ca, client_certs) = DevCa::with_clients(
+            "gatepass e2e CA",
+            if opts.mtls {
+                &["client-a", "client-b"]
+            } else {
+                &[]
+            },
+        );
         ca.write(
             d,
             "certs/ca.pem",
@@ -332,7 +356,7 @@ impl Stack {
         // server (Traefik's router needs its address).
         let mcp_resource = format!("http://{web}/mcp");
         // SPEC §8/§9: the OpenID Provider first (gatepass discovers it at start).
-        let oidc = if opts.mcp_server || opts.signin {
+        let oidc = if opts.mcp_server || opts.signin || opts.dpop {
             let resources: Vec<String> = opts
                 .mcp_server
                 .then(|| mcp_resource.clone())
@@ -363,7 +387,7 @@ impl Stack {
         // The MCP server (Traefik's router needs its address).
         let mcp_server_addr = if opts.mcp_server {
             require(
-                root().join("tests/mcp/node_modules/@modelcontextprotocol/sdk"),
+                root().join("tests/mcp/node_modules/@modelcontextprotocol/server"),
                 "run `make test` (it runs npm ci in tests/mcp)",
             );
             let mut server = Proc::spawn(
@@ -385,13 +409,19 @@ impl Stack {
         };
         let mcp_gatepass = match &oidc {
             Some(op) => {
-                let mut audiences = Vec::new();
+                let mut audiences = vec![gatepass_testkit::oidc::RS256_RESOURCE.to_owned()];
                 let mut mcp = String::new();
                 if opts.mcp_server {
                     audiences.push(mcp_resource.clone());
-                    audiences.push(gatepass_testkit::oidc::RS256_RESOURCE.to_owned());
+                    // SPEC §10: one tool needs mcp:write by a rule on the MCP headers.
                     mcp = format!(
                         r#"
+[[rules]]
+path = "/mcp"
+mcp_methods = ["tools/call"]
+mcp_names = ["set_note"]
+permissions = ["mcp:read", "mcp:write"]
+
 [[rules]]
 path = "/mcp"
 permissions = ["mcp:read"]
@@ -440,11 +470,16 @@ algorithms = ["RS256"]
 audiences = {audiences:?}
 profile = "rfc9068"
 backchannel_logout_audience = "gatepass"
-
+{dpop}
 [claims]
 user_id = ["sub", "client_id"]
 {mcp}{signin}"#,
                     iss = op.issuer(),
+                    dpop = if opts.dpop {
+                        "dpop = \"allowed\"\n"
+                    } else {
+                        ""
+                    },
                 )
             }
             None => String::new(),
@@ -487,7 +522,14 @@ anonymous = true"#;
                 "gatepass.toml",
                 &[
                     ("GATEPASS_LISTEN", "127.0.0.1:0"),
-                    ("ISSUERS", ""),
+                    (
+                        "ISSUERS",
+                        if opts.mtls {
+                            "mtls_bound = \"allowed\"\n"
+                        } else {
+                            ""
+                        },
+                    ),
                     ("RULES", gatepass_rules),
                     ("ORIGINS", &origins),
                     ("WEB_ADDR", &web),
@@ -630,6 +672,33 @@ disable_after_cycles = 3
                 "\ntracing:\n  serviceName: traefik\n  otlp:\n    http:\n      endpoint: \"{endpoint}\"\n"
             ));
         }
+        let websecure = opts.mtls.then(|| format!("127.0.0.1:{}", free_port()));
+        if let Some(addr) = &websecure {
+            static_cfg = static_cfg.replacen(
+                "entryPoints:\n",
+                &format!("entryPoints:\n  websecure:\n    address: \"{addr}\"\n    http:\n      aliasHeadersStrategy: delete\n"),
+                1,
+            );
+            std::fs::write(d.join("certs/clients-ca.pem"), &ca_pem).unwrap();
+            let cert = |f: &str| d.join(f).display().to_string();
+            std::fs::write(
+                dynamic.join("mtls.yml"),
+                render(
+                    "mtls.yml",
+                    &[
+                        ("GATEPASS_ADDR", &gatepass_addr),
+                        ("CA_FILE", &ca_file),
+                        ("CLIENT_CA_FILE", &cert("certs/clients-ca.pem")),
+                        ("TLS_CERT_FILE", &cert("certs/gatepass.pem")),
+                        ("TLS_KEY_FILE", &cert("certs/gatepass-key.pem")),
+                    ],
+                ),
+            )
+            .unwrap();
+        }
+        for (name, yaml) in &opts.extra_dynamic {
+            std::fs::write(dynamic.join(name), yaml).unwrap();
+        }
         std::fs::write(d.join("traefik.yml"), static_cfg).unwrap();
         std::fs::write(dynamic.join("dynamic.yml"), dynamic_cfg).unwrap();
         if opts.signin {
@@ -707,6 +776,8 @@ disable_after_cycles = 3
             oidc,
             mcp_server_addr,
             signin: opts.signin,
+            websecure,
+            client_certs,
         };
         stack.wait_ready().await;
         stack.wait_mcp_ready().await;
@@ -715,6 +786,28 @@ disable_after_cycles = 3
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.web, path)
+    }
+
+    /// `https://<websecure><path>` ([`Options::mtls`]).
+    pub fn mtls_url(&self, path: &str) -> String {
+        let addr = self
+            .websecure
+            .as_deref()
+            .expect("a stack with Options::mtls");
+        format!("https://{addr}{path}")
+    }
+
+    /// An HTTPS client trusting the stack's CA, presenting client certificate `cert` (an
+    /// index into [`Stack::client_certs`]) or none.
+    pub fn mtls_client(&self, cert: Option<usize>) -> reqwest::Client {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
+            .timeout(Duration::from_secs(10));
+        if let Some(i) = cert {
+            let (cert, key) = &self.client_certs[i];
+            b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
+        }
+        b.build().unwrap()
     }
 
     pub fn ws_url(&self, path: &str) -> String {

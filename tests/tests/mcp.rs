@@ -1,12 +1,17 @@
-//! SPEC §8: an MCP server behind gatepass, through the real Traefik. The demo server
+//! SPEC §8 and §10: an MCP server behind gatepass, through the real Traefik. The demo server
 //! (`tests/mcp/server.mjs`) and the client (`tests/mcp/client.mjs`) are both on the official
-//! MCP TypeScript SDK; the authorization server is a real OpenID Provider (npm
-//! `oidc-provider`). The client knows only `http://<web>/mcp` and its client credentials: it
-//! finds the provider from the 401's `resource_metadata`, gets a client_credentials token for
-//! the resource (RFC 8707 `resource`), lists the tools and calls one. Refused: a token for
-//! another audience (401 with the challenge), a token without `mcp:read` (gatepass's 403
-//! with `scope`), a viewer calling the write tool (the server's 403 `insufficient_scope`), and
-//! identity headers that reach the server without gatepass's assertion (401).
+//! MCP TypeScript SDK v2 (`@modelcontextprotocol/server` / `client`), speaking revision
+//! 2026-07-28 (each request names its operation in `MCP-Protocol-Version`, `Mcp-Method`,
+//! `Mcp-Name`); the authorization server is a real OpenID Provider (npm `oidc-provider`). The
+//! client knows only `http://<web>/mcp` and its client credentials: it finds the provider
+//! from the 401's `resource_metadata`, gets a client_credentials token for the resource (RFC
+//! 8707 `resource`), lists the tools and calls one. gatepass's rules: `mcp:read` under
+//! `/mcp`, and `set_note` (by `Mcp-Method`/`Mcp-Name`) needs `mcp:write` too. Refused: a
+//! token for another audience (401 with the challenge), a token without `mcp:read`
+//! (gatepass's 403 with `scope`), a viewer calling the write tool (gatepass's 403
+//! `insufficient_scope` listing `mcp:write`; the SDK re-authorizes once, then gives up), an
+//! older protocol version under `/mcp` (400), and identity headers that reach the server
+//! without gatepass's assertion (401).
 
 use std::time::Duration;
 
@@ -28,21 +33,25 @@ fn metadata_url(stack: &Stack) -> String {
     stack.url("/.well-known/oauth-protected-resource/mcp")
 }
 
-/// The challenge of a 401 under `/mcp` without a token.
+/// The challenge of a 401 under `/mcp` without a token: the metadata and the scope the
+/// operation needs (`/mcp`'s rule: mcp:read).
 fn missing_token_challenge(stack: &Stack) -> String {
     format!(
-        r#"Bearer realm="gatepass", resource_metadata="{}""#,
+        r#"Bearer realm="gatepass", resource_metadata="{}", scope="mcp:read""#,
         metadata_url(stack)
     )
 }
 
-/// The demo server's 403 for `set_note` without `mcp:write`.
+/// gatepass's 403 for `set_note` without `mcp:write`: every scope the operation needs.
 fn write_challenge(stack: &Stack) -> String {
     format!(
-        r#"Bearer error="insufficient_scope", scope="mcp:write", resource_metadata="{}", error_description="set_note needs the mcp:write permission""#,
+        r#"Bearer realm="gatepass", resource_metadata="{}", error="insufficient_scope", error_description="missing permissions for this route", scope="mcp:read mcp:write""#,
         metadata_url(stack)
     )
 }
+
+/// The protocol revision whose requests name their operation in headers.
+const REVISION: &str = "2026-07-28";
 
 /// The discovery the SDK client reports: the provider from the resource's metadata.
 fn expected_discovery(stack: &Stack) -> Value {
@@ -55,7 +64,7 @@ fn expected_discovery(stack: &Stack) -> Value {
 }
 
 /// The exchanges every SDK client run starts with: the 401, the resource metadata, the
-/// authorization server's metadata, the token, then `initialize` with the token.
+/// authorization server's metadata, the token, then the probe (`server/discover`) with the token.
 fn expected_auth_flow(stack: &Stack) -> Vec<(String, String, u16)> {
     let x = |m: &str, u: String, s: u16| (m.to_owned(), u, s);
     vec![
@@ -79,16 +88,27 @@ fn tool_json(result: &Value) -> Value {
     serde_json::from_str(content[0]["text"].as_str().unwrap()).unwrap()
 }
 
-/// A JSON-RPC request to `/mcp` through Traefik with `bearer`: status, WWW-Authenticate, body.
-async fn post_mcp(stack: &Stack, bearer: &str, body: Value) -> (u16, Option<String>, Value) {
-    let r = client()
+/// A JSON-RPC request to `/mcp` through Traefik with `bearer`, as a 2026-07-28 client sends
+/// it: the `_meta` envelope in the body, `MCP-Protocol-Version`, `Mcp-Method` and (for
+/// `tools/call`) `Mcp-Name`. Status, WWW-Authenticate, body.
+async fn post_mcp(stack: &Stack, bearer: &str, mut body: Value) -> (u16, Option<String>, Value) {
+    let method = body["method"].as_str().unwrap().to_owned();
+    let name = body["params"]["name"].as_str().map(str::to_owned);
+    body["params"]["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": REVISION,
+        "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let mut req = client()
         .post(stack.mcp_url())
         .bearer_auth(bearer)
         .header("accept", "application/json, text/event-stream")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .header("mcp-protocol-version", REVISION)
+        .header("mcp-method", &method);
+    if let Some(n) = &name {
+        req = req.header("mcp-name", n);
+    }
+    let r = req.json(&body).send().await.unwrap();
     let status = r.status().as_u16();
     let challenge = r
         .headers()
@@ -135,7 +155,13 @@ async fn the_resource_metadata_is_public_through_traefik() {
         json!({"error": "not_found", "error_description": "no [[resources]] with this path"})
     );
     // The MCP endpoint itself is protected: no token, the challenge names the metadata.
-    let r = client().post(stack.mcp_url()).send().await.unwrap();
+    let r = client()
+        .post(stack.mcp_url())
+        .header("mcp-protocol-version", REVISION)
+        .header("mcp-method", "tools/list")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(
         r.headers()
@@ -145,6 +171,23 @@ async fn the_resource_metadata_is_public_through_traefik() {
             .unwrap(),
         missing_token_challenge(&stack)
     );
+    // A rule under /mcp reads the MCP headers: a request without a revision that checks
+    // them against the body (none, or older) is refused before anything else.
+    for version in [None, Some("2025-11-25")] {
+        let mut req = client()
+            .post(stack.mcp_url())
+            .header("mcp-method", "tools/list");
+        if let Some(v) = version {
+            req = req.header("mcp-protocol-version", v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 400, "{version:?}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"error": "invalid_request",
+                   "error_description": "this resource needs MCP-Protocol-Version 2026-07-28 or later"})
+        );
+    }
 }
 
 #[tokio::test]
@@ -170,22 +213,11 @@ async fn an_sdk_client_discovers_the_authorization_server_from_the_401_and_calls
         missing_token_challenge(&stack)
     );
     assert_eq!(run.one("discovery"), &expected_discovery(&stack));
-    // Then, with the token: `notifications/initialized` (202), the stateless server's 405 for
-    // the optional GET stream, `tools/list` and `tools/call` (the GET runs concurrently).
-    let mut rest = exchanges[flow.len()..].to_vec();
-    rest.sort();
+    // Then, with the token: `tools/list` and `tools/call` (2026-07-28 has no `initialize`,
+    // no `notifications/initialized` and no GET stream; the retried probe was the 200 above).
+    let rest = exchanges[flow.len()..].to_vec();
     let x = |m: &str, s: u16| (m.to_owned(), stack.mcp_url(), s);
-    assert_eq!(
-        rest,
-        [
-            x("GET", 405),
-            x("POST", 200),
-            x("POST", 200),
-            x("POST", 202)
-        ],
-        "{}",
-        run.stdout
-    );
+    assert_eq!(rest, [x("POST", 200), x("POST", 200)], "{}", run.stdout);
     assert_eq!(run.all("discovery").len(), 1, "one token request");
 
     assert_eq!(run.one("tools"), &json!(["whoami", "set_note"]));
@@ -203,11 +235,12 @@ async fn an_sdk_client_discovers_the_authorization_server_from_the_401_and_calls
         json!({
             "id": "mcp-client",
             "username": "mcp-client",
-            "role": "",
-            "permissions": ["mcp:read", "mcp:write"],
+            "role": "developer",
+            "permissions": ["mcp:read"],
             "expires": expires,
         })
     );
+    // The client asked for the scope the 401 named (mcp:read), not everything it may have.
 
     // mcp-client has mcp:write: the write tool works for it.
     let run = stack
@@ -223,6 +256,21 @@ async fn an_sdk_client_discovers_the_authorization_server_from_the_401_and_calls
         tool_json(run.one("result")),
         json!({"saved": true, "id": "mcp-client", "note": "hello from the SDK"})
     );
+    // Step-up: gatepass's 403 listed every scope set_note needs, the client got a token with
+    // them and called again.
+    let refusals: Vec<&Value> = run
+        .all("http")
+        .into_iter()
+        .filter(|h| h["status"] == 403)
+        .collect();
+    assert_eq!(refusals.len(), 1, "{}", run.stdout);
+    assert_eq!(refusals[0]["www_authenticate"], write_challenge(&stack));
+    let tokens = run
+        .exchanges()
+        .into_iter()
+        .filter(|(m, u, s)| m == "POST" && *u == stack.op().token_endpoint() && *s == 200)
+        .count();
+    assert_eq!(tokens, 2, "{}", run.stdout);
 
     // mcp-status polls the MCP server's /health as `demo_mcp_server`.
     let admin = token("mcp-admin", "admin");
@@ -251,19 +299,17 @@ async fn an_sdk_client_discovers_the_authorization_server_from_the_401_and_calls
 async fn wrong_audience_missing_scope_and_a_viewer_writing_are_refused() {
     let stack = mcp_stack().await;
     let op = stack.op();
-    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "e2e", "version": "0"}}});
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}});
 
     // A valid token of the same provider, for another resource: 401 under /mcp (the
     // resource's aud rule), with the metadata in the challenge.
     let other = op.token(RS256_RESOURCE).await;
-    let (status, challenge, body) = post_mcp(&stack, &other, initialize.clone()).await;
+    let (status, challenge, body) = post_mcp(&stack, &other, list.clone()).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(
         challenge.unwrap(),
         format!(
-            r#"Bearer realm="gatepass", resource_metadata="{}", error="invalid_token", error_description="token audience is not accepted""#,
+            r#"Bearer realm="gatepass", resource_metadata="{}", error="invalid_token", error_description="token audience is not accepted", scope="mcp:read""#,
             metadata_url(&stack)
         )
     );
@@ -284,12 +330,8 @@ async fn wrong_audience_missing_scope_and_a_viewer_writing_are_refused() {
     // mcp:read, and its 403 says so.
     let bare = op.token_response(&stack.mcp_url(), None).await;
     assert!(bare.get("scope").is_none(), "{bare}");
-    let (status, challenge, body) = post_mcp(
-        &stack,
-        bare["access_token"].as_str().unwrap(),
-        initialize.clone(),
-    )
-    .await;
+    let (status, challenge, body) =
+        post_mcp(&stack, bare["access_token"].as_str().unwrap(), list.clone()).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(
         challenge.unwrap(),
@@ -299,8 +341,10 @@ async fn wrong_audience_missing_scope_and_a_viewer_writing_are_refused() {
         )
     );
 
-    // The viewer (mcp:read only) through the SDK client: reading works, set_note is the
-    // server's 403 insufficient_scope; the SDK asks for a token once more, then gives up.
+    // The viewer (mcp:read only) through the SDK client: reading works, set_note is gatepass's
+    // 403 insufficient_scope (its rule on Mcp-Name); the SDK asks for a token once more (for
+    // the scopes the challenge lists), is refused that scope by the provider or gets the same
+    // 403, then gives up.
     let run = stack
         .mcp_client(
             MCP_VIEWER_ID,
@@ -313,8 +357,8 @@ async fn wrong_audience_missing_scope_and_a_viewer_writing_are_refused() {
     assert_eq!(run.one("tools"), &json!(["whoami", "set_note"]));
     assert_eq!(
         run.one("error"),
-        &json!({"name": "StreamableHTTPError", "code": 403,
-                "message": "Streamable HTTP error: Server returned 403 after trying upscoping"})
+        &json!({"name": "SdkHttpError", "code": "CLIENT_HTTP_FORBIDDEN",
+                "message": "Server returned 403 insufficient_scope after step-up re-authorization (retry limit 1 reached)"})
     );
     let refusals: Vec<&Value> = run
         .all("http")
@@ -342,6 +386,33 @@ async fn wrong_audience_missing_scope_and_a_viewer_writing_are_refused() {
     assert_eq!(challenge.unwrap(), write_challenge(&stack));
     assert_eq!(
         body,
+        json!({"error": "insufficient_scope", "error_description": "missing permissions for this route"})
+    );
+    // Leaving Mcp-Name out to skip gatepass's rule gets the write nowhere either.
+    let viewer_call = call_tool("set_note", json!({"text": "sneaky"}));
+    let r = client()
+        .post(stack.mcp_url())
+        .bearer_auth(&viewer)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", REVISION)
+        .header("mcp-method", "tools/call")
+        .json(&{
+            let mut b = viewer_call;
+            b["params"]["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": REVISION,
+                "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "0"},
+                "io.modelcontextprotocol/clientCapabilities": {},
+            });
+            b
+        })
+        .send()
+        .await
+        .unwrap();
+    // gatepass's rule did not match (no Mcp-Name), so the server's own check on the body
+    // refuses it.
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
         json!({"error": "insufficient_scope", "error_description": "set_note needs the mcp:write permission"})
     );
     let (status, _, body) = post_mcp(&stack, &viewer, call_tool("whoami", json!({}))).await;

@@ -1,6 +1,10 @@
 //! Writes everything the benchmark run needs into DIR: keys, one gatepass config per algorithm
 //! (cached and cache-disabled), a TLS config, rotating token files, and a 100k-token file.
 //!   bench_setup DIR
+//! Writes N DPoP requests (token and a fresh proof, tab-separated, one a line) for 100 client
+//! keys whose ES256 tokens (signed with DIR's ES256 key) are bound to them, each proof for
+//! `GET http://app.test/api/v1/mcps` (what rotate.lua's MODE=dpop sends):
+//!   bench_setup dpop DIR N OUT
 //! Signs N browsers in at a running gatepass with `[signin]` (the real OpenID Provider of
 //! tests/oidc behind it, user alice) and writes their session cookies, one a line:
 //!   bench_setup sessions GATEPASS_URL APP_HOST OP_ISSUER N OUT
@@ -76,10 +80,40 @@ fn sessions(args: &[String]) {
     eprintln!("{n} sessions written to {out}");
 }
 
+/// `dpop DIR N OUT`: N (token, proof) lines, 100 keys round robin.
+fn dpop(args: &[String]) {
+    let [dir, n, out] = args else {
+        panic!("usage: bench_setup dpop DIR N OUT");
+    };
+    let n: usize = n.parse().expect("N");
+    let issuer = Key {
+        alg: jsonwebtoken::Algorithm::ES256,
+        private_pem: std::fs::read_to_string(Path::new(dir).join("ES256.pem")).expect("ES256.pem"),
+        public_pem: String::new(),
+    };
+    let clients: Vec<(gatepass_testkit::dpop::DpopKey, String)> = (0..100)
+        .map(|i| {
+            let key = gatepass_testkit::dpop::DpopKey::es256();
+            let cnf = serde_json::json!({"cnf": {"jkt": key.thumbprint()}});
+            let token = issuer.mint_with(&format!("dpop-{i}"), cnf);
+            (key, token)
+        })
+        .collect();
+    let mut text = String::with_capacity(n * 800);
+    for i in 0..n {
+        let (key, token) = &clients[i % clients.len()];
+        let proof = key.proof("GET", "http://app.test/api/v1/mcps", Some(token));
+        let _ = writeln!(text, "{token}\t{proof}");
+    }
+    std::fs::write(out, text).unwrap();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("sessions") {
-        return sessions(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("sessions") => return sessions(&args[1..]),
+        Some("dpop") => return dpop(&args[1..]),
+        _ => {}
     }
     let dir = std::env::args().nth(1).expect("usage: bench_setup DIR");
     let d = Path::new(&dir);

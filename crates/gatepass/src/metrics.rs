@@ -22,6 +22,8 @@ pub const STATE_OPS: &[&str] = &[
     "revocation_read",
     "revocation_purge",
     "logout_jti",
+    "dpop_jti",
+    "limit_slice",
 ];
 const META: Metadata<'static> = Metadata::new("gatepass", Level::INFO, Some("gatepass::metrics"));
 

@@ -176,7 +176,23 @@ impl State {
         // used just before it must stay used.
         let logout_replays = match same_state {
             Some(p) => p.logout_replays.clone(),
-            None => Arc::new(Replays::new(shared.clone(), 100_000)),
+            // A logout token's jti is remembered for 2 x its issuer's leeway + 1 s.
+            None => {
+                let leeway = config
+                    .issuers
+                    .iter()
+                    .map(|i| i.leeway.0)
+                    .max()
+                    .unwrap_or_default();
+                let remember = 2 * leeway + std::time::Duration::from_secs(1);
+                Arc::new(Replays::new(
+                    shared.clone(),
+                    "logout-jti",
+                    "logout_jti",
+                    remember,
+                    100_000,
+                ))
+            }
         };
         let dpop_replays = same_state
             .and_then(|p| p.dpop.as_ref())

@@ -266,43 +266,6 @@ async fn every_proof_check_has_its_refusal() {
             "the DPoP proof's htm is not the request's method",
         ),
         (
-            "htu of another path",
-            with(header.clone(), edit(claims(), "htu", url("/y").into())),
-            401,
-            "invalid_dpop_proof",
-            "the DPoP proof's htu is not the request's URL",
-        ),
-        (
-            "htu of another host",
-            with(
-                header.clone(),
-                edit(claims(), "htu", "http://other.test:8080/x".into()),
-            ),
-            401,
-            "invalid_dpop_proof",
-            "the DPoP proof's htu is not the request's URL",
-        ),
-        (
-            "htu of another scheme",
-            with(
-                header.clone(),
-                edit(claims(), "htu", "https://app.test:8080/x".into()),
-            ),
-            401,
-            "invalid_dpop_proof",
-            "the DPoP proof's htu is not the request's URL",
-        ),
-        (
-            "htu of another port",
-            with(
-                header.clone(),
-                edit(claims(), "htu", "http://app.test:8081/x".into()),
-            ),
-            401,
-            "invalid_dpop_proof",
-            "the DPoP proof's htu is not the request's URL",
-        ),
-        (
             "iat too old",
             with(header.clone(), edit(claims(), "iat", (now() - 320).into())),
             401,
@@ -355,10 +318,25 @@ async fn every_proof_check_has_its_refusal() {
             "the DPoP proof is not a well-formed JWS",
         ),
     ];
+    let mut cases = cases;
+    for (what, htu) in [
+        ("htu of another path", url("/y")),
+        ("htu of another host", "http://other.test:8080/x".into()),
+        ("htu of another scheme", "https://app.test:8080/x".into()),
+        ("htu of another port", "http://app.test:8081/x".into()),
+    ] {
+        let p = with(header.clone(), edit(claims(), "htu", htu.into()));
+        let description = "the DPoP proof's htu is not the request's URL";
+        cases.push((what, p, 401, "invalid_dpop_proof", description));
+    }
     for (what, p, status, error, description) in cases {
         let g = validate(&s, dpop_req("GET", "/x", &token, &p)).await;
+        assert_eq!(
+            (g.status, g.json()["error_description"].as_str()),
+            (status, Some(description)),
+            "{what}"
+        );
         assert_dpop_denied(&g, status, error, description);
-        let _ = what;
     }
     // The thumbprint of another key: a good proof of `other` with our token.
     let g = validate(

@@ -123,6 +123,12 @@ impl DevCa {
     /// `name` is the CA's common name: a subject of its own, so the leaf never looks
     /// self-signed (rcgen's default subject is the same for both).
     pub fn new(name: &str) -> DevCa {
+        DevCa::with_clients(name, &[]).0
+    }
+
+    /// A CA as [`DevCa::new`], and a client certificate (and its key, PEM) it signed for each
+    /// common name in `clients` (for mTLS).
+    pub fn with_clients(name: &str, clients: &[&str]) -> (DevCa, Vec<(String, String)>) {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -135,11 +141,25 @@ impl DevCa {
             .unwrap()
             .signed_by(&leaf_key, &ca)
             .unwrap();
-        DevCa {
+        let issued = clients
+            .iter()
+            .map(|cn| {
+                let key = rcgen::KeyPair::generate().unwrap();
+                let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+                params
+                    .distinguished_name
+                    .push(rcgen::DnType::CommonName, *cn);
+                params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+                let cert = params.signed_by(&key, &ca).unwrap();
+                (cert.pem(), key.serialize_pem())
+            })
+            .collect();
+        let ca_pem = DevCa {
             ca_pem: ca.pem(),
             cert_pem: leaf.pem(),
             key_pem: leaf_key.serialize_pem(),
-        }
+        };
+        (ca_pem, issued)
     }
 
     /// Writes the CA, the certificate and its key into `dir` under these names.

@@ -61,7 +61,7 @@ pub struct SignInSetup {
 
 /// What `provider.mjs` prints once it serves.
 const READY: &str = "oidc-provider listening on http://127.0.0.1:";
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `oidc-provider`; stopped (SIGTERM, then SIGKILL) by [`OidcProvider::stop`] and on
 /// drop.

@@ -2,12 +2,16 @@
 //! for the per-user limits, a written-out GCRA for the failure budget; keys are hashes or
 //! IPs, so a check allocates nothing, and idle keys are dropped by `upkeep`), or one GCRA per
 //! key for the whole cluster in Redis (`LIMIT_SCRIPT`: atomic, timed by Redis's `TIME`, every
-//! limit of one request in one call). With Redis unreachable the in-process limiter decides
+//! limit of one request in one call). Per-user limits large enough are *sliced* (SPEC §11): a
+//! replica takes a few of a key's requests from Redis in one call (`TAKE_SCRIPT`) and spends
+//! them locally for a short while; once Redis says the budget is spent, it refuses locally
+//! until the time Redis gave. With Redis unreachable the in-process limiter decides
 //! (`on_unavailable = "local"`, counted) or the request is refused (`"deny"`).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use gatepass_service::state::{OnUnavailable, RedisState};
@@ -231,6 +235,221 @@ return out
 
 static LIMIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(LIMIT_LUA));
 
+/// Slices of one GCRA per key: `KEYS[i]` with `ARGV[3i-2..3i]` = interval, tolerance (µs) and
+/// how many requests to take. Takes `min(want, available)` at once, exactly as that many
+/// requests arriving now would (so the cluster never admits more than one GCRA does), and
+/// returns per key `{taken, wait}`: with nothing available, `wait` is the µs until `want`
+/// requests are (the replica refuses locally until then).
+const TAKE_LUA: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[3 * i - 2])
+  local tolerance = tonumber(ARGV[3 * i - 1])
+  local want = tonumber(ARGV[3 * i])
+  local tat = tonumber(redis.call('GET', key) or '0') or 0
+  if tat < now then tat = now end
+  local room = now + tolerance - tat
+  if room < 0 then
+    out[2 * i - 1] = 0
+    out[2 * i] = tat + (want - 1) * interval - (now + tolerance)
+  else
+    local taken = math.min(want, math.floor(room / interval) + 1)
+    local new = tat + taken * interval
+    redis.call('SET', key, string.format('%.0f', new), 'PX', math.floor((new - now) / 1000) + 1)
+    out[2 * i - 1] = taken
+    out[2 * i] = 0
+  end
+end
+return out
+"#;
+
+static TAKE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(TAKE_LUA));
+
+/// How long a replica may spend a slice; what is left then lapses (never returned, so a
+/// replica that dies holding one loses at most that slice).
+pub const SLICE_LIFETIME: Duration = Duration::from_millis(100);
+/// The lifetime of a slice that is at most 1% of its limit's burst: holding it longer
+/// withholds nothing another replica could miss, and saves round trips for keys far below
+/// their limit.
+pub const LONG_SLICE_LIFETIME: Duration = Duration::from_secs(1);
+/// A limit is sliced when a slice holds at least this many requests (at most 1/4 round trip
+/// per admitted request); smaller budgets keep the exact path.
+pub const MIN_SLICE: u32 = 4;
+/// At most this many requests in one slice.
+pub const MAX_SLICE: u32 = 64;
+
+/// The slice size of a limit: what it admits in `SLICE_LIFETIME`, at most half its burst
+/// (the rest stays for the other replicas) and `MAX_SLICE`; `None` below `MIN_SLICE`.
+fn slice_size(l: &LimitConfig) -> Option<u32> {
+    let per_lifetime = (SLICE_LIFETIME.as_micros() / interval(l).as_micros().max(1)) as u64;
+    let size = per_lifetime
+        .min(u64::from((l.burst / 2).max(1)))
+        .min(u64::from(MAX_SLICE)) as u32;
+    (size >= MIN_SLICE).then_some(size)
+}
+
+/// One key's slice on this replica.
+#[derive(Default)]
+struct Slice {
+    /// Requests left to admit locally, until `until`.
+    tokens: u32,
+    until: Option<Instant>,
+    /// Redis said the budget is spent: refuse locally until then.
+    blocked_until: Option<Instant>,
+    /// A refill in flight; waiters subscribe and wake when it is dropped.
+    refill: Option<tokio::sync::watch::Sender<()>>,
+}
+
+type SliceShard = Mutex<HashMap<u64, Slice, foldhash::fast::RandomState>>;
+
+/// A sliced limit's slices on this replica, sharded by key.
+struct Slices {
+    gcra: Gcra,
+    size: u32,
+    lifetime: Duration,
+    shards: Box<[SliceShard]>,
+}
+
+/// What a request does next with its key's slice.
+enum Step {
+    Admit,
+    Refuse(Duration),
+    Wait(tokio::sync::watch::Receiver<()>),
+    Refill,
+}
+
+const SLICE_SHARDS: usize = 16;
+
+impl Slices {
+    fn new(l: &LimitConfig) -> Option<Slices> {
+        let size = slice_size(l)?;
+        let lifetime = if u64::from(size) * 100 <= u64::from(l.burst) {
+            LONG_SLICE_LIFETIME
+        } else {
+            SLICE_LIFETIME
+        };
+        Some(Slices {
+            gcra: Gcra::new(l),
+            size,
+            lifetime,
+            shards: (0..SLICE_SHARDS).map(|_| Mutex::default()).collect(),
+        })
+    }
+
+    fn shard(
+        &self,
+        key: u64,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, Slice, foldhash::fast::RandomState>> {
+        self.shards[(key as usize) % SLICE_SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn step(&self, key: u64, now: Instant) -> Step {
+        let mut shard = self.shard(key);
+        let e = shard.entry(key).or_default();
+        if let Some(b) = e.blocked_until {
+            if now < b {
+                return Step::Refuse(b - now);
+            }
+            e.blocked_until = None;
+        }
+        if e.tokens > 0 && e.until.is_some_and(|u| now < u) {
+            e.tokens -= 1;
+            return Step::Admit;
+        }
+        match &e.refill {
+            Some(tx) => Step::Wait(tx.subscribe()),
+            None => {
+                e.refill = Some(tokio::sync::watch::channel(()).0);
+                Step::Refill
+            }
+        }
+    }
+
+    /// Spends one request of `key`'s budget: from the slice in hand, else a new slice from
+    /// Redis (one call per key at a time on this replica; concurrent requests wait for it).
+    /// `Ok(Err(wait))` when refused.
+    async fn spend(
+        &self,
+        shared: &Shared,
+        key: u64,
+        redis_key: impl Fn() -> String,
+    ) -> Result<Result<(), Duration>, gatepass_service::state::StateError> {
+        loop {
+            match self.step(key, Instant::now()) {
+                Step::Admit => return Ok(Ok(())),
+                Step::Refuse(wait) => return Ok(Err(wait)),
+                // Woken when the refill ends (its sender is dropped), whatever its outcome.
+                Step::Wait(mut rx) => {
+                    let _ = rx.changed().await;
+                }
+                Step::Refill => {
+                    // Clears the in-flight mark even if this request is dropped mid-call.
+                    let guard = RefillGuard { slices: self, key };
+                    let taken = shared.take(redis_key(), self.gcra, self.size).await;
+                    let now = Instant::now();
+                    let mut shard = self.shard(key);
+                    let e = shard.entry(key).or_default();
+                    let out = match taken {
+                        Ok((n, _)) if n >= 1 => {
+                            e.tokens = n - 1;
+                            e.until = Some(now + self.lifetime);
+                            Ok(Ok(()))
+                        }
+                        Ok((_, wait)) => {
+                            e.tokens = 0;
+                            e.blocked_until = Some(now + wait);
+                            Ok(Err(wait))
+                        }
+                        Err(err) => Err(err),
+                    };
+                    drop(shard);
+                    drop(guard);
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// Drops slices that hold nothing: spent or lapsed, not blocked, no refill in flight.
+    fn upkeep(&self) {
+        let now = Instant::now();
+        for shard in self.shards.iter() {
+            let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            s.retain(|_, e| {
+                e.refill.is_some()
+                    || e.blocked_until.is_some_and(|b| now < b)
+                    || (e.tokens > 0 && e.until.is_some_and(|u| now < u))
+            });
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.len()))
+            .sum()
+    }
+}
+
+/// Ends a refill: drops its sender (waking the waiters), also when the request is dropped.
+struct RefillGuard<'a> {
+    slices: &'a Slices,
+    key: u64,
+}
+
+impl Drop for RefillGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = self.slices.shard(self.key).get_mut(&self.key) {
+            e.refill = None;
+        }
+    }
+}
+
 /// A limit's GCRA parameters in µs, as the script takes them.
 #[derive(Clone, Copy)]
 struct Gcra {
@@ -260,9 +479,36 @@ struct Shared {
     per_user: Option<Gcra>,
     upgrades: Option<Gcra>,
     ip_failures: Option<Gcra>,
+    /// Slices of the per-user limits large enough to slice.
+    user_slices: Option<Slices>,
+    upgrade_slices: Option<Slices>,
 }
 
 impl Shared {
+    /// A slice of up to `want` requests of `key`: (taken, wait) as `TAKE_SCRIPT` answers.
+    async fn take(
+        &self,
+        key: String,
+        g: Gcra,
+        want: u32,
+    ) -> Result<(u32, Duration), gatepass_service::state::StateError> {
+        let out: Vec<i64> = self
+            .redis
+            .call("limit_slice", |mut c| async move {
+                TAKE_SCRIPT
+                    .key(key)
+                    .arg(g.interval)
+                    .arg(g.tolerance)
+                    .arg(want)
+                    .invoke_async::<Vec<i64>>(&mut c)
+                    .await
+            })
+            .await?;
+        let taken = out.first().copied().unwrap_or(0).clamp(0, i64::from(want)) as u32;
+        let wait = Duration::from_micros(out.get(1).copied().unwrap_or(0).max(0) as u64);
+        Ok((taken, wait))
+    }
+
     /// One script call for every `(key, limit, mode)`: the waits in µs (0 = admitted).
     async fn run(
         &self,
@@ -299,6 +545,35 @@ impl Shared {
 
 fn wait_secs(us: i64) -> u64 {
     retry_secs(Duration::from_micros(us.max(0) as u64))
+}
+
+/// One request of `v`'s `kind` limit: from its slices when sliced, else one exact round
+/// trip. `Some(retry_secs)` when refused.
+async fn spend_one(
+    s: &Shared,
+    kind: &'static str,
+    slices: Option<&Slices>,
+    g: Gcra,
+    v: LimitedUser<'_>,
+) -> Result<Option<u64>, gatepass_service::state::StateError> {
+    match slices {
+        Some(slices) => Ok(slices
+            .spend(s, v.key, || s.user_key(kind, v))
+            .await?
+            .err()
+            .map(retry_secs)),
+        None => exact(s, s.user_key(kind, v), g).await,
+    }
+}
+
+/// One exact spend of `key` (one round trip): `Some(retry_secs)` when refused.
+async fn exact(
+    s: &Shared,
+    key: String,
+    g: Gcra,
+) -> Result<Option<u64>, gatepass_service::state::StateError> {
+    let waits = s.run("limits", vec![(key, g, Mode::Spend)]).await?;
+    Ok(waits.first().filter(|w| **w > 0).map(|w| wait_secs(*w)))
 }
 
 /// Whom a per-user limit counts: a key for the in-process limiter (a per-process hash of the
@@ -355,6 +630,8 @@ impl Limits {
                 per_user: c.per_user.as_ref().map(Gcra::new),
                 upgrades: c.upgrades_per_user.as_ref().map(Gcra::new),
                 ip_failures: c.per_ip_failures.as_ref().map(Gcra::new),
+                user_slices: c.per_user.as_ref().and_then(Slices::new),
+                upgrade_slices: c.upgrades_per_user.as_ref().and_then(Slices::new),
             }),
             fallbacks,
         }
@@ -371,29 +648,13 @@ impl Limits {
         }
     }
 
-    /// The per-user request limit, and the upgrade limit for upgrades: one round trip in
-    /// Redis, none when no limit applies.
+    /// The per-user request limit, and the upgrade limit for upgrades. In Redis: a sliced
+    /// limit is a local step (a round trip only to take a new slice); the exact ones are one
+    /// round trip together; none when no limit applies.
     pub async fn check_user(&self, v: LimitedUser<'_>, upgrade: bool) -> Result<(), Refusal> {
         if let Some(s) = &self.shared {
-            let mut checks = Vec::with_capacity(2);
-            if let Some(g) = s.per_user {
-                checks.push((s.user_key("user", v), g, Mode::Spend));
-            }
-            if let (true, Some(g)) = (upgrade, s.upgrades) {
-                checks.push((s.user_key("upgrade", v), g, Mode::Spend));
-            }
-            if checks.is_empty() {
-                return Ok(());
-            }
-            let user_first = s.per_user.is_some();
-            match s.run("limits", checks).await {
-                Ok(waits) => {
-                    return match waits.iter().position(|w| *w > 0) {
-                        None => Ok(()),
-                        Some(0) if user_first => Err(Refusal::User(wait_secs(waits[0]))),
-                        Some(i) => Err(Refusal::Upgrades(wait_secs(waits[i]))),
-                    }
-                }
+            match self.check_shared(s, v, upgrade).await {
+                Ok(r) => return r,
                 Err(_) => self.fallback(s).map_err(|_| Refusal::Unavailable)?,
             }
         }
@@ -402,6 +663,50 @@ impl Limits {
             self.local.check_upgrade(v.key).map_err(Refusal::Upgrades)?;
         }
         Ok(())
+    }
+
+    /// [`Limits::check_user`] in Redis: the per-user limit first, then the upgrade limit
+    /// (not spent when the first refuses). `Err` when Redis did not answer.
+    async fn check_shared(
+        &self,
+        s: &Shared,
+        v: LimitedUser<'_>,
+        upgrade: bool,
+    ) -> Result<Result<(), Refusal>, gatepass_service::state::StateError> {
+        let upgrade = upgrade && s.upgrades.is_some();
+        let sliced_user = s.user_slices.as_ref().filter(|_| s.per_user.is_some());
+        let sliced_upgrade = s.upgrade_slices.as_ref().filter(|_| upgrade);
+        // Both exact: one call for both, as before slices.
+        if sliced_user.is_none() && sliced_upgrade.is_none() {
+            let mut checks = Vec::with_capacity(2);
+            if let Some(g) = s.per_user {
+                checks.push((s.user_key("user", v), g, Mode::Spend));
+            }
+            if let (true, Some(g)) = (upgrade, s.upgrades) {
+                checks.push((s.user_key("upgrade", v), g, Mode::Spend));
+            }
+            if checks.is_empty() {
+                return Ok(Ok(()));
+            }
+            let user_first = s.per_user.is_some();
+            let waits = s.run("limits", checks).await?;
+            return Ok(match waits.iter().position(|w| *w > 0) {
+                None => Ok(()),
+                Some(0) if user_first => Err(Refusal::User(wait_secs(waits[0]))),
+                Some(i) => Err(Refusal::Upgrades(wait_secs(waits[i]))),
+            });
+        }
+        if let Some(g) = s.per_user {
+            if let Some(r) = spend_one(s, "user", sliced_user, g, v).await? {
+                return Ok(Err(Refusal::User(r)));
+            }
+        }
+        if let (true, Some(g)) = (upgrade, s.upgrades) {
+            if let Some(r) = spend_one(s, "upgrade", sliced_upgrade, g, v).await? {
+                return Ok(Err(Refusal::Upgrades(r)));
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// Is this IP's failure budget spent? `Some(retry_after_secs)` until it refills. Looks
@@ -438,18 +743,31 @@ impl Limits {
         })
     }
 
-    /// Drops in-process limiter state for keys that are back to a full budget.
+    /// Drops in-process limiter state for keys that are back to a full budget, and slices
+    /// that hold nothing.
     pub fn upkeep(&self) {
-        self.local.upkeep()
+        self.local.upkeep();
+        if let Some(s) = &self.shared {
+            for slices in [&s.user_slices, &s.upgrade_slices].into_iter().flatten() {
+                slices.upkeep();
+            }
+        }
     }
 
     /// In-process keys currently held (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.local.len()
+        let slices = self.shared.as_ref().map_or(0, |s| {
+            [&s.user_slices, &s.upgrade_slices]
+                .into_iter()
+                .flatten()
+                .map(Slices::len)
+                .sum()
+        });
+        self.local.len() + slices
     }
 
     pub fn is_empty(&self) -> bool {
-        self.local.is_empty()
+        self.len() == 0
     }
 }
 
@@ -658,6 +976,98 @@ mod tests {
         }
         assert!(a.ip_blocked(Some(ip)).await.unwrap().is_some());
         assert!(b.ip_blocked(Some(ip)).await.unwrap().is_some());
+    }
+
+    #[test]
+    fn which_limits_are_sliced() {
+        // 1/min: far too small, the exact path.
+        assert_eq!(slice_size(&cfg(1, 60, 3)), None);
+        // 100/s: 10 per 100 ms, at most half the burst.
+        assert_eq!(slice_size(&cfg(100, 1, 20)), Some(10));
+        assert_eq!(slice_size(&cfg(100, 1, 12)), Some(6));
+        assert_eq!(slice_size(&cfg(100, 1, 6)), None);
+        // 30/s: 3 per 100 ms, too small.
+        assert_eq!(slice_size(&cfg(30, 1, 100)), None);
+        assert_eq!(slice_size(&cfg(1_000_000, 1, 1_000_000)), Some(MAX_SLICE));
+        let s = Slices::new(&cfg(100, 1, 20)).unwrap();
+        assert_eq!(s.lifetime, SLICE_LIFETIME);
+        let s = Slices::new(&cfg(1_000_000, 1, 1_000_000)).unwrap();
+        assert_eq!(s.lifetime, LONG_SLICE_LIFETIME);
+    }
+
+    /// Scripts the server ran (`INFO commandstats`: EVALSHA and EVAL calls).
+    async fn scripts_run(url: &str) -> u64 {
+        let client = redis::Client::open(url).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    /// A sliced limit: concurrent requests of one user share one slice (one script call),
+    /// the slice's requests are admitted locally, and once Redis says the budget is spent the
+    /// replica refuses locally (no call) with the wait Redis gave.
+    #[tokio::test]
+    async fn a_slice_serves_many_requests_with_one_call() {
+        let server = gatepass_testkit::RedisServer::start();
+        let c = RateLimitConfig {
+            per_user: Some(cfg(100, 1, 20)),
+            ..Default::default()
+        };
+        let l = Arc::new(Limits::redis(
+            &c,
+            shared(&server.url(), "local").await,
+            metrics::Counter::noop(),
+        ));
+        let u = user("erin");
+        // Loads the script (EVALSHA answered NOSCRIPT, then EVAL) for another user.
+        assert_eq!(l.check_user(user("warm").limited(), false).await, Ok(()));
+        let before = scripts_run(&server.url()).await;
+        let checks: Vec<_> = (0..10)
+            .map(|_| {
+                let (l, key, id) = (l.clone(), u.limited().key, u.limited().id.to_vec());
+                tokio::spawn(async move { l.check_user(LimitedUser { key, id: &id }, false).await })
+            })
+            .collect();
+        for c in checks {
+            assert_eq!(c.await.unwrap(), Ok(()));
+        }
+        assert_eq!(
+            scripts_run(&server.url()).await - before,
+            1,
+            "one slice of 10"
+        );
+        // The burst (20) is two slices; then Redis says spent and the replica refuses locally.
+        let mut admitted = 10;
+        let mut refused = 0;
+        for _ in 0..40 {
+            match l.check_user(u.limited(), false).await {
+                Ok(()) => admitted += 1,
+                Err(Refusal::User(retry)) => {
+                    assert_eq!(retry, 1, "a refill within the second");
+                    refused += 1;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert!((20..=22).contains(&admitted), "{admitted}");
+        assert_eq!(admitted + refused, 50);
+        let calls = scripts_run(&server.url()).await - before;
+        assert!(calls <= 4, "{calls} calls for 50 requests");
+        assert!(!l.is_empty(), "the slice is held");
     }
 
     /// Redis down: `local` lets the process decide (counted), `deny` refuses.

@@ -149,8 +149,6 @@ pub async fn verify(verifier: &Verifier, token: &str) -> Result<LogoutToken, Ref
 
 /// True the first time `t`'s `jti` (for its issuer) is seen.
 pub async fn first_use(replays: &Replays, t: &LogoutToken) -> Result<bool, StateError> {
-    let id = gatepass_service::digest::sha256_b64(format!("{}\n{}", t.iss, t.jti).as_bytes());
-    replays
-        .first_use("logout-jti", &id, t.remember, false)
-        .await
+    let id = gatepass_service::digest::sha256(format!("{}\n{}", t.iss, t.jti).as_bytes());
+    replays.first_use(&id, t.remember, false).await
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use aws_lc_rs::{hmac, signature};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use gatepass_service::digest::{sha256, sha256_b64};
+use gatepass_service::digest::sha256;
 use gatepass_service::state::{RedisState, StateError};
 use serde_json::{Map, Value};
 
@@ -27,7 +27,7 @@ use crate::verify::verified::Cnf;
 pub const MAX_JTI: usize = 256;
 
 /// How many proof `jti`s one process remembers (the Redis backend has no such bound).
-const LOCAL_JTIS: u64 = 1_000_000;
+const LOCAL_JTIS: usize = 1_000_000;
 
 /// A proof signature algorithm (asymmetric only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,28 +191,50 @@ impl<'a> Target<'a> {
     }
 }
 
-/// The proof's public key, decoded.
-enum PublicKey {
-    /// Uncompressed point `04 || x || y`.
-    Ec(Vec<u8>),
-    Ed(Vec<u8>),
+/// A proof header that passed its checks: its algorithm, its key ready to verify with, and
+/// the key's RFC 7638 thumbprint. Kept per header text: a client's proofs all carry the same
+/// header (`typ`, `alg`, `jwk`), so it is parsed and its key decoded once.
+struct ProofKey {
+    alg: ProofAlg,
+    key: VerifyingKey,
+    jkt: String,
+}
+
+enum VerifyingKey {
+    /// EC and Ed25519 keys, parsed once by aws-lc.
+    Parsed(signature::ParsedPublicKey),
     Rsa {
         n: Vec<u8>,
         e: Vec<u8>,
     },
 }
 
+/// Checked proof headers, by their base64url text.
+type HeaderCache = quick_cache::sync::Cache<
+    String,
+    Arc<ProofKey>,
+    quick_cache::UnitWeighter,
+    foldhash::fast::RandomState,
+>;
+
+/// How many distinct proof headers (client keys) one process keeps parsed.
+const HEADERS: usize = 10_000;
+
 /// A proof that passed the cheap checks; its signature and `jti` are not checked yet.
 pub struct Proof<'a> {
-    alg: ProofAlg,
-    key: PublicKey,
-    /// The RFC 7638 SHA-256 thumbprint of its `jwk`.
-    pub jkt: String,
+    key: Arc<ProofKey>,
     /// `header.payload`, what the signature covers.
     message: &'a str,
     signature: &'a str,
     /// Digest of the key's thumbprint and the `jti` (the value itself is never stored).
-    jti: String,
+    jti: [u8; 32],
+}
+
+impl Proof<'_> {
+    /// The RFC 7638 SHA-256 thumbprint of the proof's key.
+    pub fn jkt(&self) -> &str {
+        &self.key.jkt
+    }
 }
 
 /// Stateless nonces: an HMAC of the time step, good for that step and the next.
@@ -253,6 +275,7 @@ pub struct Dpop {
     window: u64,
     nonces: Option<Nonces>,
     replays: Arc<Replays>,
+    headers: HeaderCache,
 }
 
 impl Dpop {
@@ -281,12 +304,25 @@ impl Dpop {
             }
             _ => None,
         };
+        let window = config.dpop.iat_window.0.as_secs();
+        let remember = Duration::from_secs(2 * window);
         Ok(Some(Dpop {
             algs,
             algs_text: algs.names().into(),
-            window: config.dpop.iat_window.0.as_secs(),
+            window,
             nonces,
-            replays: kept.unwrap_or_else(|| Arc::new(Replays::new(redis, LOCAL_JTIS))),
+            replays: kept.unwrap_or_else(|| {
+                Arc::new(Replays::new(
+                    redis, "dpop-jti", "dpop_jti", remember, LOCAL_JTIS,
+                ))
+            }),
+            headers: HeaderCache::with(
+                HEADERS,
+                HEADERS as u64,
+                quick_cache::UnitWeighter,
+                foldhash::fast::RandomState::default(),
+                Default::default(),
+            ),
         }))
     }
 
@@ -319,25 +355,14 @@ impl Dpop {
         let (header, payload) = message
             .split_once('.')
             .ok_or(DenyReason::DpopProofMalformed)?;
-        let header = object(header)?;
-        if !is_dpop_typ(header.get("typ")) {
-            return Err(DenyReason::DpopProofType);
-        }
-        // RFC 7515 §4.1.11: no extension is implemented.
-        if header.contains_key("crit") {
-            return Err(DenyReason::DpopProofMalformed);
-        }
-        let alg = header
-            .get("alg")
-            .and_then(Value::as_str)
-            .and_then(ProofAlg::parse)
-            .filter(|a| self.algs.contains(*a))
-            .ok_or(DenyReason::DpopProofAlgorithm)?;
-        let jwk = header
-            .get("jwk")
-            .and_then(Value::as_object)
-            .ok_or(DenyReason::DpopProofKey)?;
-        let (key, jkt) = public_key(jwk, alg).ok_or(DenyReason::DpopProofKey)?;
+        let key = match self.headers.get(header) {
+            Some(k) => k,
+            None => {
+                let k = Arc::new(self.header_key(header)?);
+                self.headers.insert(header.to_owned(), k.clone());
+                k
+            }
+        };
 
         let claims = object(payload)?;
         let text = |name: &str| claims.get(name).and_then(Value::as_str);
@@ -370,15 +395,43 @@ impl Dpop {
                 return Err(DenyReason::DpopNonceRequired);
             }
         }
-        let jti = sha256_b64(format!("{jkt}\n{jti}").as_bytes());
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        digest.update(key.jkt.as_bytes());
+        digest.update(b"\n");
+        digest.update(jti.as_bytes());
+        let mut id = [0u8; 32];
+        id.copy_from_slice(digest.finish().as_ref());
         Ok(Proof {
-            alg,
             key,
-            jkt,
             message,
             signature,
-            jti,
+            jti: id,
         })
+    }
+
+    /// The header's checks (`typ`, no `crit`, `alg` among every issuer's, a public `jwk` that
+    /// fits `alg`) and its key, ready to verify with.
+    fn header_key(&self, header: &str) -> Result<ProofKey, DenyReason> {
+        let header = object(header)?;
+        if !is_dpop_typ(header.get("typ")) {
+            return Err(DenyReason::DpopProofType);
+        }
+        // RFC 7515 §4.1.11: no extension is implemented.
+        if header.contains_key("crit") {
+            return Err(DenyReason::DpopProofMalformed);
+        }
+        let alg = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .and_then(ProofAlg::parse)
+            .filter(|a| self.algs.contains(*a))
+            .ok_or(DenyReason::DpopProofAlgorithm)?;
+        let jwk = header
+            .get("jwk")
+            .and_then(Value::as_object)
+            .ok_or(DenyReason::DpopProofKey)?;
+        let (key, jkt) = public_key(jwk, alg).ok_or(DenyReason::DpopProofKey)?;
+        Ok(ProofKey { alg, key, jkt })
     }
 
     /// The rest, once the token is verified: the proof's key is the one the token is bound
@@ -393,23 +446,22 @@ impl Dpop {
         let Some(jkt) = &cnf.jkt else {
             return Err(DenyReason::DpopUnbound);
         };
-        if aws_lc_rs::constant_time::verify_slices_are_equal(jkt.as_bytes(), proof.jkt.as_bytes())
-            .is_err()
+        if aws_lc_rs::constant_time::verify_slices_are_equal(
+            jkt.as_bytes(),
+            proof.key.jkt.as_bytes(),
+        )
+        .is_err()
         {
             return Err(DenyReason::DpopKeyMismatch);
         }
-        if !issuer_algs.contains(proof.alg) {
+        if !issuer_algs.contains(proof.key.alg) {
             return Err(DenyReason::DpopProofAlgorithm);
         }
         if !proof.signature_ok() {
             return Err(DenyReason::DpopProofSignature);
         }
         let remember = Duration::from_secs(2 * self.window);
-        match self
-            .replays
-            .first_use("dpop-jti", &proof.jti, remember, true)
-            .await
-        {
+        match self.replays.first_use(&proof.jti, remember, true).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(DenyReason::DpopProofReplayed),
             Err(StateError::Unavailable | StateError::Timeout | StateError::Failed(_)) => {
@@ -425,19 +477,10 @@ impl Proof<'_> {
             return false;
         };
         let msg = self.message.as_bytes();
-        use signature::{RsaPublicKeyComponents, UnparsedPublicKey, VerificationAlgorithm};
-        let fixed: Option<&'static dyn VerificationAlgorithm> = match self.alg {
-            ProofAlg::Es256 => Some(&signature::ECDSA_P256_SHA256_FIXED),
-            ProofAlg::Es384 => Some(&signature::ECDSA_P384_SHA384_FIXED),
-            ProofAlg::EdDsa | ProofAlg::Ed25519 => Some(&signature::ED25519),
-            _ => None,
-        };
-        match (&self.key, fixed) {
-            (PublicKey::Ec(point) | PublicKey::Ed(point), Some(alg)) => {
-                UnparsedPublicKey::new(alg, point).verify(msg, &sig).is_ok()
-            }
-            (PublicKey::Rsa { n, e }, None) => {
-                let params: &signature::RsaParameters = match self.alg {
+        match &self.key.key {
+            VerifyingKey::Parsed(k) => k.verify_sig(msg, &sig).is_ok(),
+            VerifyingKey::Rsa { n, e } => {
+                let params: &signature::RsaParameters = match self.key.alg {
                     ProofAlg::Rs256 => &signature::RSA_PKCS1_2048_8192_SHA256,
                     ProofAlg::Rs384 => &signature::RSA_PKCS1_2048_8192_SHA384,
                     ProofAlg::Rs512 => &signature::RSA_PKCS1_2048_8192_SHA512,
@@ -445,11 +488,10 @@ impl Proof<'_> {
                     ProofAlg::Ps384 => &signature::RSA_PSS_2048_8192_SHA384,
                     _ => &signature::RSA_PSS_2048_8192_SHA512,
                 };
-                RsaPublicKeyComponents { n, e }
+                signature::RsaPublicKeyComponents { n, e }
                     .verify(params, msg, &sig)
                     .is_ok()
             }
-            _ => false,
         }
     }
 }
@@ -483,7 +525,7 @@ const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// The public key of a proof's `jwk` and its RFC 7638 thumbprint; `None` when the key has a
 /// private member, does not fit `alg` (`kty`, `crv`, sizes), or is not base64url.
-fn public_key(jwk: &Map<String, Value>, alg: ProofAlg) -> Option<(PublicKey, String)> {
+fn public_key(jwk: &Map<String, Value>, alg: ProofAlg) -> Option<(VerifyingKey, String)> {
     if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
         return None;
     }
@@ -509,7 +551,12 @@ fn public_key(jwk: &Map<String, Value>, alg: ProofAlg) -> Option<(PublicKey, Str
                 text("x")?,
                 text("y")?
             );
-            (PublicKey::Ec(point), canonical)
+            let verify: &'static dyn signature::VerificationAlgorithm = match alg {
+                ProofAlg::Es384 => &signature::ECDSA_P384_SHA384_FIXED,
+                _ => &signature::ECDSA_P256_SHA256_FIXED,
+            };
+            let parsed = signature::ParsedPublicKey::new(verify, &point).ok()?;
+            (VerifyingKey::Parsed(parsed), canonical)
         }
         Family::Okp => {
             if kty != "OKP" || text("crv")? != "Ed25519" {
@@ -520,7 +567,8 @@ fn public_key(jwk: &Map<String, Value>, alg: ProofAlg) -> Option<(PublicKey, Str
                 return None;
             }
             let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, text("x")?);
-            (PublicKey::Ed(x), canonical)
+            let parsed = signature::ParsedPublicKey::new(&signature::ED25519, &x).ok()?;
+            (VerifyingKey::Parsed(parsed), canonical)
         }
         Family::Rsa => {
             let (n, e) = (bytes("n")?, bytes("e")?);
@@ -533,7 +581,7 @@ fn public_key(jwk: &Map<String, Value>, alg: ProofAlg) -> Option<(PublicKey, Str
                 text("e")?,
                 text("n")?
             );
-            (PublicKey::Rsa { n, e }, canonical)
+            (VerifyingKey::Rsa { n, e }, canonical)
         }
     };
     Some((key, thumbprint(&canonical)))
@@ -650,10 +698,15 @@ fn remove_dot_segments(path: &str) -> String {
 }
 
 /// The SHA-256 thumbprint (base64url) of the leaf of the certificate chain Traefik passes in
-/// `X-Forwarded-Tls-Client-Cert` (base64 DER, leaf first, entries comma-separated; PEM
-/// armour tolerated); `None` when it is not base64.
+/// `X-Forwarded-Tls-Client-Cert`: each entry base64 DER, URL-escaped (Traefik query-escapes
+/// `+`, `/` and `=`), leaf first, entries comma-separated; PEM armour tolerated. `None` when
+/// the leaf is not base64.
 pub fn certificate_thumbprint(header: &str) -> Option<String> {
     let leaf = header.split(',').next()?.trim();
+    let leaf = percent_encoding::percent_decode_str(leaf)
+        .decode_utf8()
+        .ok()?;
+    let leaf = leaf.trim();
     let leaf = leaf
         .strip_prefix("-----BEGIN CERTIFICATE-----")
         .and_then(|l| l.strip_suffix("-----END CERTIFICATE-----"))
@@ -694,7 +747,17 @@ mod tests {
     /// Keys must fit their algorithm exactly: curve, coordinate lengths, base64url.
     #[test]
     fn keys_must_fit_their_algorithm() {
-        let x = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        use aws_lc_rs::signature::KeyPair;
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let p256 = aws_lc_rs::signature::EcdsaKeyPair::generate(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        )
+        .unwrap();
+        let point = p256.public_key().as_ref().to_vec();
+        let (x, y) = (
+            URL_SAFE_NO_PAD.encode(&point[1..33]),
+            URL_SAFE_NO_PAD.encode(&point[33..]),
+        );
         let ec = |crv: &str, x: &str, y: &str| {
             let mut m = Map::new();
             m.insert("kty".into(), "EC".into());
@@ -703,11 +766,16 @@ mod tests {
             m.insert("y".into(), y.into());
             m
         };
-        assert!(public_key(&ec("P-256", &x, &x), ProofAlg::Es256).is_some());
-        assert!(public_key(&ec("P-384", &x, &x), ProofAlg::Es256).is_none());
-        assert!(public_key(&ec("P-256", &x, &x), ProofAlg::Es384).is_none());
+        assert!(public_key(&ec("P-256", &x, &y), ProofAlg::Es256).is_some());
+        assert!(public_key(&ec("P-384", &x, &y), ProofAlg::Es256).is_none());
+        assert!(public_key(&ec("P-256", &x, &y), ProofAlg::Es384).is_none());
         assert!(public_key(&ec("P-256", &x, "AAAA"), ProofAlg::Es256).is_none());
-        assert!(public_key(&ec("P-256", &format!("{x}="), &x), ProofAlg::Es256).is_none());
+        assert!(public_key(&ec("P-256", &format!("{x}="), &y), ProofAlg::Es256).is_none());
+        // Right lengths, but not a point on the curve.
+        assert!(public_key(&ec("P-256", &x, &x), ProofAlg::Es256).is_none());
+        let ed = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let ed = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(ed.as_ref()).unwrap();
+        let x = URL_SAFE_NO_PAD.encode(ed.public_key().as_ref());
         let mut okp = Map::new();
         okp.insert("kty".into(), "OKP".into());
         okp.insert("crv".into(), "Ed25519".into());
@@ -804,6 +872,18 @@ mod tests {
         );
         let pem = format!("-----BEGIN CERTIFICATE-----{leaf}-----END CERTIFICATE-----");
         assert_eq!(certificate_thumbprint(&pem).as_deref(), Some(want.as_str()));
+        // As Traefik sends it: query-escaped.
+        let escaped = STANDARD.encode([0xfb, 0xff, 0xbf, 0x01]);
+        assert!(escaped.contains('+') && escaped.contains('/'));
+        let want_escaped = URL_SAFE_NO_PAD.encode(sha256(&[0xfb, 0xff, 0xbf, 0x01]));
+        let traefik = escaped
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D");
+        assert_eq!(
+            certificate_thumbprint(&format!("{traefik},{}", STANDARD.encode(b"ca"))).as_deref(),
+            Some(want_escaped.as_str())
+        );
         assert_eq!(certificate_thumbprint("not base64!"), None);
         assert_eq!(certificate_thumbprint(""), None);
     }

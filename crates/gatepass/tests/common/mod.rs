@@ -263,7 +263,12 @@ impl Fwd {
 
     /// Sends to any `/validate` URL (owned arguments, so it can be spawned).
     pub async fn send_to(self, url: &str) -> reqwest::Response {
-        let mut req = client().get(url);
+        self.send_with(&client(), url).await
+    }
+
+    /// [`Fwd::send_to`] on a client of the caller's (a load loop keeps its connections).
+    pub async fn send_with(&self, c: &reqwest::Client, url: &str) -> reqwest::Response {
+        let mut req = c.get(url);
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
