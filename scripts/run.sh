@@ -242,10 +242,9 @@ if [ -n "$CLUSTER" ]; then
     -e "s|^\( *- url: \"https://\){{GATEPASS_ADDR}}\"\$|&\n\1127.0.0.1:$GATEPASS2_PORT\"|"
     -e "s|^\( *- url: \"http://\){{MCP_STATUS_ADDR}}\"\$|&\n\1127.0.0.1:$MCP2_PORT\"|"
   )
-  printf 'http:\n  routers:\n    gatepass-validate:\n      entryPoints: [auth]\n      rule: "PathPrefix(`/`)"\n      service: gatepass\n' \
-    > "$RUN/dynamic/gatepass-pool.yml"
+  cp traefik/pool.yml "$RUN/dynamic/pool.yml"
 else
-  rm -f "$RUN/dynamic/gatepass-pool.yml"
+  rm -f "$RUN/dynamic/pool.yml" "$RUN/dynamic/gatepass-pool.yml"
 fi
 
 render() {

@@ -147,8 +147,24 @@ for name in ROUTERS:
 # 3. Kubernetes: Traefik CRDs and probes.
 docs = [d for p in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")) for d in load_all(p)]
 middlewares = [d for d in docs if d["kind"] == "Middleware"]
-check("k8s: one Middleware named gatepass", [m["metadata"]["name"] for m in middlewares] == ["gatepass"])
-kfa = middlewares[0]["spec"]["forwardAuth"] if middlewares else {}
+names = sorted(m["metadata"]["name"] for m in middlewares)
+check("k8s: Middlewares gatepass and retry-unreached", names == ["gatepass", "retry-unreached"], names)
+kfa = next((m["spec"]["forwardAuth"] for m in middlewares if m["metadata"]["name"] == "gatepass"), {})
+# A replica that dies: the retry of traefik/dynamic.yml, and readiness every second.
+retry = dynamic["middlewares"]["retry-unreached"]["retry"]
+kretry = next((m["spec"].get("retry") for m in middlewares if m["metadata"]["name"] == "retry-unreached"), None)
+check("k8s: retry-unreached matches traefik/", kretry == retry, kretry)
+for svc in ("gatepass", "mcp-status"):
+    lb = dynamic["services"][svc]["loadBalancer"]
+    check(f"traefik/: {svc} pool has active and passive health checks on /readyz",
+          lb.get("healthCheck", {}).get("path") == "/readyz" and "passiveHealthCheck" in lb, lb)
+    prefix = f"traefik.http.services.{svc}.loadBalancer."
+    check(f"compose: {svc} health checks match traefik/",
+          labels.get(prefix + "healthCheck.path") == lb["healthCheck"]["path"]
+          and labels.get(prefix + "healthCheck.interval") == lb["healthCheck"]["interval"]
+          and labels.get(prefix + "passiveHealthCheck.failureWindow") == lb["passiveHealthCheck"]["failureWindow"])
+check("compose: retry-unreached matches traefik/",
+      labels.get("traefik.http.middlewares.retry-unreached.retry.attempts") == str(retry["attempts"]))
 check("k8s: authRequestHeaders match traefik/", kfa.get("authRequestHeaders") == REQUEST_HEADERS)
 check("k8s: authResponseHeadersRegex matches traefik/", kfa.get("authResponseHeadersRegex") == REGEX)
 check("k8s: headerField matches traefik/", kfa.get("headerField") == fa.get("headerField"))
@@ -169,7 +185,10 @@ gp = deployments["gatepass"]["spec"]["template"]["spec"]["containers"][0]
 check("k8s: gatepass readiness on /readyz", gp["readinessProbe"]["httpGet"]["path"] == "/readyz")
 check("k8s: gatepass liveness on /healthz", gp["livenessProbe"]["httpGet"]["path"] == "/healthz")
 ms = deployments["mcp-status"]["spec"]["template"]["spec"]["containers"][0]
-check("k8s: mcp-status probes on /healthz", ms["livenessProbe"]["httpGet"]["path"] == "/healthz")
+check("k8s: mcp-status liveness on /healthz", ms["livenessProbe"]["httpGet"]["path"] == "/healthz")
+check("k8s: mcp-status readiness on /readyz", ms["readinessProbe"]["httpGet"]["path"] == "/readyz")
+for name, c in (("gatepass", gp), ("mcp-status", ms)):
+    check(f"k8s: {name} readiness every second", c["readinessProbe"].get("periodSeconds") == 1)
 for name in ("gatepass", "mcp-status"):
     replicas = deployments[name]["spec"].get("replicas", 1)
     check(f"k8s: {name} runs at least 2 replicas", replicas >= 2, replicas)

@@ -661,11 +661,7 @@ disable_after_cycles = 3
                 "gatepass service in dynamic.yml"
             );
             dynamic_cfg = dynamic_cfg.replace(&one, &servers);
-            std::fs::write(
-                dynamic.join("gatepass-pool.yml"),
-                "http:\n  routers:\n    gatepass-validate:\n      entryPoints: [auth]\n      rule: \"PathPrefix(`/`)\"\n      service: gatepass\n",
-            )
-            .unwrap();
+            std::fs::write(dynamic.join("pool.yml"), render("pool.yml", &[])).unwrap();
         }
         if let Some(endpoint) = &opts.otlp_endpoint {
             static_cfg.push_str(&format!(

@@ -436,3 +436,86 @@ async fn redis_restart_needs_no_replica_restart() {
         );
     }
 }
+
+/// Loops of `GET /api/v1/mcps` through Traefik until `stop`, each answer recorded with when
+/// it was sent and answered.
+fn api_load(
+    stack: &Stack,
+    token: &str,
+    clients: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<(Instant, Instant, u16)>>> {
+    (0..clients)
+        .map(|_| {
+            let (url, token, stop) = (stack.url("/api/v1/mcps"), token.to_owned(), stop.clone());
+            tokio::spawn(async move {
+                let c = client();
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    let status = match c.get(&url).bearer_auth(&token).send().await {
+                        Ok(r) => r.status().as_u16(),
+                        Err(_) => 0,
+                    };
+                    seen.push((sent, Instant::now(), status));
+                }
+                seen
+            })
+        })
+        .collect()
+}
+
+/// A replica that dies costs nothing from 3 s after its death on (the health checks and the
+/// retry of `traefik/dynamic.yml` and `traefik/pool.yml`): two replicas of each service under
+/// load through Traefik; SIGKILL one gatepass, later one mcp-status. Every request sent from 3 s
+/// after each death on is answered 200, and the dead one, restarted, rejoins without a failed
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replica_costs_no_request_after_3_s() {
+    let redis = RedisServer::start();
+    let mut stack = full_cluster(&redis).await;
+    let admin = token("load", "admin");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loops = api_load(&stack, &admin, 4, stop.clone());
+    let pause = |ms| tokio::time::sleep(Duration::from_millis(ms));
+    pause(1000).await;
+    let mut deaths = Vec::new();
+    for name in [GATEPASS_REPLICAS[1], MCP_STATUS_REPLICAS[1]] {
+        deaths.push(Instant::now());
+        gatepass_testkit::kill(&mut stack.procs.get_mut(name).unwrap().child);
+        pause(4000).await;
+        // Restarted on its address: Traefik's next good check brings it back.
+        tokio::task::block_in_place(|| stack.restart(name));
+        pause(2500).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for l in loops {
+        seen.extend(l.await.unwrap());
+    }
+    // A request in flight at a death (sent before, answered after) is part of that death's
+    // 3 s, as is every request sent within them.
+    let grace = |sent: Instant, done: Instant| {
+        deaths
+            .iter()
+            .any(|d| done >= *d && sent < *d + Duration::from_secs(3))
+    };
+    let failed_in_grace = seen
+        .iter()
+        .filter(|(sent, done, s)| grace(*sent, *done) && *s != 200)
+        .count();
+    let failed: Vec<_> = seen
+        .iter()
+        .filter(|(sent, done, s)| !grace(*sent, *done) && *s != 200)
+        .map(|(sent, _, s)| (sent.saturating_duration_since(deaths[0]).as_millis(), *s))
+        .collect();
+    eprintln!(
+        "{} requests, {failed_in_grace} failed within 3 s of a death",
+        seen.len()
+    );
+    assert!(seen.len() > 100, "the load ran: {} requests", seen.len());
+    assert!(
+        failed.is_empty(),
+        "failed outside the grace (ms after the first death, status): {failed:?}"
+    );
+}
