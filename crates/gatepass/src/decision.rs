@@ -364,10 +364,14 @@ impl State {
             Ok(p) => p,
             Err(reason) => return self.fail(reason, ctx.ip).await,
         };
-        let cached = match &cred {
-            Ok(Some(Credential::Jwt(t))) => self.verifier.lookup(t).await,
-            Ok(Some(Credential::Dpop(t))) => self.verifier.lookup(t).await,
-            _ => None,
+        let cached = match cred
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .and_then(Credential::access_token)
+        {
+            Some(t) => self.verifier.lookup(t).await,
+            None => None,
         };
         // An already verified token is decided the same whatever the budget says.
         if let Some(v) = cached {
@@ -375,7 +379,7 @@ impl State {
                 return self.refused(reason, v, ctx.ip).await;
             }
             return match rule {
-                Some(rule) => self.authorize(rule, v, ctx).await,
+                Some(rule) => self.authorize(rule, v, ctx, resource).await,
                 None => denied_user(DenyReason::DefaultDeny, v),
             };
         }
@@ -415,7 +419,7 @@ impl State {
             Credential::Ticket(t) => match self.tickets.redeem(&t).await {
                 Ok(Some(v)) => {
                     metrics.tickets_redeemed.increment(1);
-                    return self.authorize(rule, v, ctx).await;
+                    return self.authorize(rule, v, ctx, resource).await;
                 }
                 Ok(None) => Err(DenyReason::TicketInvalid),
                 // Tickets never fall back: only the shared store knows if one was used.
@@ -424,7 +428,7 @@ impl State {
         };
         match verified {
             Ok(v) => match self.sender_ok(h, &v, proof.as_ref()).await {
-                Ok(()) => self.authorize(rule, v, ctx).await,
+                Ok(()) => self.authorize(rule, v, ctx, resource).await,
                 Err(reason) => self.refused(reason, v, ctx.ip).await,
             },
             Err(reason) => self.fail(reason, ctx.ip).await,
@@ -494,8 +498,8 @@ impl State {
         Ok(())
     }
 
-    /// A valid token refused for this request (its binding): 401, counted toward the
-    /// address's failure budget, logged with who it was.
+    /// A valid token refused for this request (revoked, another audience, its binding): 401,
+    /// counted toward the address's failure budget, logged with who it was.
     async fn refused(&self, reason: DenyReason, v: Arc<Verified>, ip: Option<IpAddr>) -> Decision {
         let (reason, retry_after) = self.count_failure(reason, ip).await;
         Decision::Deny(Denial {
@@ -558,8 +562,10 @@ impl State {
         if !sessions.same_site(h, ctx.method) {
             return denied_user(DenyReason::CrossSite, v);
         }
+        // Never under a protected resource: there only the Authorization header carries a
+        // token, so a session cookie is refused before this.
         match rule {
-            Some(rule) => self.authorize(rule, v, ctx).await,
+            Some(rule) => self.authorize(rule, v, ctx, None).await,
             None => denied_user(DenyReason::DefaultDeny, v),
         }
     }
@@ -579,6 +585,7 @@ impl State {
         rule: &rules::Rule,
         verified: Arc<Verified>,
         ctx: &Ctx<'_>,
+        resource: Option<&rules::Resource>,
     ) -> Decision {
         if self.revocations.is_revoked(&verified) {
             return self
@@ -586,15 +593,11 @@ impl State {
                 .await;
         }
         // RFC 8707: a protected resource accepts only tokens issued for it.
-        if let Some(r) = self.rules.resource_for(ctx.uri) {
+        if let Some(r) = resource {
             if !verified.ids.aud.iter().any(|a| **a == *r.config.resource) {
-                let (reason, retry_after) =
-                    self.count_failure(DenyReason::WrongAudience, ctx.ip).await;
-                return Decision::Deny(Denial {
-                    reason,
-                    retry_after,
-                    user: Some(verified),
-                });
+                return self
+                    .refused(DenyReason::WrongAudience, verified, ctx.ip)
+                    .await;
             }
         }
         if !rule.role_ok(verified.role()) {
@@ -613,11 +616,7 @@ impl State {
             Err(Refusal::User(r)) => (DenyReason::RateLimitedUser, r),
             Err(Refusal::Upgrades(r)) => (DenyReason::RateLimitedUpgrades, r),
             Err(Refusal::Unavailable) => {
-                return Decision::Deny(Denial {
-                    reason: DenyReason::StateUnavailable,
-                    retry_after: None,
-                    user: Some(verified),
-                })
+                return denied_user(DenyReason::StateUnavailable, verified)
             }
         };
         Decision::rate_limited(reason, retry, Some(verified))
@@ -648,11 +647,11 @@ impl State {
 
     async fn decide_post(&self, h: &HeaderMap, ip: IpAddr, path: &'static str) -> Decision {
         let cred = token::authorization(h);
-        let token = match &cred {
-            Ok(Some(Credential::Jwt(t))) => Some(t.as_ref()),
-            Ok(Some(Credential::Dpop(t))) => Some(*t),
-            _ => None,
-        };
+        let token = cred
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .and_then(Credential::access_token);
         let proof = match self.proof_of(h, &cred, || self.post_target(h, path)) {
             Ok(p) => p,
             Err(reason) => return self.fail(reason, Some(ip)).await,

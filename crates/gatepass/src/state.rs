@@ -70,30 +70,23 @@ impl State {
         // Rules and token sources first: they need no files, so their errors come first.
         let rules = Rules::compile(&config.rules, config.default_rule.policy, &config.paths)?
             .with_resources(&config.resources, |servers| {
-                let named: Vec<_> = config
+                use crate::config::Binding;
+                use crate::verify::dpop::{AlgSet, BindingPolicy};
+                let named: Vec<BindingPolicy> = config
                     .issuers
                     .iter()
                     .filter(|i| servers.contains(&i.issuer))
+                    .map(BindingPolicy::of)
                     .collect();
-                if named.iter().all(|i| i.dpop == crate::config::Binding::Off) {
+                if named.iter().all(|b| b.dpop == Binding::Off) {
                     return None;
                 }
-                let mut algorithms: Vec<String> = Vec::new();
-                for i in named
+                let algs = named
                     .iter()
-                    .filter(|i| i.dpop != crate::config::Binding::Off)
-                {
-                    for a in i.dpop_algorithms() {
-                        if !algorithms.contains(&a) {
-                            algorithms.push(a);
-                        }
-                    }
-                }
+                    .fold(AlgSet::default(), |a, b| a.union(b.dpop_algs));
                 Some(crate::policy::rules::DpopMetadata {
-                    algorithms,
-                    required: named
-                        .iter()
-                        .all(|i| i.dpop == crate::config::Binding::Required),
+                    algorithms: algs.names().split(' ').map(str::to_owned).collect(),
+                    required: named.iter().all(|b| b.dpop == Binding::Required),
                 })
             });
         let session_cookie = config.signin.as_ref().map(|s| s.cookie_name.as_str());

@@ -74,13 +74,10 @@ pub const DPOP_ALGORITHMS: &[&str] = &[
 
 impl IssuerConfig {
     /// The issuer's DPoP proof algorithms (the default list when unset).
-    pub fn dpop_algorithms(&self) -> Vec<String> {
+    pub fn dpop_algorithms(&self) -> Vec<&str> {
         match &self.dpop_algorithms {
-            Some(list) => list.clone(),
-            None => DPOP_DEFAULT_ALGORITHMS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => DPOP_DEFAULT_ALGORITHMS.to_vec(),
         }
     }
 }

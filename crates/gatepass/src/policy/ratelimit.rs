@@ -429,10 +429,7 @@ impl Slices {
     }
 
     fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map_or(0, |s| s.len()))
-            .sum()
+        (0..SLICE_SHARDS as u64).map(|i| self.shard(i).len()).sum()
     }
 }
 

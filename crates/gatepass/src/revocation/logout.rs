@@ -9,9 +9,10 @@ use serde_json::{Map, Value};
 
 use crate::policy::deny::DenyReason;
 use crate::verify::replay::Replays;
+use crate::verify::typ::Typ;
 use crate::verify::verified::{now_secs, seconds};
 pub use crate::verify::LOGOUT_EVENT;
-use crate::verify::{claims_of, light_header, signature_ok, Typ, Verifier};
+use crate::verify::{claims_of, light_header, signature_ok, Verifier};
 
 /// Why a logout token was refused (logged; the response is always the same 400).
 pub type Refused = &'static str;

@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::config::{Config, ConfigError};
 use crate::decision::Ctx;
-use crate::decision::Decision;
+use crate::decision::{Decision, Denial};
 use crate::metrics::Metrics;
 use crate::policy::deny::{json_response, Body, DenyReason};
 use crate::policy::rules::Matched;
@@ -281,12 +281,11 @@ impl App {
             Decision::Deny(d) => {
                 span.record("gatepass.outcome", "deny");
                 span.record("gatepass.deny_reason", d.reason.code());
-                self.metrics.denied(d.reason);
                 if let Some(page) = state.page(req.headers(), &d) {
+                    self.metrics.denied(d.reason);
                     return page;
                 }
-                let challenge = state.challenge(req.headers(), d.reason);
-                d.reason.response_for(d.retry_after, &challenge)
+                self.denied(&state, req.headers(), &d)
             }
             Decision::SignIn(r) => {
                 span.record("gatepass.outcome", "signin");
@@ -307,12 +306,8 @@ impl App {
             Decision::Allow(None) | Decision::SignIn(_) => {
                 return self.deny(DenyReason::MissingToken, None)
             }
-            Decision::Deny(d) => {
-                // A DPoP failure's challenge names the algorithms (SPEC §10).
-                self.metrics.denied(d.reason);
-                let challenge = state.challenge(req.headers(), d.reason);
-                return d.reason.response_for(d.retry_after, &challenge);
-            }
+            // A DPoP failure's challenge names the algorithms (SPEC §10).
+            Decision::Deny(d) => return self.denied(&state, req.headers(), &d),
         };
         let Ok(ticket) = state.tickets.issue(verified).await else {
             return self.deny(DenyReason::StateUnavailable, None);
@@ -320,6 +315,14 @@ impl App {
         self.metrics.tickets_issued.increment(1);
         let body = serde_json::json!({"ticket": ticket, "expires_in": state.tickets.ttl_secs});
         json_response(StatusCode::OK, body.to_string())
+    }
+
+    /// A denial of a decision: counted, with the challenge the request calls for (a protected
+    /// resource's metadata and scope, DPoP's algorithms and nonce).
+    fn denied(&self, state: &State, h: &http::HeaderMap, d: &Denial) -> Response<Body> {
+        self.metrics.denied(d.reason);
+        let challenge = state.challenge(h, d.reason);
+        d.reason.response_for(d.retry_after, &challenge)
     }
 
     fn deny(&self, reason: DenyReason, retry: Option<u64>) -> Response<Body> {

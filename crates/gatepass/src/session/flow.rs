@@ -105,16 +105,7 @@ pub fn set_cookie(
     c
 }
 
-/// Every value of cookie `name` in the request (over every `Cookie` line).
-pub fn cookies<'a>(h: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    h.get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .filter(move |(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-}
+pub use crate::verify::token::cookies;
 
 /// A navigation (SPEC §9): GET or HEAD, not an upgrade, on a sign-in host, with
 /// `Sec-Fetch-Mode: navigate` (or, without `Sec-Fetch-Mode`, an `Accept` listing `text/html`),

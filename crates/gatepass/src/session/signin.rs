@@ -115,12 +115,9 @@ impl Sessions {
 
     /// The session cookie, when there is exactly one.
     fn cookie<'a>(&'a self, h: &'a HeaderMap) -> Option<&'a str> {
-        let mut all = flow::cookies(h, &self.cfg.cookie_name);
-        let first = all.next();
-        match all.next() {
-            Some(_) => None,
-            None => first.filter(|v| !v.is_empty()),
-        }
+        crate::verify::token::cookie(h, &self.cfg.cookie_name)
+            .ok()
+            .flatten()
     }
 
     /// The redirect that starts a sign-in (SPEC §9): 302 to the provider with PKCE, `state`

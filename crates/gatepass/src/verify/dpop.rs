@@ -14,13 +14,14 @@ use aws_lc_rs::{hmac, signature};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use gatepass_service::digest::sha256;
-use gatepass_service::state::{RedisState, StateError};
+use gatepass_service::state::RedisState;
 use serde_json::{Map, Value};
 
 use crate::config::{Binding, Config, ConfigError, IssuerConfig};
 use crate::policy::deny::DenyReason;
 use crate::verify::json;
 use crate::verify::replay::Replays;
+use crate::verify::typ::Typ;
 use crate::verify::verified::Cnf;
 
 /// The longest `jti` a proof may carry (SPEC §10).
@@ -107,7 +108,7 @@ pub struct AlgSet(u16);
 
 impl AlgSet {
     /// The set of the names the config validated (unknown names are left out).
-    pub fn of(names: &[String]) -> AlgSet {
+    pub fn of(names: &[&str]) -> AlgSet {
         AlgSet(
             names
                 .iter()
@@ -386,8 +387,10 @@ impl Dpop {
         if iat.abs_diff(now) > self.window {
             return Err(DenyReason::DpopProofTime);
         }
-        let ath = URL_SAFE_NO_PAD.encode(sha256(token.as_bytes()));
-        if text("ath") != Some(ath.as_str()) {
+        // Compared decoded: no encoding of the digest per request.
+        let mut ath = [0u8; 32];
+        let decoded = text("ath").and_then(|a| URL_SAFE_NO_PAD.decode_slice(a, &mut ath).ok());
+        if decoded != Some(32) || ath != sha256(token.as_bytes()) {
             return Err(DenyReason::DpopProofAth);
         }
         if let Some(nonces) = &self.nonces {
@@ -413,7 +416,7 @@ impl Dpop {
     /// fits `alg`) and its key, ready to verify with.
     fn header_key(&self, header: &str) -> Result<ProofKey, DenyReason> {
         let header = object(header)?;
-        if !is_dpop_typ(header.get("typ")) {
+        if Typ::of(header.get("typ")) != Typ::DpopJwt {
             return Err(DenyReason::DpopProofType);
         }
         // RFC 7515 §4.1.11: no extension is implemented.
@@ -464,9 +467,7 @@ impl Dpop {
         match self.replays.first_use(&proof.jti, remember, true).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(DenyReason::DpopProofReplayed),
-            Err(StateError::Unavailable | StateError::Timeout | StateError::Failed(_)) => {
-                Err(DenyReason::StateUnavailable)
-            }
+            Err(_) => Err(DenyReason::StateUnavailable),
         }
     }
 }
@@ -496,28 +497,12 @@ impl Proof<'_> {
     }
 }
 
-/// A base64url JSON object segment, by the strict reader (no repeated names).
+/// A proof's header or claims, by the strict reader (no repeated names, non-negative times).
 fn object(segment: &str) -> Result<Map<String, Value>, DenyReason> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| DenyReason::DpopProofMalformed)?;
-    let map = json::object(&bytes).map_err(|_| DenyReason::DpopProofMalformed)?;
-    if !json::times_ok(&map) {
-        return Err(DenyReason::DpopProofMalformed);
-    }
-    Ok(map)
-}
-
-/// `typ` is `dpop+jwt` (RFC 7515 §4.1.9: case-insensitive, `application/` optional).
-fn is_dpop_typ(v: Option<&Value>) -> bool {
-    let Some(t) = v.and_then(Value::as_str) else {
-        return false;
-    };
-    let t = match t.get(..12) {
-        Some(p) if p.eq_ignore_ascii_case("application/") => &t[12..],
-        _ => t,
-    };
-    t.eq_ignore_ascii_case("dpop+jwt")
+    json::segment(segment)
+        .ok()
+        .filter(json::times_ok)
+        .ok_or(DenyReason::DpopProofMalformed)
 }
 
 /// Members only a private (or symmetric) key has.

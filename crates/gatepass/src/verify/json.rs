@@ -11,6 +11,15 @@ use serde_json::{Map, Value};
 #[error("malformed JSON document")]
 pub struct Malformed;
 
+/// A base64url (unpadded) segment of a compact JWS, read as one [`object`].
+pub fn segment(b64: &str) -> Result<Map<String, Value>, Malformed> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64)
+        .map_err(|_| Malformed)?;
+    object(&bytes)
+}
+
 /// Parses `bytes` as one JSON object with no repeated member name at any depth.
 pub fn object(bytes: &[u8]) -> Result<Map<String, Value>, Malformed> {
     match serde_json::from_slice::<Strict>(bytes) {

@@ -72,6 +72,17 @@ pub enum Credential<'a> {
     Session(&'a str),
 }
 
+impl Credential<'_> {
+    /// The access token of a `Bearer` or `DPoP` credential (tickets and sessions have none).
+    pub fn access_token(&self) -> Option<&str> {
+        match self {
+            Credential::Jwt(t) => Some(t),
+            Credential::Dpop(t) => Some(t),
+            Credential::Ticket(_) | Credential::Session(_) => None,
+        }
+    }
+}
+
 /// Why the credential is unusable before any verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExtractError {
@@ -155,24 +166,26 @@ pub fn extract_from_header<'a>(
 /// The `Authorization` header's credential: `Bearer` or `DPoP` (case-insensitive), exactly
 /// one header.
 pub fn authorization(headers: &HeaderMap) -> Result<Option<Credential<'_>>, ExtractError> {
-    match scheme_token(headers, b"bearer ") {
-        Err(ExtractError::UnsupportedScheme) => {
-            Ok(scheme_token(headers, b"dpop ")?.map(Credential::Dpop))
-        }
-        r => Ok(r?.map(|t| Credential::Jwt(Cow::Borrowed(t)))),
-    }
+    Ok(match scheme_and_token(headers)? {
+        None => None,
+        Some((s, t)) if s.eq_ignore_ascii_case("bearer") => Some(Credential::Jwt(Cow::Borrowed(t))),
+        Some((s, t)) if s.eq_ignore_ascii_case("dpop") => Some(Credential::Dpop(t)),
+        Some(_) => return Err(ExtractError::UnsupportedScheme),
+    })
 }
 
 /// `Authorization: Bearer <token>`; scheme case-insensitive; exactly one header.
 pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ExtractError> {
-    scheme_token(headers, b"bearer ")
+    match scheme_and_token(headers)? {
+        Some((s, t)) if s.eq_ignore_ascii_case("bearer") => Ok(Some(t)),
+        Some(_) => Err(ExtractError::UnsupportedScheme),
+        None => Ok(None),
+    }
 }
 
-/// `Authorization: <scheme> <token>` (`scheme` lower-case, with its space).
-fn scheme_token<'a>(
-    headers: &'a HeaderMap,
-    scheme: &[u8],
-) -> Result<Option<&'a str>, ExtractError> {
+/// `Authorization: <scheme> <token>`, read once: exactly one header, ASCII, a token after the
+/// scheme.
+fn scheme_and_token(headers: &HeaderMap) -> Result<Option<(&str, &str)>, ExtractError> {
     let mut all = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = all.next() else {
         return Ok(None);
@@ -186,15 +199,16 @@ fn scheme_token<'a>(
         .ok()
         .filter(|v| v.is_ascii())
         .ok_or(ExtractError::UnsupportedScheme)?;
-    // The scheme and a space, then the token: no search for the space through the token.
-    let value = value.trim();
-    let n = scheme.len();
-    let given = value.get(..n).ok_or(ExtractError::UnsupportedScheme)?;
-    let token = value[n..].trim();
-    if !given.as_bytes().eq_ignore_ascii_case(scheme) || token.is_empty() {
+    // The scheme ends at the first space: the search stops there, never runs through the token.
+    let (scheme, token) = value
+        .trim()
+        .split_once(' ')
+        .ok_or(ExtractError::UnsupportedScheme)?;
+    let token = token.trim();
+    if token.is_empty() {
         return Err(ExtractError::UnsupportedScheme);
     }
-    Ok(Some(token))
+    Ok(Some((scheme, token)))
 }
 
 /// True for a compact JWS: three base64url segments, the first two non-empty.
@@ -237,19 +251,26 @@ pub fn protocol_token<'a>(
 /// The cookie called `name` (over every `Cookie` line). Several of that name are ambiguous:
 /// gatepass and a backend could each pick a different one.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ExtractError> {
-    let mut found = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .filter(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'));
+    let mut found = cookies(headers, name);
     let first = found.next();
     if found.next().is_some() {
         return Err(ExtractError::Ambiguous);
     }
     Ok(first.filter(|v| !v.is_empty()))
+}
+
+/// Every value of cookie `name` in the request (over every `Cookie` line).
+pub fn cookies<'a, 'n>(
+    h: &'a HeaderMap,
+    name: &'n str,
+) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+    h.get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
 }
 
 /// The percent-decoded value of query parameter `name`; a repeated parameter is ambiguous.

@@ -21,6 +21,7 @@ use crate::verify::introspect::Introspector;
 use crate::verify::json;
 use crate::verify::jwks::KeySource;
 use crate::verify::keys::{self, VerifyKey};
+use crate::verify::typ::Typ;
 use crate::verify::verified::seconds;
 pub use crate::verify::verified::{now_secs, user_key, TokenIds, Verified};
 use gatepass_identity::now_millis;
@@ -364,14 +365,10 @@ pub(crate) fn claims_of(message: &str) -> Result<Map<String, Value>, DenyReason>
         .split_once('.')
         .map(|(_, p)| p)
         .ok_or(DenyReason::MalformedToken)?;
-    let bytes = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| DenyReason::MalformedToken)?;
-    let claims = json::object(&bytes).map_err(|_| DenyReason::MalformedToken)?;
-    if !json::times_ok(&claims) {
-        return Err(DenyReason::MalformedToken);
-    }
-    Ok(claims)
+    json::segment(payload)
+        .ok()
+        .filter(json::times_ok)
+        .ok_or(DenyReason::MalformedToken)
 }
 
 /// The `events` member a back-channel logout token must have.
@@ -498,47 +495,6 @@ fn claim_types_ok(claims: &Map<String, Value>) -> bool {
         && typed(&["exp", "nbf", "iat"], Value::is_number)
 }
 
-/// The JOSE header `typ` (RFC 7515 §4.1.9: case-insensitive, `application/` optional).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Typ {
-    Absent,
-    /// `JWT`
-    Jwt,
-    /// `at+jwt` (RFC 9068)
-    AtJwt,
-    /// `logout+jwt` (OpenID Connect Back-Channel Logout)
-    LogoutJwt,
-    /// Anything else, `null` included.
-    Other,
-}
-
-impl Typ {
-    fn of(v: Option<&Value>) -> Typ {
-        let Some(v) = v else { return Typ::Absent };
-        let Some(t) = v.as_str() else {
-            return Typ::Other;
-        };
-        let t = match t.get(..12) {
-            Some(p) if p.eq_ignore_ascii_case("application/") => &t[12..],
-            _ => t,
-        };
-        if t.eq_ignore_ascii_case("jwt") {
-            Typ::Jwt
-        } else if t.eq_ignore_ascii_case("at+jwt") {
-            Typ::AtJwt
-        } else if t.eq_ignore_ascii_case("logout+jwt") {
-            Typ::LogoutJwt
-        } else {
-            Typ::Other
-        }
-    }
-
-    /// Explicit typing (SPEC §3.9): only these may be access tokens.
-    pub fn is_access_token(self) -> bool {
-        matches!(self, Typ::Absent | Typ::Jwt | Typ::AtJwt)
-    }
-}
-
 /// The JOSE header: `alg`, `kid`, `typ`, and whether `crit` is there. Read by the strict
 /// reader (an object, no name twice); the members jsonwebtoken's `Header` types are
 /// type-checked the same way (a token it refused stays refused) without building its
@@ -583,10 +539,7 @@ pub(crate) fn light_header(token: &str) -> Result<LightHeader, DenyReason> {
         nonce: Text<'a>,
     }
     let segment = token.split('.').next().ok_or(DenyReason::MalformedToken)?;
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| DenyReason::MalformedToken)?;
-    let members = Value::Object(json::object(&bytes).map_err(|_| DenyReason::MalformedToken)?);
+    let members = Value::Object(json::segment(segment).map_err(|_| DenyReason::MalformedToken)?);
     let raw = Raw::deserialize(&members).map_err(|_| DenyReason::MalformedToken)?;
     let present = |name: &str| members.get(name).is_some();
     // RFC 7797 (unencoded payload): not implemented, so refused whatever its value.
