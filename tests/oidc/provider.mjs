@@ -77,7 +77,7 @@
 // SIGTERM closes the server and exits 0.
 
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 
@@ -172,9 +172,16 @@ function newKey(alg) {
     ES256: ['ec', { namedCurve: 'P-256' }],
     EdDSA: ['ed25519', {}],
   }[alg];
-  const { privateKey } = generateKeyPairSync(type, opts);
+  // DER out of the generator, then a fresh KeyObject for the JWK: on Node 20, exporting the
+  // generator's own KeyObject as a JWK can deadlock the main thread (the export holds the key's
+  // mutex while allocating; a GC then finalises the generate job, which takes the same mutex).
+  // Seen here once in ~40 starts as a provider that never listened.
+  const der = { type: 'pkcs8', format: 'der' };
+  const { privateKey } = generateKeyPairSync(type, { ...opts, privateKeyEncoding: der,
+    publicKeyEncoding: { type: 'spki', format: 'der' } });
+  const jwk = createPrivateKey({ key: privateKey, ...der }).export({ format: 'jwk' });
   const kid = `${alg.toLowerCase()}-${randomUUID().slice(0, 8)}`;
-  return { ...privateKey.export({ format: 'jwk' }), kid, alg, use: 'sig' };
+  return { ...jwk, kid, alg, use: 'sig' };
 }
 
 let keys = keysFile && existsSync(keysFile)
