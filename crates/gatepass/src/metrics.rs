@@ -2,7 +2,7 @@
 //! share counters) and registers handles up front: the hot path increments a handle, it never
 //! looks a metric up by name.
 
-pub use gatepass_service::state::StateMetrics;
+pub use gatepass_service::state::{StateMetrics, TopologyMetrics};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
@@ -36,7 +36,7 @@ const META: Metadata<'static> = Metadata::new("gatepass", Level::INFO, Some("gat
 
 /// Every metric gatepass exports.
 pub struct Metrics {
-    recorder: PrometheusRecorder,
+    recorder: std::sync::Arc<PrometheusRecorder>,
     pub allowed: Counter,
     /// Navigations sent to sign in (`outcome="signin"`).
     pub signin_redirects: Counter,
@@ -77,6 +77,8 @@ impl Metrics {
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(STATE_SECONDS.into()), &buckets))
             .map(PrometheusBuilder::build_recorder)
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        // Shared with the state client, which registers one gauge per master address it uses.
+        let recorder = std::sync::Arc::new(recorder);
         let describe = |name: &'static str, help: &'static str, unit: Option<Unit>| {
             recorder.describe_counter(KeyName::from_const_str(name), unit, help.into());
         };
@@ -177,15 +179,30 @@ impl Metrics {
                 vec![Label::new("transport", t)],
             )
         };
-        let state = std::sync::Arc::new(StateMetrics::new(
-            recorder.register_gauge(&Key::from_static_name("gatepass_state_up"), &META),
-            STATE_OPS,
-            STATE_OPS
-                .iter()
-                .map(|op| counter("gatepass_state_errors_total", vec![Label::new("op", *op)]))
-                .collect(),
-            Some(recorder.register_histogram(&Key::from_static_name(STATE_SECONDS), &META)),
-        ));
+        let state = std::sync::Arc::new(
+            StateMetrics::new(
+                recorder.register_gauge(&Key::from_static_name("gatepass_state_up"), &META),
+                STATE_OPS,
+                STATE_OPS
+                    .iter()
+                    .map(|op| counter("gatepass_state_errors_total", vec![Label::new("op", *op)]))
+                    .collect(),
+                Some(recorder.register_histogram(&Key::from_static_name(STATE_SECONDS), &META)),
+            )
+            .with_topology(TopologyMetrics {
+                master: {
+                    let recorder = recorder.clone();
+                    Box::new(move |addr| {
+                        let labels = vec![Label::new("addr", addr.to_owned())];
+                        recorder.register_gauge(
+                            &Key::from_parts("gatepass_state_master", labels),
+                            &META,
+                        )
+                    })
+                },
+                failovers: counter("gatepass_state_failovers_total", vec![]),
+            }),
+        );
         Metrics {
             state_fallbacks: counter("gatepass_state_fallbacks_total", vec![]),
             state,

@@ -243,6 +243,11 @@ impl State {
         }
     }
 
+    /// Under Sentinel, the master in use (`host:port`, never credentials).
+    pub fn state_master(&self) -> Option<String> {
+        self.shared.as_ref()?.master()
+    }
+
     /// Does the state make `/readyz` fail? Only when limits refuse without Redis.
     pub fn state_blocks_readiness(&self) -> bool {
         self.shared

@@ -80,6 +80,7 @@ impl Tickets {
                 if !set {
                     return Err(StateError::Failed("ticket collision"));
                 }
+                redis.replicated("ticket_issue").await?;
             }
         }
         Ok(ticket)

@@ -367,7 +367,7 @@ mod tests {
         for (text, want) in [
             ("backend = \"etcd\"", "config error: state.backend: must be `memory` or `redis`"),
             ("on_unavailable = \"open\"", "config error: state.on_unavailable: must be `local` or `deny`"),
-            ("url = \"localhost:6379\"", "config error: state.url: must be a URL like redis://127.0.0.1:6379/0 (rediss:// for TLS)"),
+            ("url = \"localhost:6379\"", "config error: state.url: must be a URL like redis://127.0.0.1:6379/0, redis+sentinel://h1:26379,h2:26379/mymaster/0 or redis+cluster://h1:6379,h2:6379 (rediss… for TLS)"),
             ("key_prefix = \"\"", "config error: state.key_prefix: must be non-empty visible ASCII, like `gatepass:`"),
             ("command_timeout = \"0ms\"", "config error: state.command_timeout: must be between 1ms and 10s"),
         ] {

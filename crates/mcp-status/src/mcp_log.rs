@@ -102,6 +102,7 @@ impl McpLog {
             lease: redis.key("mcp:poller"),
             table: SharedTable::new(
                 redis,
+                "mcp",
                 "mcp:state",
                 "mcp:events",
                 ["mcp_snapshot", "mcp_read"],

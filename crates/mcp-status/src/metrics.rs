@@ -2,7 +2,7 @@
 //! check results, circuit states and the shared state (Redis) client. One recorder per
 //! instance.
 
-pub use gatepass_service::state::StateMetrics;
+pub use gatepass_service::state::{StateMetrics, TopologyMetrics};
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
@@ -25,7 +25,7 @@ const META: Metadata<'static> =
     Metadata::new("mcp_status", Level::INFO, Some("mcp_status::metrics"));
 
 pub struct Metrics {
-    recorder: PrometheusRecorder,
+    recorder: std::sync::Arc<PrometheusRecorder>,
     pub sent: Counter,
     pub dropped: Counter,
     pub state: std::sync::Arc<StateMetrics>,
@@ -53,6 +53,8 @@ impl Metrics {
             .set_buckets_for_metric(Matcher::Full(STATE_SECONDS.into()), &buckets)
             .map(PrometheusBuilder::build_recorder)
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        // Shared with the state client, which registers one gauge per master address it uses.
+        let recorder = std::sync::Arc::new(recorder);
         let sent = recorder.register_counter(
             &Key::from_static_name("mcp_status_messages_sent_total"),
             &META,
@@ -65,12 +67,30 @@ impl Metrics {
             let key = Key::from_parts("mcp_status_state_errors_total", vec![Label::new("op", *op)]);
             recorder.register_counter(&key, &META)
         });
-        let state = std::sync::Arc::new(StateMetrics::new(
-            recorder.register_gauge(&Key::from_static_name("mcp_status_state_up"), &META),
-            STATE_OPS,
-            errors.collect(),
-            Some(recorder.register_histogram(&Key::from_static_name(STATE_SECONDS), &META)),
-        ));
+        let state = std::sync::Arc::new(
+            StateMetrics::new(
+                recorder.register_gauge(&Key::from_static_name("mcp_status_state_up"), &META),
+                STATE_OPS,
+                errors.collect(),
+                Some(recorder.register_histogram(&Key::from_static_name(STATE_SECONDS), &META)),
+            )
+            .with_topology(TopologyMetrics {
+                master: {
+                    let recorder = recorder.clone();
+                    Box::new(move |addr| {
+                        let labels = vec![Label::new("addr", addr.to_owned())];
+                        recorder.register_gauge(
+                            &Key::from_parts("mcp_status_state_master", labels),
+                            &META,
+                        )
+                    })
+                },
+                failovers: recorder.register_counter(
+                    &Key::from_static_name("mcp_status_state_failovers_total"),
+                    &META,
+                ),
+            }),
+        );
         let poller =
             recorder.register_gauge(&Key::from_static_name("mcp_status_health_poller"), &META);
         let feed_up = recorder.register_gauge(

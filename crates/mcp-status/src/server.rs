@@ -161,6 +161,9 @@ impl App {
             "state": if state_up { "ok" } else { "unavailable" },
             "poller": if self.registry.is_polling() { "active" } else { "standby" },
         });
+        if let Some(master) = self.shared.as_ref().and_then(|r| r.master()) {
+            body["state_master"] = master.into();
+        }
         if !self.auth.ready() {
             body["assertion_keys"] = "not loaded".into();
         }

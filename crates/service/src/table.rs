@@ -69,17 +69,19 @@ pub struct SharedTable {
 }
 
 impl SharedTable {
-    /// The table `{key_prefix}{hash}` with the change stream `{key_prefix}{stream}`; snapshot
-    /// and read calls are counted as `ops[0]` and `ops[1]`.
+    /// The table `{key_prefix}{hash}` with the change stream `{key_prefix}{stream}`, both in
+    /// key group `group` (one Cluster slot: the scripts use both); snapshot and read calls are
+    /// counted as `ops[0]` and `ops[1]`.
     pub fn new(
         redis: Arc<RedisState>,
+        group: &str,
         hash: &str,
         stream: &str,
         ops: [&'static str; 2],
     ) -> SharedTable {
         SharedTable {
-            hash: redis.key(hash),
-            stream: redis.key(stream),
+            hash: redis.group_key(group, hash),
+            stream: redis.group_key(group, stream),
             redis,
             ops,
         }

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 pub mod browser;
 pub mod dpop;
+pub mod ha;
 pub mod oidc;
 pub use oidc::OidcProvider;
 pub mod otlp;
@@ -851,7 +852,7 @@ impl Drop for RedisServer {
 
 /// True when a Redis server at `addr` answers `PING` (`+PONG`, or `-NOAUTH` when it wants a
 /// password: it is serving either way).
-fn redis_ping(addr: &str) -> bool {
+pub(crate) fn redis_ping(addr: &str) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
         return false;

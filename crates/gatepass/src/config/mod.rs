@@ -242,7 +242,7 @@ secret_env = "X"
         );
         assert_eq!(
             err("[state]\nbackend = \"redis\"\nurl = \"localhost:6379\"\n"),
-            "config error: state.url: must be a URL like redis://127.0.0.1:6379/0 (rediss:// for TLS)"
+            "config error: state.url: must be a URL like redis://127.0.0.1:6379/0, redis+sentinel://h1:26379,h2:26379/mymaster/0 or redis+cluster://h1:6379,h2:6379 (rediss… for TLS)"
         );
         assert!(err("[state]\nkey_prefixx = \"a\"\n").contains("unknown field `key_prefixx`"));
         let c = Config::parse(&format!("{MINIMAL}[state]\nbackend = \"redis\"\n")).unwrap();

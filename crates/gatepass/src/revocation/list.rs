@@ -279,11 +279,12 @@ impl Revocations {
     pub fn new(metrics: &Metrics, redis: Option<Arc<RedisState>>) -> Arc<Revocations> {
         let expiry_key = redis
             .as_ref()
-            .map(|r| r.key("revocations:expiry"))
+            .map(|r| r.group_key("revocations", "revocations:expiry"))
             .unwrap_or_default();
         let table = redis.map(|r| {
             SharedTable::new(
                 r,
+                "revocations",
                 "revocations",
                 "revocations:log",
                 ["revocation_snapshot", "revocation_read"],
@@ -423,6 +424,7 @@ impl Revocations {
                     .await
             })
             .await?;
+        table.redis().replicated("revocation_commit").await?;
         let parsed = Revocation {
             kind: r.kind,
             value: r.value.clone(),

@@ -192,11 +192,13 @@ impl App {
                 let saved = state.saved_state_issuers();
                 let ready = missing.is_empty() && !state.state_blocks_readiness();
                 // Members in a fixed order: status first.
-                let extra = if saved.is_empty() {
-                    String::new()
-                } else {
-                    format!(r#","keys_from_saved_state":{}"#, serde_json::json!(saved))
-                };
+                let mut extra = String::new();
+                if let Some(master) = state.state_master() {
+                    extra = format!(r#","state_master":{}"#, serde_json::json!(master));
+                }
+                if !saved.is_empty() {
+                    extra += &format!(r#","keys_from_saved_state":{}"#, serde_json::json!(saved));
+                }
                 if ready {
                     let body = format!(r#"{{"status":"ready","state":"{shared}"{extra}}}"#);
                     json_response(StatusCode::OK, body)

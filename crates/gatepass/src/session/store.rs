@@ -120,7 +120,8 @@ impl Store {
                         .query_async::<()>(&mut c)
                         .await
                 })
-                .await
+                .await?;
+                r.replicated("session_create").await
             }
         }
     }
@@ -175,6 +176,9 @@ impl Store {
                             .await
                     })
                     .await?;
+                if done == 1 {
+                    r.replicated("session_replace").await?;
+                }
                 Ok(done == 1)
             }
         }
@@ -212,8 +216,8 @@ impl Store {
                 r.call("session_delete", |mut c| async move {
                     redis::cmd("DEL").arg(key).query_async::<i64>(&mut c).await
                 })
-                .await
-                .map(|_| ())
+                .await?;
+                r.replicated("session_delete").await
             }
         }
     }

@@ -53,7 +53,11 @@ impl Replays {
             return Ok(self.local.insert(digest, Instant::now()));
         };
         let key = redis.key(&format!("{}:{}", self.kind, URL_SAFE_NO_PAD.encode(digest)));
-        match redis.set_new(self.op, key, "1".into(), remember).await {
+        let first = match redis.set_new(self.op, key, "1".into(), remember).await {
+            Ok(true) => redis.replicated(self.op).await.map(|()| true),
+            other => other,
+        };
+        match first {
             Err(StateError::Unavailable | StateError::Timeout)
                 if fallback && redis.on_unavailable() == OnUnavailable::Local =>
             {

@@ -12,14 +12,22 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{IntoConnectionInfo, RedisError};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{resolve, ConfigError, Dur};
+
+mod topology;
+
+pub use topology::Conn;
+use topology::{HaUrl, Kind, URL_HELP};
 
 /// Where shared state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -53,18 +61,24 @@ pub enum OnUnavailable {
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     pub backend: Backend,
-    /// `redis://` or `rediss://` (TLS). Printed with its credentials redacted.
+    /// `redis://`, `redis+sentinel://` or `redis+cluster://` (`rediss…` for TLS). Printed
+    /// with its credentials redacted.
     #[serde(serialize_with = "redacted_url")]
     pub url: String,
     /// Environment variable holding the password (else the URL's credentials).
     pub password_env: Option<String>,
-    /// Root CA for a `rediss://` server (else the system roots).
+    /// Environment variable holding the sentinels' password (they have none otherwise).
+    pub sentinel_password_env: Option<String>,
+    /// Root CA for a `rediss…` server (else the system roots).
     pub ca_file: Option<PathBuf>,
     /// Every key starts with it.
     pub key_prefix: String,
     /// Longest wait for one Redis call.
     pub command_timeout: Dur,
     pub on_unavailable: OnUnavailable,
+    /// Replicas that must hold a ticket, session, revocation or DPoP `jti` before it is
+    /// answered (`WAIT`); 0: none (a failover may lose the last writes).
+    pub replicas_ack: u32,
     /// gatepass: where the last good discovery document and JWKS of every issuer are kept,
     /// read at start when the live fetch fails.
     pub dir: Option<PathBuf>,
@@ -76,10 +90,12 @@ impl Default for StateConfig {
             backend: Backend::Memory,
             url: "redis://127.0.0.1:6379/0".into(),
             password_env: None,
+            sentinel_password_env: None,
             ca_file: None,
             key_prefix: "gatepass:".into(),
             command_timeout: Dur(Duration::from_millis(100)),
             on_unavailable: OnUnavailable::Local,
+            replicas_ack: 0,
             dir: None,
         }
     }
@@ -97,7 +113,7 @@ impl StateConfig {
     }
 
     fn tls(&self) -> bool {
-        self.url.starts_with("rediss://")
+        self.url.starts_with("rediss://") || self.url.starts_with("rediss+")
     }
 
     /// Checks the table; errors are one line naming the key, and never quote the URL (it may
@@ -115,27 +131,44 @@ impl StateConfig {
                 "must be `local` or `deny`",
             ));
         }
-        let url_ok = (self.url.starts_with("redis://") || self.tls())
-            && self.url.as_str().into_connection_info().is_ok();
+        let ha = HaUrl::parse(&self.url);
+        let url_ok = match &ha {
+            Ok(Some(_)) => true,
+            Ok(None) => {
+                (self.url.starts_with("redis://") || self.url.starts_with("rediss://"))
+                    && self.url.as_str().into_connection_info().is_ok()
+            }
+            Err(()) => false,
+        };
         if !url_ok {
-            return Err(ConfigError::new(
-                "state.url",
-                "must be a URL like redis://127.0.0.1:6379/0 (rediss:// for TLS)",
-            ));
+            return Err(ConfigError::new("state.url", URL_HELP));
         }
         if self.ca_file.is_some() && !self.tls() {
             return Err(ConfigError::new(
                 "state.ca_file",
-                "only applies with a rediss:// url",
+                "only applies with a TLS url (rediss://, rediss+sentinel://, rediss+cluster://)",
             ));
         }
-        if let Some(name) = &self.password_env {
-            if name.is_empty() {
-                return Err(ConfigError::new(
-                    "state.password_env",
-                    "must name an environment variable",
-                ));
+        let sentinel = matches!(&ha, Ok(Some(h)) if matches!(h.kind, Kind::Sentinel { .. }));
+        if self.sentinel_password_env.is_some() && !sentinel {
+            return Err(ConfigError::new(
+                "state.sentinel_password_env",
+                "only applies with a redis+sentinel:// url",
+            ));
+        }
+        for (key, name) in [
+            ("state.password_env", &self.password_env),
+            ("state.sentinel_password_env", &self.sentinel_password_env),
+        ] {
+            if name.as_ref().is_some_and(|n| n.is_empty()) {
+                return Err(ConfigError::new(key, "must name an environment variable"));
             }
+        }
+        if self.replicas_ack > 16 {
+            return Err(ConfigError::new(
+                "state.replicas_ack",
+                "must be between 0 and 16",
+            ));
         }
         if self.key_prefix.is_empty() || !self.key_prefix.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ConfigError::new(
@@ -168,6 +201,10 @@ pub trait StateObserver: Send + Sync + 'static {
     fn error(&self, op: &'static str);
     /// A call `op` took `secs`.
     fn seconds(&self, op: &'static str, secs: f64);
+    /// Under Sentinel: the master in use is now `addr` (was `previous`).
+    fn master(&self, _previous: Option<&str>, _addr: &str) {}
+    /// Under Sentinel: the master changed while running.
+    fn failover(&self) {}
 }
 
 /// The observer both services use: an up gauge, one error counter per known `op` (in the order
@@ -178,6 +215,14 @@ pub struct StateMetrics {
     ops: &'static [&'static str],
     errors: Vec<metrics::Counter>,
     seconds: Option<metrics::Histogram>,
+    topology: Option<TopologyMetrics>,
+}
+
+/// `{service}_state_master{addr}` and `{service}_state_failovers_total`.
+pub struct TopologyMetrics {
+    /// The gauge for one master address.
+    pub master: Box<dyn Fn(&str) -> metrics::Gauge + Send + Sync>,
+    pub failovers: metrics::Counter,
 }
 
 impl StateMetrics {
@@ -193,7 +238,14 @@ impl StateMetrics {
             ops,
             errors,
             seconds,
+            topology: None,
         }
+    }
+
+    /// Also report the master in use and the failovers seen.
+    pub fn with_topology(mut self, t: TopologyMetrics) -> StateMetrics {
+        self.topology = Some(t);
+        self
     }
 }
 
@@ -218,6 +270,21 @@ impl StateObserver for StateMetrics {
             h.record(secs);
         }
     }
+
+    fn master(&self, previous: Option<&str>, addr: &str) {
+        if let Some(t) = &self.topology {
+            if let Some(old) = previous {
+                (t.master)(old).set(0.0);
+            }
+            (t.master)(addr).set(1.0);
+        }
+    }
+
+    fn failover(&self) {
+        if let Some(t) = &self.topology {
+            t.failovers.increment(1);
+        }
+    }
 }
 
 /// An observer that drops everything (tests, tools).
@@ -239,6 +306,9 @@ pub enum StateError {
     Timeout,
     #[error("shared state call failed: {0}")]
     Failed(&'static str),
+    /// `replicas_ack`: fewer replicas confirmed the write within `command_timeout`.
+    #[error("shared state write not confirmed by enough replicas")]
+    NotReplicated,
 }
 
 const UNKNOWN: u8 = 0;
@@ -251,18 +321,41 @@ const PROBE_DOWN: Duration = Duration::from_millis(250);
 
 /// The Redis client of one process.
 pub struct RedisState {
-    manager: ConnectionManager,
-    /// For [`RedisState::blocking_connection`].
-    client: redis::Client,
+    /// The connection calls use, swapped when Sentinel names a new master. `None` until the
+    /// sentinels first name one.
+    current: RwLock<Option<Current>>,
+    source: Source,
     manager_config: ConnectionManagerConfig,
     timeout: Duration,
     probe_timeout: Duration,
     prefix: String,
     on_unavailable: OnUnavailable,
+    replicas_ack: u32,
     status: AtomicU8,
     observer: Arc<dyn StateObserver>,
-    /// Wakes the probe at once, to decide with a PING whether the server is down.
+    /// Wakes the probe at once, to decide with a PING whether the server is down (and, under
+    /// Sentinel, to ask the sentinels first).
     recheck: Arc<tokio::sync::Notify>,
+}
+
+/// The connection in use and where it goes.
+#[derive(Clone)]
+struct Current {
+    conn: Conn,
+    /// One server: its client, for [`RedisState::blocking_connection`].
+    client: Option<redis::Client>,
+    /// Sentinel: the master's `host:port`.
+    master: Option<String>,
+    /// Bumped on every swap, so blocking connections know theirs is stale.
+    generation: u64,
+}
+
+/// Where connections come from.
+enum Source {
+    Single,
+    /// Only the probe asks the sentinels (one question at a time).
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    Cluster(ClusterClient),
 }
 
 /// Whose call failed, which decides what a failure says about the server.
@@ -289,6 +382,8 @@ fn describe(e: &RedisError) -> &'static str {
         || matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
     {
         "authentication failed"
+    } else if code == "READONLY" {
+        "read-only replica"
     } else if e.is_connection_refusal() {
         "connection refused"
     } else if e.is_connection_dropped() {
@@ -307,7 +402,8 @@ fn describe(e: &RedisError) -> &'static str {
     }
 }
 
-/// Errors that say the server (not one command) is unusable.
+/// Errors that say the server (not one command) is unusable. `READONLY` counts: the server
+/// was demoted to a replica, so (under Sentinel) the master must be asked for again.
 fn is_outage(e: &RedisError) -> bool {
     e.is_timeout()
         || e.is_io_error()
@@ -315,7 +411,23 @@ fn is_outage(e: &RedisError) -> bool {
         || e.is_connection_dropped()
         || e.is_unrecoverable_error()
         || e.kind() == redis::ErrorKind::AuthenticationFailed
-        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "LOADING"))
+        || matches!(
+            e.code(),
+            Some("WRONGPASS" | "NOAUTH" | "LOADING" | "READONLY" | "MASTERDOWN")
+        )
+}
+
+/// The password in environment variable `name`, for the config key `key`.
+fn password_from(key: &'static str, name: &str) -> Result<String, ConfigError> {
+    std::env::var(name)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            ConfigError::new(
+                key,
+                format!("environment variable {name} is not set or empty"),
+            )
+        })
 }
 
 impl RedisState {
@@ -326,29 +438,17 @@ impl RedisState {
         base_dir: &Path,
         observer: Arc<dyn StateObserver>,
     ) -> Result<Arc<RedisState>, ConfigError> {
-        let bad_url = || {
-            ConfigError::new(
-                "state.url",
-                "must be a URL like redis://127.0.0.1:6379/0 (rediss:// for TLS)",
-            )
+        let bad_url = || ConfigError::new("state.url", URL_HELP);
+        let ha = HaUrl::parse(&c.url).map_err(|_| bad_url())?;
+        let password = match &c.password_env {
+            Some(name) => Some(password_from("state.password_env", name)?),
+            None => None,
         };
-        let mut info = c
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|_| bad_url())?;
-        if let Some(name) = &c.password_env {
-            let password = std::env::var(name).ok().filter(|p| !p.is_empty());
-            let Some(password) = password else {
-                return Err(ConfigError::new(
-                    "state.password_env",
-                    format!("environment variable {name} is not set or empty"),
-                ));
-            };
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
-        }
-        let client = match &c.ca_file {
+        let sentinel_password = match &c.sentinel_password_env {
+            Some(name) => Some(password_from("state.sentinel_password_env", name)?),
+            None => None,
+        };
+        let certificates = match &c.ca_file {
             Some(ca) => {
                 let path = resolve(base_dir, ca);
                 let pem = std::fs::read(&path).map_err(|e| {
@@ -357,39 +457,125 @@ impl RedisState {
                         format!("cannot read {}: {}", path.display(), e.kind()),
                     )
                 })?;
-                redis::Client::build_with_tls(
-                    info,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
-                )
-                .map_err(|_| {
-                    ConfigError::new("state.ca_file", "cannot use: no PEM certificate in it")
-                })?
+                Some(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                })
             }
-            None => redis::Client::open(info).map_err(|_| bad_url())?,
+            None => None,
         };
+        let bad_ca = || ConfigError::new("state.ca_file", "cannot use: no PEM certificate in it");
         let timeout = c.command_timeout.0;
         // Connecting (TLS included) may take longer than one command; the request path never
         // waits for it: it only calls while the probe has seen the server up.
         let probe_timeout = timeout.max(Duration::from_secs(1));
-        let config = ConnectionManagerConfig::new()
+        let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(probe_timeout))
             .set_response_timeout(None)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500))
             .set_number_of_retries(3);
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(|e| ConfigError::new("state.url", describe(&e)))?;
+        let (source, current) = match ha {
+            None => {
+                let mut info = c
+                    .url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|_| bad_url())?;
+                if let Some(password) = password {
+                    let settings = info.redis_settings().clone().set_password(password);
+                    info = info.set_redis_settings(settings);
+                }
+                let client = match certificates {
+                    Some(certs) => {
+                        redis::Client::build_with_tls(info, certs).map_err(|_| bad_ca())?
+                    }
+                    None => redis::Client::open(info).map_err(|_| bad_url())?,
+                };
+                let manager =
+                    ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+                        .map_err(|e| ConfigError::new("state.url", describe(&e)))?;
+                let current = Current {
+                    conn: Conn::Single(manager),
+                    client: Some(client),
+                    master: None,
+                    generation: 0,
+                };
+                (Source::Single, Some(current))
+            }
+            Some(ha) => {
+                let password = password.or(ha.password.clone());
+                match &ha.kind {
+                    Kind::Sentinel { master, db } => {
+                        let mut b = SentinelClientBuilder::new(
+                            ha.addrs(),
+                            master,
+                            SentinelServerType::Master,
+                        )
+                        .map_err(|_| bad_url())?
+                        .set_client_to_redis_db(*db);
+                        if let Some(u) = &ha.username {
+                            b = b.set_client_to_redis_username(u);
+                        }
+                        if let Some(p) = &password {
+                            b = b.set_client_to_redis_password(p);
+                        }
+                        if let Some(p) = &sentinel_password {
+                            b = b.set_client_to_sentinel_password(p);
+                        }
+                        if ha.tls {
+                            b = b
+                                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                                .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+                            if let Some(certs) = &certificates {
+                                b = b
+                                    .set_client_to_redis_certificates(certs.clone())
+                                    .set_client_to_sentinel_certificates(certs.clone());
+                            }
+                        }
+                        let client = b.build().map_err(|_| bad_ca())?;
+                        (Source::Sentinel(tokio::sync::Mutex::new(client)), None)
+                    }
+                    Kind::Cluster => {
+                        let mut b = ClusterClientBuilder::new(ha.addrs())
+                            .connection_timeout(probe_timeout)
+                            .retries(2)
+                            .min_retry_wait(20)
+                            .max_retry_wait(200);
+                        if let Some(u) = &ha.username {
+                            b = b.username(u);
+                        }
+                        if let Some(p) = &password {
+                            b = b.password(p);
+                        }
+                        if ha.tls {
+                            b = b.tls(redis::TlsMode::Secure);
+                            if let Some(certs) = &certificates {
+                                b = b.certs(certs.clone());
+                            }
+                        }
+                        let client = b.build().map_err(|_| bad_ca())?;
+                        let conn = cluster_connection(&client, probe_timeout, CLUSTER_RESPONSE);
+                        let current = Current {
+                            conn: Conn::Cluster(conn),
+                            client: None,
+                            master: None,
+                            generation: 0,
+                        };
+                        (Source::Cluster(client), Some(current))
+                    }
+                }
+            }
+        };
         let state = Arc::new(RedisState {
-            manager,
-            client,
-            manager_config: config,
+            current: RwLock::new(current),
+            source,
+            manager_config,
             timeout,
             probe_timeout,
             prefix: c.key_prefix.clone(),
             on_unavailable: c.on_unavailable,
+            replicas_ack: c.replicas_ack,
             status: AtomicU8::new(UNKNOWN),
             observer,
             recheck: Arc::new(tokio::sync::Notify::new()),
@@ -412,23 +598,66 @@ impl RedisState {
         self.timeout
     }
 
-    /// `key_prefix` + `name`.
+    /// Under Sentinel, the master in use (`host:port`), once the sentinels named one.
+    pub fn master(&self) -> Option<String> {
+        self.read_current().as_ref()?.master.clone()
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.source, Source::Cluster(_))
+    }
+
+    fn read_current(&self) -> std::sync::RwLockReadGuard<'_, Option<Current>> {
+        // Nothing panics while holding it (clones and a swap), so a poisoned lock is sound.
+        self.current.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn conn(&self) -> Option<Conn> {
+        self.read_current().as_ref().map(|c| c.conn.clone())
+    }
+
+    /// `key_prefix` + `name`. On a Cluster, `name` is a hash tag of its own (`{name}`), so
+    /// single keys spread over the slots.
     pub fn key(&self, name: &str) -> String {
+        if self.is_cluster() {
+            return self.group_key(name, name);
+        }
         let mut k = String::with_capacity(self.prefix.len() + name.len());
         k.push_str(&self.prefix);
         k.push_str(name);
         k
     }
 
+    /// The key `name` of a group whose keys a script or a hash + stream pair use together:
+    /// `key_prefix` + `name` as for [`RedisState::key`], but on a Cluster every key of the
+    /// group shares the hash tag `{group}` (`gatepass:{revocations}:log`), hence one slot.
+    pub fn group_key(&self, group: &str, name: &str) -> String {
+        if !self.is_cluster() {
+            return self.key(name);
+        }
+        let rest = name.strip_prefix(group).unwrap_or(name);
+        let sep = if rest.is_empty() || rest.starts_with(':') {
+            ""
+        } else {
+            ":"
+        };
+        format!("{}{{{group}}}{sep}{rest}", self.prefix)
+    }
+
     /// Runs one call on the shared connection, bounded by `command_timeout`. Fails at once
     /// while the server is known to be down.
     pub async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StateError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.timed(&self.manager, op, self.timeout, Caller::Request, f)
-            .await
+        if !self.is_up() {
+            return Err(StateError::Unavailable);
+        }
+        let Some(conn) = self.conn() else {
+            return Err(StateError::Unavailable);
+        };
+        self.timed(conn, op, self.timeout, Caller::Request, f).await
     }
 
     /// `SET key value NX PX ttl`: true when the key was set, false when it already existed.
@@ -455,37 +684,80 @@ impl RedisState {
         Ok(set.is_some())
     }
 
+    /// With `replicas_ack = n ≥ 1`: waits (`WAIT n`, within `command_timeout`) until `n`
+    /// replicas have every write made so far on the shared connection; fewer is
+    /// [`StateError::NotReplicated`]. With 0, returns at once. Call it after a write that must
+    /// survive a failover.
+    pub async fn replicated(&self, op: &'static str) -> Result<(), StateError> {
+        let n = self.replicas_ack;
+        if n == 0 {
+            return Ok(());
+        }
+        let ms = self.timeout.as_millis().max(1) as u64;
+        let acked: i64 = self
+            .call(op, |mut c| async move {
+                redis::cmd("WAIT").arg(n).arg(ms).query_async(&mut c).await
+            })
+            .await?;
+        if acked < i64::from(n) {
+            self.observer.error(op);
+            return Err(StateError::NotReplicated);
+        }
+        Ok(())
+    }
+
     /// A second connection for blocking reads (`XREAD BLOCK`), which would otherwise stall
-    /// every command queued behind them on the shared one.
+    /// every command queued behind them on the shared one. It follows the shared one to a new
+    /// master.
     pub fn blocking_connection(self: &Arc<Self>) -> Result<BlockingConnection, StateError> {
-        let manager = ConnectionManager::new_lazy_with_config(
-            self.client.clone(),
-            self.manager_config.clone(),
-        )
-        .map_err(|e| StateError::Failed(describe(&e)))?;
         Ok(BlockingConnection {
-            manager,
+            own: std::sync::Mutex::new(None),
             state: self.clone(),
         })
     }
 
-    /// One call bounded by `limit`; fails at once while the server is known to be down, but
-    /// for the probe's PING, which is how it comes back.
+    /// A connection of its own on the current server (or cluster), and the generation it
+    /// belongs to.
+    fn own_connection(&self) -> Result<Option<(u64, Conn)>, StateError> {
+        let current = self.read_current().clone();
+        let Some(current) = current else {
+            return Ok(None);
+        };
+        let conn = match (&self.source, &current.client) {
+            (Source::Cluster(client), _) => Conn::Cluster(cluster_connection(
+                client,
+                self.probe_timeout,
+                BLOCKING_RESPONSE,
+            )),
+            (_, Some(client)) => Conn::Single(
+                ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    self.manager_config.clone(),
+                )
+                .map_err(|e| StateError::Failed(describe(&e)))?,
+            ),
+            (_, None) => return Ok(None),
+        };
+        Ok(Some((current.generation, conn)))
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.read_current().as_ref().map(|c| c.generation)
+    }
+
+    /// One call bounded by `limit`, with what its failure says about the server recorded.
     async fn timed<T, F, Fut>(
         &self,
-        manager: &ConnectionManager,
+        conn: Conn,
         op: &'static str,
         limit: Duration,
         caller: Caller,
         f: F,
     ) -> Result<T, StateError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        if caller != Caller::Probe && !self.is_up() {
-            return Err(StateError::Unavailable);
-        }
         // One span per call, only inside another span (a request's): the probe's PINGs and
         // other background calls make no trace of their own.
         let span = if crate::telemetry::enabled() && !tracing::Span::current().is_none() {
@@ -500,11 +772,9 @@ impl RedisState {
             tracing::Span::none()
         };
         let start = Instant::now();
-        let result = tracing::Instrument::instrument(
-            tokio::time::timeout(limit, f(manager.clone())),
-            span.clone(),
-        )
-        .await;
+        let result =
+            tracing::Instrument::instrument(tokio::time::timeout(limit, f(conn)), span.clone())
+                .await;
         self.observer.seconds(op, start.elapsed().as_secs_f64());
         span.record(
             "outcome",
@@ -520,7 +790,10 @@ impl RedisState {
                 self.observer.error(op);
                 let what = describe(&e);
                 match (is_outage(&e), caller) {
-                    (true, Caller::Request) => self.set(false, what),
+                    (true, Caller::Request) => {
+                        self.set(false, what);
+                        self.recheck.notify_one();
+                    }
                     (true, Caller::Follower) => self.recheck.notify_one(),
                     _ => tracing::debug!(op, error = what, "shared state call failed"),
                 }
@@ -538,9 +811,12 @@ impl RedisState {
 
     /// One PING, attempted even while down; updates the status.
     pub async fn ping(&self) -> bool {
+        let Some(conn) = self.conn() else {
+            return false;
+        };
         let r = self
             .timed(
-                &self.manager,
+                conn,
                 "ping",
                 self.probe_timeout,
                 Caller::Probe,
@@ -551,6 +827,63 @@ impl RedisState {
             self.set(true, "");
         }
         r.is_ok()
+    }
+
+    /// Under Sentinel: asks the sentinels for the master (redis-rs checks with `ROLE` that it
+    /// is one) and, if it is another than the one in use, swaps every connection to it. The
+    /// old connections are dropped, so a demoted master is never written to again.
+    async fn follow_master(&self) {
+        let Source::Sentinel(sentinels) = &self.source else {
+            return;
+        };
+        let asked = tokio::time::timeout(self.probe_timeout, async {
+            sentinels.lock().await.async_get_client().await
+        })
+        .await;
+        let client = match asked {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                tracing::debug!(error = describe(&e), "sentinels named no usable master");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("sentinels did not answer in time");
+                return;
+            }
+        };
+        let addr = client.get_connection_info().addr().to_string();
+        let previous = self.master();
+        if previous.as_deref() == Some(addr.as_str()) {
+            return;
+        }
+        let manager = match ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            self.manager_config.clone(),
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = describe(&e), "cannot connect to the new master");
+                return;
+            }
+        };
+        {
+            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+            let generation = current.as_ref().map_or(0, |c| c.generation + 1);
+            *current = Some(Current {
+                conn: Conn::Single(manager),
+                client: Some(client),
+                master: Some(addr.clone()),
+                generation,
+            });
+        }
+        self.observer.master(previous.as_deref(), &addr);
+        match previous {
+            Some(old) => {
+                self.observer.failover();
+                tracing::warn!(from = %old, to = %addr, "shared state (redis) master changed");
+            }
+            None => tracing::info!(master = %addr, "shared state (redis) master found"),
+        }
     }
 
     /// Records a transition and logs it once.
@@ -578,10 +911,30 @@ impl RedisState {
     }
 }
 
+/// A cluster's response timeout for the shared connection: never the limit (each call has its
+/// own `command_timeout`), only a backstop.
+const CLUSTER_RESPONSE: Duration = Duration::from_secs(10);
+/// And for blocking reads, above any block time the followers use.
+const BLOCKING_RESPONSE: Duration = Duration::from_secs(60);
+
+/// A cluster connection that connects in the background, so start never waits for it.
+fn cluster_connection(
+    client: &ClusterClient,
+    connect: Duration,
+    response: Duration,
+) -> ClusterConnection {
+    client.get_pending_async_connection_with_config(
+        ClusterConfig::new()
+            .set_connection_timeout(connect)
+            .set_response_timeout(response),
+    )
+}
+
 /// A connection of its own for calls that block on the server (see
 /// [`RedisState::blocking_connection`]).
 pub struct BlockingConnection {
-    manager: ConnectionManager,
+    /// Made at the first call, and again after the shared connection moved to a new master.
+    own: std::sync::Mutex<Option<(u64, Conn)>>,
     state: Arc<RedisState>,
 }
 
@@ -596,26 +949,36 @@ impl BlockingConnection {
         f: F,
     ) -> Result<T, StateError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let s = &self.state;
-        s.timed(
-            &self.manager,
-            op,
-            block + s.probe_timeout,
-            Caller::Follower,
-            f,
-        )
-        .await
+        if !s.is_up() {
+            return Err(StateError::Unavailable);
+        }
+        let conn = {
+            let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+            let stale = own.as_ref().map(|(g, _)| Some(*g)) != Some(s.generation());
+            if stale {
+                *own = s.own_connection()?;
+            }
+            match own.as_ref() {
+                Some((_, c)) => c.clone(),
+                None => return Err(StateError::Unavailable),
+            }
+        };
+        s.timed(conn, op, block + s.probe_timeout, Caller::Follower, f)
+            .await
     }
 }
 
 /// Pings until the client is dropped: often while down, so recovery is seen quickly, and at
-/// once when a call asks for a verdict.
+/// once when a call asks for a verdict. Under Sentinel, asks the sentinels before each PING,
+/// so a new master is in use within one probe period of the sentinels naming it.
 async fn probe(this: Weak<RedisState>, recheck: Arc<tokio::sync::Notify>) {
     loop {
         let Some(state) = this.upgrade() else { return };
+        state.follow_master().await;
         let up = state.ping().await;
         if !up {
             state.set(false, "no answer to PING");
@@ -666,13 +1029,13 @@ mod tests {
             err("on_unavailable = \"allow\""),
             "config error: state.on_unavailable: must be `local` or `deny`"
         );
-        let url = "config error: state.url: must be a URL like redis://127.0.0.1:6379/0 (rediss:// for TLS)";
+        let url = format!("config error: state.url: {URL_HELP}");
         assert_eq!(err("url = \"http://x:s3cret@h/0\""), url);
         assert_eq!(err("url = \"redis://\""), url);
         assert!(!err("url = \"http://x:s3cret@h/0\"").contains("s3cret"));
         assert_eq!(
             err("ca_file = \"ca.pem\""),
-            "config error: state.ca_file: only applies with a rediss:// url"
+            "config error: state.ca_file: only applies with a TLS url (rediss://, rediss+sentinel://, rediss+cluster://)"
         );
         assert_eq!(
             err("key_prefix = \"\""),
@@ -744,7 +1107,7 @@ mod tests {
         let s = client(redis.url());
         wait_up(&s, true).await;
         let set = |k: String| {
-            move |mut c: ConnectionManager| async move {
+            move |mut c: Conn| async move {
                 redis::cmd("SET")
                     .arg(k)
                     .arg("1")
@@ -774,9 +1137,8 @@ mod tests {
         let redis = gatepass_testkit::RedisServer::start();
         let s = client(redis.url());
         wait_up(&s, true).await;
-        let ping = |mut c: ConnectionManager| async move {
-            redis::cmd("PING").query_async::<String>(&mut c).await
-        };
+        let ping =
+            |mut c: Conn| async move { redis::cmd("PING").query_async::<String>(&mut c).await };
         redis.pause();
         assert_eq!(s.call("test", ping).await, Err(StateError::Timeout));
         assert!(s.is_up(), "one late reply marked the server down");
