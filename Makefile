@@ -18,9 +18,10 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 run: traefik $(MCP_DEPS) $(OIDC_DEPS)
 	./scripts/run.sh
 
-# `make run` with two replicas each of gatepass and mcp-status sharing one local redis-server.
+# `make run` with two replicas each of gatepass and mcp-status sharing one local redis-server;
+# `make run-cluster SENTINEL=1`: sharing a Sentinel-watched master with two replicas instead.
 run-cluster: traefik redis $(MCP_DEPS) $(OIDC_DEPS)
-	./scripts/run.sh cluster
+	SENTINEL="$(SENTINEL)" ./scripts/run.sh cluster
 
 stop:
 	./scripts/run.sh stop

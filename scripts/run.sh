@@ -24,6 +24,9 @@ GATEPASS2_PORT="${GATEPASS2_PORT:-9093}"
 MCP2_PORT="${MCP_STATUS2_PORT:-9094}"
 AUTH_PORT="${AUTH_PORT:-8081}"
 REDIS_PORT="${REDIS_PORT:-6390}"
+# `make run-cluster SENTINEL=1`: Redis replicas on the next two ports, sentinels from this one.
+SENTINEL="${SENTINEL:-}"
+SENTINEL_PORT="${SENTINEL_PORT:-26390}"
 WEB="127.0.0.1:$WEB_PORT"
 
 # True while $1 still runs the program $2 that this script started: an interrupted start can
@@ -231,10 +234,16 @@ TOML
 # replicas for forwardAuth (it takes one URL; the entry point trusts the X-Forwarded-* that
 # Traefik itself set), as the e2e harness (tests/src/lib.rs) does.
 CLUSTER_SED=()
+STATE_URL="redis://127.0.0.1:$REDIS_PORT/0"
+SENTINEL_PORTS=()
+if [ -n "$SENTINEL" ]; then
+  SENTINEL_PORTS=("$SENTINEL_PORT" "$((SENTINEL_PORT + 1))" "$((SENTINEL_PORT + 2))")
+  STATE_URL="redis+sentinel://$(printf '127.0.0.1:%s,' "${SENTINEL_PORTS[@]}" | sed 's/,$//')/mymaster/0"
+fi
 if [ -n "$CLUSTER" ]; then
   for f in gatepass mcp-status; do
-    printf '\n[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s/0"\nkey_prefix = "gatepass:"\n' \
-      "$REDIS_PORT" >> "$RUN/$f.toml"
+    printf '\n[state]\nbackend = "redis"\nurl = "%s"\nkey_prefix = "gatepass:"\n' \
+      "$STATE_URL" >> "$RUN/$f.toml"
   done
   CLUSTER_SED=(
     -e "s|^entryPoints:\$|&\n  auth:\n    address: \"127.0.0.1:$AUTH_PORT\"\n    forwardedHeaders:\n      trustedIPs: [\"127.0.0.1/32\"]|"
@@ -275,6 +284,21 @@ if [ -n "$CLUSTER" ]; then
   start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
     --dir "$RUN" --set-proc-title no
 fi
+if [ -n "$SENTINEL" ]; then
+  # Two replicas of it, and three sentinels that fail over after 1 s without an answer.
+  for i in 1 2; do
+    mkdir -p "$RUN/redis-$i"
+    start "redis-$i" redis-server --bind 127.0.0.1 --port "$((REDIS_PORT + i))" --save '' \
+      --appendonly no --dir "$RUN/redis-$i" --set-proc-title no \
+      --replicaof 127.0.0.1 "$REDIS_PORT"
+  done
+  for p in "${SENTINEL_PORTS[@]}"; do
+    mkdir -p "$RUN/sentinel-$p"
+    printf 'port %s\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster 127.0.0.1 %s 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n' \
+      "$p" "$PWD/$RUN/sentinel-$p" "$REDIS_PORT" > "$RUN/sentinel-$p.conf"
+    start "sentinel-$p" redis-server "$PWD/$RUN/sentinel-$p.conf" --sentinel --set-proc-title no
+  done
+fi
 # The OpenID Provider first: gatepass reads its discovery document at start.
 PORT="$OIDC_PORT" OIDC_KEYS="$RUN/keys/oidc-keys.json" USERS_FILE="$RUN/secrets/users.json" \
   GATEPASS_SECRET="$(cat "$RUN/secrets/oidc-client.key")" SIGNIN_RESOURCE="http://$WEB" \
@@ -310,6 +334,10 @@ ready_now() {
     curl -fsS "http://127.0.0.1:$p/readyz" > /dev/null 2>&1 || return 1
   done
   [ -z "$CLUSTER" ] || redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping > /dev/null 2>&1 || return 1
+  for p in "${SENTINEL_PORTS[@]}"; do
+    redis-cli -h 127.0.0.1 -p "$p" sentinel get-master-addr-by-name mymaster 2> /dev/null |
+      grep -q . || return 1
+  done
   curl -fsS "http://127.0.0.1:$MCP_SERVER_PORT/health" > /dev/null 2>&1 || return 1
   curl -fsS "$OIDC/.well-known/openid-configuration" > /dev/null 2>&1 || return 1
   # The page is behind sign-in: a script gets gatepass's 401 through Traefik.
@@ -347,7 +375,8 @@ GATEPASS_URLS=$(printf 'https://127.0.0.1:%s, ' "${GATEPASS_PORTS[@]}")
 MCP_URLS=$(printf 'http://127.0.0.1:%s, ' "${MCP_PORTS[@]}")
 CLUSTER_INFO=""
 if [ -n "$CLUSTER" ]; then
-  CLUSTER_INFO=$'\n'"  Redis        redis://127.0.0.1:$REDIS_PORT/0  (shared [state] of both pairs, in memory only)"
+  CLUSTER_INFO=$'\n'"  Redis        $STATE_URL  (shared [state] of both pairs, in memory only)"
+  [ -z "$SENTINEL" ] || CLUSTER_INFO+=$'\n'"               master 127.0.0.1:$REDIS_PORT, replicas :$((REDIS_PORT + 1)) :$((REDIS_PORT + 2)); try: kill -9 the master"
   CLUSTER_INFO+=$'\n'"  forwardAuth  http://127.0.0.1:$AUTH_PORT  (Traefik's auth entry point, balancing the gatepass replicas)"
 fi
 

@@ -17,9 +17,12 @@ fn config(state: &str) -> String {
 }
 
 fn redis_state(redis: &RedisServer, on_unavailable: &str) -> String {
+    state_on(&redis.url(), on_unavailable)
+}
+
+fn state_on(url: &str, on_unavailable: &str) -> String {
     format!(
-        "[state]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"{PREFIX}\"\non_unavailable = \"{on_unavailable}\"\n",
-        redis.url()
+        "[state]\nbackend = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"{PREFIX}\"\non_unavailable = \"{on_unavailable}\"\n"
     )
 }
 
@@ -303,7 +306,12 @@ async fn mcp_state_conformance_in_process() {
 
 /// Two replicas on one Redis, each with one MCP on `health`.
 async fn mcp_pair(redis: &RedisServer, health: &str, interval: &str) -> (Server, Server) {
-    let c = mcp_config(health, interval, &redis_state(redis, "local"));
+    mcp_pair_on(&redis.url(), health, interval).await
+}
+
+/// Two replicas on the Redis at `url` (any topology), each with one MCP on `health`.
+async fn mcp_pair_on(url: &str, health: &str, interval: &str) -> (Server, Server) {
+    let c = mcp_config(health, interval, &state_on(url, "local"));
     let (a, b) = (start(&c).await, start(&c).await);
     wait_up(&a, true).await;
     wait_up(&b, true).await;
@@ -449,5 +457,112 @@ async fn garbled_mcp_state_in_redis_is_ignored() {
     wait_for(Duration::from_secs(5), "one snapshot", || async {
         served(&a).await == served(&b).await
     })
+    .await;
+}
+
+/// `/readyz` is 200 with the shared state up on `master` (`None`: no `state_master`).
+async fn on_master(s: &Server, master: Option<&str>) -> bool {
+    let (status, body) = readyz(s).await;
+    status == 200 && body["state"] == "ok" && body["state_master"].as_str() == master
+}
+
+/// SPEC §11: one MCP state, one poller and per-user connection leases, before and after the
+/// topology loses its master (a primary): the same conformance suite both times, every
+/// feature back within 2 s of the new master being named (promoted), no restart.
+async fn ha_conformance(
+    url: &str,
+    master: impl Fn() -> Option<String>,
+    fail_over: impl FnOnce() -> std::time::Instant,
+) {
+    let health = gatepass_testkit::Stub::start().await;
+    let (a, b) = mcp_pair_on(url, &health.url("/health"), "200ms").await;
+    let first = master();
+    wait_for(
+        Duration::from_secs(10),
+        "readyz names the master",
+        || async { on_master(&a, first.as_deref()).await && on_master(&b, first.as_deref()).await },
+    )
+    .await;
+    mcp_state_conformance(&a, &b, &health).await;
+    // The default limit (5 per user) counts leases on both replicas.
+    let u = who("ha", "admin");
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        open.push(socket(&a, &u).await.0);
+    }
+    assert_closed(&b, &u.headers(), 4008, "Too many connections").await;
+
+    let settled = tokio::task::block_in_place(fail_over);
+    let second = master();
+    if first.is_some() {
+        assert_ne!(second, first, "the sentinels named another master");
+    }
+    wait_for(
+        Duration::from_secs(2),
+        "both replicas back on the new master",
+        || async {
+            on_master(&a, second.as_deref()).await && on_master(&b, second.as_deref()).await
+        },
+    )
+    .await;
+    assert!(
+        settled.elapsed() <= Duration::from_secs(2),
+        "{:?}",
+        settled.elapsed()
+    );
+    // The leases taken before the failover still count (replicated), and the conformance
+    // suite passes again.
+    assert_closed(&b, &u.headers(), 4008, "Too many connections").await;
+    wait_for(Duration::from_secs(5), "one replica polling", || async {
+        polls(&a).await != polls(&b).await
+    })
+    .await;
+    mcp_state_conformance(&a, &b, &health).await;
+    if let Some(addr) = &second {
+        let m = metrics(&a).await;
+        assert_eq!(
+            metric_value(&m, "mcp_status_state_failovers_total"),
+            1.0,
+            "{m}"
+        );
+        let series = format!("mcp_status_state_master{{addr=\"{addr}\"}}");
+        assert_eq!(metric_value(&m, &series), 1.0, "{m}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_state_survives_a_sentinel_failover() {
+    let t = std::sync::Mutex::new(tokio::task::block_in_place(
+        gatepass_testkit::ha::Sentinel::start,
+    ));
+    let url = t.lock().unwrap().url();
+    ha_conformance(
+        &url,
+        || t.lock().unwrap().master_addr(),
+        || {
+            let mut t = t.lock().unwrap();
+            let old = t.master_addr().unwrap();
+            t.kill_master();
+            t.wait_new_master(&old, Duration::from_secs(30))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_state_survives_a_cluster_primary_loss() {
+    let c = std::sync::Mutex::new(tokio::task::block_in_place(
+        gatepass_testkit::ha::Cluster::start,
+    ));
+    let url = c.lock().unwrap().url();
+    ha_conformance(
+        &url,
+        || None,
+        || {
+            let mut c = c.lock().unwrap();
+            let p = c.primaries()[0];
+            c.kill_primary(p, Duration::from_secs(30))
+        },
+    )
     .await;
 }

@@ -1038,6 +1038,23 @@ mod tests {
             "config error: state.ca_file: only applies with a TLS url (rediss://, rediss+sentinel://, rediss+cluster://)"
         );
         assert_eq!(
+            err("sentinel_password_env = \"P\""),
+            "config error: state.sentinel_password_env: only applies with a redis+sentinel:// url"
+        );
+        assert_eq!(
+            err("url = \"redis+sentinel://s1,s2/m\"\nsentinel_password_env = \"\""),
+            "config error: state.sentinel_password_env: must name an environment variable"
+        );
+        assert_eq!(
+            err("replicas_ack = 17"),
+            "config error: state.replicas_ack: must be between 0 and 16"
+        );
+        assert_eq!(err("url = \"redis+sentinel://s1:26379\""), url);
+        assert_eq!(err("url = \"redis+cluster://n1:6379/2\""), url);
+        let c = parse("[state]\nurl = \"rediss+sentinel://:pw@s1,s2/m/1\"\nca_file = \"ca.pem\"\nsentinel_password_env = \"P\"\nreplicas_ack = 1\n").unwrap();
+        assert_eq!(c.replicas_ack, 1);
+        parse("[state]\nurl = \"redis+cluster://n1:6379,n2:6379\"\n").unwrap();
+        assert_eq!(
             err("key_prefix = \"\""),
             "config error: state.key_prefix: must be non-empty visible ASCII, like `gatepass:`"
         );
