@@ -810,6 +810,29 @@ disable_after_cycles = 3
         format!("ws://{}{}", self.web, path)
     }
 
+    /// With several mcp-status replicas: did Traefik's last requests to the pool (this loop's
+    /// page and socket) reach each one, none refused? A replica that answered 503 before it
+    /// had its keys is out of the pool until the next active health check: until it is back,
+    /// round robin is not what tests expect.
+    fn every_mcp_replica_routed(&self) -> bool {
+        let n = self.mcp_addrs.len();
+        if n < 2 {
+            return true;
+        }
+        let log = self.access_log();
+        let last: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"mcp-status-ws@file\"") || l.contains("\"dashboard@file\""))
+            .collect();
+        let last = &last[last.len().saturating_sub(n)..];
+        last.len() == n
+            && last.iter().all(|l| !l.contains("\" 503 "))
+            && self
+                .mcp_addrs
+                .iter()
+                .all(|a| last.iter().any(|l| l.contains(&format!("\"http://{a}\""))))
+    }
+
     /// Waits until Traefik routes to mcp-status and gatepass, and mcp-status has the
     /// assertion key (a valid WebSocket connection gets its initial status).
     async fn wait_ready(&self) {
@@ -832,7 +855,9 @@ disable_after_cycles = 3
             if dash == page_up && jwks == 200 {
                 let (ws, _) = self.ws(&token("ready", "admin"), &[]).await;
                 if let Ok(mut ws) = ws {
-                    if first_type(&mut ws).await.as_deref() == Some("initial_status") {
+                    if first_type(&mut ws).await.as_deref() == Some("initial_status")
+                        && self.every_mcp_replica_routed()
+                    {
                         return;
                     }
                 }

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use gatepass_testkit::dpop::DpopKey;
 use gatepass_testkit::ha::{Cluster, Sentinel};
 use serde_json::json;
 
@@ -17,11 +18,13 @@ const FAILOVER: Duration = Duration::from_secs(30);
 const BACK_WITHIN: Duration = Duration::from_secs(2);
 const COMMAND_TIMEOUT_MS: u64 = 500;
 
+/// The base config (its issuer also takes DPoP-bound tokens) on `url`.
 fn config(url: &str, state: &str) -> String {
+    let base = base_config().replace("leeway = \"5s\"\n", "leeway = \"5s\"\ndpop = \"allowed\"\n");
     format!(
         "{}\n[state]\nbackend = \"redis\"\nurl = \"{url}\"\ncommand_timeout = \"{COMMAND_TIMEOUT_MS}ms\"\n{state}\n\
          [rate_limit]\nper_user = {{ rate = 1, per = \"1m\", burst = 4 }}\n",
-        base_config()
+        base
     )
 }
 
@@ -118,6 +121,24 @@ async fn features(a: &Server, b: &Server, phase: &str) {
     validate(b, Fwd::get("/x").bearer(&tok))
         .await
         .assert_denied_with(401, "invalid_token", "token revoked");
+    // A DPoP proof is used once for the cluster: accepted on A, a replay refused on B.
+    let key = DpopKey::es256();
+    let mut c = claims(&format!("d-{phase}"), "admin");
+    c["cnf"] = json!({"jkt": key.thumbprint()});
+    let tok = hs(&c);
+    let proof = key.proof("GET", "http://app.test:8080/x", Some(&tok));
+    let req = || {
+        Fwd::get("/x")
+            .h("Authorization", &format!("DPoP {tok}"))
+            .h("DPoP", &proof)
+    };
+    let g = validate(a, req()).await;
+    assert_eq!(g.status, 200, "{phase}: {}", g.body);
+    validate(b, req()).await.assert_denied_with(
+        401,
+        "invalid_dpop_proof",
+        "the DPoP proof was already used",
+    );
 }
 
 /// Until `settled` says the topology changed: bearer requests keep being answered, each
