@@ -75,12 +75,13 @@ impl Tickets {
             Backend::Redis(redis) => {
                 let key = Tickets::key(redis, &ticket);
                 let value = identity.to_stored();
-                let set = redis.set_new("ticket_issue", key, value, self.ttl).await?;
+                let set = redis
+                    .set_new_replicated("ticket_issue", key, value, self.ttl)
+                    .await?;
                 // NX refused: 256 random bits collided. Never overwrite someone's ticket.
                 if !set {
                     return Err(StateError::Failed("ticket collision"));
                 }
-                redis.replicated("ticket_issue").await?;
             }
         }
         Ok(ticket)

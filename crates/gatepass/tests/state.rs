@@ -243,3 +243,60 @@ async fn unreachable_or_wrong_password_at_start() {
     let ticket = buy(&s, &tok).await;
     assert_status(&s, upgrade_with(&ticket), 200).await;
 }
+
+/// `replicas_ack = 1` on a Redis without replicas: a ticket is refused with 503 once WAIT
+/// gives up (within twice `command_timeout`), and the wait holds up nothing else: limited
+/// bearer requests on the same Redis are answered meanwhile, and the state stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreplicated_ticket_is_503_and_holds_up_nothing_else() {
+    let redis = RedisServer::start();
+    let cfg = config(
+        &redis.url(),
+        "command_timeout = \"800ms\"\nreplicas_ack = 1",
+        "[rate_limit]\nper_user = { rate = 1, per = \"1m\", burst = 4 }\n",
+    );
+    let a = start(&cfg).await;
+    wait_state(&a, "ok").await;
+    let tok = user("acked", "admin");
+    let started = Instant::now();
+    let ticket = {
+        let tok = tok.clone();
+        let url = a.url("/auth/tickets");
+        tokio::spawn(async move {
+            let r = client().post(url).bearer_auth(tok).send().await.unwrap();
+            (got(r).await, started.elapsed())
+        })
+    };
+    // While the ticket's WAIT runs (800 ms), a limited request is decided on Redis at once.
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let admin = admin.get_multiplexed_async_connection().await.unwrap();
+    wait_for(Duration::from_secs(5), "the ticket's WAIT blocking", || {
+        let mut c = admin.clone();
+        async move {
+            // (The revocation follower's XREAD BLOCK is always there; WAIT is the ticket's.)
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            clients.contains(" cmd=wait ")
+        }
+    })
+    .await;
+    let t = Instant::now();
+    let g = validate(&a, Fwd::get("/x").bearer(&user("other", "admin"))).await;
+    assert_eq!(g.status, 200, "{}", g.body);
+    assert!(
+        t.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    let (g, took) = ticket.await.unwrap();
+    g.assert_denied(503, "temporarily_unavailable");
+    assert!(
+        (Duration::from_millis(800)..Duration::from_millis(1700)).contains(&took),
+        "{took:?}"
+    );
+    assert_eq!(a.get("/readyz").await.json()["state"], "ok");
+    assert_metric(&a, "gatepass_state_fallbacks_total", 0.0).await;
+}

@@ -408,7 +408,7 @@ impl Revocations {
         let exp = r.expires_at;
         let (id, nb, exp): (String, String, String) = table
             .redis()
-            .call("revocation_commit", |mut c| async move {
+            .call_replicated("revocation_commit", |mut c| async move {
                 COMMIT
                     .key(hash)
                     .key(stream)
@@ -424,7 +424,6 @@ impl Revocations {
                     .await
             })
             .await?;
-        table.redis().replicated("revocation_commit").await?;
         let parsed = Revocation {
             kind: r.kind,
             value: r.value.clone(),

@@ -97,7 +97,7 @@ impl Store {
             Store::Redis(r) => {
                 let key = Store::key(r, "session", &hash);
                 let s = s.clone();
-                r.call("session_create", |mut c| async move {
+                r.call_replicated("session_create", |mut c| async move {
                     redis::pipe()
                         .atomic()
                         .hset_multiple(
@@ -120,8 +120,7 @@ impl Store {
                         .query_async::<()>(&mut c)
                         .await
                 })
-                .await?;
-                r.replicated("session_create").await
+                .await
             }
         }
     }
@@ -165,7 +164,7 @@ impl Store {
             Store::Redis(r) => {
                 let key = Store::key(r, "session", &hash);
                 let done: i64 = r
-                    .call("session_replace", |mut c| async move {
+                    .call_replicated("session_replace", |mut c| async move {
                         REPLACE
                             .key(key)
                             .arg(expected)
@@ -176,9 +175,6 @@ impl Store {
                             .await
                     })
                     .await?;
-                if done == 1 {
-                    r.replicated("session_replace").await?;
-                }
                 Ok(done == 1)
             }
         }
@@ -213,11 +209,11 @@ impl Store {
             }
             Store::Redis(r) => {
                 let key = Store::key(r, "session", &hash);
-                r.call("session_delete", |mut c| async move {
+                r.call_replicated("session_delete", |mut c| async move {
                     redis::cmd("DEL").arg(key).query_async::<i64>(&mut c).await
                 })
-                .await?;
-                r.replicated("session_delete").await
+                .await
+                .map(|_| ())
             }
         }
     }

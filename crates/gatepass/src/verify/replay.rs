@@ -53,11 +53,10 @@ impl Replays {
             return Ok(self.local.insert(digest, Instant::now()));
         };
         let key = redis.key(&format!("{}:{}", self.kind, URL_SAFE_NO_PAD.encode(digest)));
-        let first = match redis.set_new(self.op, key, "1".into(), remember).await {
-            Ok(true) => redis.replicated(self.op).await.map(|()| true),
-            other => other,
-        };
-        match first {
+        match redis
+            .set_new_replicated(self.op, key, "1".into(), remember)
+            .await
+        {
             Err(StateError::Unavailable | StateError::Timeout)
                 if fallback && redis.on_unavailable() == OnUnavailable::Local =>
             {

@@ -342,6 +342,10 @@ pub struct RedisState {
 #[derive(Clone)]
 struct Current {
     conn: Conn,
+    /// With `replicas_ack`: writes that must reach replicas, each followed by `WAIT` on this
+    /// connection of their own (WAIT must follow the write on its connection, and a WAIT that
+    /// waits must hold up nothing else).
+    replicated: Option<Conn>,
     /// One server: its client, for [`RedisState::blocking_connection`].
     client: Option<redis::Client>,
     /// Sentinel: the master's `host:port`.
@@ -492,11 +496,14 @@ impl RedisState {
                     }
                     None => redis::Client::open(info).map_err(|_| bad_url())?,
                 };
-                let manager =
+                let single = || {
                     ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
-                        .map_err(|e| ConfigError::new("state.url", describe(&e)))?;
+                        .map(Conn::Single)
+                        .map_err(|e| ConfigError::new("state.url", describe(&e)))
+                };
                 let current = Current {
-                    conn: Conn::Single(manager),
+                    conn: single()?,
+                    replicated: (c.replicas_ack > 0).then(single).transpose()?,
                     client: Some(client),
                     master: None,
                     generation: 0,
@@ -555,9 +562,16 @@ impl RedisState {
                             }
                         }
                         let client = b.build().map_err(|_| bad_ca())?;
-                        let conn = cluster_connection(&client, probe_timeout, CLUSTER_RESPONSE);
+                        let cluster = || {
+                            Conn::Cluster(cluster_connection(
+                                &client,
+                                probe_timeout,
+                                CLUSTER_RESPONSE,
+                            ))
+                        };
                         let current = Current {
-                            conn: Conn::Cluster(conn),
+                            conn: cluster(),
+                            replicated: (c.replicas_ack > 0).then(cluster),
                             client: None,
                             master: None,
                             generation: 0,
@@ -668,42 +682,73 @@ impl RedisState {
         value: String,
         ttl: Duration,
     ) -> Result<bool, StateError> {
-        let ms = ttl.as_millis().max(1) as u64;
-        let set: Option<String> = self
-            .call(op, |mut c| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ms)
-                    .query_async(&mut c)
-                    .await
-            })
+        let set = self.call(op, |c| set_nx(c, key, value, ttl)).await?;
+        Ok(set.is_some())
+    }
+
+    /// [`RedisState::set_new`] for a value that must survive a failover (see
+    /// [`RedisState::call_replicated`]).
+    pub async fn set_new_replicated(
+        &self,
+        op: &'static str,
+        key: String,
+        value: String,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let set = self
+            .call_replicated(op, |c| set_nx(c, key, value, ttl))
             .await?;
         Ok(set.is_some())
     }
 
-    /// With `replicas_ack = n ≥ 1`: waits (`WAIT n`, within `command_timeout`) until `n`
-    /// replicas have every write made so far on the shared connection; fewer is
-    /// [`StateError::NotReplicated`]. With 0, returns at once. Call it after a write that must
-    /// survive a failover.
-    pub async fn replicated(&self, op: &'static str) -> Result<(), StateError> {
+    /// A write that must survive a failover. With `replicas_ack = n ≥ 1` it runs on a
+    /// connection of its own, followed there by `WAIT n command_timeout`: fewer than `n`
+    /// replicas holding it is [`StateError::NotReplicated`] (the write itself stays on the
+    /// master). The whole is bounded by twice `command_timeout` (the write, then the wait).
+    /// With 0, it is [`RedisState::call`].
+    pub async fn call_replicated<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StateError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         let n = self.replicas_ack;
         if n == 0 {
-            return Ok(());
+            return self.call(op, f).await;
         }
+        if !self.is_up() {
+            return Err(StateError::Unavailable);
+        }
+        let conn = self
+            .read_current()
+            .as_ref()
+            .and_then(|c| c.replicated.clone());
+        let Some(conn) = conn else {
+            return Err(StateError::Unavailable);
+        };
         let ms = self.timeout.as_millis().max(1) as u64;
-        let acked: i64 = self
-            .call(op, |mut c| async move {
-                redis::cmd("WAIT").arg(n).arg(ms).query_async(&mut c).await
-            })
+        let (value, acked) = self
+            .timed(
+                conn,
+                op,
+                self.timeout * 2,
+                Caller::Request,
+                |c| async move {
+                    let mut wait_on = c.clone();
+                    let value = f(c).await?;
+                    let acked: i64 = redis::cmd("WAIT")
+                        .arg(n)
+                        .arg(ms)
+                        .query_async(&mut wait_on)
+                        .await?;
+                    Ok((value, acked))
+                },
+            )
             .await?;
         if acked < i64::from(n) {
             self.observer.error(op);
             return Err(StateError::NotReplicated);
         }
-        Ok(())
+        Ok(value)
     }
 
     /// A second connection for blocking reads (`XREAD BLOCK`), which would otherwise stall
@@ -856,11 +901,16 @@ impl RedisState {
         if previous.as_deref() == Some(addr.as_str()) {
             return;
         }
-        let manager = match ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            self.manager_config.clone(),
-        ) {
-            Ok(m) => m,
+        let single = || {
+            ConnectionManager::new_lazy_with_config(client.clone(), self.manager_config.clone())
+                .map(Conn::Single)
+        };
+        let conns = single().and_then(|conn| {
+            let replicated = (self.replicas_ack > 0).then(single).transpose()?;
+            Ok((conn, replicated))
+        });
+        let (conn, replicated) = match conns {
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = describe(&e), "cannot connect to the new master");
                 return;
@@ -870,7 +920,8 @@ impl RedisState {
             let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
             let generation = current.as_ref().map_or(0, |c| c.generation + 1);
             *current = Some(Current {
-                conn: Conn::Single(manager),
+                conn,
+                replicated,
                 client: Some(client),
                 master: Some(addr.clone()),
                 generation,
@@ -909,6 +960,24 @@ impl RedisState {
             ),
         }
     }
+}
+
+/// `SET key value NX PX ttl` on `c`.
+async fn set_nx(
+    mut c: Conn,
+    key: String,
+    value: String,
+    ttl: Duration,
+) -> redis::RedisResult<Option<String>> {
+    let ms = ttl.as_millis().max(1) as u64;
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("NX")
+        .arg("PX")
+        .arg(ms)
+        .query_async(&mut c)
+        .await
 }
 
 /// A cluster's response timeout for the shared connection: never the limit (each call has its
