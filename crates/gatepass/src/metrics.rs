@@ -279,7 +279,12 @@ mod tests {
         );
         let mut found = 0;
         for text in &texts {
-            for pat in [".call(", ".set_new("] {
+            for pat in [
+                ".call(",
+                ".set_new(",
+                ".call_replicated(",
+                ".set_new_replicated(",
+            ] {
                 for (i, _) in text.match_indices(pat) {
                     let rest = text[i + pat.len()..].trim_start();
                     // A literal op; calls that pass a variable name theirs at their callers.

@@ -23,7 +23,8 @@ fn config(url: &str, state: &str) -> String {
     let base = base_config().replace("leeway = \"5s\"\n", "leeway = \"5s\"\ndpop = \"allowed\"\n");
     format!(
         "{}\n[state]\nbackend = \"redis\"\nurl = \"{url}\"\ncommand_timeout = \"{COMMAND_TIMEOUT_MS}ms\"\n{state}\n\
-         [rate_limit]\nper_user = {{ rate = 1, per = \"1m\", burst = 4 }}\n",
+         [rate_limit]\nper_user = {{ rate = 1, per = \"1m\", burst = 4 }}\n\
+         upgrades_per_user = {{ rate = 10, per = \"1m\", burst = 10 }}\n",
         base
     )
 }
@@ -281,6 +282,14 @@ async fn cluster_primary_loss_keeps_every_promise() {
     )
     .await;
     features(&a, &b, "before").await;
+    for s in [&a, &b] {
+        let m = metrics_text(s).await;
+        assert_eq!(
+            gatepass_testkit::metric(&m, "gatepass_state_fallbacks_total"),
+            0.0,
+            "{m}"
+        );
+    }
     let primary = blocking(|| c.primaries())[0];
     // Requests while the cluster misses a primary are answered in time.
     let tok = user("gap", "developer");
@@ -310,7 +319,22 @@ async fn cluster_primary_loss_keeps_every_promise() {
         ready_on([&a, &b], None)
     })
     .await;
+    // Every limit (a user's per-request and upgrade limits, checked in one script) is decided
+    // on the cluster, never by the in-process fallback (as during the gap).
+    let fallbacks = || async {
+        let mut n = 0.0;
+        for s in [&a, &b] {
+            n += gatepass_testkit::metric(&metrics_text(s).await, "gatepass_state_fallbacks_total");
+        }
+        n
+    };
+    let gap = fallbacks().await;
     features(&a, &b, "after").await;
+    assert_eq!(
+        fallbacks().await,
+        gap,
+        "limits fell back after the promotion"
+    );
 }
 
 async fn metrics_text(s: &Server) -> String {

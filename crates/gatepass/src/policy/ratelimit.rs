@@ -529,10 +529,11 @@ impl Shared {
             .await
     }
 
-    /// A stable (cluster-wide) key for a user: a digest of the encoded id.
+    /// A stable (cluster-wide) key for a user: a digest of the encoded id. A user's limits
+    /// share one group (one Cluster slot): the exact path checks both in one script.
     fn user_key(&self, kind: &str, user: LimitedUser<'_>) -> String {
         let id = gatepass_service::digest::sha256_b64(user.id);
-        self.redis.key(&format!("limit:{kind}:{id}"))
+        self.redis.group_key(&id, &format!("limit:{kind}:{id}"))
     }
 
     fn ip_key(&self, ip: IpAddr) -> String {

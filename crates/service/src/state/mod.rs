@@ -331,6 +331,8 @@ pub struct RedisState {
     prefix: String,
     on_unavailable: OnUnavailable,
     replicas_ack: u32,
+    /// Which of the replicated-write connections the next such write takes.
+    replicated_turn: std::sync::atomic::AtomicUsize,
     status: AtomicU8,
     observer: Arc<dyn StateObserver>,
     /// Wakes the probe at once, to decide with a PING whether the server is down (and, under
@@ -345,7 +347,7 @@ struct Current {
     /// With `replicas_ack`: writes that must reach replicas, each followed by `WAIT` on this
     /// connection of their own (WAIT must follow the write on its connection, and a WAIT that
     /// waits must hold up nothing else).
-    replicated: Option<Conn>,
+    replicated: Vec<Conn>,
     /// One server: its client, for [`RedisState::blocking_connection`].
     client: Option<redis::Client>,
     /// Sentinel: the master's `host:port`.
@@ -468,7 +470,14 @@ impl RedisState {
             }
             None => None,
         };
-        let bad_ca = || ConfigError::new("state.ca_file", "cannot use: no PEM certificate in it");
+        let has_ca = c.ca_file.is_some();
+        let bad_ca = || {
+            if has_ca {
+                ConfigError::new("state.ca_file", "cannot use: no PEM certificate in it")
+            } else {
+                ConfigError::new("state.url", URL_HELP)
+            }
+        };
         let timeout = c.command_timeout.0;
         // Connecting (TLS included) may take longer than one command; the request path never
         // waits for it: it only calls while the probe has seen the server up.
@@ -503,7 +512,9 @@ impl RedisState {
                 };
                 let current = Current {
                     conn: single()?,
-                    replicated: (c.replicas_ack > 0).then(single).transpose()?,
+                    replicated: (0..replicated_pool(c.replicas_ack))
+                        .map(|_| single())
+                        .collect::<Result<_, _>>()?,
                     client: Some(client),
                     master: None,
                     generation: 0,
@@ -571,7 +582,9 @@ impl RedisState {
                         };
                         let current = Current {
                             conn: cluster(),
-                            replicated: (c.replicas_ack > 0).then(cluster),
+                            replicated: (0..replicated_pool(c.replicas_ack))
+                                .map(|_| cluster())
+                                .collect(),
                             client: None,
                             master: None,
                             generation: 0,
@@ -590,6 +603,7 @@ impl RedisState {
             prefix: c.key_prefix.clone(),
             on_unavailable: c.on_unavailable,
             replicas_ack: c.replicas_ack,
+            replicated_turn: std::sync::atomic::AtomicUsize::new(0),
             status: AtomicU8::new(UNKNOWN),
             observer,
             recheck: Arc::new(tokio::sync::Notify::new()),
@@ -718,10 +732,13 @@ impl RedisState {
         if !self.is_up() {
             return Err(StateError::Unavailable);
         }
-        let conn = self
-            .read_current()
-            .as_ref()
-            .and_then(|c| c.replicated.clone());
+        // Round robin over the pool: a WAIT holds up its connection, so concurrent replicated
+        // writes each take another.
+        let turn = self.replicated_turn.fetch_add(1, Ordering::Relaxed);
+        let conn = self.read_current().as_ref().and_then(|c| {
+            let n = c.replicated.len();
+            (n > 0).then(|| c.replicated[turn % n].clone())
+        });
         let Some(conn) = conn else {
             return Err(StateError::Unavailable);
         };
@@ -855,23 +872,42 @@ impl RedisState {
     }
 
     /// One PING, attempted even while down; updates the status.
+    /// Under Sentinel the question is `ROLE`, not `PING`: a demoted master (a replica) answers
+    /// PING, and must count as down until the sentinels name the new one.
     pub async fn ping(&self) -> bool {
         let Some(conn) = self.conn() else {
             return false;
         };
-        let r = self
-            .timed(
+        let r = if matches!(self.source, Source::Sentinel(_)) {
+            self.timed(
                 conn,
                 "ping",
                 self.probe_timeout,
                 Caller::Probe,
-                |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await },
+                |mut c| async move {
+                    let role: redis::Role = redis::cmd("ROLE").query_async(&mut c).await?;
+                    Ok(matches!(role, redis::Role::Primary { .. }))
+                },
             )
-            .await;
-        if r.is_ok() {
+            .await
+        } else {
+            self.timed(
+                conn,
+                "ping",
+                self.probe_timeout,
+                Caller::Probe,
+                |mut c| async move {
+                    redis::cmd("PING").query_async::<String>(&mut c).await?;
+                    Ok(true)
+                },
+            )
+            .await
+        };
+        let up = r == Ok(true);
+        if up {
             self.set(true, "");
         }
-        r.is_ok()
+        up
     }
 
     /// Under Sentinel: asks the sentinels for the master (redis-rs checks with `ROLE` that it
@@ -881,7 +917,7 @@ impl RedisState {
         let Source::Sentinel(sentinels) = &self.source else {
             return;
         };
-        let asked = tokio::time::timeout(self.probe_timeout, async {
+        let asked = tokio::time::timeout(self.probe_timeout.max(DISCOVERY_TIMEOUT), async {
             sentinels.lock().await.async_get_client().await
         })
         .await;
@@ -906,7 +942,9 @@ impl RedisState {
                 .map(Conn::Single)
         };
         let conns = single().and_then(|conn| {
-            let replicated = (self.replicas_ack > 0).then(single).transpose()?;
+            let replicated = (0..replicated_pool(self.replicas_ack))
+                .map(|_| single())
+                .collect::<Result<_, _>>()?;
             Ok((conn, replicated))
         });
         let (conn, replicated) = match conns {
@@ -961,6 +999,22 @@ impl RedisState {
         }
     }
 }
+
+/// Connections for replicated writes: none without `replicas_ack`, else a few, each of which
+/// a waiting WAIT holds up alone.
+fn replicated_pool(replicas_ack: u32) -> usize {
+    if replicas_ack == 0 {
+        0
+    } else {
+        REPLICATED_CONNECTIONS
+    }
+}
+
+const REPLICATED_CONNECTIONS: usize = 4;
+
+/// How long the sentinels may take to name the master: their own connect timeout (1 s in
+/// redis-rs) for an unreachable first sentinel, plus the next one's answer.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `SET key value NX PX ttl` on `c`.
 async fn set_nx(

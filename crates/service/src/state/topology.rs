@@ -80,14 +80,22 @@ impl HaUrl {
             .split(',')
             .map(|h| node(h, default_port))
             .collect::<Result<Vec<_>, ()>>()?;
-        let mut segments = path.split('/').filter(|s| !s.is_empty());
+        // "/m/0" → ["m", "0"]; an empty segment ("//m", "/m/") is malformed.
+        let mut segments = path.split('/');
+        if segments.clone().any(str::is_empty) && !path.is_empty() {
+            return Err(());
+        }
+        let mut segments = segments.by_ref().filter(|s| !s.is_empty());
         let kind = if sentinel {
             let master = segments.next().ok_or(())?;
             let db = match segments.next() {
                 Some(d) => d.parse::<i64>().map_err(|_| ())?,
                 None => 0,
             };
-            let valid = master.bytes().all(|b| b.is_ascii_graphic()) && db >= 0;
+            let valid = master
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'%' | b'#' | b'?'))
+                && db >= 0;
             if !valid {
                 return Err(());
             }
@@ -150,10 +158,13 @@ fn node(text: &str, default_port: u16) -> Result<(String, u16), ()> {
         }
     };
     let port = match port {
-        Some(p) => p.parse::<u16>().map_err(|_| ())?,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            p.parse::<u16>().map_err(|_| ())?
+        }
+        Some(_) => return Err(()),
         None => default_port,
     };
-    let host_ok = !host.is_empty()
+    let host_ok = host.bytes().any(|b| b.is_ascii_alphanumeric())
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
@@ -248,6 +259,12 @@ mod tests {
             "redis+cluster://n1:6379/1",
             "redis+cluster://n1:x",
             "redis+cluster://n 1:6379",
+            "redis+cluster://n1:+6379",
+            "redis+sentinel://s1//m",
+            "redis+sentinel://s1/m/",
+            "redis+sentinel://s1/m%2F",
+            "redis+sentinel://s1/m?x",
+            "redis+sentinel://-/m",
         ] {
             assert_eq!(HaUrl::parse(bad), Err(()), "{bad}");
         }
