@@ -57,7 +57,7 @@ pub enum OnUnavailable {
 }
 
 /// The `[state]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     pub backend: Backend,
@@ -102,6 +102,24 @@ impl Default for StateConfig {
 }
 
 pub use crate::config::redact_url;
+
+// By hand: the URL may carry a password, and a config is printed with `{:?}` now and then.
+impl std::fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateConfig")
+            .field("backend", &self.backend)
+            .field("url", &redact_url(&self.url))
+            .field("password_env", &self.password_env)
+            .field("sentinel_password_env", &self.sentinel_password_env)
+            .field("ca_file", &self.ca_file)
+            .field("key_prefix", &self.key_prefix)
+            .field("command_timeout", &self.command_timeout)
+            .field("on_unavailable", &self.on_unavailable)
+            .field("replicas_ack", &self.replicas_ack)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
 
 fn redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&redact_url(url))
@@ -1199,6 +1217,11 @@ mod tests {
         };
         let text = toml::to_string(&c).unwrap();
         assert!(!text.contains("s3cret"), "{text}");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3cret") && debug.contains("<redacted>"),
+            "{debug}"
+        );
         assert!(
             text.contains("rediss://<redacted>@redis.internal:6380/1"),
             "{text}"
