@@ -189,19 +189,12 @@ impl Metrics {
                     .collect(),
                 Some(recorder.register_histogram(&Key::from_static_name(STATE_SECONDS), &META)),
             )
-            .with_topology(TopologyMetrics {
-                master: {
-                    let recorder = recorder.clone();
-                    Box::new(move |addr| {
-                        let labels = vec![Label::new("addr", addr.to_owned())];
-                        recorder.register_gauge(
-                            &Key::from_parts("gatepass_state_master", labels),
-                            &META,
-                        )
-                    })
-                },
-                failovers: counter("gatepass_state_failovers_total", vec![]),
-            }),
+            .with_topology(TopologyMetrics::on(
+                recorder.clone(),
+                "gatepass_state_master",
+                &META,
+                counter("gatepass_state_failovers_total", vec![]),
+            )),
         );
         Metrics {
             state_fallbacks: counter("gatepass_state_fallbacks_total", vec![]),

@@ -74,22 +74,15 @@ impl Metrics {
                 errors.collect(),
                 Some(recorder.register_histogram(&Key::from_static_name(STATE_SECONDS), &META)),
             )
-            .with_topology(TopologyMetrics {
-                master: {
-                    let recorder = recorder.clone();
-                    Box::new(move |addr| {
-                        let labels = vec![Label::new("addr", addr.to_owned())];
-                        recorder.register_gauge(
-                            &Key::from_parts("mcp_status_state_master", labels),
-                            &META,
-                        )
-                    })
-                },
-                failovers: recorder.register_counter(
+            .with_topology(TopologyMetrics::on(
+                recorder.clone(),
+                "mcp_status_state_master",
+                &META,
+                recorder.register_counter(
                     &Key::from_static_name("mcp_status_state_failovers_total"),
                     &META,
                 ),
-            }),
+            )),
         );
         let poller =
             recorder.register_gauge(&Key::from_static_name("mcp_status_health_poller"), &META);

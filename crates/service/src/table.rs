@@ -157,13 +157,7 @@ impl SharedTable {
     /// Keeps `replica` current until the task is dropped: a snapshot first, then every
     /// change in order; a new snapshot after any failure or when `apply` says so.
     pub async fn follow(&self, replica: &impl Replica) {
-        let conn = match self.redis.blocking_connection() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(table = %self.hash, error = %e, "cannot follow a shared table");
-                return;
-            }
-        };
+        let conn = self.redis.blocking_connection();
         let mut after: Option<String> = None;
         loop {
             let Some(from) = after.clone() else {

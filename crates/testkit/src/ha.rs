@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, kill, redis_ping, signal};
+use crate::{free_port, kill, signal, wait_redis};
 
 /// One `redis-server` process (data node or sentinel) with fixed arguments, so a restart is
 /// the same node on the same port.
@@ -37,15 +37,7 @@ impl Node {
             .spawn()
             .expect("redis-server is installed (make test installs Debian's redis-server)");
         self.child = Some(child);
-        let addr = self.addr();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !redis_ping(&addr) {
-            assert!(
-                Instant::now() < deadline,
-                "redis node did not start on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_redis(&self.addr());
     }
 
     pub fn port(&self) -> u16 {

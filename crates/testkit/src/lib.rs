@@ -798,19 +798,7 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is installed (make test installs Debian's redis-server)");
         self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // Ready once it answers PING (a bare TCP accept can come before it serves).
-        loop {
-            if redis_ping(&addr) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_redis(&format!("127.0.0.1:{}", self.port));
     }
 
     /// Freezes it (SIGSTOP): the port stays open and nothing is answered, as a stalled
@@ -850,9 +838,22 @@ impl Drop for RedisServer {
     }
 }
 
+/// Waits (blocking, up to 10 s) until the redis-server just started at `addr` serves: it
+/// answers PING (a bare TCP accept can come before it serves).
+pub(crate) fn wait_redis(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !redis_ping(addr) {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not start on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// True when a Redis server at `addr` answers `PING` (`+PONG`, or `-NOAUTH` when it wants a
 /// password: it is serving either way).
-pub(crate) fn redis_ping(addr: &str) -> bool {
+fn redis_ping(addr: &str) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
         return false;

@@ -19,7 +19,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{IntoConnectionInfo, RedisError};
+use redis::{IntoConnectionInfo, RedisError, RedisResult};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{resolve, ConfigError, Dur};
@@ -238,9 +238,28 @@ pub struct StateMetrics {
 
 /// `{service}_state_master{addr}` and `{service}_state_failovers_total`.
 pub struct TopologyMetrics {
-    /// The gauge for one master address.
-    pub master: Box<dyn Fn(&str) -> metrics::Gauge + Send + Sync>,
-    pub failovers: metrics::Counter,
+    /// The gauge for one master address (registered when first used).
+    master: Box<dyn Fn(&str) -> metrics::Gauge + Send + Sync>,
+    failovers: metrics::Counter,
+}
+
+impl TopologyMetrics {
+    /// The gauge `master_name{addr}` registered on `recorder` for each address in use, and
+    /// the counter of failovers.
+    pub fn on<R: metrics::Recorder + Send + Sync + 'static>(
+        recorder: Arc<R>,
+        master_name: &'static str,
+        meta: &'static metrics::Metadata<'static>,
+        failovers: metrics::Counter,
+    ) -> TopologyMetrics {
+        TopologyMetrics {
+            master: Box::new(move |addr| {
+                let labels = vec![metrics::Label::new("addr", addr.to_owned())];
+                recorder.register_gauge(&metrics::Key::from_parts(master_name, labels), meta)
+            }),
+            failovers,
+        }
+    }
 }
 
 impl StateMetrics {
@@ -366,12 +385,31 @@ struct Current {
     /// connection of their own (WAIT must follow the write on its connection, and a WAIT that
     /// waits must hold up nothing else).
     replicated: Vec<Conn>,
-    /// One server: its client, for [`RedisState::blocking_connection`].
+    /// One server (or the master Sentinel named): its client, for
+    /// [`RedisState::blocking_connection`] and to say which master is in use.
     client: Option<redis::Client>,
-    /// Sentinel: the master's `host:port`.
-    master: Option<String>,
     /// Bumped on every swap, so blocking connections know theirs is stale.
     generation: u64,
+}
+
+impl Current {
+    /// The shared connection and, with `replicas_ack`, the pool for replicated writes, each
+    /// made by `make`.
+    fn new<E>(
+        make: impl Fn() -> Result<Conn, E>,
+        replicas_ack: u32,
+        client: Option<redis::Client>,
+        generation: u64,
+    ) -> Result<Current, E> {
+        Ok(Current {
+            conn: make()?,
+            replicated: (0..replicated_pool(replicas_ack))
+                .map(|_| make())
+                .collect::<Result<_, _>>()?,
+            client,
+            generation,
+        })
+    }
 }
 
 /// Where connections come from.
@@ -528,15 +566,7 @@ impl RedisState {
                         .map(Conn::Single)
                         .map_err(|e| ConfigError::new("state.url", describe(&e)))
                 };
-                let current = Current {
-                    conn: single()?,
-                    replicated: (0..replicated_pool(c.replicas_ack))
-                        .map(|_| single())
-                        .collect::<Result<_, _>>()?,
-                    client: Some(client),
-                    master: None,
-                    generation: 0,
-                };
+                let current = Current::new(single, c.replicas_ack, Some(client.clone()), 0)?;
                 (Source::Single, Some(current))
             }
             Some(ha) => {
@@ -592,21 +622,10 @@ impl RedisState {
                         }
                         let client = b.build().map_err(|_| bad_ca())?;
                         let cluster = || {
-                            Conn::Cluster(cluster_connection(
-                                &client,
-                                probe_timeout,
-                                CLUSTER_RESPONSE,
-                            ))
+                            let conn = cluster_connection(&client, probe_timeout, CLUSTER_RESPONSE);
+                            Ok::<_, ConfigError>(Conn::Cluster(conn))
                         };
-                        let current = Current {
-                            conn: cluster(),
-                            replicated: (0..replicated_pool(c.replicas_ack))
-                                .map(|_| cluster())
-                                .collect(),
-                            client: None,
-                            master: None,
-                            generation: 0,
-                        };
+                        let current = Current::new(cluster, c.replicas_ack, None, 0)?;
                         (Source::Cluster(client), Some(current))
                     }
                 }
@@ -646,7 +665,12 @@ impl RedisState {
 
     /// Under Sentinel, the master in use (`host:port`), once the sentinels named one.
     pub fn master(&self) -> Option<String> {
-        self.read_current().as_ref()?.master.clone()
+        if !matches!(self.source, Source::Sentinel(_)) {
+            return None;
+        }
+        let current = self.read_current();
+        let client = current.as_ref()?.client.as_ref()?;
+        Some(client.get_connection_info().addr().to_string())
     }
 
     fn is_cluster(&self) -> bool {
@@ -658,8 +682,21 @@ impl RedisState {
         self.current.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn conn(&self) -> Option<Conn> {
-        self.read_current().as_ref().map(|c| c.conn.clone())
+    /// The connection `which` takes from the ones in use; fails at once while the server is
+    /// known to be down (but for the probe, which is how it comes back).
+    fn pick(
+        &self,
+        caller: Caller,
+        which: impl FnOnce(&Current) -> Option<Conn>,
+    ) -> Result<Conn, StateError> {
+        if caller != Caller::Probe && !self.is_up() {
+            return Err(StateError::Unavailable);
+        }
+        let current = self.read_current();
+        current
+            .as_ref()
+            .and_then(which)
+            .ok_or(StateError::Unavailable)
     }
 
     /// `key_prefix` + `name`. On a Cluster, `name` is a hash tag of its own (`{name}`), so
@@ -697,12 +734,7 @@ impl RedisState {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        if !self.is_up() {
-            return Err(StateError::Unavailable);
-        }
-        let Some(conn) = self.conn() else {
-            return Err(StateError::Unavailable);
-        };
+        let conn = self.pick(Caller::Request, |c| Some(c.conn.clone()))?;
         self.timed(conn, op, self.timeout, Caller::Request, f).await
     }
 
@@ -747,19 +779,13 @@ impl RedisState {
         if n == 0 {
             return self.call(op, f).await;
         }
-        if !self.is_up() {
-            return Err(StateError::Unavailable);
-        }
         // Round robin over the pool: a WAIT holds up its connection, so concurrent replicated
         // writes each take another.
         let turn = self.replicated_turn.fetch_add(1, Ordering::Relaxed);
-        let conn = self.read_current().as_ref().and_then(|c| {
-            let n = c.replicated.len();
-            (n > 0).then(|| c.replicated[turn % n].clone())
-        });
-        let Some(conn) = conn else {
-            return Err(StateError::Unavailable);
-        };
+        let conn = self.pick(Caller::Request, |c| {
+            let pool = &c.replicated;
+            pool.get(turn % pool.len().max(1)).cloned()
+        })?;
         let ms = self.timeout.as_millis().max(1) as u64;
         let (value, acked) = self
             .timed(
@@ -789,11 +815,11 @@ impl RedisState {
     /// A second connection for blocking reads (`XREAD BLOCK`), which would otherwise stall
     /// every command queued behind them on the shared one. It follows the shared one to a new
     /// master.
-    pub fn blocking_connection(self: &Arc<Self>) -> Result<BlockingConnection, StateError> {
-        Ok(BlockingConnection {
+    pub fn blocking_connection(self: &Arc<Self>) -> BlockingConnection {
+        BlockingConnection {
             own: std::sync::Mutex::new(None),
             state: self.clone(),
-        })
+        }
     }
 
     /// A connection of its own on the current server (or cluster), and the generation it
@@ -893,34 +919,28 @@ impl RedisState {
     /// Under Sentinel the question is `ROLE`, not `PING`: a demoted master (a replica) answers
     /// PING, and must count as down until the sentinels name the new one.
     pub async fn ping(&self) -> bool {
-        let Some(conn) = self.conn() else {
+        let Ok(conn) = self.pick(Caller::Probe, |c| Some(c.conn.clone())) else {
             return false;
         };
-        let r = if matches!(self.source, Source::Sentinel(_)) {
-            self.timed(
+        let sentinel = matches!(self.source, Source::Sentinel(_));
+        let r = self
+            .timed(
                 conn,
                 "ping",
                 self.probe_timeout,
                 Caller::Probe,
                 |mut c| async move {
-                    let role: redis::Role = redis::cmd("ROLE").query_async(&mut c).await?;
-                    Ok(matches!(role, redis::Role::Primary { .. }))
+                    if sentinel {
+                        let role: redis::Role = redis::cmd("ROLE").query_async(&mut c).await?;
+                        Ok(matches!(role, redis::Role::Primary { .. }))
+                    } else {
+                        let pong: RedisResult<String> =
+                            redis::cmd("PING").query_async(&mut c).await;
+                        pong.map(|_| true)
+                    }
                 },
             )
-            .await
-        } else {
-            self.timed(
-                conn,
-                "ping",
-                self.probe_timeout,
-                Caller::Probe,
-                |mut c| async move {
-                    redis::cmd("PING").query_async::<String>(&mut c).await?;
-                    Ok(true)
-                },
-            )
-            .await
-        };
+            .await;
         let up = r == Ok(true);
         if up {
             self.set(true, "");
@@ -959,30 +979,16 @@ impl RedisState {
             ConnectionManager::new_lazy_with_config(client.clone(), self.manager_config.clone())
                 .map(Conn::Single)
         };
-        let conns = single().and_then(|conn| {
-            let replicated = (0..replicated_pool(self.replicas_ack))
-                .map(|_| single())
-                .collect::<Result<_, _>>()?;
-            Ok((conn, replicated))
-        });
-        let (conn, replicated) = match conns {
+        let generation = self.generation().map_or(0, |g| g + 1);
+        let new = match Current::new(single, self.replicas_ack, Some(client.clone()), generation) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = describe(&e), "cannot connect to the new master");
                 return;
             }
         };
-        {
-            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-            let generation = current.as_ref().map_or(0, |c| c.generation + 1);
-            *current = Some(Current {
-                conn,
-                replicated,
-                client: Some(client),
-                master: Some(addr.clone()),
-                generation,
-            });
-        }
+        // Only the probe swaps, so nothing changed `current` since `generation` was read.
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(new);
         self.observer.master(previous.as_deref(), &addr);
         match previous {
             Some(old) => {
